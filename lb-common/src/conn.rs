@@ -1,0 +1,252 @@
+//! Connection and persistence table entries, and how TCP flags move a
+//! connection through its states.
+
+use crate::maps::Settings;
+
+/// A flow as seen on the wire: the key of the connection table (`CONNS`).
+///
+/// Each connection has two entries: the *forward* entry keyed by
+/// (client, VIP) and the *reply* entry keyed by (backend, client). The data
+/// path looks up every packet by its own tuple, so both directions of an
+/// established connection cost a single lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src_addr: u32,
+    pub dst_addr: u32,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+
+/// Bits of [`Conn::flags`].
+pub mod conn_flags {
+    /// The entry is the reply half (backend to client): the rewrite is SNAT
+    /// back to the VIP. Without it the entry is the forward half: DNAT to the
+    /// backend.
+    pub const REPLY: u8 = 1;
+    /// The connection belongs to a VIP with persistence; its forward packets
+    /// keep the session `(vip_id, session_client)` alive.
+    pub const SESSION: u8 = 2;
+}
+
+/// Values of [`Conn::state`].
+pub struct ConnState;
+impl ConnState {
+    /// Not seen yet (only as input to [`tcp_next_state`]).
+    pub const NONE: u8 = 0;
+    /// TCP: a SYN was seen, the handshake has not completed.
+    pub const TCP_SYN: u8 = 1;
+    /// TCP: the handshake completed.
+    pub const TCP_ESTABLISHED: u8 = 2;
+    /// TCP: a FIN or RST was seen in either direction.
+    pub const TCP_CLOSING: u8 = 3;
+    /// UDP: there is only one state.
+    pub const UDP: u8 = 4;
+
+    #[must_use]
+    pub const fn name(state: u8) -> &'static str {
+        match state {
+            Self::TCP_SYN => "SYN",
+            Self::TCP_ESTABLISHED => "ESTABLISHED",
+            Self::TCP_CLOSING => "CLOSING",
+            Self::UDP => "UDP",
+            _ => "NONE",
+        }
+    }
+}
+
+/// TCP header flag bits (byte 13 of the TCP header).
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// The state of a TCP connection after a packet with `flags` in either
+/// direction.
+///
+/// - FIN or RST: closing (short timeout).
+/// - A SYN without ACK starts a connection, also on a tuple that was closing
+///   (the client reused its port). A SYN-ACK leaves the state as it is.
+/// - Anything else completes a handshake in progress, and otherwise leaves the
+///   state alone (an unknown mid-stream packet is taken as established).
+#[inline(always)]
+#[must_use]
+pub const fn tcp_next_state(state: u8, flags: u8) -> u8 {
+    if flags & (tcp_flags::FIN | tcp_flags::RST) != 0 {
+        ConnState::TCP_CLOSING
+    } else if flags & tcp_flags::SYN != 0 {
+        if flags & tcp_flags::ACK != 0 && state != ConnState::NONE {
+            state
+        } else {
+            ConnState::TCP_SYN
+        }
+    } else if state == ConnState::TCP_SYN || state == ConnState::NONE {
+        ConnState::TCP_ESTABLISHED
+    } else {
+        state
+    }
+}
+
+/// A connection-table entry (value of `CONNS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Conn {
+    /// Monotonic clock (ns) of the last refresh; refreshed at most once per
+    /// [`crate::REFRESH_NS`] and on every state change.
+    pub last_seen_ns: u64,
+    /// Forward: the backend's address; reply: the VIP's address.
+    pub nat_addr: u32,
+    /// Forward: the backend's port; reply: the VIP's port.
+    pub nat_port: u16,
+    /// One of [`ConnState`].
+    pub state: u8,
+    /// Bits of [`conn_flags`].
+    pub flags: u8,
+    /// Index of the backend in `BACKENDS` (for counters and the session).
+    pub backend_id: u32,
+    /// Index of the VIP in `VIP_INFO` (for counters and the session).
+    pub vip_id: u32,
+    /// The client address masked by the VIP's persistence netmask: the
+    /// session this connection keeps alive (when `SESSION` is set).
+    pub session_client: u32,
+    /// Generation of the backend when the connection was made.
+    pub backend_gen: u32,
+}
+const _: () = assert!(core::mem::size_of::<Conn>() == 32);
+
+impl Conn {
+    #[inline(always)]
+    #[must_use]
+    pub const fn is_reply(&self) -> bool {
+        self.flags & conn_flags::REPLY != 0
+    }
+
+    /// Whether this entry is idle past its state's timeout at `now_ns`.
+    #[inline(always)]
+    #[must_use]
+    pub fn is_expired(&self, settings: &Settings, now_ns: u64) -> bool {
+        crate::is_expired(self.last_seen_ns, settings.timeout_ns(self.state), now_ns)
+    }
+
+    /// The key of the other half of this connection, given this half's key.
+    #[inline(always)]
+    #[must_use]
+    pub const fn twin_key(&self, key: &FlowKey) -> FlowKey {
+        // Forward (client -> VIP, nat = backend): twin is backend -> client.
+        // Reply (backend -> client, nat = VIP): twin is client -> VIP.
+        FlowKey {
+            src_addr: if self.is_reply() { key.dst_addr } else { self.nat_addr },
+            dst_addr: if self.is_reply() { self.nat_addr } else { key.src_addr },
+            src_port: if self.is_reply() { key.dst_port } else { self.nat_port },
+            dst_port: if self.is_reply() { self.nat_port } else { key.src_port },
+            proto: key.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Key of the persistence table (`SESSIONS`): one VIP and one client address
+/// or client prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub vip_id: u32,
+    /// Client address masked by the VIP's persistence netmask.
+    pub client: u32,
+}
+const _: () = assert!(core::mem::size_of::<SessionKey>() == 8);
+
+/// A persistence-table entry: the backend a client (prefix) is pinned to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Session {
+    /// Monotonic clock (ns) of the client's last traffic, refreshed at most
+    /// once per [`crate::REFRESH_NS`] per connection.
+    pub last_seen_ns: u64,
+    pub backend_id: u32,
+    /// The backend's generation when pinned: a backend slot that was freed
+    /// and reused for another backend does not inherit the old sessions.
+    pub backend_gen: u32,
+}
+const _: () = assert!(core::mem::size_of::<Session>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers with explicit padding.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::Conn {}
+    unsafe impl aya::Pod for super::SessionKey {}
+    unsafe impl aya::Pod for super::Session {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tcp_flags::{ACK, FIN, RST, SYN};
+    use super::*;
+
+    #[test]
+    fn handshake_then_close() {
+        let s = tcp_next_state(ConnState::NONE, SYN);
+        assert_eq!(s, ConnState::TCP_SYN);
+        let s = tcp_next_state(s, SYN | ACK); // reply
+        assert_eq!(s, ConnState::TCP_SYN);
+        let s = tcp_next_state(s, ACK);
+        assert_eq!(s, ConnState::TCP_ESTABLISHED);
+        let s = tcp_next_state(s, ACK | 0x08);
+        assert_eq!(s, ConnState::TCP_ESTABLISHED);
+        let s = tcp_next_state(s, FIN | ACK);
+        assert_eq!(s, ConnState::TCP_CLOSING);
+        // The last ACK does not reopen it.
+        assert_eq!(tcp_next_state(s, ACK), ConnState::TCP_CLOSING);
+        // A new SYN on the same tuple does.
+        assert_eq!(tcp_next_state(s, SYN), ConnState::TCP_SYN);
+    }
+
+    #[test]
+    fn first_packet_decides_initial_state() {
+        assert_eq!(tcp_next_state(ConnState::NONE, ACK), ConnState::TCP_ESTABLISHED);
+        assert_eq!(tcp_next_state(ConnState::NONE, RST), ConnState::TCP_CLOSING);
+        assert_eq!(tcp_next_state(ConnState::NONE, SYN | ACK), ConnState::TCP_SYN);
+        assert_eq!(tcp_next_state(ConnState::TCP_ESTABLISHED, RST | ACK), ConnState::TCP_CLOSING);
+    }
+
+    #[test]
+    fn twin_keys_round_trip() {
+        let client = u32::from_ne_bytes([198, 18, 0, 11]);
+        let vip = u32::from_ne_bytes([198, 18, 0, 100]);
+        let backend = u32::from_ne_bytes([198, 18, 1, 12]);
+        let fwd_key = FlowKey { src_addr: client, dst_addr: vip, src_port: 4000, dst_port: 80, proto: 6, _pad: [0; 3] };
+        let fwd = Conn { nat_addr: backend, nat_port: 8080, ..Conn::default() };
+        let rep_key = fwd.twin_key(&fwd_key);
+        assert_eq!(
+            rep_key,
+            FlowKey { src_addr: backend, dst_addr: client, src_port: 8080, dst_port: 4000, proto: 6, _pad: [0; 3] }
+        );
+        let rep = Conn { nat_addr: vip, nat_port: 80, flags: conn_flags::REPLY, ..Conn::default() };
+        assert_eq!(rep.twin_key(&rep_key), fwd_key);
+    }
+
+    #[test]
+    fn expiry_follows_state_timeout() {
+        let settings = Settings {
+            tcp_syn_ns: 10,
+            tcp_established_ns: 100,
+            tcp_closing_ns: 5,
+            udp_ns: 50,
+        };
+        let mut c = Conn { last_seen_ns: 1000, state: ConnState::TCP_ESTABLISHED, ..Conn::default() };
+        assert!(!c.is_expired(&settings, 1099));
+        assert!(c.is_expired(&settings, 1100));
+        c.state = ConnState::TCP_CLOSING;
+        assert!(c.is_expired(&settings, 1005));
+        c.state = ConnState::UDP;
+        assert!(!c.is_expired(&settings, 1049));
+        c.state = ConnState::TCP_SYN;
+        assert!(c.is_expired(&settings, 1010));
+    }
+}

@@ -1,0 +1,141 @@
+//! Types and pure decisions shared by the XDP program (`lb-ebpf`) and the
+//! controller (`lb-ctl`).
+//!
+//! Every map key and value is `#[repr(C)]`, `Copy`, has explicit padding
+//! fields and a compile-time size check, and holds no `enum` or `bool`.
+//! Addresses and ports inside map keys and values are kept in **network byte
+//! order**, exactly as they appear on the wire (`u32::from_ne_bytes(octets)`),
+//! so the data path never swaps bytes.
+//!
+//! The decisions that both sides must agree on (when an entry has expired,
+//! how TCP flags move a connection's state, how checksums are patched) are
+//! plain functions here, tested on the host.
+#![no_std]
+
+pub mod checksum;
+pub mod conn;
+pub mod maps;
+pub mod stats;
+
+pub use conn::{tcp_next_state, Conn, ConnState, FlowKey, Session, SessionKey};
+pub use maps::{BackendInfo, Settings, VipInfo, VipKey};
+pub use stats::{Counters, Reason};
+
+/// IANA protocol numbers understood by the data path.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Most virtual services (VIP, port, protocol) the data path holds.
+pub const MAX_VIPS: u32 = 256;
+/// Most (VIP, backend) pairs over all VIPs.
+pub const MAX_BACKENDS: u32 = 4096;
+/// Slots of one VIP's selection table. The table of VIP `id` occupies
+/// `id * RING_SIZE .. id * RING_SIZE + ring_len` of the `RING` map.
+pub const RING_SIZE: u32 = 1024;
+/// Interfaces the program may redirect to.
+pub const MAX_PORTS: u32 = 64;
+
+/// A connection or session refreshes its `last_seen` at most this often, so
+/// the established path writes shared memory about once a second per flow.
+pub const REFRESH_NS: u64 = 1_000_000_000;
+
+/// Names of the maps, as declared in `lb-ebpf` and pinned by `lb-ctl`.
+pub mod map_names {
+    pub const VIPS: &str = "VIPS";
+    pub const VIP_INFO: &str = "VIP_INFO";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const RING: &str = "RING";
+    pub const CURSORS: &str = "CURSORS";
+    pub const CONNS: &str = "CONNS";
+    pub const SESSIONS: &str = "SESSIONS";
+    pub const SETTINGS: &str = "SETTINGS";
+    pub const TX_PORTS: &str = "TX_PORTS";
+    pub const VIP_STATS: &str = "VIP_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const REASONS: &str = "REASONS";
+    /// Every map, in the order `lb-ctl` pins them.
+    pub const ALL: [&str; 12] = [
+        VIPS,
+        VIP_INFO,
+        BACKENDS,
+        RING,
+        CURSORS,
+        CONNS,
+        SESSIONS,
+        SETTINGS,
+        TX_PORTS,
+        VIP_STATS,
+        BACKEND_STATS,
+        REASONS,
+    ];
+}
+
+/// Name of the XDP program inside the object file.
+pub const PROGRAM_NAME: &str = "lb_xdp";
+
+/// True when an entry last seen at `last_seen_ns` is idle past `timeout_ns` at
+/// `now_ns`. The data path treats such an entry as absent; the sweeper deletes
+/// it. A zero timeout means the entry never lives.
+#[inline(always)]
+#[must_use]
+pub const fn is_expired(last_seen_ns: u64, timeout_ns: u64, now_ns: u64) -> bool {
+    // A clock read on another CPU may be slightly behind `last_seen_ns`.
+    now_ns.saturating_sub(last_seen_ns) >= timeout_ns
+}
+
+/// True when an entry last written at `last_seen_ns` should have its
+/// timestamp refreshed at `now_ns` (at most once per [`REFRESH_NS`]).
+#[inline(always)]
+#[must_use]
+pub const fn needs_refresh(last_seen_ns: u64, now_ns: u64) -> bool {
+    now_ns.saturating_sub(last_seen_ns) >= REFRESH_NS
+}
+
+/// `addr` (network byte order) masked to its first `prefix_len` bits.
+#[inline(always)]
+#[must_use]
+pub const fn netmask(prefix_len: u8) -> u32 {
+    if prefix_len == 0 {
+        0
+    } else if prefix_len >= 32 {
+        u32::MAX
+    } else {
+        // Built in host order, stored in network order.
+        (u32::MAX << (32 - prefix_len as u32)).to_be()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_is_idle_time_against_timeout() {
+        assert!(!is_expired(100, 50, 149));
+        assert!(is_expired(100, 50, 150));
+        assert!(is_expired(100, 50, 1_000));
+        // A clock slightly behind the writer never expires an entry.
+        assert!(!is_expired(100, 50, 90));
+        // Zero timeout: never alive.
+        assert!(is_expired(100, 0, 100));
+    }
+
+    #[test]
+    fn refresh_at_most_once_a_second() {
+        assert!(!needs_refresh(5 * REFRESH_NS, 5 * REFRESH_NS + REFRESH_NS - 1));
+        assert!(needs_refresh(5 * REFRESH_NS, 6 * REFRESH_NS));
+        assert!(!needs_refresh(5 * REFRESH_NS, 4 * REFRESH_NS));
+    }
+
+    #[test]
+    fn masks_are_network_order_prefixes() {
+        let addr = u32::from_ne_bytes([198, 18, 0, 77]);
+        assert_eq!((addr & netmask(24)).to_ne_bytes(), [198, 18, 0, 0]);
+        assert_eq!((addr & netmask(16)).to_ne_bytes(), [198, 18, 0, 0]);
+        assert_eq!((addr & netmask(31)).to_ne_bytes(), [198, 18, 0, 76]);
+        assert_eq!((addr & netmask(32)).to_ne_bytes(), [198, 18, 0, 77]);
+        assert_eq!(addr & netmask(0), 0);
+        assert_eq!(netmask(40), u32::MAX);
+        assert_eq!(netmask(8).to_ne_bytes(), [255, 0, 0, 0]);
+    }
+}

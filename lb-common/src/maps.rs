@@ -1,0 +1,118 @@
+//! Keys and values of the configuration maps written by the controller.
+
+use crate::conn::ConnState;
+
+/// A virtual service: key of `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct VipKey {
+    /// Network byte order.
+    pub addr: u32,
+    /// Network byte order.
+    pub port: u16,
+    /// [`crate::PROTO_TCP`] or [`crate::PROTO_UDP`].
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<VipKey>() == 8);
+
+/// A virtual service's settings: value of `VIPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipInfo {
+    /// Index of this VIP in the per-VIP arrays (`RING` block, counters).
+    pub id: u32,
+    /// Valid slots of this VIP's selection table; 0 when it has no backend.
+    pub ring_len: u32,
+    /// Persistence timeout; 0 turns persistence off.
+    pub persist_timeout_ns: u64,
+    /// Persistence netmask (network byte order): clients that agree on these
+    /// bits share one session.
+    pub client_mask: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<VipInfo>() == 24);
+
+/// Bits of [`BackendInfo::flags`].
+pub mod backend_flags {
+    /// The backend serves its VIP: new connections and sessions may use it.
+    pub const ACTIVE: u32 = 1;
+}
+
+/// One backend of one VIP: value of `BACKENDS`, indexed by backend id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Network byte order.
+    pub addr: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: u16,
+    /// The VIP this backend serves.
+    pub vip_id: u32,
+    /// Bumped each time the slot is given to a new backend.
+    pub gen: u32,
+    /// Bits of [`backend_flags`].
+    pub flags: u32,
+    pub _pad2: u32,
+}
+const _: () = assert!(core::mem::size_of::<BackendInfo>() == 24);
+
+impl BackendInfo {
+    /// Whether a session pinned to (`id`'s slot, `gen`) for `vip_id` may still
+    /// use this backend.
+    #[inline(always)]
+    #[must_use]
+    pub const fn serves(&self, vip_id: u32, gen: u32) -> bool {
+        self.flags & backend_flags::ACTIVE != 0 && self.vip_id == vip_id && self.gen == gen
+    }
+}
+
+/// Global settings: the only entry of `SETTINGS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub tcp_syn_ns: u64,
+    pub tcp_established_ns: u64,
+    pub tcp_closing_ns: u64,
+    pub udp_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 32);
+
+impl Settings {
+    /// Idle timeout of a connection in `state`.
+    #[inline(always)]
+    #[must_use]
+    pub const fn timeout_ns(&self, state: u8) -> u64 {
+        match state {
+            ConnState::TCP_SYN => self.tcp_syn_ns,
+            ConnState::TCP_ESTABLISHED => self.tcp_established_ns,
+            ConnState::UDP => self.udp_ns,
+            _ => self.tcp_closing_ns,
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers with explicit padding.
+    unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::VipInfo {}
+    unsafe impl aya::Pod for super::BackendInfo {}
+    unsafe impl aya::Pod for super::Settings {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_serves_only_its_vip_and_generation_while_active() {
+        let b = BackendInfo { vip_id: 3, gen: 7, flags: backend_flags::ACTIVE, ..BackendInfo::default() };
+        assert!(b.serves(3, 7));
+        assert!(!b.serves(4, 7));
+        assert!(!b.serves(3, 6));
+        let removed = BackendInfo { flags: 0, ..b };
+        assert!(!removed.serves(3, 7));
+    }
+}

@@ -1,0 +1,77 @@
+//! Counters kept per CPU by the data path.
+
+/// Traffic counters of one VIP or one backend (`VIP_STATS`, `BACKEND_STATS`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_conns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Counters>() == 24);
+
+#[cfg(feature = "user")]
+// SAFETY: plain `#[repr(C)]` integers.
+unsafe impl aya::Pod for Counters {}
+
+/// Why the data path did what it did: slots of the `REASONS` counter array.
+pub struct Reason;
+impl Reason {
+    /// Rewritten and sent back out of the interface it came in on.
+    pub const TX: u32 = 0;
+    /// Rewritten and redirected to another attached interface.
+    pub const REDIRECT: u32 = 1;
+    /// Rewritten and handed to the kernel, whose neighbour table has no entry
+    /// for the next hop yet (the kernel forwards it and resolves ARP).
+    pub const PASS_NO_NEIGH: u32 = 2;
+    /// Rewritten and handed to the kernel: the route goes out of an interface
+    /// the program is not attached to, or the FIB lookup failed otherwise.
+    pub const PASS_FIB: u32 = 3;
+    /// Not IPv4 (ARP, IPv6, ...): passed untouched.
+    pub const PASS_NOT_IPV4: u32 = 4;
+    /// IPv4 but neither TCP nor UDP (ICMP, ...): passed untouched.
+    pub const PASS_NOT_TCP_UDP: u32 = 5;
+    /// TCP/UDP to no VIP and of no tracked connection: passed untouched.
+    pub const PASS_NOT_VIP: u32 = 6;
+    /// Frame shorter than the headers it announces: passed untouched.
+    pub const PASS_TRUNCATED: u32 = 7;
+    /// Malformed IPv4 header (bad version or header length): passed untouched.
+    pub const PASS_MALFORMED: u32 = 8;
+    /// IPv4 header with options: passed untouched.
+    pub const PASS_IP_OPTIONS: u32 = 9;
+    /// IPv4 fragment: passed untouched.
+    pub const PASS_FRAGMENT: u32 = 10;
+    /// Dropped: the VIP has no backend.
+    pub const DROP_NO_BACKEND: u32 = 11;
+    /// Dropped: a new connection found the connection table full.
+    pub const DROP_CONN_TABLE_FULL: u32 = 12;
+    /// Not a verdict: a new session could not be stored because the
+    /// persistence table is full (the connection is still served).
+    pub const SESSION_TABLE_FULL: u32 = 13;
+    /// Not a verdict: a new connection was scheduled.
+    pub const NEW_CONN: u32 = 14;
+    /// Not a verdict: a new connection reused a live session.
+    pub const SESSION_HIT: u32 = 15;
+    /// Number of slots.
+    pub const COUNT: u32 = 16;
+
+    /// Metric label of each slot, in slot order.
+    pub const NAMES: [&'static str; Self::COUNT as usize] = [
+        "tx",
+        "redirect",
+        "pass_no_neigh",
+        "pass_fib",
+        "pass_not_ipv4",
+        "pass_not_tcp_udp",
+        "pass_not_vip",
+        "pass_truncated",
+        "pass_malformed",
+        "pass_ip_options",
+        "pass_fragment",
+        "drop_no_backend",
+        "drop_conn_table_full",
+        "session_table_full",
+        "new_conn",
+        "session_hit",
+    ];
+}

@@ -1,0 +1,294 @@
+//! The YAML configuration file. Unknown keys are errors; durations are
+//! written as "300s", "5m", "1h 30m".
+
+use std::{net::Ipv4Addr, path::Path, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    sched::Scheduler,
+    services::{Endpoint, Protocol, ServiceError, Services, VipId, VipSpec},
+};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub vips: Vec<VipConfig>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub sweeper: Sweeper,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub address: Ipv4Addr,
+    pub port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    #[serde(default)]
+    pub scheduler: Scheduler,
+    #[serde(default)]
+    pub persistence: Persistence,
+    #[serde(default)]
+    pub backends: Vec<BackendConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Persistence {
+    #[serde(with = "humantime_serde", default)]
+    pub timeout: Duration,
+    #[serde(default = "default_netmask")]
+    pub netmask: u8,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Self { timeout: Duration::ZERO, netmask: default_netmask() }
+    }
+}
+
+const fn default_netmask() -> u8 {
+    32
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub address: Ipv4Addr,
+    pub port: u16,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+const fn default_weight() -> u32 {
+    1
+}
+
+/// Idle timeouts of connection-table entries, by connection state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(with = "humantime_serde", default = "d900")]
+    pub tcp_established: Duration,
+    #[serde(with = "humantime_serde", default = "d60")]
+    pub tcp_syn: Duration,
+    #[serde(with = "humantime_serde", default = "d10")]
+    pub tcp_closing: Duration,
+    #[serde(with = "humantime_serde", default = "d300")]
+    pub udp: Duration,
+}
+
+const fn d900() -> Duration {
+    Duration::from_secs(900)
+}
+const fn d60() -> Duration {
+    Duration::from_secs(60)
+}
+const fn d10() -> Duration {
+    Duration::from_secs(10)
+}
+const fn d300() -> Duration {
+    Duration::from_secs(300)
+}
+const fn d5() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { tcp_established: d900(), tcp_syn: d60(), tcp_closing: d10(), udp: d300() }
+    }
+}
+
+impl Timeouts {
+    #[must_use]
+    pub fn to_settings(&self) -> lb_common::Settings {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        lb_common::Settings {
+            tcp_syn_ns: ns(self.tcp_syn),
+            tcp_established_ns: ns(self.tcp_established),
+            tcp_closing_ns: ns(self.tcp_closing),
+            udp_ns: ns(self.udp),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Connection-table size: most concurrent connections.
+    #[serde(default = "default_max")]
+    pub max_connections: u32,
+    /// Persistence-table size: most concurrent sessions.
+    #[serde(default = "default_max")]
+    pub max_sessions: u32,
+}
+
+const fn default_max() -> u32 {
+    1_000_000
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_connections: default_max(), max_sessions: default_max() }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweeper {
+    #[serde(with = "humantime_serde", default = "d5")]
+    pub interval: Duration,
+}
+
+impl Default for Sweeper {
+    fn default() -> Self {
+        Self { interval: d5() }
+    }
+}
+
+/// Largest table a limit may ask for (the connection table holds two
+/// entries per connection).
+pub const MAX_LIMIT: u32 = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {source}")]
+    Parse { path: String, source: serde_yaml::Error },
+    #[error("config file {path}: vips[{index}]: {source}")]
+    Service { path: String, index: usize, source: ServiceError },
+    #[error("config file {path}: {field} must be between 1 and {MAX_LIMIT}, not {value}")]
+    Limit { path: String, field: &'static str, value: u32 },
+    #[error("config file {path}: {field} must be longer than zero")]
+    Zero { path: String, field: &'static str },
+}
+
+impl Config {
+    /// Read and validate a config file.
+    ///
+    /// # Errors
+    /// Naming the file and the field that is wrong.
+    pub fn load(path: &Path) -> Result<(Self, Services), ConfigError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        Self::parse(&text, &p)
+    }
+
+    /// Parse and validate config text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// Naming the field that is wrong.
+    pub fn parse(text: &str, origin: &str) -> Result<(Self, Services), ConfigError> {
+        let path = origin.to_string();
+        let config: Self = if text.trim().is_empty() {
+            Self::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?
+        };
+        for (field, value) in [
+            ("limits.max_connections", config.limits.max_connections),
+            ("limits.max_sessions", config.limits.max_sessions),
+        ] {
+            if value == 0 || value > MAX_LIMIT {
+                return Err(ConfigError::Limit { path, field, value });
+            }
+        }
+        for (field, value) in [
+            ("timeouts.tcp_established", config.timeouts.tcp_established),
+            ("timeouts.tcp_syn", config.timeouts.tcp_syn),
+            ("timeouts.tcp_closing", config.timeouts.tcp_closing),
+            ("timeouts.udp", config.timeouts.udp),
+            ("sweeper.interval", config.sweeper.interval),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero { path, field });
+            }
+        }
+        let services = config.services().map_err(|(index, source)| ConfigError::Service { path, index, source })?;
+        Ok((config, services))
+    }
+
+    fn services(&self) -> Result<Services, (usize, ServiceError)> {
+        let mut services = Services::default();
+        for (i, v) in self.vips.iter().enumerate() {
+            let id = VipId { endpoint: Endpoint { addr: v.address, port: v.port }, protocol: v.protocol };
+            services
+                .add_vip(VipSpec {
+                    name: v.name.clone(),
+                    id,
+                    scheduler: v.scheduler,
+                    persistence_timeout: v.persistence.timeout,
+                    persistence_netmask: v.persistence.netmask,
+                })
+                .map_err(|e| (i, e))?;
+            for b in &v.backends {
+                services
+                    .add_backend(&id, Endpoint { addr: b.address, port: b.port }, b.weight)
+                    .map_err(|e| (i, e))?;
+            }
+        }
+        Ok(services)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../configs/example.yaml");
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let (config, services) = Config::parse(EXAMPLE, "example.yaml").unwrap();
+        assert_eq!(config.timeouts.tcp_established, Duration::from_secs(900));
+        assert_eq!(config.sweeper.interval, Duration::from_secs(5));
+        let vip = services.vips().next().unwrap();
+        assert_eq!(vip.spec.persistence_timeout, Duration::from_secs(300));
+        assert_eq!(vip.backends.len(), 3);
+    }
+
+    #[test]
+    fn defaults_apply_to_an_empty_file() {
+        let (config, services) = Config::parse("", "empty.yaml").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(services.vips().count(), 0);
+        assert_eq!(config.timeouts.udp, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn durations_take_units() {
+        let (c, _) = Config::parse("timeouts:\n  udp: 5m\n  tcp_syn: 1h 30m\n", "t").unwrap();
+        assert_eq!(c.timeouts.udp, Duration::from_secs(300));
+        assert_eq!(c.timeouts.tcp_syn, Duration::from_secs(5400));
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse(text, "lb.yaml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        assert!(err("vips: []\nbogus: 1\n").contains("unknown field `bogus`"));
+        assert!(err("vips:\n  - {address: 198.18.0.100, port: 80, color: red}\n").contains("unknown field `color`"));
+        assert!(err("vips:\n  - {address: 198.18.0.300, port: 80}\n").contains("vips[0]"));
+        assert!(err("timeouts:\n  udp: 5 parsecs\n").contains("timeouts.udp"));
+        assert!(err("limits:\n  max_connections: 0\n").contains("limits.max_connections"));
+        assert!(err("sweeper:\n  interval: 0s\n").contains("sweeper.interval"));
+        let e = err("vips:\n  - {address: 198.18.0.100, port: 80, backends: [{address: 198.18.1.1, port: 80, weight: 0}]}\n");
+        assert!(e.contains("vips[0]") && e.contains("weight 0"), "{e}");
+        let e = err("vips:\n  - {address: 198.18.0.100, port: 80}\n  - {address: 198.18.0.100, port: 80}\n");
+        assert!(e.contains("vips[1]") && e.contains("already exists"), "{e}");
+        assert!(err("vips:\n  - {address: 198.18.0.100, port: 0}\n").contains("port 0"));
+        assert!(err("vips:\n  - {address: 198.18.0.100, port: 80, scheduler: lc}\n").contains("unknown variant `lc`"));
+    }
+}

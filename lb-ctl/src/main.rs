@@ -1,0 +1,301 @@
+//! The `lb-ctl` command line.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+use lb_ctl::{
+    config::Config,
+    control::{self, Request, Response, DEFAULT_SOCKET},
+    daemon::{self, AttachOptions},
+    metrics,
+    sched::Scheduler,
+    services::{Endpoint, Protocol, Vip, VipId, VipSpec},
+};
+
+const EXAMPLES: &str = "\
+Examples:
+  # Run the balancer on eth0 with a config file (foreground, Ctrl-C detaches):
+  lb-ctl attach eth0 --config /etc/lb/lb.yaml
+
+  # From another shell: a sticky VIP, three backends, weighted 2:1:1
+  lb-ctl vip add 198.18.0.100:80 --scheduler wrr --persistence-timeout 300s --persistence-netmask 24
+  lb-ctl backend add 198.18.0.100:80 198.18.1.11:8080 --weight 2
+  lb-ctl backend add 198.18.0.100:80 198.18.1.12:8080
+  lb-ctl backend add 198.18.0.100:80 198.18.1.13:8080
+  lb-ctl backend list
+  lb-ctl conns          # client, VIP, backend, state, idle time
+  lb-ctl sessions       # client (prefix), VIP, pinned backend, time left
+  lb-ctl stats          # Prometheus text format
+
+Every subcommand but attach and check-config talks to a running `lb-ctl attach`
+through --socket (default /run/lb/lb.sock, or $LB_SOCKET).";
+
+/// Layer-4 load balancer with an XDP fast path and source-IP session persistence.
+#[derive(Parser)]
+#[command(name = "lb-ctl", version, about, after_help = EXAMPLES)]
+struct Cli {
+    /// Control socket of the running controller.
+    #[arg(long, global = true, env = "LB_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the XDP program on the interfaces, apply the config, and run the
+    /// controller in the foreground until SIGINT/SIGTERM, then detach.
+    Attach {
+        /// Interfaces to attach to (one-arm: one; two-arm: clients' and backends').
+        #[arg(required = true, value_name = "IFACE")]
+        ifaces: Vec<String>,
+        /// YAML config file (see configs/example.yaml); without it the
+        /// balancer starts empty and is configured through the socket.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// XDP attach mode: native runs in the driver; generic works on any
+        /// interface but is slower.
+        #[arg(long, value_enum, default_value = "native")]
+        xdp_mode: XdpModeArg,
+        /// Mount point of the BPF filesystem; maps are pinned in <BPFFS>/lb.
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
+        /// Keep the pinned connection and session tables at exit, so the next
+        /// attach resumes them without dropping connections.
+        #[arg(long)]
+        keep_state: bool,
+    },
+    /// Manage virtual services.
+    #[command(subcommand)]
+    Vip(VipCommand),
+    /// Manage the backends of a virtual service.
+    #[command(subcommand)]
+    Backend(BackendCommand),
+    /// List live connections: client, VIP, backend, protocol, state, idle time.
+    Conns,
+    /// List live persistence sessions: client (prefix), VIP, backend, time left.
+    Sessions,
+    /// Print the data path's counters in the Prometheus text format.
+    Stats,
+    /// Validate a config file without touching the kernel.
+    CheckConfig {
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum XdpModeArg {
+    Native,
+    Generic,
+}
+
+#[derive(Subcommand)]
+enum VipCommand {
+    /// Add a virtual service.
+    Add {
+        /// VIP address and port, e.g. 198.18.0.100:80.
+        vip: Endpoint,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Protocol,
+        /// rr: backends take turns; wrr: turns in proportion to their weights.
+        #[arg(long, value_enum, default_value = "rr")]
+        scheduler: Scheduler,
+        /// How long a client stays with its backend after its last packet
+        /// ("300s", "5m"); 0s turns persistence off.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        persistence_timeout: Duration,
+        /// Clients that share this many leading address bits share a backend
+        /// (24: a whole /24 sticks together, e.g. behind one NAT pool).
+        #[arg(long, default_value_t = 32)]
+        persistence_netmask: u8,
+        /// A name shown in listings and metrics.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove a virtual service, its connections and sessions.
+    Remove {
+        vip: Endpoint,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Protocol,
+    },
+    /// List virtual services.
+    List,
+}
+
+#[derive(Subcommand)]
+enum BackendCommand {
+    /// Add a backend to a virtual service.
+    Add {
+        vip: Endpoint,
+        backend: Endpoint,
+        /// Share of new clients under wrr (1-256).
+        #[arg(long, default_value_t = 1)]
+        weight: u32,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Protocol,
+    },
+    /// Remove a backend: it gets no new connection, its sessions move on the
+    /// clients' next connection, its established connections continue.
+    Remove {
+        vip: Endpoint,
+        backend: Endpoint,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Protocol,
+    },
+    /// List backends, of all VIPs or of one.
+    List {
+        vip: Option<Endpoint>,
+        #[arg(long, value_enum)]
+        protocol: Option<Protocol>,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lb-ctl: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let request = match cli.command {
+        Command::Attach { ifaces, config, xdp_mode, bpffs, keep_state } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            return runtime.block_on(daemon::run(AttachOptions {
+                ifaces,
+                config,
+                generic: matches!(xdp_mode, XdpModeArg::Generic),
+                socket: cli.socket,
+                bpffs,
+                keep_state,
+            }));
+        }
+        Command::CheckConfig { file } => {
+            let (config, services) = Config::load(&file)?;
+            println!(
+                "{}: valid; {} VIP(s), {} backend(s); max {} connections, {} sessions",
+                file.display(),
+                services.vips().count(),
+                services.vips().map(|v| v.backends.len()).sum::<usize>(),
+                config.limits.max_connections,
+                config.limits.max_sessions
+            );
+            return Ok(());
+        }
+        Command::Vip(VipCommand::Add {
+            vip,
+            protocol,
+            scheduler,
+            persistence_timeout,
+            persistence_netmask,
+            name,
+        }) => Request::VipAdd {
+            spec: VipSpec {
+                name,
+                id: VipId { endpoint: vip, protocol },
+                scheduler,
+                persistence_timeout,
+                persistence_netmask,
+            },
+        },
+        Command::Vip(VipCommand::Remove { vip, protocol }) => {
+            Request::VipRemove { vip: VipId { endpoint: vip, protocol } }
+        }
+        Command::Vip(VipCommand::List) => Request::VipList,
+        Command::Backend(BackendCommand::Add { vip, backend, weight, protocol }) => {
+            Request::BackendAdd { vip: VipId { endpoint: vip, protocol }, backend, weight }
+        }
+        Command::Backend(BackendCommand::Remove { vip, backend, protocol }) => {
+            Request::BackendRemove { vip: VipId { endpoint: vip, protocol }, backend }
+        }
+        Command::Backend(BackendCommand::List { vip, protocol }) => Request::BackendList { vip, protocol },
+        Command::Conns => Request::Conns,
+        Command::Sessions => Request::Sessions,
+        Command::Stats => Request::Stats,
+    };
+    let listing_backends = matches!(request, Request::BackendList { .. });
+    match control::call(&cli.socket, &request)? {
+        Response::Done { message } => println!("{message}"),
+        Response::Error { message } => bail!("{message}"),
+        Response::Vips { vips } if listing_backends => print_backends(&vips),
+        Response::Vips { vips } => print_vips(&vips),
+        Response::Conns { conns } => {
+            println!("{:<22} {:<22} {:<22} {:<5} {:<12} {:>8} {:>9}", "CLIENT", "VIP", "BACKEND", "PROTO", "STATE", "IDLE", "EXPIRES");
+            for c in conns {
+                println!(
+                    "{:<22} {:<22} {:<22} {:<5} {:<12} {:>8} {:>9}",
+                    c.client.to_string(),
+                    c.vip.to_string(),
+                    c.backend.to_string(),
+                    c.protocol.as_str(),
+                    c.state,
+                    secs(c.idle),
+                    secs(c.expires_in)
+                );
+            }
+        }
+        Response::Sessions { sessions } => {
+            println!("{:<20} {:<22} {:<5} {:<22} {:>9}", "CLIENT", "VIP", "PROTO", "BACKEND", "TIME LEFT");
+            for s in sessions {
+                println!(
+                    "{:<20} {:<22} {:<5} {:<22} {:>9}",
+                    format!("{}/{}", s.client, s.netmask),
+                    s.vip.to_string(),
+                    s.protocol.as_str(),
+                    s.backend.map_or_else(|| "(removed)".to_string(), |b| b.to_string()),
+                    secs(s.time_left)
+                );
+            }
+        }
+        Response::Stats { stats } => print!("{}", metrics::render(&stats)),
+    }
+    Ok(())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+fn print_vips(vips: &[Vip]) {
+    println!("{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}", "NAME", "VIP", "PROTO", "SCHED", "PERSISTENCE", "MASK", "BACKENDS");
+    for v in vips {
+        println!(
+            "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}",
+            v.spec.name.as_deref().unwrap_or("-"),
+            v.spec.id.endpoint.to_string(),
+            v.spec.id.protocol.as_str(),
+            v.spec.scheduler.as_str(),
+            if v.spec.persistence_timeout.is_zero() { "off".to_string() } else { secs(v.spec.persistence_timeout) },
+            format!("/{}", v.spec.persistence_netmask),
+            v.backends.len()
+        );
+    }
+}
+
+fn print_backends(vips: &[Vip]) {
+    println!("{:<22} {:<5} {:<22} {:>6} {:>6}", "VIP", "PROTO", "BACKEND", "WEIGHT", "SHARE");
+    for v in vips {
+        for b in &v.backends {
+            let share = v.table.iter().filter(|&&s| s == b.slot).count();
+            println!(
+                "{:<22} {:<5} {:<22} {:>6} {:>5}%",
+                v.spec.id.endpoint.to_string(),
+                v.spec.id.protocol.as_str(),
+                b.endpoint.to_string(),
+                b.weight,
+                share * 100 / v.table.len().max(1)
+            );
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! The desired state of the balancer: virtual services and their backends.
+//!
+//! Every change (from the config file or the control socket) is made on a
+//! copy of this model and validated here before anything reaches the kernel,
+//! so a refused change leaves nothing applied. The model also owns the ids:
+//! VIP ids index the per-VIP arrays, backend ids the `BACKENDS` array, and a
+//! backend slot's generation grows each time it is reused so old sessions
+//! never follow a slot to a different backend.
+
+use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr, time::Duration};
+
+use lb_common::{MAX_BACKENDS, MAX_VIPS, PROTO_TCP, PROTO_UDP};
+use serde::{Deserialize, Serialize};
+
+use crate::sched::{build_table, SchedError, Scheduler, MAX_WEIGHT};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    #[must_use]
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => PROTO_TCP,
+            Self::Udp => PROTO_UDP,
+        }
+    }
+
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+        }
+    }
+
+    #[must_use]
+    pub const fn from_number(n: u8) -> Option<Self> {
+        match n {
+            PROTO_TCP => Some(Self::Tcp),
+            PROTO_UDP => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// An IPv4 address and port, written `198.18.0.100:80`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.addr, self.port)
+    }
+}
+
+impl FromStr for Endpoint {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, port) = s
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{s:?} is not ADDRESS:PORT (for example 198.18.0.100:80)"))?;
+        let addr: Ipv4Addr =
+            addr.parse().map_err(|_| format!("{addr:?} in {s:?} is not an IPv4 address"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{port:?} in {s:?} is not a port number (1-65535)"))?;
+        Ok(Self { addr, port })
+    }
+}
+
+/// Identifies a virtual service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VipId {
+    pub endpoint: Endpoint,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for VipId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.endpoint, self.protocol.as_str())
+    }
+}
+
+/// What an operator says about a virtual service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VipSpec {
+    pub name: Option<String>,
+    pub id: VipId,
+    pub scheduler: Scheduler,
+    /// 0 turns persistence off.
+    pub persistence_timeout: Duration,
+    /// Clients sharing this prefix length share a session.
+    pub persistence_netmask: u8,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    pub endpoint: Endpoint,
+    pub weight: u32,
+    /// Slot in `BACKENDS`.
+    pub slot: u32,
+    pub gen: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vip {
+    pub spec: VipSpec,
+    /// Index in the per-VIP arrays.
+    pub slot: u32,
+    pub backends: Vec<Backend>,
+    /// Selection table (backend slots), rebuilt on every backend change.
+    pub table: Vec<u32>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ServiceError {
+    #[error("VIP {0}: port 0 is not a service port")]
+    VipPortZero(VipId),
+    #[error("VIP {0}: {1} is not a usable service address")]
+    VipAddress(VipId, Ipv4Addr),
+    #[error("VIP {0} already exists")]
+    DuplicateVip(VipId),
+    #[error("VIP {0} does not exist (see `lb-ctl vip list`)")]
+    UnknownVip(VipId),
+    #[error("VIP {0}: persistence netmask /{1} is out of range (0-32)")]
+    Netmask(VipId, u8),
+    #[error("too many VIPs: at most {MAX_VIPS}")]
+    TooManyVips,
+    #[error("VIP {vip}: backend {backend}: port 0 is not a service port")]
+    BackendPortZero { vip: VipId, backend: Endpoint },
+    #[error("VIP {vip}: backend {backend}: {addr} is not a usable backend address")]
+    BackendAddress { vip: VipId, backend: Endpoint, addr: Ipv4Addr },
+    #[error("VIP {vip}: backend {backend}: weight {weight} is out of range (1-{MAX_WEIGHT})")]
+    Weight { vip: VipId, backend: Endpoint, weight: u32 },
+    #[error("VIP {vip}: backend {backend} already exists")]
+    DuplicateBackend { vip: VipId, backend: Endpoint },
+    #[error("VIP {vip}: backend {backend} does not exist (see `lb-ctl backend list`)")]
+    UnknownBackend { vip: VipId, backend: Endpoint },
+    #[error("too many backends: at most {MAX_BACKENDS} over all VIPs")]
+    TooManyBackends,
+    #[error("VIP {vip}: {source}")]
+    Table { vip: VipId, source: SchedError },
+}
+
+fn usable(addr: Ipv4Addr) -> bool {
+    !(addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback())
+}
+
+/// All virtual services, keyed by (address, port, protocol).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Services {
+    vips: BTreeMap<VipId, Vip>,
+    /// Generation of every backend slot ever used.
+    backend_gens: BTreeMap<u32, u32>,
+}
+
+impl Services {
+    pub fn vips(&self) -> impl Iterator<Item = &Vip> {
+        self.vips.values()
+    }
+
+    #[must_use]
+    pub fn vip(&self, id: &VipId) -> Option<&Vip> {
+        self.vips.get(id)
+    }
+
+    /// The VIP in slot `slot`.
+    #[must_use]
+    pub fn vip_by_slot(&self, slot: u32) -> Option<&Vip> {
+        self.vips.values().find(|v| v.slot == slot)
+    }
+
+    /// # Errors
+    /// When the spec is invalid or the VIP exists.
+    pub fn add_vip(&mut self, spec: VipSpec) -> Result<(), ServiceError> {
+        let id = spec.id;
+        if id.endpoint.port == 0 {
+            return Err(ServiceError::VipPortZero(id));
+        }
+        if !usable(id.endpoint.addr) {
+            return Err(ServiceError::VipAddress(id, id.endpoint.addr));
+        }
+        if spec.persistence_netmask > 32 {
+            return Err(ServiceError::Netmask(id, spec.persistence_netmask));
+        }
+        if self.vips.contains_key(&id) {
+            return Err(ServiceError::DuplicateVip(id));
+        }
+        let slot = (0..MAX_VIPS)
+            .find(|s| !self.vips.values().any(|v| v.slot == *s))
+            .ok_or(ServiceError::TooManyVips)?;
+        self.vips.insert(id, Vip { spec, slot, backends: Vec::new(), table: Vec::new() });
+        Ok(())
+    }
+
+    /// # Errors
+    /// When the VIP does not exist.
+    pub fn remove_vip(&mut self, id: &VipId) -> Result<Vip, ServiceError> {
+        self.vips.remove(id).ok_or(ServiceError::UnknownVip(*id))
+    }
+
+    /// # Errors
+    /// When the VIP does not exist, the backend is invalid or exists, or the
+    /// VIP's selection table would not fit.
+    pub fn add_backend(&mut self, vip: &VipId, backend: Endpoint, weight: u32) -> Result<(), ServiceError> {
+        if backend.port == 0 {
+            return Err(ServiceError::BackendPortZero { vip: *vip, backend });
+        }
+        if !usable(backend.addr) {
+            return Err(ServiceError::BackendAddress { vip: *vip, backend, addr: backend.addr });
+        }
+        if weight == 0 || weight > MAX_WEIGHT {
+            return Err(ServiceError::Weight { vip: *vip, backend, weight });
+        }
+        let used: Vec<u32> = self.vips.values().flat_map(|v| v.backends.iter().map(|b| b.slot)).collect();
+        let v = self.vips.get(vip).ok_or(ServiceError::UnknownVip(*vip))?;
+        if v.backends.iter().any(|b| b.endpoint == backend) {
+            return Err(ServiceError::DuplicateBackend { vip: *vip, backend });
+        }
+        let slot = (0..MAX_BACKENDS).find(|s| !used.contains(s)).ok_or(ServiceError::TooManyBackends)?;
+        let gen = self.backend_gens.get(&slot).map_or(1, |g| g.wrapping_add(1));
+        let mut v = v.clone();
+        v.backends.push(Backend { endpoint: backend, weight, slot, gen });
+        rebuild(&mut v)?;
+        self.backend_gens.insert(slot, gen);
+        self.vips.insert(*vip, v);
+        Ok(())
+    }
+
+    /// # Errors
+    /// When the VIP or the backend does not exist.
+    pub fn remove_backend(&mut self, vip: &VipId, backend: Endpoint) -> Result<Backend, ServiceError> {
+        let v = self.vips.get_mut(vip).ok_or(ServiceError::UnknownVip(*vip))?;
+        let pos = v
+            .backends
+            .iter()
+            .position(|b| b.endpoint == backend)
+            .ok_or(ServiceError::UnknownBackend { vip: *vip, backend })?;
+        let removed = v.backends.remove(pos);
+        rebuild(v)?;
+        Ok(removed)
+    }
+}
+
+fn rebuild(v: &mut Vip) -> Result<(), ServiceError> {
+    let pairs: Vec<(u32, u32)> = v.backends.iter().map(|b| (b.slot, b.weight)).collect();
+    v.table = build_table(v.spec.scheduler, &pairs)
+        .map_err(|source| ServiceError::Table { vip: v.spec.id, source })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(s: &str) -> Endpoint {
+        s.parse().unwrap()
+    }
+
+    fn spec(s: &str) -> VipSpec {
+        VipSpec {
+            name: None,
+            id: VipId { endpoint: ep(s), protocol: Protocol::Tcp },
+            scheduler: Scheduler::Wrr,
+            persistence_timeout: Duration::from_secs(300),
+            persistence_netmask: 32,
+        }
+    }
+
+    #[test]
+    fn endpoints_parse_with_clear_errors() {
+        assert_eq!(ep("198.18.0.100:80").port, 80);
+        assert!("198.18.0.100".parse::<Endpoint>().unwrap_err().contains("ADDRESS:PORT"));
+        assert!("198.18.0:80".parse::<Endpoint>().unwrap_err().contains("not an IPv4 address"));
+        assert!("198.18.0.1:99999".parse::<Endpoint>().unwrap_err().contains("not a port"));
+    }
+
+    #[test]
+    fn vips_are_validated() {
+        let mut s = Services::default();
+        s.add_vip(spec("198.18.0.100:80")).unwrap();
+        assert!(matches!(s.add_vip(spec("198.18.0.100:80")), Err(ServiceError::DuplicateVip(_))));
+        assert!(matches!(s.add_vip(spec("198.18.0.100:0")), Err(ServiceError::VipPortZero(_))));
+        assert!(matches!(s.add_vip(spec("0.0.0.0:80")), Err(ServiceError::VipAddress(..))));
+        let mut bad = spec("198.18.0.101:80");
+        bad.persistence_netmask = 33;
+        assert!(matches!(s.add_vip(bad), Err(ServiceError::Netmask(..))));
+        // Same address and port, other protocol: a different service.
+        let mut udp = spec("198.18.0.100:80");
+        udp.id.protocol = Protocol::Udp;
+        s.add_vip(udp).unwrap();
+        assert_eq!(s.vips().map(|v| v.slot).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn backends_are_validated_and_refusals_change_nothing() {
+        let mut s = Services::default();
+        s.add_vip(spec("198.18.0.100:80")).unwrap();
+        let vip = VipId { endpoint: ep("198.18.0.100:80"), protocol: Protocol::Tcp };
+        s.add_backend(&vip, ep("198.18.1.11:8080"), 1).unwrap();
+        let before = s.clone();
+        let errs = [
+            s.add_backend(&vip, ep("198.18.1.11:8080"), 1),
+            s.add_backend(&vip, ep("198.18.1.12:0"), 1),
+            s.add_backend(&vip, ep("198.18.1.12:8080"), 0),
+            s.add_backend(&vip, ep("198.18.1.12:8080"), MAX_WEIGHT + 1),
+            s.add_backend(&vip, ep("255.255.255.255:8080"), 1),
+        ];
+        assert!(errs.iter().all(Result::is_err), "{errs:?}");
+        assert_eq!(s, before);
+        let other = VipId { endpoint: ep("198.18.0.1:80"), protocol: Protocol::Tcp };
+        assert_eq!(s.add_backend(&other, ep("198.18.1.12:8080"), 1), Err(ServiceError::UnknownVip(other)));
+        assert!(s.remove_backend(&vip, ep("198.18.1.99:8080")).is_err());
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn backend_slots_are_reused_with_a_new_generation() {
+        let mut s = Services::default();
+        s.add_vip(spec("198.18.0.100:80")).unwrap();
+        let vip = VipId { endpoint: ep("198.18.0.100:80"), protocol: Protocol::Tcp };
+        s.add_backend(&vip, ep("198.18.1.11:8080"), 2).unwrap();
+        s.add_backend(&vip, ep("198.18.1.12:8080"), 1).unwrap();
+        assert_eq!(s.vip(&vip).unwrap().table, vec![0, 1, 0]);
+        let gone = s.remove_backend(&vip, ep("198.18.1.11:8080")).unwrap();
+        assert_eq!((gone.slot, gone.gen), (0, 1));
+        assert_eq!(s.vip(&vip).unwrap().table, vec![1]);
+        s.add_backend(&vip, ep("198.18.1.13:8080"), 1).unwrap();
+        let b = s.vip(&vip).unwrap().backends.iter().find(|b| b.endpoint == ep("198.18.1.13:8080")).unwrap();
+        assert_eq!((b.slot, b.gen), (0, 2));
+    }
+}

@@ -1,0 +1,91 @@
+//! The lb XDP program. A packet goes through the modules in this order:
+//!
+//! 1. [`parse`]: bounds-checked Ethernet/IPv4/TCP/UDP parsing into a flow key;
+//!    anything else is passed to the kernel untouched, with its reason counted.
+//! 2. [`conntrack`]: the connection table (`CONNS`) by the packet's own tuple.
+//!    A live entry is an established forward flow (client to VIP) or a reply
+//!    (backend to client); its state and timestamps are refreshed in place.
+//! 3. [`select`]: for a new flow to a VIP, the persistence table (`SESSIONS`)
+//!    or else the VIP's selection table (`RING`) picks the backend, and both
+//!    halves of the connection are recorded.
+//! 4. [`rewrite`]: DNAT (forward) or SNAT back to the VIP (reply), with
+//!    incremental checksums.
+//! 5. [`forward`]: next hop by `bpf_fib_lookup`, out by XDP_TX or redirect,
+//!    or to the kernel while the neighbour is unresolved.
+//!
+//! The maps live in [`maps`]; the decisions shared with the controller
+//! (expiry, TCP states, checksums) live in `lb-common`.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod forward;
+mod maps;
+mod parse;
+mod rewrite;
+mod select;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::Reason;
+
+use crate::parse::Packet;
+
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    match run(&ctx) {
+        Ok(action) => action,
+        Err(reason) => {
+            stats::reason(reason);
+            if reason == Reason::DROP_NO_BACKEND || reason == Reason::DROP_CONN_TABLE_FULL {
+                xdp_action::XDP_DROP
+            } else {
+                xdp_action::XDP_PASS
+            }
+        }
+    }
+}
+
+/// The packet's path; `Err` carries the reason for leaving it to the kernel
+/// (or dropping it).
+#[inline(always)]
+fn run(ctx: &XdpContext) -> Result<u32, u32> {
+    let pkt = parse::parse(ctx)?;
+    let now = conntrack::now();
+    let flow = match conntrack::lookup(&pkt, now) {
+        Some(flow) => flow,
+        None => select::new_flow(&pkt, now)?,
+    };
+    stats::traffic(&flow, pkt.len);
+    if flow.reply {
+        rewrite::snat(&pkt, flow.nat_addr, flow.nat_port);
+    } else {
+        rewrite::dnat(&pkt, flow.nat_addr, flow.nat_port);
+    }
+    Ok(forward::forward(ctx, &pkt))
+}
+
+/// What the connection table or the scheduler decided for this packet.
+pub struct Flow {
+    /// The reply half: rewrite the source back to `nat`.
+    pub reply: bool,
+    pub nat_addr: u32,
+    pub nat_port: u16,
+    pub vip_id: u32,
+    pub backend_id: u32,
+    /// A connection was created by this packet.
+    pub new: bool,
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+// Keep `Packet` in scope for the module docs.
+const _: Option<Packet> = None;

@@ -1,0 +1,57 @@
+//! Every map of the program, named after what it holds. Sizes of the two
+//! state tables are set by the controller at load time (`limits:` in the
+//! config); the numbers here are defaults.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+};
+use lb_common::{
+    BackendInfo, Conn, Counters, FlowKey, Reason, Session, SessionKey, Settings, VipInfo, VipKey,
+    MAX_BACKENDS, MAX_PORTS, MAX_VIPS, RING_SIZE,
+};
+
+/// (VIP address, port, protocol) -> the VIP's settings.
+#[map]
+pub static VIPS: HashMap<VipKey, VipInfo> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// Backend id -> backend address, owning VIP, generation, flags.
+#[map]
+pub static BACKENDS: Array<BackendInfo> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// Selection tables: VIP `id`'s table is `RING[id * RING_SIZE ..][.. ring_len]`,
+/// each slot a backend id, built by the controller (rr or weighted).
+#[map]
+pub static RING: Array<u32> = Array::with_max_entries(MAX_VIPS * RING_SIZE, 0);
+
+/// Per-CPU position in each VIP's selection table.
+#[map]
+pub static CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+/// The connection table: two entries per connection (forward and reply).
+#[map]
+pub static CONNS: HashMap<FlowKey, Conn> = HashMap::with_max_entries(2 * 1_000_000, 0);
+
+/// The persistence table: (VIP, client prefix) -> pinned backend.
+#[map]
+pub static SESSIONS: HashMap<SessionKey, Session> = HashMap::with_max_entries(1_000_000, 0);
+
+/// Timeouts, written by the controller.
+#[map]
+pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
+
+/// Attached interfaces the program may redirect to (ifindex -> ifindex).
+#[map]
+pub static TX_PORTS: DevMapHash = DevMapHash::with_max_entries(MAX_PORTS, 0);
+
+/// Per-CPU traffic counters per VIP id.
+#[map]
+pub static VIP_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+
+/// Per-CPU traffic counters per backend id.
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(MAX_BACKENDS, 0);
+
+/// Per-CPU counters per [`Reason`].
+#[map]
+pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);

@@ -1,0 +1,129 @@
+//! Backend selection for a new flow: the client's live session if its backend
+//! still serves the VIP, else the VIP's selection table. The controller
+//! builds the tables (rr or weighted); this side only indexes them.
+
+use lb_common::{
+    conn::conn_flags, is_expired, tcp_next_state, BackendInfo, Conn, ConnState, Reason, Session,
+    SessionKey, VipInfo, VipKey, RING_SIZE,
+};
+
+use crate::{
+    conntrack,
+    maps::{BACKENDS, CURSORS, RING, SESSIONS, VIPS},
+    parse::Packet,
+    stats, Flow,
+};
+
+#[inline(always)]
+pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
+    let key = VipKey {
+        addr: pkt.key.dst_addr,
+        port: pkt.key.dst_port,
+        proto: pkt.key.proto,
+        _pad: 0,
+    };
+    // SAFETY: copied out at once.
+    let vip = *unsafe { VIPS.get(&key) }.ok_or(Reason::PASS_NOT_VIP)?;
+    if vip.ring_len == 0 {
+        return Err(Reason::DROP_NO_BACKEND);
+    }
+    let client = pkt.key.src_addr & vip.client_mask;
+    let persistent = vip.persist_timeout_ns != 0;
+    let sticky = if persistent { session_backend(&vip, client, now) } else { None };
+    let (backend_id, backend) = match sticky {
+        Some(hit) => {
+            stats::reason(Reason::SESSION_HIT);
+            hit
+        }
+        None => {
+            let picked = pick(&vip).ok_or(Reason::DROP_NO_BACKEND)?;
+            if persistent {
+                pin(vip.id, client, picked.0, picked.1.gen, now);
+            }
+            picked
+        }
+    };
+    let fwd = Conn {
+        last_seen_ns: now,
+        nat_addr: backend.addr,
+        nat_port: backend.port,
+        state: if pkt.is_tcp {
+            tcp_next_state(ConnState::NONE, pkt.tcp_flags)
+        } else {
+            ConnState::UDP
+        },
+        flags: if persistent { conn_flags::SESSION } else { 0 },
+        backend_id,
+        vip_id: vip.id,
+        session_client: client,
+        backend_gen: backend.gen,
+    };
+    conntrack::record(&pkt.key, &fwd, key.addr, key.port)
+        .map_err(|()| Reason::DROP_CONN_TABLE_FULL)?;
+    stats::reason(Reason::NEW_CONN);
+    Ok(Flow {
+        reply: false,
+        nat_addr: backend.addr,
+        nat_port: backend.port,
+        vip_id: vip.id,
+        backend_id,
+        new: true,
+    })
+}
+
+/// The backend of the client's live session, if it still serves the VIP.
+#[inline(always)]
+fn session_backend(vip: &VipInfo, client: u32, now: u64) -> Option<(u32, BackendInfo)> {
+    let entry = SESSIONS.get_ptr_mut(&SessionKey { vip_id: vip.id, client })?;
+    // SAFETY: a map value pointer stays valid for the rest of the program.
+    let s = unsafe { &mut *entry };
+    if is_expired(s.last_seen_ns, vip.persist_timeout_ns, now) {
+        return None;
+    }
+    let backend = *BACKENDS.get(s.backend_id)?;
+    if !backend.serves(vip.id, s.backend_gen) {
+        return None;
+    }
+    s.last_seen_ns = now;
+    Some((s.backend_id, backend))
+}
+
+/// The next slot of the VIP's selection table (per-CPU cursor).
+#[inline(always)]
+fn pick(vip: &VipInfo) -> Option<(u32, BackendInfo)> {
+    let cursor = CURSORS.get_ptr_mut(vip.id)?;
+    // SAFETY: per-CPU slot, only this CPU writes it.
+    let pos = unsafe { *cursor };
+    // SAFETY: as above.
+    unsafe { *cursor = pos.wrapping_add(1) };
+    let slot = vip.id * RING_SIZE + pos % vip.ring_len;
+    let id = *RING.get(slot)?;
+    Some((id, *BACKENDS.get(id)?))
+}
+
+/// Pin (or re-pin) the client to a backend.
+#[inline(always)]
+fn pin(vip_id: u32, client: u32, backend_id: u32, backend_gen: u32, now: u64) {
+    let session = Session { last_seen_ns: now, backend_id, backend_gen };
+    if SESSIONS.insert(&SessionKey { vip_id, client }, &session, 0).is_err() {
+        stats::reason(Reason::SESSION_TABLE_FULL);
+    }
+}
+
+/// Called by a connection's periodic refresh: the client is still talking,
+/// so its session stays alive. A session that was swept meanwhile is
+/// recreated; one that now points elsewhere is left alone.
+#[inline(always)]
+pub fn keep_session(c: &Conn, now: u64) {
+    let key = SessionKey { vip_id: c.vip_id, client: c.session_client };
+    match SESSIONS.get_ptr_mut(&key) {
+        Some(entry) => {
+            // SAFETY: a map value pointer stays valid for the rest of the program.
+            let s = unsafe { &mut *entry };
+            if s.backend_id == c.backend_id && s.backend_gen == c.backend_gen {
+                s.last_seen_ns = now;
+            }
+        }
+        None => pin(c.vip_id, c.session_client, c.backend_id, c.backend_gen, now),
+    }
+}
