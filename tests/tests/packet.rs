@@ -1,0 +1,587 @@
+//! Packet tests: frames through the real XDP program with
+//! BPF_PROG_TEST_RUN, each checked for its verdict and its exact output
+//! bytes (checksums recomputed from scratch by `lb_tests::packet`).
+//!
+//! Each test gets its own network namespace with a FIB the program's
+//! `bpf_fib_lookup` can use: interface `d0` (one-arm: clients 198.18.0.0/24
+//! and backends 198.18.1.0/24) and `e0` (a second arm, 198.18.2.0/24), with
+//! permanent neighbour entries so the MAC addresses are known.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use aya::programs::{TestRun, TestRunOptions};
+use lb_common::{conn::conn_flags, ConnState, FlowKey, Reason, SessionKey};
+use lb_ctl::{
+    dataplane::{now_ns, Dataplane, LoadOptions},
+    sched::Scheduler,
+    services::{Endpoint, Protocol, Services, VipId, VipSpec},
+};
+use lb_tests::{
+    netns::{in_ns, ip, Netns},
+    packet::{verify, Frame, ACK, FIN, PSH, RST, SYN},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const D0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const E0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
+const C1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
+const B1_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x11];
+const B2_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x12];
+const B3_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x13];
+const FAR_MAC: [u8; 6] = [0x02, 0, 0, 0, 2, 0x21];
+
+const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const C1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const C2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
+const B1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
+const B2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 12);
+const B3: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 13);
+const FAR: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
+const UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 99);
+
+fn ep(a: Ipv4Addr, port: u16) -> Endpoint {
+    Endpoint { addr: a, port }
+}
+
+fn vip_id(proto: Protocol) -> VipId {
+    VipId { endpoint: ep(VIP, 80), protocol: proto }
+}
+
+struct Bench {
+    dp: Dataplane,
+    services: Services,
+    _ns: Netns,
+}
+
+impl Bench {
+    fn new(name: &str) -> Self {
+        Self::with_limits(name, 1000, 1000)
+    }
+
+    fn with_limits(name: &str, max_connections: u32, max_sessions: u32) -> Self {
+        // Stay on one CPU: the scheduler's cursor and the counters are per CPU.
+        let mut set = nix::sched::CpuSet::new();
+        set.set(0).unwrap();
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+        let ns = Netns::new(&format!("lbt-pkt-{name}")).unwrap();
+        let n = &ns.0;
+        for cmd in [
+            format!("-n {n} link add d0 address 02:00:00:00:00:01 type veth peer name d1"),
+            format!("-n {n} link add e0 address 02:00:00:00:00:03 type veth peer name e1"),
+            format!("-n {n} link set d0 up"),
+            format!("-n {n} link set d1 up"),
+            format!("-n {n} link set e0 up"),
+            format!("-n {n} link set e1 up"),
+            format!("-n {n} addr add 198.18.0.1/24 dev d0"),
+            format!("-n {n} addr add 198.18.1.1/24 dev d0"),
+            format!("-n {n} addr add 198.18.2.1/24 dev e0"),
+            format!("-n {n} neigh add {C1} lladdr 02:00:00:00:00:11 dev d0 nud permanent"),
+            format!("-n {n} neigh add {C2} lladdr 02:00:00:00:00:11 dev d0 nud permanent"),
+            format!("-n {n} neigh add {B1} lladdr 02:00:00:00:01:11 dev d0 nud permanent"),
+            format!("-n {n} neigh add {B2} lladdr 02:00:00:00:01:12 dev d0 nud permanent"),
+            format!("-n {n} neigh add {B3} lladdr 02:00:00:00:01:13 dev d0 nud permanent"),
+            format!("-n {n} neigh add {FAR} lladdr 02:00:00:00:02:21 dev e0 nud permanent"),
+        ] {
+            ip(&cmd).unwrap();
+        }
+        in_ns(n, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]).unwrap();
+        lb_tests::netns::enter(n).unwrap();
+        let mut dp = Dataplane::load(&LoadOptions { max_connections, max_sessions, pin_dir: None }).unwrap();
+        dp.tables
+            .set_settings(&lb_common::Settings {
+                tcp_syn_ns: 60_000_000_000,
+                tcp_established_ns: 900_000_000_000,
+                tcp_closing_ns: 10_000_000_000,
+                udp_ns: 300_000_000_000,
+            })
+            .unwrap();
+        // Attaching registers the interfaces' receive queues (test_run needs
+        // them for an ingress interface) and fills the redirect map.
+        dp.attach(&["d0".to_string(), "e0".to_string()], false).unwrap();
+        Self { dp, services: Services::default(), _ns: ns }
+    }
+
+    fn change(&mut self, edit: impl FnOnce(&mut Services)) {
+        let mut next = self.services.clone();
+        edit(&mut next);
+        self.dp.tables.apply(&self.services, &next).unwrap();
+        self.services = next;
+    }
+
+    /// A VIP on 198.18.0.100:80 with backends B1..B3:8080.
+    fn vip(&mut self, proto: Protocol, persistence_secs: u64, netmask: u8) {
+        self.change(|s| {
+            s.add_vip(VipSpec {
+                name: Some("web".into()),
+                id: vip_id(proto),
+                scheduler: Scheduler::Rr,
+                persistence_timeout: Duration::from_secs(persistence_secs),
+                persistence_netmask: netmask,
+            })
+            .unwrap();
+            for b in [B1, B2, B3] {
+                s.add_backend(&vip_id(proto), ep(b, 8080), 1).unwrap();
+            }
+        });
+    }
+
+    fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+        let ifindex = nix::net::if_::if_nametoindex("d0").unwrap();
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.ctx_in = Some(&ctx);
+        let r = self.dp.program().unwrap().test_run(opts).unwrap();
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
+    }
+
+    fn reason(&self, slot: u32) -> u64 {
+        self.dp.tables.reasons.get(&slot, 0).unwrap().iter().sum()
+    }
+
+    fn conn(&self, key: FlowKey) -> Option<lb_common::Conn> {
+        self.dp.tables.conns.get(&key, 0).ok()
+    }
+}
+
+fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8) -> FlowKey {
+    FlowKey {
+        src_addr: u32::from_ne_bytes(src.0.octets()),
+        dst_addr: u32::from_ne_bytes(dst.0.octets()),
+        src_port: src.1.to_be(),
+        dst_port: dst.1.to_be(),
+        proto,
+        _pad: [0; 3],
+    }
+}
+
+/// The frame a client sends to the VIP.
+fn to_vip(client: (Ipv4Addr, u16), flags: u8) -> Frame {
+    Frame::tcp(client, (VIP, 80), flags).macs(C1_MAC, D0_MAC)
+}
+
+/// What must leave for `backend`: destination rewritten, MACs from the FIB.
+fn expect_forward(f: &Frame, backend: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
+    Frame { dst: backend, dport: 8080, ..f.clone() }.macs(D0_MAC, mac).build()
+}
+
+/// Assert the frame went out (XDP_TX) to `backend`, byte for byte.
+#[track_caller]
+fn assert_forwarded(b: &Bench, f: &Frame, backend: Ipv4Addr, mac: [u8; 6]) {
+    let (verdict, out) = b.run(&f.build());
+    assert_eq!(verdict, XDP_TX, "verdict");
+    verify(&out).unwrap();
+    assert_eq!(out, expect_forward(f, backend, mac), "output frame");
+}
+
+fn mac_of(backend: Ipv4Addr) -> [u8; 6] {
+    match backend {
+        a if a == B1 => B1_MAC,
+        a if a == B2 => B2_MAC,
+        _ => B3_MAC,
+    }
+}
+
+/// Send a SYN and return the backend it was sent to.
+fn new_conn(b: &Bench, client: (Ipv4Addr, u16)) -> Ipv4Addr {
+    let f = to_vip(client, SYN);
+    let (verdict, out) = b.run(&f.build());
+    assert_eq!(verdict, XDP_TX, "reasons: {:?}", (0..Reason::COUNT).map(|r| (Reason::NAMES[r as usize], b.reason(r))).filter(|x| x.1 > 0).collect::<Vec<_>>());
+    verify(&out).unwrap();
+    let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+    assert_eq!(out, expect_forward(&f, backend, mac_of(backend)));
+    backend
+}
+
+#[test]
+fn new_flow_is_dnated_and_recorded_in_both_directions() {
+    let mut b = Bench::new("new");
+    b.vip(Protocol::Tcp, 0, 32);
+    let f = to_vip((C1, 40000), SYN);
+    assert_forwarded(&b, &f, B1, B1_MAC);
+    let fwd = b.conn(key((C1, 40000), (VIP, 80), 6)).expect("forward entry");
+    assert_eq!((fwd.state, fwd.flags & conn_flags::REPLY), (ConnState::TCP_SYN, 0));
+    assert_eq!(fwd.nat_addr, u32::from_ne_bytes(B1.octets()));
+    let rep = b.conn(key((B1, 8080), (C1, 40000), 6)).expect("reply entry");
+    assert_eq!(rep.flags & conn_flags::REPLY, conn_flags::REPLY);
+    assert_eq!(rep.nat_addr, u32::from_ne_bytes(VIP.octets()));
+    assert_eq!(b.reason(Reason::NEW_CONN), 1);
+    assert_eq!(b.reason(Reason::TX), 1);
+}
+
+#[test]
+fn without_persistence_new_flows_take_turns() {
+    let mut b = Bench::new("rr");
+    b.vip(Protocol::Tcp, 0, 32);
+    let got: Vec<Ipv4Addr> = (0..6).map(|i| new_conn(&b, (C1, 41000 + i))).collect();
+    assert_eq!(got, vec![B1, B2, B3, B1, B2, B3]);
+}
+
+#[test]
+fn established_flow_keeps_its_backend_and_state_follows_flags() {
+    let mut b = Bench::new("est");
+    b.vip(Protocol::Tcp, 0, 32);
+    let c = (C1, 40001);
+    assert_eq!(new_conn(&b, c), B1);
+    // Other clients move the scheduler on...
+    assert_eq!(new_conn(&b, (C2, 50000)), B2);
+    // ...but this connection stays on B1.
+    assert_forwarded(&b, &to_vip(c, ACK), B1, B1_MAC);
+    assert_eq!(b.conn(key(c, (VIP, 80), 6)).unwrap().state, ConnState::TCP_ESTABLISHED);
+    assert_eq!(b.conn(key((B1, 8080), c, 6)).unwrap().state, ConnState::TCP_ESTABLISHED, "twin follows");
+    assert_forwarded(&b, &to_vip(c, PSH | ACK), B1, B1_MAC);
+    assert_forwarded(&b, &to_vip(c, FIN | ACK), B1, B1_MAC);
+    assert_eq!(b.conn(key(c, (VIP, 80), 6)).unwrap().state, ConnState::TCP_CLOSING);
+    assert_eq!(b.conn(key((B1, 8080), c, 6)).unwrap().state, ConnState::TCP_CLOSING);
+    // RST on another connection closes it too.
+    let c2 = (C1, 40002);
+    new_conn(&b, c2);
+    let (v, _) = b.run(&to_vip(c2, RST).build());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(b.conn(key(c2, (VIP, 80), 6)).unwrap().state, ConnState::TCP_CLOSING);
+}
+
+#[test]
+fn reply_is_snated_back_to_the_vip() {
+    let mut b = Bench::new("reply");
+    b.vip(Protocol::Tcp, 0, 32);
+    let c = (C1, 40003);
+    assert_eq!(new_conn(&b, c), B1);
+    let reply = Frame::tcp((B1, 8080), c, SYN | ACK).macs(B1_MAC, D0_MAC);
+    let (verdict, out) = b.run(&reply.build());
+    assert_eq!(verdict, XDP_TX);
+    verify(&out).unwrap();
+    let expected = Frame { src: VIP, sport: 80, ..reply }.macs(D0_MAC, C1_MAC).build();
+    assert_eq!(out, expected);
+    // A backend's packet to a client it has no connection with is not touched.
+    let stray = Frame::tcp((B2, 8080), c, ACK).macs(B2_MAC, D0_MAC).build();
+    assert_eq!(b.run(&stray), (XDP_PASS, stray.clone()));
+}
+
+#[test]
+fn persistence_pins_new_connections_of_a_client() {
+    let mut b = Bench::new("sticky");
+    b.vip(Protocol::Tcp, 300, 32);
+    let first = new_conn(&b, (C1, 42000));
+    for port in 42001..42010 {
+        assert_eq!(new_conn(&b, (C1, port)), first, "client must stick");
+    }
+    // Another client is balanced afresh (the scheduler moved on once).
+    assert_ne!(new_conn(&b, (C2, 42000)), first);
+    assert_eq!(b.reason(Reason::SESSION_HIT), 9);
+    let vip_slot = b.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot;
+    let s = b
+        .dp
+        .tables
+        .sessions
+        .get(&SessionKey { vip_id: vip_slot, client: u32::from_ne_bytes(C1.octets()) }, 0)
+        .unwrap();
+    assert_eq!(s.backend_id, 0);
+}
+
+#[test]
+fn persistence_netmask_groups_clients() {
+    let mut b = Bench::new("mask");
+    b.vip(Protocol::Tcp, 300, 24);
+    let first = new_conn(&b, (C1, 43000));
+    assert_eq!(new_conn(&b, (C2, 43000)), first, "same /24, same backend");
+    assert_eq!(new_conn(&b, (C2, 43001)), first);
+}
+
+#[test]
+fn expired_persistence_lets_the_client_move() {
+    let mut b = Bench::new("expire");
+    b.vip(Protocol::Tcp, 300, 32);
+    assert_eq!(new_conn(&b, (C1, 44000)), B1);
+    assert_eq!(new_conn(&b, (C1, 44001)), B1);
+    // Backdate the session past its timeout; the sweeper has not run.
+    let slot = b.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot;
+    let k = SessionKey { vip_id: slot, client: u32::from_ne_bytes(C1.octets()) };
+    let mut s = b.dp.tables.sessions.get(&k, 0).unwrap();
+    s.last_seen_ns = now_ns().unwrap() - 301_000_000_000;
+    b.dp.tables.sessions.insert(k, s, 0).unwrap();
+    assert_eq!(new_conn(&b, (C1, 44002)), B2, "expired session: scheduler decides");
+    assert_eq!(new_conn(&b, (C1, 44003)), B2, "and the new choice sticks");
+}
+
+#[test]
+fn removed_backend_loses_sessions_but_keeps_established_flows() {
+    let mut b = Bench::new("remove");
+    b.vip(Protocol::Tcp, 300, 32);
+    let old = (C1, 45000);
+    assert_eq!(new_conn(&b, old), B1);
+    b.change(|s| {
+        s.remove_backend(&vip_id(Protocol::Tcp), ep(B1, 8080)).unwrap();
+    });
+    // The client's next connection is re-pinned to a serving backend.
+    let moved = new_conn(&b, (C1, 45001));
+    assert_ne!(moved, B1);
+    assert_eq!(new_conn(&b, (C1, 45002)), moved);
+    // The established connection to B1 is not cut.
+    assert_forwarded(&b, &to_vip(old, ACK), B1, B1_MAC);
+    // Changes to other backends leave established flows alone.
+    let keep = (C2, 45003);
+    let kb = new_conn(&b, keep);
+    b.change(|s| {
+        s.add_backend(&vip_id(Protocol::Tcp), ep(B1, 8081), 1).unwrap();
+    });
+    assert_forwarded(&b, &to_vip(keep, ACK), kb, mac_of(kb));
+}
+
+#[test]
+fn expired_connection_counts_as_absent() {
+    let mut b = Bench::new("connexp");
+    b.vip(Protocol::Tcp, 0, 32);
+    let c = (C1, 46000);
+    assert_eq!(new_conn(&b, c), B1);
+    let k = key(c, (VIP, 80), 6);
+    let mut e = b.conn(k).unwrap();
+    e.last_seen_ns = now_ns().unwrap() - 61_000_000_000; // SYN timeout is 60 s
+    b.dp.tables.conns.insert(k, e, 0).unwrap();
+    assert_eq!(new_conn(&b, c), B2, "a stale entry must not pin the flow");
+    // The sweeper deletes expired entries and keeps live ones.
+    let mut e = b.conn(k).unwrap();
+    e.last_seen_ns = now_ns().unwrap() - 61_000_000_000;
+    b.dp.tables.conns.insert(k, e, 0).unwrap();
+    let rk = key((B2, 8080), c, 6);
+    let mut r = b.conn(rk).unwrap();
+    r.last_seen_ns = e.last_seen_ns;
+    b.dp.tables.conns.insert(rk, r, 0).unwrap();
+    new_conn(&b, (C2, 46001));
+    let report = b.dp.tables.sweep(&b.services).unwrap();
+    assert_eq!(report.connections_deleted, 2);
+    assert!(b.conn(k).is_none() && b.conn(rk).is_none());
+    assert!(b.conn(key((C2, 46001), (VIP, 80), 6)).is_some());
+}
+
+#[test]
+fn udp_checksums_are_patched_and_zero_stays_zero() {
+    let mut b = Bench::new("udp");
+    b.vip(Protocol::Udp, 0, 32);
+    let f = Frame::udp((C1, 5353), (VIP, 80)).macs(C1_MAC, D0_MAC);
+    let (v, out) = b.run(&f.build());
+    assert_eq!(v, XDP_TX);
+    verify(&out).unwrap();
+    assert_eq!(out, Frame { dst: B1, dport: 8080, ..f.clone() }.macs(D0_MAC, B1_MAC).build());
+    assert_eq!(b.conn(key((C1, 5353), (VIP, 80), 17)).unwrap().state, ConnState::UDP);
+
+    let mut nock = Frame::udp((C1, 5354), (VIP, 80)).macs(C1_MAC, D0_MAC);
+    nock.udp_no_checksum = true;
+    let (v, out) = b.run(&nock.build());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(out, Frame { dst: B2, dport: 8080, ..nock.clone() }.macs(D0_MAC, B2_MAC).build());
+    assert_eq!(&out[40..42], &[0, 0], "a datagram without checksum keeps none");
+}
+
+#[test]
+fn non_vip_traffic_passes_untouched() {
+    let mut b = Bench::new("pass");
+    b.vip(Protocol::Tcp, 0, 32);
+    let cases: Vec<(Vec<u8>, u32)> = vec![
+        // TCP to the balancer itself and to the VIP on another port.
+        (Frame::tcp((C1, 1000), (Ipv4Addr::new(198, 18, 0, 1), 22), SYN).build(), Reason::PASS_NOT_VIP),
+        (Frame::tcp((C1, 1000), (VIP, 81), SYN).build(), Reason::PASS_NOT_VIP),
+        // UDP to a TCP-only VIP.
+        (Frame::udp((C1, 1000), (VIP, 80)).build(), Reason::PASS_NOT_VIP),
+        // ICMP echo to the VIP.
+        (
+            {
+                let mut f = Frame::udp((C1, 0x0800), (VIP, 0)).build();
+                f[23] = 1;
+                f
+            },
+            Reason::PASS_NOT_TCP_UDP,
+        ),
+        // ARP.
+        (
+            {
+                let mut f = vec![0xff; 6];
+                f.extend_from_slice(&C1_MAC);
+                f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+                f.extend_from_slice(&C1_MAC);
+                f.extend_from_slice(&C1.octets());
+                f.extend_from_slice(&[0; 6]);
+                f.extend_from_slice(&VIP.octets());
+                f
+            },
+            Reason::PASS_NOT_IPV4,
+        ),
+    ];
+    for (frame, reason) in cases {
+        let before = b.reason(reason);
+        assert_eq!(b.run(&frame), (XDP_PASS, frame.clone()));
+        assert_eq!(b.reason(reason), before + 1, "reason {}", Reason::NAMES[reason as usize]);
+    }
+    assert_eq!(b.reason(Reason::NEW_CONN), 0);
+}
+
+#[test]
+fn truncated_and_malformed_input_passes_untouched_and_is_counted() {
+    let mut b = Bench::new("bad");
+    b.vip(Protocol::Tcp, 0, 32);
+    let good = to_vip((C1, 47000), SYN).build();
+    let mut cases: Vec<(Vec<u8>, u32)> = vec![
+        // (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.)
+        (good[..14].to_vec(), Reason::PASS_TRUNCATED),   // Ethernet header only
+        (good[..30].to_vec(), Reason::PASS_TRUNCATED),   // inside IPv4
+        (good[..40].to_vec(), Reason::PASS_TRUNCATED),   // inside TCP
+        (good[..good.len() - 1].to_vec(), Reason::PASS_TRUNCATED), // shorter than tot_len
+    ];
+    let mut f = good.clone();
+    f[14] = 0x44; // IHL 4
+    cases.push((f, Reason::PASS_MALFORMED));
+    let mut f = good.clone();
+    f[14] = 0x65; // version 6 in an IPv4 ethertype
+    cases.push((f, Reason::PASS_MALFORMED));
+    let mut f = good.clone();
+    f[16..18].copy_from_slice(&10u16.to_be_bytes()); // tot_len below the header
+    cases.push((f, Reason::PASS_MALFORMED));
+    let mut f = good.clone();
+    f[46] = 0x40; // TCP data offset 4
+    cases.push((f, Reason::PASS_MALFORMED));
+    let mut f = good.clone();
+    f[14] = 0x46; // IHL 6: options
+    cases.push((f, Reason::PASS_IP_OPTIONS));
+    let mut f = good.clone();
+    f[20] = 0x20; // more fragments
+    cases.push((f, Reason::PASS_FRAGMENT));
+    let mut f = good.clone();
+    f[20] = 0x00;
+    f[21] = 0x10; // fragment offset
+    cases.push((f, Reason::PASS_FRAGMENT));
+    for (i, (frame, reason)) in cases.into_iter().enumerate() {
+        let before = b.reason(reason);
+        assert_eq!(b.run(&frame), (XDP_PASS, frame.clone()), "case {i}");
+        assert_eq!(b.reason(reason), before + 1, "case {i}: reason {}", Reason::NAMES[reason as usize]);
+    }
+    assert_eq!(b.reason(Reason::NEW_CONN), 0, "nothing was tracked");
+}
+
+#[test]
+fn vip_without_backends_drops() {
+    let mut b = Bench::new("empty");
+    b.change(|s| {
+        s.add_vip(VipSpec {
+            name: None,
+            id: vip_id(Protocol::Tcp),
+            scheduler: Scheduler::Rr,
+            persistence_timeout: Duration::ZERO,
+            persistence_netmask: 32,
+        })
+        .unwrap();
+    });
+    let (v, _) = b.run(&to_vip((C1, 48000), SYN).build());
+    assert_eq!(v, XDP_DROP);
+    assert_eq!(b.reason(Reason::DROP_NO_BACKEND), 1);
+}
+
+#[test]
+fn full_connection_table_drops_new_flows_only() {
+    let mut b = Bench::with_limits("full", 1, 1000);
+    b.vip(Protocol::Tcp, 0, 32);
+    let c = (C1, 49000);
+    assert_eq!(new_conn(&b, c), B1);
+    let (v, _) = b.run(&to_vip((C1, 49001), SYN).build());
+    assert_eq!(v, XDP_DROP);
+    assert_eq!(b.reason(Reason::DROP_CONN_TABLE_FULL), 1);
+    assert!(b.conn(key((C1, 49001), (VIP, 80), 6)).is_none(), "no half-recorded connection");
+    assert_forwarded(&b, &to_vip(c, ACK), B1, B1_MAC);
+}
+
+#[test]
+fn full_session_table_still_serves() {
+    let mut b = Bench::with_limits("sfull", 1000, 1);
+    b.vip(Protocol::Tcp, 300, 32);
+    new_conn(&b, (C1, 49100));
+    let (v, _) = b.run(&to_vip((C2, 49100), SYN).build());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(b.reason(Reason::SESSION_TABLE_FULL), 1);
+}
+
+#[test]
+fn unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
+    let mut b = Bench::new("noneigh");
+    b.change(|s| {
+        s.add_vip(VipSpec {
+            name: None,
+            id: vip_id(Protocol::Tcp),
+            scheduler: Scheduler::Rr,
+            persistence_timeout: Duration::ZERO,
+            persistence_netmask: 32,
+        })
+        .unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(UNRESOLVED, 8080), 1).unwrap();
+    });
+    let f = to_vip((C1, 49200), SYN);
+    let (v, out) = b.run(&f.build());
+    assert_eq!(v, XDP_PASS);
+    // Rewritten, MACs untouched: the kernel forwards it and resolves ARP.
+    assert_eq!(out, Frame { dst: UNRESOLVED, dport: 8080, ..f.clone() }.build());
+    assert_eq!(b.reason(Reason::PASS_NO_NEIGH), 1);
+}
+
+#[test]
+fn backend_behind_another_attached_interface_is_redirected() {
+    let mut b = Bench::new("twoarm");
+    b.change(|s| {
+        s.add_vip(VipSpec {
+            name: None,
+            id: vip_id(Protocol::Tcp),
+            scheduler: Scheduler::Rr,
+            persistence_timeout: Duration::ZERO,
+            persistence_netmask: 32,
+        })
+        .unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(FAR, 8080), 1).unwrap();
+    });
+    let f = to_vip((C1, 49300), SYN);
+    let (v, out) = b.run(&f.build());
+    assert_eq!(v, XDP_REDIRECT);
+    verify(&out).unwrap();
+    assert_eq!(out, Frame { dst: FAR, dport: 8080, ..f.clone() }.macs(E0_MAC, FAR_MAC).build());
+    assert_eq!(b.reason(Reason::REDIRECT), 1);
+}
+
+#[test]
+fn weighted_vip_spreads_by_weight() {
+    let mut b = Bench::new("wrr");
+    b.change(|s| {
+        s.add_vip(VipSpec {
+            name: None,
+            id: vip_id(Protocol::Tcp),
+            scheduler: Scheduler::Wrr,
+            persistence_timeout: Duration::ZERO,
+            persistence_netmask: 32,
+        })
+        .unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(B1, 8080), 3).unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(B2, 8080), 1).unwrap();
+    });
+    let got: Vec<Ipv4Addr> = (0..8).map(|i| new_conn(&b, (C1, 49400 + i))).collect();
+    assert_eq!(got.iter().filter(|&&a| a == B1).count(), 6);
+    assert_eq!(got.iter().filter(|&&a| a == B2).count(), 2);
+}
+
+#[test]
+fn removing_a_vip_purges_its_state() {
+    let mut b = Bench::new("vipdel");
+    b.vip(Protocol::Tcp, 300, 32);
+    new_conn(&b, (C1, 49500));
+    b.change(|s| {
+        s.remove_vip(&vip_id(Protocol::Tcp)).unwrap();
+    });
+    assert!(b.conn(key((C1, 49500), (VIP, 80), 6)).is_none());
+    assert_eq!(b.dp.tables.sessions.keys().count(), 0);
+    let f = to_vip((C1, 49500), ACK).build();
+    assert_eq!(b.run(&f), (XDP_PASS, f.clone()));
+}
