@@ -8,7 +8,7 @@ set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-APT_PACKAGES=(iproute2 iputils-ping socat curl nftables haproxy wrk bpftool python3)
+APT_PACKAGES=(iproute2 ethtool iputils-ping socat curl nftables haproxy wrk bpftool)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do

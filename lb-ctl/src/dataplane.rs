@@ -24,6 +24,11 @@ use crate::services::{Endpoint, Protocol, Services, Vip};
 /// The compiled XDP program, built by `build.rs`.
 pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
 
+/// An XDP program that passes everything (`lb_pass`), for the far ends of
+/// veth pairs: a veth device accepts XDP_TX'd or redirected frames only when
+/// it runs an XDP program itself.
+pub static PASS_PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-pass"));
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("loading the XDP program: {0}")]

@@ -1,1 +1,403 @@
+//! The veth lab: network namespaces joined by bridges in a switch namespace.
+//!
+//! ```text
+//!  one-arm                                two-arm
+//!  c1 c2 ──┐                              c1 c2 ── br0 ── eth0 [lb] eth1 ── br1 ── b1 b2 b3
+//!  b1 b2 b3 ├─ br0 (switch) ── eth0 [lb]
+//! ```
+//! Clients 198.18.0.11.. (gateway 198.18.0.1), backends 198.18.1.11..
+//! (gateway 198.18.1.1), VIP 198.18.0.100 on the balancer's loopback (its
+//! kernel answers ARP for it). Every backend runs `lb-lab-node serve`,
+//! answering HTTP and UDP on port 8080 with its name. All addresses are
+//! from the benchmarking range 198.18.0.0/15. Namespaces are named
+//! `<prefix>-<host>`; a new lab first deletes whatever an interrupted run
+//! with the same prefix left behind, and dropping a lab tears it down.
 
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::netns::{delete_all, in_ns, ip, sh};
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+pub const BACKEND_PORT: u16 = 8080;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Clients and backends behind the balancer's one interface.
+    OneArm,
+    /// Clients on one interface, backends on another.
+    TwoArm,
+}
+
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub name: String,
+    pub ns: String,
+    pub addr: Ipv4Addr,
+}
+
+/// One request's outcome as printed by `lb-lab-node`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Ok {
+        /// Name of the backend that answered.
+        backend: String,
+        /// The client address the backend saw.
+        seen: Option<SocketAddr>,
+        /// Where the reply came from, as the client saw it.
+        from: Option<SocketAddr>,
+    },
+    Err(String),
+}
+
+impl Reply {
+    #[must_use]
+    pub fn backend(&self) -> Option<&str> {
+        match self {
+            Self::Ok { backend, .. } => Some(backend),
+            Self::Err(_) => None,
+        }
+    }
+
+    fn parse(line: &str) -> Self {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("ok") => {
+                let backend = words.next().unwrap_or_default().to_string();
+                let mut seen = None;
+                let mut from = None;
+                for w in words {
+                    if let Some(v) = w.strip_prefix("seen=") {
+                        seen = v.parse().ok();
+                    } else if let Some(v) = w.strip_prefix("from=") {
+                        from = v.parse().ok();
+                    }
+                }
+                Self::Ok { backend, seen, from }
+            }
+            _ => Self::Err(line.to_string()),
+        }
+    }
+}
+
+/// Where the workspace's binaries are: next to the running executable
+/// (`target/<profile>/`), or one level up from a test's `deps/`.
+#[must_use]
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.parent().map(PathBuf::from).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+fn bin(name: &str) -> Result<String> {
+    let path = bin_dir().join(name);
+    if !path.exists() {
+        bail!("{} is missing: build the binaries first (`cargo build --bins`)", path.display());
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub layout: Layout,
+    pub balancer: Host,
+    pub clients: Vec<Host>,
+    pub backends: Vec<Host>,
+    pub socket: PathBuf,
+    pub workdir: PathBuf,
+    servers: Vec<Child>,
+    controller: Option<Child>,
+}
+
+impl Lab {
+    /// Build the lab and start the backend servers.
+    ///
+    /// # Errors
+    /// When a namespace, link or server cannot be set up; whatever was made
+    /// is torn down again.
+    pub fn up(prefix: &str, layout: Layout, clients: usize, backends: usize) -> Result<Self> {
+        delete_all(&format!("{prefix}-"));
+        let workdir = std::env::temp_dir().join(format!("{prefix}-lab"));
+        let _ = std::fs::remove_dir_all(&workdir);
+        std::fs::create_dir_all(&workdir)?;
+        let host = |name: String, addr| Host { ns: format!("{prefix}-{name}"), name, addr };
+        let mut lab = Self {
+            prefix: prefix.to_string(),
+            layout,
+            balancer: host("lb".into(), Ipv4Addr::new(198, 18, 0, 1)),
+            clients: (0..clients).map(|i| host(format!("c{}", i + 1), Ipv4Addr::new(198, 18, 0, 11 + i as u8))).collect(),
+            backends: (0..backends).map(|i| host(format!("b{}", i + 1), Ipv4Addr::new(198, 18, 1, 11 + i as u8))).collect(),
+            socket: PathBuf::from(format!("/run/lb/{prefix}.sock")),
+            workdir,
+            servers: Vec::new(),
+            controller: None,
+        };
+        lab.build().with_context(|| format!("building the {prefix} lab"))?;
+        Ok(lab)
+    }
+
+    fn sw(&self) -> String {
+        format!("{}-sw", self.prefix)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        let sw = self.sw();
+        let lb = self.balancer.ns.clone();
+        for ns in [&sw, &lb] {
+            ip(&format!("netns add {ns}"))?;
+            ip(&format!("-n {ns} link set lo up"))?;
+        }
+        let bridges: &[&str] = if self.layout == Layout::OneArm { &["br0"] } else { &["br0", "br1"] };
+        for br in bridges {
+            ip(&format!("-n {sw} link add {br} type bridge"))?;
+            ip(&format!("-n {sw} link set {br} up"))?;
+        }
+        let backend_br = bridges[bridges.len() - 1];
+        // The balancer's arms. Their switch-side peers run an XDP program
+        // that passes everything, so that frames the balancer sends with
+        // XDP_TX or redirect are accepted there.
+        let arms: Vec<(&str, &str, &str)> = match self.layout {
+            Layout::OneArm => vec![("eth0", "lb0", "br0")],
+            Layout::TwoArm => vec![("eth0", "lb0", "br0"), ("eth1", "lb1", "br1")],
+        };
+        for (inside, outside, br) in &arms {
+            ip(&format!("link add {inside} netns {lb} type veth peer name {outside} netns {sw}"))?;
+            ip(&format!("-n {sw} link set {outside} master {br} up"))?;
+            ip(&format!("-n {lb} link set {inside} up"))?;
+        }
+        let (client_if, backend_if) = if self.layout == Layout::OneArm { ("eth0", "eth0") } else { ("eth0", "eth1") };
+        ip(&format!("-n {lb} addr add 198.18.0.1/24 dev {client_if}"))?;
+        ip(&format!("-n {lb} addr add 198.18.1.1/24 dev {backend_if}"))?;
+        ip(&format!("-n {lb} addr add {VIP}/32 dev lo"))?;
+        let hosts: Vec<(Host, &str, &str)> = self
+            .clients
+            .iter()
+            .map(|h| (h.clone(), "br0", "198.18.0.1"))
+            .chain(self.backends.iter().map(|h| (h.clone(), backend_br, "198.18.1.1")))
+            .collect();
+        for (h, br, gw) in hosts {
+            let ns = &h.ns;
+            ip(&format!("netns add {ns}"))?;
+            ip(&format!("-n {ns} link set lo up"))?;
+            ip(&format!("link add eth0 netns {ns} type veth peer name {} netns {sw}", h.name))?;
+            ip(&format!("-n {sw} link set {} master {br} up", h.name))?;
+            ip(&format!("-n {ns} addr add {}/24 dev eth0", h.addr))?;
+            ip(&format!("-n {ns} link set eth0 up"))?;
+            // Checksums computed by the sender, not left to offload: a
+            // veth frame from a local socket carries only a partial
+            // checksum, which XDP (on the balancer) cannot see as such.
+            in_ns(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+            ip(&format!("-n {ns} route add default via {gw}"))?;
+        }
+        let node = bin("lb-lab-node")?;
+        let mut pass = Command::new("ip")
+            .args(["netns", "exec", &sw, &node, "xdp-pass"])
+            .args(arms.iter().map(|a| a.1))
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the XDP pass program on the switch side")?;
+        let mut ready = String::new();
+        if let Some(out) = pass.stdout.take() {
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
+        }
+        self.servers.push(pass);
+        if ready.trim() != "ready" {
+            bail!("the XDP pass program could not be attached on the switch side");
+        }
+        for b in &self.backends {
+            let log = std::fs::File::create(self.workdir.join(format!("{}.log", b.name)))?;
+            let child = Command::new("ip")
+                .args(["netns", "exec", &b.ns, &node, "serve", "--name", &b.name, "--port"])
+                .arg(BACKEND_PORT.to_string())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting a backend server")?;
+            self.servers.push(child);
+        }
+        for b in &self.backends {
+            wait_for(Duration::from_secs(5), || {
+                in_ns(&b.ns, &["ss", "-ltn", &format!("sport = :{BACKEND_PORT}")])
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
+            })
+            .with_context(|| format!("backend {} did not start", b.name))?;
+        }
+        Ok(())
+    }
+
+    /// The balancer's interfaces.
+    #[must_use]
+    pub fn balancer_ifaces(&self) -> Vec<&'static str> {
+        match self.layout {
+            Layout::OneArm => vec!["eth0"],
+            Layout::TwoArm => vec!["eth0", "eth1"],
+        }
+    }
+
+    /// Start `lb-ctl attach` in the balancer namespace with this config and
+    /// wait until its control socket answers.
+    ///
+    /// # Errors
+    /// When the controller does not come up (its log is in the error).
+    pub fn start_balancer(&mut self, config_yaml: &str) -> Result<()> {
+        let config = self.workdir.join("lb.yaml");
+        std::fs::write(&config, config_yaml)?;
+        let log_path = self.workdir.join("lb-ctl.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut args = vec![
+            "netns".to_string(),
+            "exec".into(),
+            self.balancer.ns.clone(),
+            bin("lb-ctl")?,
+            "--socket".into(),
+            self.socket.to_string_lossy().into_owned(),
+            "attach".into(),
+        ];
+        args.extend(self.balancer_ifaces().iter().map(|s| (*s).to_string()));
+        args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
+        let child = Command::new("ip").args(&args).stdout(Stdio::null()).stderr(log).spawn()?;
+        self.controller = Some(child);
+        let up = wait_for(Duration::from_secs(30), || {
+            if let Some(c) = self.controller.as_mut() {
+                if c.try_wait().ok().flatten().is_some() {
+                    return true;
+                }
+            }
+            self.ctl(&["vip", "list"]).is_ok()
+        });
+        if up.is_err() || self.ctl(&["vip", "list"]).is_err() {
+            bail!("lb-ctl attach did not come up:\n{}", self.controller_log());
+        }
+        Ok(())
+    }
+
+    /// The controller's log so far.
+    #[must_use]
+    pub fn controller_log(&self) -> String {
+        std::fs::read_to_string(self.workdir.join("lb-ctl.log")).unwrap_or_default()
+    }
+
+    /// Stop the controller with SIGINT, as an operator would, and return its
+    /// exit status.
+    ///
+    /// # Errors
+    /// When it does not stop within 10 s.
+    pub fn stop_balancer(&mut self) -> Result<std::process::ExitStatus> {
+        let Some(mut child) = self.controller.take() else { bail!("no controller running") };
+        // `ip netns exec` execs, so the child's pid is the controller's.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                bail!("lb-ctl did not stop within 10 s of SIGINT");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Run `lb-ctl --socket <lab socket> ARGS...` and return its stdout.
+    ///
+    /// # Errors
+    /// With lb-ctl's message when it fails.
+    pub fn ctl(&self, args: &[&str]) -> Result<String> {
+        let ctl = bin("lb-ctl")?;
+        let socket = self.socket.to_string_lossy().into_owned();
+        let mut v = vec![ctl.as_str(), "--socket", socket.as_str()];
+        v.extend_from_slice(args);
+        Ok(String::from_utf8_lossy(&sh(&v)?.stdout).into_owned())
+    }
+
+    fn client_args(&self, kind: &str, client: usize, port: u16, extra: &[&str]) -> Result<Vec<String>> {
+        let mut v = vec![
+            "netns".to_string(),
+            "exec".into(),
+            self.clients[client].ns.clone(),
+            bin("lb-lab-node")?,
+            kind.into(),
+            format!("{VIP}:{port}"),
+        ];
+        v.extend(extra.iter().map(|s| (*s).to_string()));
+        Ok(v)
+    }
+
+    /// Run HTTP requests from client `client` to the VIP and wait for them.
+    ///
+    /// # Errors
+    /// When the client cannot run.
+    pub fn http(&self, client: usize, port: u16, extra: &[&str]) -> Result<Vec<Reply>> {
+        let out = Command::new("ip").args(self.client_args("http", client, port, extra)?).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(Reply::parse).collect())
+    }
+
+    /// Start HTTP requests from a client in the background.
+    ///
+    /// # Errors
+    /// When the client cannot start.
+    pub fn http_background(&self, client: usize, port: u16, extra: &[&str]) -> Result<Child> {
+        Ok(Command::new("ip")
+            .args(self.client_args("http", client, port, extra)?)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?)
+    }
+
+    /// Collect the replies of a background client.
+    ///
+    /// # Errors
+    /// When it cannot be waited for.
+    pub fn replies(child: Child) -> Result<Vec<Reply>> {
+        let out = child.wait_with_output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(Reply::parse).collect())
+    }
+
+    /// Send UDP datagrams from client `client` to the VIP.
+    ///
+    /// # Errors
+    /// When the client cannot run.
+    pub fn udp(&self, client: usize, port: u16, extra: &[&str]) -> Result<Vec<Reply>> {
+        let out = Command::new("ip").args(self.client_args("udp", client, port, extra)?).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().map(Reply::parse).collect())
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.stop_balancer();
+        for mut s in self.servers.drain(..) {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        delete_all(&format!("{}-", self.prefix));
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// Poll `ready` every 50 ms until it holds or `timeout` passes.
+///
+/// # Errors
+/// On timeout.
+pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    bail!("timed out after {timeout:?}")
+}
