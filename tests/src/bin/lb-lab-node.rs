@@ -133,7 +133,8 @@ fn http_request(
     let Some(reader) = conn.as_mut() else { bail!("no connection") };
     let from = reader.get_ref().peer_addr()?;
     let header = if keepalive { "keep-alive" } else { "close" };
-    write!(reader.get_mut(), "GET / HTTP/1.1\r\nHost: {target}\r\nConnection: {header}\r\n\r\n")?;
+    let request = format!("GET / HTTP/1.1\r\nHost: {target}\r\nConnection: {header}\r\n\r\n");
+    reader.get_mut().write_all(request.as_bytes())?;
     let mut length = None;
     let mut line = String::new();
     loop {
@@ -203,11 +204,11 @@ fn http_session(name: &str, stream: TcpStream) -> Result<()> {
         }
         let body = format!("{name} seen={peer}\n");
         let conn = if close { "close" } else { "keep-alive" };
-        write!(
-            reader.get_mut(),
+        let response = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
             body.len()
-        )?;
+        );
+        reader.get_mut().write_all(response.as_bytes())?;
         if close || started.elapsed() > Duration::from_secs(600) {
             return Ok(());
         }
