@@ -8,9 +8,15 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("lb-ctl has no parent directory"))?
         .join("lb-ebpf");
-    let root = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {root:?}"))?;
+    let root = root
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path {root:?}"))?;
     println!("cargo:rerun-if-changed={root}/src");
     println!("cargo:rerun-if-changed=../lb-common/src");
-    let package = aya_build::Package { name: "lb-ebpf", root_dir: root, ..Default::default() };
+    let package = aya_build::Package {
+        name: "lb-ebpf",
+        root_dir: root,
+        ..Default::default()
+    };
     aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
 }

@@ -140,10 +140,26 @@ impl Conn {
         // Forward (client -> VIP, nat = backend): twin is backend -> client.
         // Reply (backend -> client, nat = VIP): twin is client -> VIP.
         FlowKey {
-            src_addr: if self.is_reply() { key.dst_addr } else { self.nat_addr },
-            dst_addr: if self.is_reply() { self.nat_addr } else { key.src_addr },
-            src_port: if self.is_reply() { key.dst_port } else { self.nat_port },
-            dst_port: if self.is_reply() { self.nat_port } else { key.src_port },
+            src_addr: if self.is_reply() {
+                key.dst_addr
+            } else {
+                self.nat_addr
+            },
+            dst_addr: if self.is_reply() {
+                self.nat_addr
+            } else {
+                key.src_addr
+            },
+            src_port: if self.is_reply() {
+                key.dst_port
+            } else {
+                self.nat_port
+            },
+            dst_port: if self.is_reply() {
+                self.nat_port
+            } else {
+                key.src_port
+            },
             proto: key.proto,
             _pad: [0; 3],
         }
@@ -209,10 +225,19 @@ mod tests {
 
     #[test]
     fn first_packet_decides_initial_state() {
-        assert_eq!(tcp_next_state(ConnState::NONE, ACK), ConnState::TCP_ESTABLISHED);
+        assert_eq!(
+            tcp_next_state(ConnState::NONE, ACK),
+            ConnState::TCP_ESTABLISHED
+        );
         assert_eq!(tcp_next_state(ConnState::NONE, RST), ConnState::TCP_CLOSING);
-        assert_eq!(tcp_next_state(ConnState::NONE, SYN | ACK), ConnState::TCP_SYN);
-        assert_eq!(tcp_next_state(ConnState::TCP_ESTABLISHED, RST | ACK), ConnState::TCP_CLOSING);
+        assert_eq!(
+            tcp_next_state(ConnState::NONE, SYN | ACK),
+            ConnState::TCP_SYN
+        );
+        assert_eq!(
+            tcp_next_state(ConnState::TCP_ESTABLISHED, RST | ACK),
+            ConnState::TCP_CLOSING
+        );
     }
 
     #[test]
@@ -220,14 +245,37 @@ mod tests {
         let client = u32::from_ne_bytes([198, 18, 0, 11]);
         let vip = u32::from_ne_bytes([198, 18, 0, 100]);
         let backend = u32::from_ne_bytes([198, 18, 1, 12]);
-        let fwd_key = FlowKey { src_addr: client, dst_addr: vip, src_port: 4000, dst_port: 80, proto: 6, _pad: [0; 3] };
-        let fwd = Conn { nat_addr: backend, nat_port: 8080, ..Conn::default() };
+        let fwd_key = FlowKey {
+            src_addr: client,
+            dst_addr: vip,
+            src_port: 4000,
+            dst_port: 80,
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let fwd = Conn {
+            nat_addr: backend,
+            nat_port: 8080,
+            ..Conn::default()
+        };
         let rep_key = fwd.twin_key(&fwd_key);
         assert_eq!(
             rep_key,
-            FlowKey { src_addr: backend, dst_addr: client, src_port: 8080, dst_port: 4000, proto: 6, _pad: [0; 3] }
+            FlowKey {
+                src_addr: backend,
+                dst_addr: client,
+                src_port: 8080,
+                dst_port: 4000,
+                proto: 6,
+                _pad: [0; 3]
+            }
         );
-        let rep = Conn { nat_addr: vip, nat_port: 80, flags: conn_flags::REPLY, ..Conn::default() };
+        let rep = Conn {
+            nat_addr: vip,
+            nat_port: 80,
+            flags: conn_flags::REPLY,
+            ..Conn::default()
+        };
         assert_eq!(rep.twin_key(&rep_key), fwd_key);
     }
 
@@ -239,7 +287,11 @@ mod tests {
             tcp_closing_ns: 5,
             udp_ns: 50,
         };
-        let mut c = Conn { last_seen_ns: 1000, state: ConnState::TCP_ESTABLISHED, ..Conn::default() };
+        let mut c = Conn {
+            last_seen_ns: 1000,
+            state: ConnState::TCP_ESTABLISHED,
+            ..Conn::default()
+        };
         assert!(!c.is_expired(&settings, 1099));
         assert!(c.is_expired(&settings, 1100));
         c.state = ConnState::TCP_CLOSING;

@@ -122,7 +122,10 @@ mod tests {
 
     #[test]
     fn refresh_at_most_once_a_second() {
-        assert!(!needs_refresh(5 * REFRESH_NS, 5 * REFRESH_NS + REFRESH_NS - 1));
+        assert!(!needs_refresh(
+            5 * REFRESH_NS,
+            5 * REFRESH_NS + REFRESH_NS - 1
+        ));
         assert!(needs_refresh(5 * REFRESH_NS, 6 * REFRESH_NS));
         assert!(!needs_refresh(5 * REFRESH_NS, 4 * REFRESH_NS));
     }

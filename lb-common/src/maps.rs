@@ -108,7 +108,12 @@ mod tests {
 
     #[test]
     fn backend_serves_only_its_vip_and_generation_while_active() {
-        let b = BackendInfo { vip_id: 3, gen: 7, flags: backend_flags::ACTIVE, ..BackendInfo::default() };
+        let b = BackendInfo {
+            vip_id: 3,
+            gen: 7,
+            flags: backend_flags::ACTIVE,
+            ..BackendInfo::default()
+        };
         assert!(b.serves(3, 7));
         assert!(!b.serves(4, 7));
         assert!(!b.serves(3, 6));

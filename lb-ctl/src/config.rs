@@ -51,7 +51,10 @@ pub struct Persistence {
 
 impl Default for Persistence {
     fn default() -> Self {
-        Self { timeout: Duration::ZERO, netmask: default_netmask() }
+        Self {
+            timeout: Duration::ZERO,
+            netmask: default_netmask(),
+        }
     }
 }
 
@@ -104,7 +107,12 @@ const fn d5() -> Duration {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { tcp_established: d900(), tcp_syn: d60(), tcp_closing: d10(), udp: d300() }
+        Self {
+            tcp_established: d900(),
+            tcp_syn: d60(),
+            tcp_closing: d10(),
+            udp: d300(),
+        }
     }
 }
 
@@ -138,7 +146,10 @@ const fn default_max() -> u32 {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_connections: default_max(), max_sessions: default_max() }
+        Self {
+            max_connections: default_max(),
+            max_sessions: default_max(),
+        }
     }
 }
 
@@ -162,13 +173,27 @@ pub const MAX_LIMIT: u32 = 64 * 1024 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {source}")]
-    Parse { path: String, source: serde_yaml::Error },
+    Parse {
+        path: String,
+        source: serde_yaml::Error,
+    },
     #[error("config file {path}: vips[{index}]: {source}")]
-    Service { path: String, index: usize, source: ServiceError },
+    Service {
+        path: String,
+        index: usize,
+        source: ServiceError,
+    },
     #[error("config file {path}: {field} must be between 1 and {MAX_LIMIT}, not {value}")]
-    Limit { path: String, field: &'static str, value: u32 },
+    Limit {
+        path: String,
+        field: &'static str,
+        value: u32,
+    },
     #[error("config file {path}: {field} must be longer than zero")]
     Zero { path: String, field: &'static str },
 }
@@ -180,7 +205,10 @@ impl Config {
     /// Naming the file and the field that is wrong.
     pub fn load(path: &Path) -> Result<(Self, Services), ConfigError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Self::parse(&text, &p)
     }
 
@@ -193,7 +221,10 @@ impl Config {
         let config: Self = if text.trim().is_empty() {
             Self::default()
         } else {
-            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse { path: path.clone(), source })?
+            serde_yaml::from_str(text).map_err(|source| ConfigError::Parse {
+                path: path.clone(),
+                source,
+            })?
         };
         for (field, value) in [
             ("limits.max_connections", config.limits.max_connections),
@@ -214,14 +245,26 @@ impl Config {
                 return Err(ConfigError::Zero { path, field });
             }
         }
-        let services = config.services().map_err(|(index, source)| ConfigError::Service { path, index, source })?;
+        let services = config
+            .services()
+            .map_err(|(index, source)| ConfigError::Service {
+                path,
+                index,
+                source,
+            })?;
         Ok((config, services))
     }
 
     fn services(&self) -> Result<Services, (usize, ServiceError)> {
         let mut services = Services::default();
         for (i, v) in self.vips.iter().enumerate() {
-            let id = VipId { endpoint: Endpoint { addr: v.address, port: v.port }, protocol: v.protocol };
+            let id = VipId {
+                endpoint: Endpoint {
+                    addr: v.address,
+                    port: v.port,
+                },
+                protocol: v.protocol,
+            };
             services
                 .add_vip(VipSpec {
                     name: v.name.clone(),
@@ -233,7 +276,14 @@ impl Config {
                 .map_err(|e| (i, e))?;
             for b in &v.backends {
                 services
-                    .add_backend(&id, Endpoint { addr: b.address, port: b.port }, b.weight)
+                    .add_backend(
+                        &id,
+                        Endpoint {
+                            addr: b.address,
+                            port: b.port,
+                        },
+                        b.weight,
+                    )
                     .map_err(|e| (i, e))?;
             }
         }
@@ -279,16 +329,24 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert!(err("vips: []\nbogus: 1\n").contains("unknown field `bogus`"));
-        assert!(err("vips:\n  - {address: 198.18.0.100, port: 80, color: red}\n").contains("unknown field `color`"));
+        assert!(
+            err("vips:\n  - {address: 198.18.0.100, port: 80, color: red}\n")
+                .contains("unknown field `color`")
+        );
         assert!(err("vips:\n  - {address: 198.18.0.300, port: 80}\n").contains("vips[0]"));
         assert!(err("timeouts:\n  udp: 5 parsecs\n").contains("timeouts.udp"));
         assert!(err("limits:\n  max_connections: 0\n").contains("limits.max_connections"));
         assert!(err("sweeper:\n  interval: 0s\n").contains("sweeper.interval"));
         let e = err("vips:\n  - {address: 198.18.0.100, port: 80, backends: [{address: 198.18.1.1, port: 80, weight: 0}]}\n");
         assert!(e.contains("vips[0]") && e.contains("weight 0"), "{e}");
-        let e = err("vips:\n  - {address: 198.18.0.100, port: 80}\n  - {address: 198.18.0.100, port: 80}\n");
+        let e = err(
+            "vips:\n  - {address: 198.18.0.100, port: 80}\n  - {address: 198.18.0.100, port: 80}\n",
+        );
         assert!(e.contains("vips[1]") && e.contains("already exists"), "{e}");
         assert!(err("vips:\n  - {address: 198.18.0.100, port: 0}\n").contains("port 0"));
-        assert!(err("vips:\n  - {address: 198.18.0.100, port: 80, scheduler: lc}\n").contains("unknown variant `lc`"));
+        assert!(
+            err("vips:\n  - {address: 198.18.0.100, port: 80, scheduler: lc}\n")
+                .contains("unknown variant `lc`")
+        );
     }
 }

@@ -23,13 +23,27 @@ pub const MAX_REQUEST: usize = 64 * 1024;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
-    VipAdd { spec: VipSpec },
-    VipRemove { vip: VipId },
+    VipAdd {
+        spec: VipSpec,
+    },
+    VipRemove {
+        vip: VipId,
+    },
     VipList,
-    BackendAdd { vip: VipId, backend: Endpoint, weight: u32 },
-    BackendRemove { vip: VipId, backend: Endpoint },
+    BackendAdd {
+        vip: VipId,
+        backend: Endpoint,
+        weight: u32,
+    },
+    BackendRemove {
+        vip: VipId,
+        backend: Endpoint,
+    },
     /// All VIPs, or the ones on this address:port (any protocol).
-    BackendList { vip: Option<Endpoint>, protocol: Option<Protocol> },
+    BackendList {
+        vip: Option<Endpoint>,
+        protocol: Option<Protocol>,
+    },
     Conns,
     Sessions,
     Stats,
@@ -51,15 +65,27 @@ pub enum ControlError {
     #[error(
         "cannot reach the controller at {path}: {source} (is `lb-ctl attach` running with this --socket?)"
     )]
-    Connect { path: PathBuf, source: std::io::Error },
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("talking to the controller at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the controller at {path} answered something unreadable: {source}")]
-    Decode { path: PathBuf, source: serde_json::Error },
+    Decode {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("another controller is already listening on {0}; stop it or choose another --socket")]
     InUse(PathBuf),
     #[error("cannot listen on {path}: {source}")]
-    Bind { path: PathBuf, source: std::io::Error },
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Send one request and wait for its response.
@@ -67,17 +93,30 @@ pub enum ControlError {
 /// # Errors
 /// When the controller cannot be reached or answers nonsense.
 pub fn call(path: &Path, request: &Request) -> Result<Response, ControlError> {
-    let io = |source| ControlError::Io { path: path.to_owned(), source };
-    let mut stream =
-        UnixStream::connect(path).map_err(|source| ControlError::Connect { path: path.to_owned(), source })?;
-    stream.set_read_timeout(Some(Duration::from_secs(120))).map_err(io)?;
-    let mut line = serde_json::to_vec(request).map_err(|source| ControlError::Decode { path: path.to_owned(), source })?;
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut stream = UnixStream::connect(path).map_err(|source| ControlError::Connect {
+        path: path.to_owned(),
+        source,
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .map_err(io)?;
+    let mut line = serde_json::to_vec(request).map_err(|source| ControlError::Decode {
+        path: path.to_owned(),
+        source,
+    })?;
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
     let mut reader = BufReader::new(stream);
     let mut answer = String::new();
     reader.read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(&answer).map_err(|source| ControlError::Decode { path: path.to_owned(), source })
+    serde_json::from_str(&answer).map_err(|source| ControlError::Decode {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Create the listening socket: parent directory 0700, socket 0600. A stale
@@ -86,7 +125,10 @@ pub fn call(path: &Path, request: &Request) -> Result<Response, ControlError> {
 /// # Errors
 /// When the path is in use or cannot be created.
 pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ControlError> {
-    let bind_err = |source| ControlError::Bind { path: path.to_owned(), source };
+    let bind_err = |source| ControlError::Bind {
+        path: path.to_owned(),
+        source,
+    };
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
             return Err(ControlError::InUse(path.to_owned()));
@@ -96,7 +138,8 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ControlError> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir).map_err(bind_err)?;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(bind_err)?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(bind_err)?;
         }
     }
     let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;

@@ -49,7 +49,9 @@ impl Controller {
             if let Err(back) = self.dataplane.tables.apply(&next, &self.services) {
                 log::error!("restoring the tables after a failed change: {back}");
             }
-            return Response::Error { message: format!("the kernel refused the change: {e}") };
+            return Response::Error {
+                message: format!("the kernel refused the change: {e}"),
+            };
         }
         self.services = next;
         log::info!("{message}");
@@ -58,17 +60,31 @@ impl Controller {
 
     /// Serve one control request.
     pub fn handle(&mut self, request: Request) -> Response {
-        let err = |e: &dyn std::fmt::Display| Response::Error { message: e.to_string() };
+        let err = |e: &dyn std::fmt::Display| Response::Error {
+            message: e.to_string(),
+        };
         match request {
             Request::VipAdd { spec } => {
                 let id = spec.id;
-                self.change(|s| s.add_vip(spec).map(|()| format!("added VIP {id}")).map_err(|e| e.to_string()))
+                self.change(|s| {
+                    s.add_vip(spec)
+                        .map(|()| format!("added VIP {id}"))
+                        .map_err(|e| e.to_string())
+                })
             }
             Request::VipRemove { vip } => self.change(|s| {
-                s.remove_vip(&vip).map(|_| format!("removed VIP {vip}")).map_err(|e| e.to_string())
+                s.remove_vip(&vip)
+                    .map(|_| format!("removed VIP {vip}"))
+                    .map_err(|e| e.to_string())
             }),
-            Request::VipList => Response::Vips { vips: self.services.vips().cloned().collect() },
-            Request::BackendAdd { vip, backend, weight } => self.change(|s| {
+            Request::VipList => Response::Vips {
+                vips: self.services.vips().cloned().collect(),
+            },
+            Request::BackendAdd {
+                vip,
+                backend,
+                weight,
+            } => self.change(|s| {
                 s.add_backend(&vip, backend, weight)
                     .map(|()| format!("added backend {backend} (weight {weight}) to VIP {vip}"))
                     .map_err(|e| e.to_string())
@@ -88,7 +104,9 @@ impl Controller {
                     .collect();
                 if vips.is_empty() {
                     if let Some(e) = vip {
-                        return Response::Error { message: format!("no VIP on {e} (see `lb-ctl vip list`)") };
+                        return Response::Error {
+                            message: format!("no VIP on {e} (see `lb-ctl vip list`)"),
+                        };
                     }
                 }
                 Response::Vips { vips }
@@ -151,7 +169,9 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     })
     .context("loading the XDP program")?;
     let setup = (|| -> Result<()> {
-        dataplane.tables.set_settings(&config.timeouts.to_settings())?;
+        dataplane
+            .tables
+            .set_settings(&config.timeouts.to_settings())?;
         dataplane.tables.clear_vips()?;
         dataplane.tables.apply(&Services::default(), &services)?;
         dataplane.attach(&opts.ifaces, opts.generic)?;
@@ -173,7 +193,10 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         opts.socket.display()
     );
 
-    let controller = Arc::new(Mutex::new(Controller { services, dataplane }));
+    let controller = Arc::new(Mutex::new(Controller {
+        services,
+        dataplane,
+    }));
     let mut sweep = tokio::time::interval(config.sweeper.interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
@@ -204,7 +227,10 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     let mut c = lock(&controller);
     c.dataplane.detach();
     if opts.keep_state {
-        log::info!("keeping the pinned tables in {} for the next attach", pin_dir.display());
+        log::info!(
+            "keeping the pinned tables in {} for the next attach",
+            pin_dir.display()
+        );
     } else {
         c.dataplane.unpin();
     }
@@ -222,10 +248,14 @@ async fn serve(stream: UnixStream, controller: Arc<Mutex<Controller>>) -> Result
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     let response = if !line.ends_with('\n') && line.len() >= MAX_REQUEST {
-        Response::Error { message: format!("request longer than {MAX_REQUEST} bytes") }
+        Response::Error {
+            message: format!("request longer than {MAX_REQUEST} bytes"),
+        }
     } else {
         match control::decode(&line) {
-            Ok(request) => tokio::task::spawn_blocking(move || lock(&controller).handle(request)).await?,
+            Ok(request) => {
+                tokio::task::spawn_blocking(move || lock(&controller).handle(request)).await?
+            }
             Err(message) => Response::Error { message },
         }
     };

@@ -14,8 +14,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    conn::conn_flags, maps::backend_flags, is_expired, map_names as names, BackendInfo, Conn, ConnState,
-    Counters, FlowKey, Reason, Session, SessionKey, Settings, VipInfo, VipKey, PROGRAM_NAME, RING_SIZE,
+    conn::conn_flags, is_expired, map_names as names, maps::backend_flags, BackendInfo, Conn,
+    ConnState, Counters, FlowKey, Reason, Session, SessionKey, Settings, VipInfo, VipKey,
+    PROGRAM_NAME, RING_SIZE,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +37,10 @@ pub enum DataplaneError {
     #[error("XDP program: {0}")]
     Program(#[from] aya::programs::ProgramError),
     #[error("map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("map {0} is missing from the XDP program")]
     MissingMap(&'static str),
     #[error("the XDP program has no program named {PROGRAM_NAME}")]
@@ -44,11 +48,32 @@ pub enum DataplaneError {
     #[error("interface {name:?} does not exist")]
     UnknownInterface { name: String },
     #[error("attaching to interface {name:?} in {mode} mode: {source}")]
-    Attach { name: String, mode: &'static str, source: aya::programs::ProgramError },
+    Attach {
+        name: String,
+        mode: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("pinning map {name} at {path}: {source}")]
-    Pin { name: &'static str, path: PathBuf, source: aya::pin::PinError },
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
     #[error("adding interface {name:?} to the redirect map: {source}")]
-    Ports { name: String, source: aya::maps::xdp::XdpMapError },
+    Ports {
+        name: String,
+        source: aya::maps::xdp::XdpMapError,
+    },
+    #[error(
+        "the table pinned at {path} (kept by --keep-state) holds {have}, but {field} is {wanted}; \
+         set {field} back to {have}, or remove {path} and lose the kept state"
+    )]
+    PinnedSize {
+        path: PathBuf,
+        have: u32,
+        field: &'static str,
+        wanted: u32,
+    },
     #[error("counting possible CPUs: {0}")]
     Cpus(String),
     #[error("reading the monotonic clock: {0}")]
@@ -94,8 +119,13 @@ pub struct Tables {
     pub max_sessions: u32,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T> {
-    let map = ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))?;
+fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<T> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::MissingMap(name))?;
     T::try_from(map).map_err(map_err(name))
 }
 
@@ -104,7 +134,8 @@ fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut Ebpf
 /// # Errors
 /// When the clock cannot be read.
 pub fn now_ns() -> Result<u64> {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE).map_err(DataplaneError::Clock)?;
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .map_err(DataplaneError::Clock)?;
     Ok(t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
@@ -119,6 +150,22 @@ impl Dataplane {
         loader
             .map_max_entries(names::CONNS, opts.max_connections.saturating_mul(2))
             .map_max_entries(names::SESSIONS, opts.max_sessions);
+        if let Some(dir) = &opts.pin_dir {
+            check_pinned_size(
+                dir,
+                names::CONNS,
+                opts.max_connections.saturating_mul(2),
+                "limits.max_connections",
+                2,
+            )?;
+            check_pinned_size(
+                dir,
+                names::SESSIONS,
+                opts.max_sessions,
+                "limits.max_sessions",
+                1,
+            )?;
+        }
         let paths: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => names::ALL.iter().map(|n| (*n, dir.join(n))).collect(),
             None => Vec::new(),
@@ -146,7 +193,12 @@ impl Dataplane {
             max_connections: opts.max_connections,
             max_sessions: opts.max_sessions,
         };
-        Ok(Self { ebpf, tables, links: Vec::new(), pin_dir: opts.pin_dir.clone() })
+        Ok(Self {
+            ebpf,
+            tables,
+            links: Vec::new(),
+            pin_dir: opts.pin_dir.clone(),
+        })
     }
 
     /// The XDP program, for `test_run`.
@@ -154,7 +206,11 @@ impl Dataplane {
     /// # Errors
     /// When the object has no such program.
     pub fn program(&self) -> Result<&Xdp> {
-        Ok(self.ebpf.program(PROGRAM_NAME).ok_or(DataplaneError::MissingProgram)?.try_into()?)
+        Ok(self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()?)
     }
 
     /// Attach to every interface, or to none: on failure the interfaces
@@ -163,7 +219,11 @@ impl Dataplane {
     /// # Errors
     /// Naming the interface that could not be used.
     pub fn attach(&mut self, ifaces: &[String], generic: bool) -> Result<()> {
-        let (mode, mode_name) = if generic { (XdpMode::Skb, "generic") } else { (XdpMode::Driver, "native") };
+        let (mode, mode_name) = if generic {
+            (XdpMode::Skb, "generic")
+        } else {
+            (XdpMode::Driver, "native")
+        };
         let mut indexes = Vec::new();
         for name in ifaces {
             let index = nix::net::if_::if_nametoindex(name.as_str())
@@ -177,9 +237,21 @@ impl Dataplane {
         result
     }
 
-    fn attach_all(&mut self, ifaces: &[String], indexes: &[u32], mode: XdpMode, mode_name: &'static str) -> Result<()> {
+    fn attach_all(
+        &mut self,
+        ifaces: &[String],
+        indexes: &[u32],
+        mode: XdpMode,
+        mode_name: &'static str,
+    ) -> Result<()> {
         for (name, &index) in ifaces.iter().zip(indexes) {
-            self.tables.tx_ports.insert(index, index, None, 0).map_err(|e| DataplaneError::Ports { name: name.clone(), source: e })?;
+            self.tables
+                .tx_ports
+                .insert(index, index, None, 0)
+                .map_err(|e| DataplaneError::Ports {
+                    name: name.clone(),
+                    source: e,
+                })?;
             let program: &mut Xdp = self
                 .ebpf
                 .program_mut(PROGRAM_NAME)
@@ -187,7 +259,11 @@ impl Dataplane {
                 .try_into()?;
             let link = program
                 .attach(name, mode)
-                .map_err(|source| DataplaneError::Attach { name: name.clone(), mode: mode_name, source })?;
+                .map_err(|source| DataplaneError::Attach {
+                    name: name.clone(),
+                    mode: mode_name,
+                    source,
+                })?;
             self.links.push((name.clone(), link));
         }
         Ok(())
@@ -195,8 +271,12 @@ impl Dataplane {
 
     /// Detach from every interface.
     pub fn detach(&mut self) {
-        let Some(program) = self.ebpf.program_mut(PROGRAM_NAME) else { return };
-        let Ok(program): Result<&mut Xdp, _> = program.try_into() else { return };
+        let Some(program) = self.ebpf.program_mut(PROGRAM_NAME) else {
+            return;
+        };
+        let Ok(program): Result<&mut Xdp, _> = program.try_into() else {
+            return;
+        };
         for (name, link) in self.links.drain(..) {
             if let Err(e) = program.detach(link) {
                 log::warn!("detaching from {name}: {e}");
@@ -226,6 +306,33 @@ impl Drop for Dataplane {
     }
 }
 
+/// A table pinned by an earlier run is reused as it is; refuse when its size
+/// no longer matches the configured limit rather than silently keeping it.
+fn check_pinned_size(
+    dir: &Path,
+    name: &'static str,
+    wanted: u32,
+    field: &'static str,
+    per: u32,
+) -> Result<()> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Ok(());
+    }
+    let have = aya::maps::MapInfo::from_pin(&path)
+        .map_err(map_err(name))?
+        .max_entries();
+    if have != wanted {
+        return Err(DataplaneError::PinnedSize {
+            path,
+            have: have / per,
+            field,
+            wanted: wanted / per,
+        });
+    }
+    Ok(())
+}
+
 fn vip_key(v: &Vip) -> VipKey {
     VipKey {
         addr: u32::from_ne_bytes(v.spec.id.endpoint.addr.octets()),
@@ -239,7 +346,8 @@ fn vip_info(v: &Vip) -> VipInfo {
     VipInfo {
         id: v.slot,
         ring_len: v.table.len() as u32,
-        persist_timeout_ns: u64::try_from(v.spec.persistence_timeout.as_nanos()).unwrap_or(u64::MAX),
+        persist_timeout_ns: u64::try_from(v.spec.persistence_timeout.as_nanos())
+            .unwrap_or(u64::MAX),
         client_mask: lb_common::netmask(v.spec.persistence_netmask),
         _pad: 0,
     }
@@ -259,7 +367,9 @@ impl Tables {
     /// # Errors
     /// When the kernel refuses the write.
     pub fn set_settings(&mut self, settings: &Settings) -> Result<()> {
-        self.settings.set(0, settings, 0).map_err(map_err(names::SETTINGS))
+        self.settings
+            .set(0, settings, 0)
+            .map_err(map_err(names::SETTINGS))
     }
 
     /// Delete every VIP entry (reused pinned maps may hold a previous
@@ -268,7 +378,11 @@ impl Tables {
     /// # Errors
     /// When the map cannot be read or written.
     pub fn clear_vips(&mut self) -> Result<()> {
-        let keys: Vec<VipKey> = self.vips.keys().filter_map(std::result::Result::ok).collect();
+        let keys: Vec<VipKey> = self
+            .vips
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .collect();
         for k in keys {
             self.vips.remove(&k).map_err(map_err(names::VIPS))?;
         }
@@ -283,8 +397,10 @@ impl Tables {
     /// # Errors
     /// When the kernel refuses a write; the caller then applies `old` again.
     pub fn apply(&mut self, old: &Services, new: &Services) -> Result<()> {
-        let old_backends: HashSet<(u32, u32)> =
-            old.vips().flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen))).collect();
+        let old_backends: HashSet<(u32, u32)> = old
+            .vips()
+            .flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen)))
+            .collect();
         for v in new.vips() {
             if old.vip(&v.spec.id) == Some(v) {
                 continue;
@@ -302,31 +418,49 @@ impl Tables {
                 if !old_backends.contains(&(b.slot, b.gen)) {
                     self.reset_counters(b.slot, false)?;
                 }
-                self.backends.set(b.slot, info, 0).map_err(map_err(names::BACKENDS))?;
+                self.backends
+                    .set(b.slot, info, 0)
+                    .map_err(map_err(names::BACKENDS))?;
             }
             for (i, slot) in v.table.iter().enumerate() {
-                self.ring.set(v.slot * RING_SIZE + i as u32, slot, 0).map_err(map_err(names::RING))?;
+                self.ring
+                    .set(v.slot * RING_SIZE + i as u32, slot, 0)
+                    .map_err(map_err(names::RING))?;
             }
             if old.vip(&v.spec.id).is_none() {
                 self.reset_counters(v.slot, true)?;
             }
-            self.vips.insert(vip_key(v), vip_info(v), 0).map_err(map_err(names::VIPS))?;
+            self.vips
+                .insert(vip_key(v), vip_info(v), 0)
+                .map_err(map_err(names::VIPS))?;
         }
-        let new_backends: HashSet<(u32, u32)> =
-            new.vips().flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen))).collect();
+        let new_backends: HashSet<(u32, u32)> = new
+            .vips()
+            .flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen)))
+            .collect();
         for &(slot, gen) in old_backends.difference(&new_backends) {
             // Retire: no new connection or session uses it; established
             // connections keep their own copy of its address.
-            let still_used = new.vips().any(|v| v.backends.iter().any(|b| b.slot == slot));
+            let still_used = new
+                .vips()
+                .any(|v| v.backends.iter().any(|b| b.slot == slot));
             if !still_used {
-                let mut info = self.backends.get(&slot, 0).map_err(map_err(names::BACKENDS))?;
+                let mut info = self
+                    .backends
+                    .get(&slot, 0)
+                    .map_err(map_err(names::BACKENDS))?;
                 if info.gen == gen {
                     info.flags = 0;
-                    self.backends.set(slot, info, 0).map_err(map_err(names::BACKENDS))?;
+                    self.backends
+                        .set(slot, info, 0)
+                        .map_err(map_err(names::BACKENDS))?;
                 }
             }
         }
-        let removed: Vec<&Vip> = old.vips().filter(|v| new.vip(&v.spec.id).is_none()).collect();
+        let removed: Vec<&Vip> = old
+            .vips()
+            .filter(|v| new.vip(&v.spec.id).is_none())
+            .collect();
         for v in &removed {
             match self.vips.remove(&vip_key(v)) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
@@ -342,8 +476,10 @@ impl Tables {
 
     /// Zero the counters of a reused VIP or backend slot.
     fn reset_counters(&mut self, slot: u32, vip: bool) -> Result<()> {
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| DataplaneError::Cpus(format!("{what}: {e}")))?;
-        let zeros = PerCpuValues::try_from(vec![Counters::default(); cpus]).map_err(|e| DataplaneError::Cpus(e.to_string()))?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| DataplaneError::Cpus(format!("{what}: {e}")))?;
+        let zeros = PerCpuValues::try_from(vec![Counters::default(); cpus])
+            .map_err(|e| DataplaneError::Cpus(e.to_string()))?;
         let (map, name) = if vip {
             (&mut self.vip_stats, names::VIP_STATS)
         } else {
@@ -364,8 +500,12 @@ impl Tables {
         for k in conns {
             let _ = self.conns.remove(&k);
         }
-        let sessions: Vec<SessionKey> =
-            self.sessions.keys().filter_map(std::result::Result::ok).filter(|k| gone(k.vip_id)).collect();
+        let sessions: Vec<SessionKey> = self
+            .sessions
+            .keys()
+            .filter_map(std::result::Result::ok)
+            .filter(|k| gone(k.vip_id))
+            .collect();
         for k in sessions {
             let _ = self.sessions.remove(&k);
         }
@@ -395,7 +535,12 @@ impl Tables {
         }
         let timeouts: StdHashMap<u32, u64> = services
             .vips()
-            .map(|v| (v.slot, u64::try_from(v.spec.persistence_timeout.as_nanos()).unwrap_or(u64::MAX)))
+            .map(|v| {
+                (
+                    v.slot,
+                    u64::try_from(v.spec.persistence_timeout.as_nanos()).unwrap_or(u64::MAX),
+                )
+            })
             .collect();
         let mut expired = Vec::new();
         for (k, s) in self.sessions.iter().filter_map(std::result::Result::ok) {
@@ -427,10 +572,21 @@ impl Tables {
             .filter_map(std::result::Result::ok)
             .filter(|(_, c)| c.flags & conn_flags::REPLY == 0 && !c.is_expired(&settings, now))
             .map(|(k, c)| ConnView {
-                client: Endpoint { addr: addr(k.src_addr), port: u16::from_be(k.src_port) },
-                vip: Endpoint { addr: addr(k.dst_addr), port: u16::from_be(k.dst_port) },
-                vip_name: services.vip_by_slot(c.vip_id).and_then(|v| v.spec.name.clone()),
-                backend: Endpoint { addr: addr(c.nat_addr), port: u16::from_be(c.nat_port) },
+                client: Endpoint {
+                    addr: addr(k.src_addr),
+                    port: u16::from_be(k.src_port),
+                },
+                vip: Endpoint {
+                    addr: addr(k.dst_addr),
+                    port: u16::from_be(k.dst_port),
+                },
+                vip_name: services
+                    .vip_by_slot(c.vip_id)
+                    .and_then(|v| v.spec.name.clone()),
+                backend: Endpoint {
+                    addr: addr(c.nat_addr),
+                    port: u16::from_be(c.nat_port),
+                },
                 protocol: Protocol::from_number(k.proto).unwrap_or_default(),
                 state: ConnState::name(c.state).to_string(),
                 idle: Duration::from_nanos(now.saturating_sub(c.last_seen_ns)),
@@ -439,7 +595,7 @@ impl Tables {
                 ),
             })
             .collect();
-        rows.sort_by(|a, b| (a.vip, a.client).cmp(&(b.vip, b.client)));
+        rows.sort_by_key(|r| (r.vip, r.client));
         Ok(rows)
     }
 
@@ -451,12 +607,17 @@ impl Tables {
         let now = now_ns()?;
         let mut rows = Vec::new();
         for (k, s) in self.sessions.iter().filter_map(std::result::Result::ok) {
-            let Some(v) = services.vip_by_slot(k.vip_id) else { continue };
+            let Some(v) = services.vip_by_slot(k.vip_id) else {
+                continue;
+            };
             let timeout = u64::try_from(v.spec.persistence_timeout.as_nanos()).unwrap_or(u64::MAX);
             if is_expired(s.last_seen_ns, timeout, now) {
                 continue;
             }
-            let backend = v.backends.iter().find(|b| b.slot == s.backend_id && b.gen == s.backend_gen);
+            let backend = v
+                .backends
+                .iter()
+                .find(|b| b.slot == s.backend_id && b.gen == s.backend_gen);
             rows.push(SessionView {
                 client: addr(k.client),
                 netmask: v.spec.persistence_netmask,
@@ -466,7 +627,7 @@ impl Tables {
                 time_left: Duration::from_nanos((s.last_seen_ns + timeout).saturating_sub(now)),
             });
         }
-        rows.sort_by(|a, b| (a.vip, a.client).cmp(&(b.vip, b.client)));
+        rows.sort_by_key(|r| (r.vip, r.client));
         Ok(rows)
     }
 
@@ -485,19 +646,34 @@ impl Tables {
         let mut vips = Vec::new();
         let mut backends = Vec::new();
         for v in services.vips() {
-            let c = sum(self.vip_stats.get(&v.slot, 0).map_err(map_err(names::VIP_STATS))?);
+            let c = sum(self
+                .vip_stats
+                .get(&v.slot, 0)
+                .map_err(map_err(names::VIP_STATS))?);
             vips.push((v.spec.id, v.spec.name.clone(), c));
             for b in &v.backends {
-                let c = sum(self.backend_stats.get(&b.slot, 0).map_err(map_err(names::BACKEND_STATS))?);
+                let c = sum(self
+                    .backend_stats
+                    .get(&b.slot, 0)
+                    .map_err(map_err(names::BACKEND_STATS))?);
                 backends.push((v.spec.id, b.endpoint, c));
             }
         }
         let mut reasons = Vec::new();
         for (i, name) in Reason::NAMES.iter().enumerate() {
-            let values = self.reasons.get(&(i as u32), 0).map_err(map_err(names::REASONS))?;
+            let values = self
+                .reasons
+                .get(&(i as u32), 0)
+                .map_err(map_err(names::REASONS))?;
             reasons.push(((*name).to_string(), values.iter().sum()));
         }
-        Ok(Stats { vips, backends, reasons, max_conns: self.max_connections, max_sessions: self.max_sessions })
+        Ok(Stats {
+            vips,
+            backends,
+            reasons,
+            max_conns: self.max_connections,
+            max_sessions: self.max_sessions,
+        })
     }
 }
 

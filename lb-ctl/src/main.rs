@@ -79,9 +79,7 @@ enum Command {
     /// Print the data path's counters in the Prometheus text format.
     Stats,
     /// Validate a config file without touching the kernel.
-    CheckConfig {
-        file: PathBuf,
-    },
+    CheckConfig { file: PathBuf },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -166,7 +164,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     let request = match cli.command {
-        Command::Attach { ifaces, config, xdp_mode, bpffs, keep_state } => {
+        Command::Attach {
+            ifaces,
+            config,
+            xdp_mode,
+            bpffs,
+            keep_state,
+        } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -203,23 +207,49 @@ fn run(cli: Cli) -> Result<()> {
         }) => Request::VipAdd {
             spec: VipSpec {
                 name,
-                id: VipId { endpoint: vip, protocol },
+                id: VipId {
+                    endpoint: vip,
+                    protocol,
+                },
                 scheduler,
                 persistence_timeout,
                 persistence_netmask,
             },
         },
-        Command::Vip(VipCommand::Remove { vip, protocol }) => {
-            Request::VipRemove { vip: VipId { endpoint: vip, protocol } }
-        }
+        Command::Vip(VipCommand::Remove { vip, protocol }) => Request::VipRemove {
+            vip: VipId {
+                endpoint: vip,
+                protocol,
+            },
+        },
         Command::Vip(VipCommand::List) => Request::VipList,
-        Command::Backend(BackendCommand::Add { vip, backend, weight, protocol }) => {
-            Request::BackendAdd { vip: VipId { endpoint: vip, protocol }, backend, weight }
+        Command::Backend(BackendCommand::Add {
+            vip,
+            backend,
+            weight,
+            protocol,
+        }) => Request::BackendAdd {
+            vip: VipId {
+                endpoint: vip,
+                protocol,
+            },
+            backend,
+            weight,
+        },
+        Command::Backend(BackendCommand::Remove {
+            vip,
+            backend,
+            protocol,
+        }) => Request::BackendRemove {
+            vip: VipId {
+                endpoint: vip,
+                protocol,
+            },
+            backend,
+        },
+        Command::Backend(BackendCommand::List { vip, protocol }) => {
+            Request::BackendList { vip, protocol }
         }
-        Command::Backend(BackendCommand::Remove { vip, backend, protocol }) => {
-            Request::BackendRemove { vip: VipId { endpoint: vip, protocol }, backend }
-        }
-        Command::Backend(BackendCommand::List { vip, protocol }) => Request::BackendList { vip, protocol },
         Command::Conns => Request::Conns,
         Command::Sessions => Request::Sessions,
         Command::Stats => Request::Stats,
@@ -231,7 +261,10 @@ fn run(cli: Cli) -> Result<()> {
         Response::Vips { vips } if listing_backends => print_backends(&vips),
         Response::Vips { vips } => print_vips(&vips),
         Response::Conns { conns } => {
-            println!("{:<22} {:<22} {:<22} {:<5} {:<12} {:>8} {:>9}", "CLIENT", "VIP", "BACKEND", "PROTO", "STATE", "IDLE", "EXPIRES");
+            println!(
+                "{:<22} {:<22} {:<22} {:<5} {:<12} {:>8} {:>9}",
+                "CLIENT", "VIP", "BACKEND", "PROTO", "STATE", "IDLE", "EXPIRES"
+            );
             for c in conns {
                 println!(
                     "{:<22} {:<22} {:<22} {:<5} {:<12} {:>8} {:>9}",
@@ -246,14 +279,18 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Response::Sessions { sessions } => {
-            println!("{:<20} {:<22} {:<5} {:<22} {:>9}", "CLIENT", "VIP", "PROTO", "BACKEND", "TIME LEFT");
+            println!(
+                "{:<20} {:<22} {:<5} {:<22} {:>9}",
+                "CLIENT", "VIP", "PROTO", "BACKEND", "TIME LEFT"
+            );
             for s in sessions {
                 println!(
                     "{:<20} {:<22} {:<5} {:<22} {:>9}",
                     format!("{}/{}", s.client, s.netmask),
                     s.vip.to_string(),
                     s.protocol.as_str(),
-                    s.backend.map_or_else(|| "(removed)".to_string(), |b| b.to_string()),
+                    s.backend
+                        .map_or_else(|| "(removed)".to_string(), |b| b.to_string()),
                     secs(s.time_left)
                 );
             }
@@ -268,7 +305,10 @@ fn secs(d: Duration) -> String {
 }
 
 fn print_vips(vips: &[Vip]) {
-    println!("{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}", "NAME", "VIP", "PROTO", "SCHED", "PERSISTENCE", "MASK", "BACKENDS");
+    println!(
+        "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}",
+        "NAME", "VIP", "PROTO", "SCHED", "PERSISTENCE", "MASK", "BACKENDS"
+    );
     for v in vips {
         println!(
             "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}",
@@ -276,7 +316,11 @@ fn print_vips(vips: &[Vip]) {
             v.spec.id.endpoint.to_string(),
             v.spec.id.protocol.as_str(),
             v.spec.scheduler.as_str(),
-            if v.spec.persistence_timeout.is_zero() { "off".to_string() } else { secs(v.spec.persistence_timeout) },
+            if v.spec.persistence_timeout.is_zero() {
+                "off".to_string()
+            } else {
+                secs(v.spec.persistence_timeout)
+            },
             format!("/{}", v.spec.persistence_netmask),
             v.backends.len()
         );
@@ -284,7 +328,10 @@ fn print_vips(vips: &[Vip]) {
 }
 
 fn print_backends(vips: &[Vip]) {
-    println!("{:<22} {:<5} {:<22} {:>6} {:>6}", "VIP", "PROTO", "BACKEND", "WEIGHT", "SHARE");
+    println!(
+        "{:<22} {:<5} {:<22} {:>6} {:>6}",
+        "VIP", "PROTO", "BACKEND", "WEIGHT", "SHARE"
+    );
     for v in vips {
         for b in &v.backends {
             let share = v.table.iter().filter(|&&s| s == b.slot).count();

@@ -20,14 +20,25 @@ pub fn render(stats: &Stats) -> String {
             "vip=\"{}\",protocol=\"{}\",name=\"{}\"",
             id.endpoint,
             id.protocol.as_str(),
-            name.as_deref().unwrap_or("").replace('\\', "\\\\").replace('"', "\\\"")
+            name.as_deref()
+                .unwrap_or("")
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
         )
     };
     let be_label = |id: &crate::services::VipId, b: &crate::services::Endpoint| {
-        format!("vip=\"{}\",protocol=\"{}\",backend=\"{b}\"", id.endpoint, id.protocol.as_str())
+        format!(
+            "vip=\"{}\",protocol=\"{}\",backend=\"{b}\"",
+            id.endpoint,
+            id.protocol.as_str()
+        )
     };
     for (what, help, pick) in [
-        ("packets", "Packets forwarded for the VIP, both directions.", 0),
+        (
+            "packets",
+            "Packets forwarded for the VIP, both directions.",
+            0,
+        ),
         ("bytes", "Bytes forwarded for the VIP, both directions.", 1),
         ("connections", "New connections scheduled to the VIP.", 2),
     ] {
@@ -40,28 +51,46 @@ pub fn render(stats: &Stats) -> String {
             &format!("lb_vip_{what}_total"),
             "counter",
             help,
-            stats.vips.iter().map(|(id, n, t)| (vip_label(id, n), value(t))).collect(),
+            stats
+                .vips
+                .iter()
+                .map(|(id, n, t)| (vip_label(id, n), value(t)))
+                .collect(),
         );
         family(
             &format!("lb_backend_{what}_total"),
             "counter",
             &help.replace("the VIP", "the backend"),
-            stats.backends.iter().map(|(id, b, t)| (be_label(id, b), value(t))).collect(),
+            stats
+                .backends
+                .iter()
+                .map(|(id, b, t)| (be_label(id, b), value(t)))
+                .collect(),
         );
     }
     family(
         "lb_datapath_events_total",
         "counter",
         "Data-path outcomes by reason (verdicts, passes, drops, table events).",
-        stats.reasons.iter().map(|(r, v)| (format!("reason=\"{r}\""), *v)).collect(),
+        stats
+            .reasons
+            .iter()
+            .map(|(r, v)| (format!("reason=\"{r}\""), *v))
+            .collect(),
     );
     family(
         "lb_table_capacity",
         "gauge",
         "Size limit of the connection and persistence tables.",
         vec![
-            ("table=\"connections\"".to_string(), u64::from(stats.max_conns)),
-            ("table=\"sessions\"".to_string(), u64::from(stats.max_sessions)),
+            (
+                "table=\"connections\"".to_string(),
+                u64::from(stats.max_conns),
+            ),
+            (
+                "table=\"sessions\"".to_string(),
+                u64::from(stats.max_sessions),
+            ),
         ],
     );
     out

@@ -41,7 +41,11 @@ pub enum SchedError {
 }
 
 fn gcd(a: u32, b: u32) -> u32 {
-    if b == 0 { a } else { gcd(b, a % b) }
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// The selection table of `backends` (id, weight) under `scheduler`.
@@ -52,16 +56,25 @@ pub fn build_table(scheduler: Scheduler, backends: &[(u32, u32)]) -> Result<Vec<
     match scheduler {
         Scheduler::Rr => {
             if backends.len() > RING_SIZE as usize {
-                return Err(SchedError::TableTooLarge { needed: backends.len() as u64, max: RING_SIZE });
+                return Err(SchedError::TableTooLarge {
+                    needed: backends.len() as u64,
+                    max: RING_SIZE,
+                });
             }
             Ok(backends.iter().map(|&(id, _)| id).collect())
         }
         Scheduler::Wrr => {
             let divisor = backends.iter().fold(0, |g, &(_, w)| gcd(g, w)).max(1);
-            let weights: Vec<i64> = backends.iter().map(|&(_, w)| i64::from(w / divisor)).collect();
+            let weights: Vec<i64> = backends
+                .iter()
+                .map(|&(_, w)| i64::from(w / divisor))
+                .collect();
             let total: i64 = weights.iter().sum();
             if total > i64::from(RING_SIZE) {
-                return Err(SchedError::TableTooLarge { needed: total as u64, max: RING_SIZE });
+                return Err(SchedError::TableTooLarge {
+                    needed: total as u64,
+                    max: RING_SIZE,
+                });
             }
             let mut current = vec![0i64; backends.len()];
             let mut table = Vec::with_capacity(total as usize);
@@ -85,7 +98,10 @@ mod tests {
 
     #[test]
     fn rr_lists_each_backend_once_ignoring_weights() {
-        assert_eq!(build_table(Scheduler::Rr, &[(7, 1), (3, 5), (9, 2)]), Ok(vec![7, 3, 9]));
+        assert_eq!(
+            build_table(Scheduler::Rr, &[(7, 1), (3, 5), (9, 2)]),
+            Ok(vec![7, 3, 9])
+        );
         assert_eq!(build_table(Scheduler::Rr, &[]), Ok(vec![]));
     }
 
@@ -117,7 +133,10 @@ mod tests {
 
     #[test]
     fn wrr_refuses_tables_that_do_not_fit() {
-        let err = build_table(Scheduler::Wrr, &[(1, 256), (2, 255), (3, 254), (4, 253), (5, 252)]);
+        let err = build_table(
+            Scheduler::Wrr,
+            &[(1, 256), (2, 255), (3, 254), (4, 253), (5, 252)],
+        );
         assert!(matches!(err, Err(SchedError::TableTooLarge { .. })));
     }
 }

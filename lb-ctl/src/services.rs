@@ -14,7 +14,20 @@ use serde::{Deserialize, Serialize};
 
 use crate::sched::{build_table, SchedError, Scheduler, MAX_WEIGHT};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -68,8 +81,9 @@ impl FromStr for Endpoint {
         let (addr, port) = s
             .rsplit_once(':')
             .ok_or_else(|| format!("{s:?} is not ADDRESS:PORT (for example 198.18.0.100:80)"))?;
-        let addr: Ipv4Addr =
-            addr.parse().map_err(|_| format!("{addr:?} in {s:?} is not an IPv4 address"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} in {s:?} is not an IPv4 address"))?;
         let port: u16 = port
             .parse()
             .map_err(|_| format!("{port:?} in {s:?} is not a port number (1-65535)"))?;
@@ -138,9 +152,17 @@ pub enum ServiceError {
     #[error("VIP {vip}: backend {backend}: port 0 is not a service port")]
     BackendPortZero { vip: VipId, backend: Endpoint },
     #[error("VIP {vip}: backend {backend}: {addr} is not a usable backend address")]
-    BackendAddress { vip: VipId, backend: Endpoint, addr: Ipv4Addr },
+    BackendAddress {
+        vip: VipId,
+        backend: Endpoint,
+        addr: Ipv4Addr,
+    },
     #[error("VIP {vip}: backend {backend}: weight {weight} is out of range (1-{MAX_WEIGHT})")]
-    Weight { vip: VipId, backend: Endpoint, weight: u32 },
+    Weight {
+        vip: VipId,
+        backend: Endpoint,
+        weight: u32,
+    },
     #[error("VIP {vip}: backend {backend} already exists")]
     DuplicateBackend { vip: VipId, backend: Endpoint },
     #[error("VIP {vip}: backend {backend} does not exist (see `lb-ctl backend list`)")]
@@ -198,7 +220,15 @@ impl Services {
         let slot = (0..MAX_VIPS)
             .find(|s| !self.vips.values().any(|v| v.slot == *s))
             .ok_or(ServiceError::TooManyVips)?;
-        self.vips.insert(id, Vip { spec, slot, backends: Vec::new(), table: Vec::new() });
+        self.vips.insert(
+            id,
+            Vip {
+                spec,
+                slot,
+                backends: Vec::new(),
+                table: Vec::new(),
+            },
+        );
         Ok(())
     }
 
@@ -211,25 +241,52 @@ impl Services {
     /// # Errors
     /// When the VIP does not exist, the backend is invalid or exists, or the
     /// VIP's selection table would not fit.
-    pub fn add_backend(&mut self, vip: &VipId, backend: Endpoint, weight: u32) -> Result<(), ServiceError> {
+    pub fn add_backend(
+        &mut self,
+        vip: &VipId,
+        backend: Endpoint,
+        weight: u32,
+    ) -> Result<(), ServiceError> {
         if backend.port == 0 {
             return Err(ServiceError::BackendPortZero { vip: *vip, backend });
         }
         if !usable(backend.addr) {
-            return Err(ServiceError::BackendAddress { vip: *vip, backend, addr: backend.addr });
+            return Err(ServiceError::BackendAddress {
+                vip: *vip,
+                backend,
+                addr: backend.addr,
+            });
         }
         if weight == 0 || weight > MAX_WEIGHT {
-            return Err(ServiceError::Weight { vip: *vip, backend, weight });
+            return Err(ServiceError::Weight {
+                vip: *vip,
+                backend,
+                weight,
+            });
         }
-        let used: Vec<u32> = self.vips.values().flat_map(|v| v.backends.iter().map(|b| b.slot)).collect();
+        let used: Vec<u32> = self
+            .vips
+            .values()
+            .flat_map(|v| v.backends.iter().map(|b| b.slot))
+            .collect();
         let v = self.vips.get(vip).ok_or(ServiceError::UnknownVip(*vip))?;
         if v.backends.iter().any(|b| b.endpoint == backend) {
             return Err(ServiceError::DuplicateBackend { vip: *vip, backend });
         }
-        let slot = (0..MAX_BACKENDS).find(|s| !used.contains(s)).ok_or(ServiceError::TooManyBackends)?;
-        let gen = self.backend_gens.get(&slot).map_or(1, |g| g.wrapping_add(1));
+        let slot = (0..MAX_BACKENDS)
+            .find(|s| !used.contains(s))
+            .ok_or(ServiceError::TooManyBackends)?;
+        let gen = self
+            .backend_gens
+            .get(&slot)
+            .map_or(1, |g| g.wrapping_add(1));
         let mut v = v.clone();
-        v.backends.push(Backend { endpoint: backend, weight, slot, gen });
+        v.backends.push(Backend {
+            endpoint: backend,
+            weight,
+            slot,
+            gen,
+        });
         rebuild(&mut v)?;
         self.backend_gens.insert(slot, gen);
         self.vips.insert(*vip, v);
@@ -238,8 +295,15 @@ impl Services {
 
     /// # Errors
     /// When the VIP or the backend does not exist.
-    pub fn remove_backend(&mut self, vip: &VipId, backend: Endpoint) -> Result<Backend, ServiceError> {
-        let v = self.vips.get_mut(vip).ok_or(ServiceError::UnknownVip(*vip))?;
+    pub fn remove_backend(
+        &mut self,
+        vip: &VipId,
+        backend: Endpoint,
+    ) -> Result<Backend, ServiceError> {
+        let v = self
+            .vips
+            .get_mut(vip)
+            .ok_or(ServiceError::UnknownVip(*vip))?;
         let pos = v
             .backends
             .iter()
@@ -253,8 +317,10 @@ impl Services {
 
 fn rebuild(v: &mut Vip) -> Result<(), ServiceError> {
     let pairs: Vec<(u32, u32)> = v.backends.iter().map(|b| (b.slot, b.weight)).collect();
-    v.table = build_table(v.spec.scheduler, &pairs)
-        .map_err(|source| ServiceError::Table { vip: v.spec.id, source })?;
+    v.table = build_table(v.spec.scheduler, &pairs).map_err(|source| ServiceError::Table {
+        vip: v.spec.id,
+        source,
+    })?;
     Ok(())
 }
 
@@ -269,7 +335,10 @@ mod tests {
     fn spec(s: &str) -> VipSpec {
         VipSpec {
             name: None,
-            id: VipId { endpoint: ep(s), protocol: Protocol::Tcp },
+            id: VipId {
+                endpoint: ep(s),
+                protocol: Protocol::Tcp,
+            },
             scheduler: Scheduler::Wrr,
             persistence_timeout: Duration::from_secs(300),
             persistence_netmask: 32,
@@ -279,18 +348,36 @@ mod tests {
     #[test]
     fn endpoints_parse_with_clear_errors() {
         assert_eq!(ep("198.18.0.100:80").port, 80);
-        assert!("198.18.0.100".parse::<Endpoint>().unwrap_err().contains("ADDRESS:PORT"));
-        assert!("198.18.0:80".parse::<Endpoint>().unwrap_err().contains("not an IPv4 address"));
-        assert!("198.18.0.1:99999".parse::<Endpoint>().unwrap_err().contains("not a port"));
+        assert!("198.18.0.100"
+            .parse::<Endpoint>()
+            .unwrap_err()
+            .contains("ADDRESS:PORT"));
+        assert!("198.18.0:80"
+            .parse::<Endpoint>()
+            .unwrap_err()
+            .contains("not an IPv4 address"));
+        assert!("198.18.0.1:99999"
+            .parse::<Endpoint>()
+            .unwrap_err()
+            .contains("not a port"));
     }
 
     #[test]
     fn vips_are_validated() {
         let mut s = Services::default();
         s.add_vip(spec("198.18.0.100:80")).unwrap();
-        assert!(matches!(s.add_vip(spec("198.18.0.100:80")), Err(ServiceError::DuplicateVip(_))));
-        assert!(matches!(s.add_vip(spec("198.18.0.100:0")), Err(ServiceError::VipPortZero(_))));
-        assert!(matches!(s.add_vip(spec("0.0.0.0:80")), Err(ServiceError::VipAddress(..))));
+        assert!(matches!(
+            s.add_vip(spec("198.18.0.100:80")),
+            Err(ServiceError::DuplicateVip(_))
+        ));
+        assert!(matches!(
+            s.add_vip(spec("198.18.0.100:0")),
+            Err(ServiceError::VipPortZero(_))
+        ));
+        assert!(matches!(
+            s.add_vip(spec("0.0.0.0:80")),
+            Err(ServiceError::VipAddress(..))
+        ));
         let mut bad = spec("198.18.0.101:80");
         bad.persistence_netmask = 33;
         assert!(matches!(s.add_vip(bad), Err(ServiceError::Netmask(..))));
@@ -305,7 +392,10 @@ mod tests {
     fn backends_are_validated_and_refusals_change_nothing() {
         let mut s = Services::default();
         s.add_vip(spec("198.18.0.100:80")).unwrap();
-        let vip = VipId { endpoint: ep("198.18.0.100:80"), protocol: Protocol::Tcp };
+        let vip = VipId {
+            endpoint: ep("198.18.0.100:80"),
+            protocol: Protocol::Tcp,
+        };
         s.add_backend(&vip, ep("198.18.1.11:8080"), 1).unwrap();
         let before = s.clone();
         let errs = [
@@ -317,8 +407,14 @@ mod tests {
         ];
         assert!(errs.iter().all(Result::is_err), "{errs:?}");
         assert_eq!(s, before);
-        let other = VipId { endpoint: ep("198.18.0.1:80"), protocol: Protocol::Tcp };
-        assert_eq!(s.add_backend(&other, ep("198.18.1.12:8080"), 1), Err(ServiceError::UnknownVip(other)));
+        let other = VipId {
+            endpoint: ep("198.18.0.1:80"),
+            protocol: Protocol::Tcp,
+        };
+        assert_eq!(
+            s.add_backend(&other, ep("198.18.1.12:8080"), 1),
+            Err(ServiceError::UnknownVip(other))
+        );
         assert!(s.remove_backend(&vip, ep("198.18.1.99:8080")).is_err());
         assert_eq!(s, before);
     }
@@ -327,7 +423,10 @@ mod tests {
     fn backend_slots_are_reused_with_a_new_generation() {
         let mut s = Services::default();
         s.add_vip(spec("198.18.0.100:80")).unwrap();
-        let vip = VipId { endpoint: ep("198.18.0.100:80"), protocol: Protocol::Tcp };
+        let vip = VipId {
+            endpoint: ep("198.18.0.100:80"),
+            protocol: Protocol::Tcp,
+        };
         s.add_backend(&vip, ep("198.18.1.11:8080"), 2).unwrap();
         s.add_backend(&vip, ep("198.18.1.12:8080"), 1).unwrap();
         assert_eq!(s.vip(&vip).unwrap().table, vec![0, 1, 0]);
@@ -335,7 +434,13 @@ mod tests {
         assert_eq!((gone.slot, gone.gen), (0, 1));
         assert_eq!(s.vip(&vip).unwrap().table, vec![1]);
         s.add_backend(&vip, ep("198.18.1.13:8080"), 1).unwrap();
-        let b = s.vip(&vip).unwrap().backends.iter().find(|b| b.endpoint == ep("198.18.1.13:8080")).unwrap();
+        let b = s
+            .vip(&vip)
+            .unwrap()
+            .backends
+            .iter()
+            .find(|b| b.endpoint == ep("198.18.1.13:8080"))
+            .unwrap();
         assert_eq!((b.slot, b.gen), (0, 2));
     }
 }

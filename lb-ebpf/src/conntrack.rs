@@ -34,7 +34,11 @@ pub fn lookup(pkt: &Packet, now: u64) -> Option<Flow> {
     if c.is_expired(settings()?, now) {
         return None;
     }
-    let state = if pkt.is_tcp { tcp_next_state(c.state, pkt.tcp_flags) } else { c.state };
+    let state = if pkt.is_tcp {
+        tcp_next_state(c.state, pkt.tcp_flags)
+    } else {
+        c.state
+    };
     if state != c.state || needs_refresh(c.last_seen_ns, now) {
         c.state = state;
         c.last_seen_ns = now;

@@ -6,9 +6,7 @@
 use core::mem::size_of;
 
 use aya_ebpf::{
-    bindings::{
-        bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
-    },
+    bindings::{bpf_fib_lookup, xdp_action, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS},
     helpers::generated::bpf_fib_lookup as fib_lookup,
     programs::XdpContext,
     EbpfContext,
@@ -35,9 +33,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
     p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src_addr);
     p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst_addr);
     // SAFETY: `p` is a valid, initialised lookup of the right size.
-    let rc = unsafe {
-        fib_lookup(ctx.as_ptr(), &mut p, size_of::<bpf_fib_lookup>() as i32, 0)
-    };
+    let rc = unsafe { fib_lookup(ctx.as_ptr(), &mut p, size_of::<bpf_fib_lookup>() as i32, 0) };
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
             // SAFETY: bounds-checked by `parse`.

@@ -39,7 +39,11 @@ fn rewrite(pkt: &Packet, addr: u32, port: u16, which: usize) {
 
         let l4 = pkt.l4_check.read_unaligned();
         let patched = replace2(replace4(l4, old_addr, addr), old_port, port);
-        let patched = if pkt.is_tcp { patched } else { udp_fixup(l4, patched) };
+        let patched = if pkt.is_tcp {
+            patched
+        } else {
+            udp_fixup(l4, patched)
+        };
         pkt.l4_check.write_unaligned(patched);
     }
 }

@@ -29,7 +29,11 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
     }
     let client = pkt.key.src_addr & vip.client_mask;
     let persistent = vip.persist_timeout_ns != 0;
-    let sticky = if persistent { session_backend(&vip, client, now) } else { None };
+    let sticky = if persistent {
+        session_backend(&vip, client, now)
+    } else {
+        None
+    };
     let (backend_id, backend) = match sticky {
         Some(hit) => {
             stats::reason(Reason::SESSION_HIT);
@@ -74,7 +78,10 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
 /// The backend of the client's live session, if it still serves the VIP.
 #[inline(always)]
 fn session_backend(vip: &VipInfo, client: u32, now: u64) -> Option<(u32, BackendInfo)> {
-    let entry = SESSIONS.get_ptr_mut(&SessionKey { vip_id: vip.id, client })?;
+    let entry = SESSIONS.get_ptr_mut(&SessionKey {
+        vip_id: vip.id,
+        client,
+    })?;
     // SAFETY: a map value pointer stays valid for the rest of the program.
     let s = unsafe { &mut *entry };
     if is_expired(s.last_seen_ns, vip.persist_timeout_ns, now) {
@@ -104,8 +111,15 @@ fn pick(vip: &VipInfo) -> Option<(u32, BackendInfo)> {
 /// Pin (or re-pin) the client to a backend.
 #[inline(always)]
 fn pin(vip_id: u32, client: u32, backend_id: u32, backend_gen: u32, now: u64) {
-    let session = Session { last_seen_ns: now, backend_id, backend_gen };
-    if SESSIONS.insert(&SessionKey { vip_id, client }, &session, 0).is_err() {
+    let session = Session {
+        last_seen_ns: now,
+        backend_id,
+        backend_gen,
+    };
+    if SESSIONS
+        .insert(&SessionKey { vip_id, client }, &session, 0)
+        .is_err()
+    {
         stats::reason(Reason::SESSION_TABLE_FULL);
     }
 }
@@ -115,7 +129,10 @@ fn pin(vip_id: u32, client: u32, backend_id: u32, backend_gen: u32, now: u64) {
 /// recreated; one that now points elsewhere is left alone.
 #[inline(always)]
 pub fn keep_session(c: &Conn, now: u64) {
-    let key = SessionKey { vip_id: c.vip_id, client: c.session_client };
+    let key = SessionKey {
+        vip_id: c.vip_id,
+        client: c.session_client,
+    };
     match SESSIONS.get_ptr_mut(&key) {
         Some(entry) => {
             // SAFETY: a map value pointer stays valid for the rest of the program.

@@ -80,7 +80,11 @@ impl Reply {
                         from = v.parse().ok();
                     }
                 }
-                Self::Ok { backend, seen, from }
+                Self::Ok {
+                    backend,
+                    seen,
+                    from,
+                }
             }
             _ => Self::Err(line.to_string()),
         }
@@ -103,7 +107,10 @@ pub fn bin_dir() -> PathBuf {
 fn bin(name: &str) -> Result<String> {
     let path = bin_dir().join(name);
     if !path.exists() {
-        bail!("{} is missing: build the binaries first (`cargo build --bins`)", path.display());
+        bail!(
+            "{} is missing: build the binaries first (`cargo build --bins`)",
+            path.display()
+        );
     }
     Ok(path.to_string_lossy().into_owned())
 }
@@ -131,19 +138,38 @@ impl Lab {
         let workdir = std::env::temp_dir().join(format!("{prefix}-lab"));
         let _ = std::fs::remove_dir_all(&workdir);
         std::fs::create_dir_all(&workdir)?;
-        let host = |name: String, addr| Host { ns: format!("{prefix}-{name}"), name, addr };
+        let host = |name: String, addr| Host {
+            ns: format!("{prefix}-{name}"),
+            name,
+            addr,
+        };
         let mut lab = Self {
             prefix: prefix.to_string(),
             layout,
             balancer: host("lb".into(), Ipv4Addr::new(198, 18, 0, 1)),
-            clients: (0..clients).map(|i| host(format!("c{}", i + 1), Ipv4Addr::new(198, 18, 0, 11 + i as u8))).collect(),
-            backends: (0..backends).map(|i| host(format!("b{}", i + 1), Ipv4Addr::new(198, 18, 1, 11 + i as u8))).collect(),
+            clients: (0..clients)
+                .map(|i| {
+                    host(
+                        format!("c{}", i + 1),
+                        Ipv4Addr::new(198, 18, 0, 11 + i as u8),
+                    )
+                })
+                .collect(),
+            backends: (0..backends)
+                .map(|i| {
+                    host(
+                        format!("b{}", i + 1),
+                        Ipv4Addr::new(198, 18, 1, 11 + i as u8),
+                    )
+                })
+                .collect(),
             socket: PathBuf::from(format!("/run/lb/{prefix}.sock")),
             workdir,
             servers: Vec::new(),
             controller: None,
         };
-        lab.build().with_context(|| format!("building the {prefix} lab"))?;
+        lab.build()
+            .with_context(|| format!("building the {prefix} lab"))?;
         Ok(lab)
     }
 
@@ -158,7 +184,11 @@ impl Lab {
             ip(&format!("netns add {ns}"))?;
             ip(&format!("-n {ns} link set lo up"))?;
         }
-        let bridges: &[&str] = if self.layout == Layout::OneArm { &["br0"] } else { &["br0", "br1"] };
+        let bridges: &[&str] = if self.layout == Layout::OneArm {
+            &["br0"]
+        } else {
+            &["br0", "br1"]
+        };
         for br in bridges {
             ip(&format!("-n {sw} link add {br} type bridge"))?;
             ip(&format!("-n {sw} link set {br} up"))?;
@@ -172,11 +202,17 @@ impl Lab {
             Layout::TwoArm => vec![("eth0", "lb0", "br0"), ("eth1", "lb1", "br1")],
         };
         for (inside, outside, br) in &arms {
-            ip(&format!("link add {inside} netns {lb} type veth peer name {outside} netns {sw}"))?;
+            ip(&format!(
+                "link add {inside} netns {lb} type veth peer name {outside} netns {sw}"
+            ))?;
             ip(&format!("-n {sw} link set {outside} master {br} up"))?;
             ip(&format!("-n {lb} link set {inside} up"))?;
         }
-        let (client_if, backend_if) = if self.layout == Layout::OneArm { ("eth0", "eth0") } else { ("eth0", "eth1") };
+        let (client_if, backend_if) = if self.layout == Layout::OneArm {
+            ("eth0", "eth0")
+        } else {
+            ("eth0", "eth1")
+        };
         ip(&format!("-n {lb} addr add 198.18.0.1/24 dev {client_if}"))?;
         ip(&format!("-n {lb} addr add 198.18.1.1/24 dev {backend_if}"))?;
         ip(&format!("-n {lb} addr add {VIP}/32 dev lo"))?;
@@ -184,13 +220,20 @@ impl Lab {
             .clients
             .iter()
             .map(|h| (h.clone(), "br0", "198.18.0.1"))
-            .chain(self.backends.iter().map(|h| (h.clone(), backend_br, "198.18.1.1")))
+            .chain(
+                self.backends
+                    .iter()
+                    .map(|h| (h.clone(), backend_br, "198.18.1.1")),
+            )
             .collect();
         for (h, br, gw) in hosts {
             let ns = &h.ns;
             ip(&format!("netns add {ns}"))?;
             ip(&format!("-n {ns} link set lo up"))?;
-            ip(&format!("link add eth0 netns {ns} type veth peer name {} netns {sw}", h.name))?;
+            ip(&format!(
+                "link add eth0 netns {ns} type veth peer name {} netns {sw}",
+                h.name
+            ))?;
             ip(&format!("-n {sw} link set {} master {br} up", h.name))?;
             ip(&format!("-n {ns} addr add {}/24 dev eth0", h.addr))?;
             ip(&format!("-n {ns} link set eth0 up"))?;
@@ -218,7 +261,9 @@ impl Lab {
         for b in &self.backends {
             let log = std::fs::File::create(self.workdir.join(format!("{}.log", b.name)))?;
             let child = Command::new("ip")
-                .args(["netns", "exec", &b.ns, &node, "serve", "--name", &b.name, "--port"])
+                .args([
+                    "netns", "exec", &b.ns, &node, "serve", "--name", &b.name, "--port",
+                ])
                 .arg(BACKEND_PORT.to_string())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -251,6 +296,14 @@ impl Lab {
     /// # Errors
     /// When the controller does not come up (its log is in the error).
     pub fn start_balancer(&mut self, config_yaml: &str) -> Result<()> {
+        self.start_balancer_with(config_yaml, &[])
+    }
+
+    /// [`Lab::start_balancer`] with extra `lb-ctl attach` arguments.
+    ///
+    /// # Errors
+    /// When the controller does not come up (its log is in the error).
+    pub fn start_balancer_with(&mut self, config_yaml: &str, extra: &[&str]) -> Result<()> {
         let config = self.workdir.join("lb.yaml");
         std::fs::write(&config, config_yaml)?;
         let log_path = self.workdir.join("lb-ctl.log");
@@ -266,7 +319,12 @@ impl Lab {
         ];
         args.extend(self.balancer_ifaces().iter().map(|s| (*s).to_string()));
         args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
-        let child = Command::new("ip").args(&args).stdout(Stdio::null()).stderr(log).spawn()?;
+        args.extend(extra.iter().map(|s| (*s).to_string()));
+        let child = Command::new("ip")
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
         self.controller = Some(child);
         let up = wait_for(Duration::from_secs(30), || {
             if let Some(c) = self.controller.as_mut() {
@@ -294,9 +352,14 @@ impl Lab {
     /// # Errors
     /// When it does not stop within 10 s.
     pub fn stop_balancer(&mut self) -> Result<std::process::ExitStatus> {
-        let Some(mut child) = self.controller.take() else { bail!("no controller running") };
+        let Some(mut child) = self.controller.take() else {
+            bail!("no controller running")
+        };
         // `ip netns exec` execs, so the child's pid is the controller's.
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait()? {
@@ -322,7 +385,13 @@ impl Lab {
         Ok(String::from_utf8_lossy(&sh(&v)?.stdout).into_owned())
     }
 
-    fn client_args(&self, kind: &str, client: usize, port: u16, extra: &[&str]) -> Result<Vec<String>> {
+    fn client_args(
+        &self,
+        kind: &str,
+        client: usize,
+        port: u16,
+        extra: &[&str],
+    ) -> Result<Vec<String>> {
         let mut v = vec![
             "netns".to_string(),
             "exec".into(),
@@ -340,8 +409,13 @@ impl Lab {
     /// # Errors
     /// When the client cannot run.
     pub fn http(&self, client: usize, port: u16, extra: &[&str]) -> Result<Vec<Reply>> {
-        let out = Command::new("ip").args(self.client_args("http", client, port, extra)?).output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).lines().map(Reply::parse).collect())
+        let out = Command::new("ip")
+            .args(self.client_args("http", client, port, extra)?)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(Reply::parse)
+            .collect())
     }
 
     /// Start HTTP requests from a client in the background.
@@ -362,7 +436,10 @@ impl Lab {
     /// When it cannot be waited for.
     pub fn replies(child: Child) -> Result<Vec<Reply>> {
         let out = child.wait_with_output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).lines().map(Reply::parse).collect())
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(Reply::parse)
+            .collect())
     }
 
     /// Send UDP datagrams from client `client` to the VIP.
@@ -370,8 +447,13 @@ impl Lab {
     /// # Errors
     /// When the client cannot run.
     pub fn udp(&self, client: usize, port: u16, extra: &[&str]) -> Result<Vec<Reply>> {
-        let out = Command::new("ip").args(self.client_args("udp", client, port, extra)?).output()?;
-        Ok(String::from_utf8_lossy(&out.stdout).lines().map(Reply::parse).collect())
+        let out = Command::new("ip")
+            .args(self.client_args("udp", client, port, extra)?)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(Reply::parse)
+            .collect())
     }
 }
 

@@ -65,13 +65,19 @@ pub fn list(prefix: &str) -> Vec<String> {
 /// interrupted run).
 pub fn delete_all(prefix: &str) {
     for ns in list(prefix) {
-        let _ = Command::new("ip").args(["netns", "pids", &ns]).output().map(|o| {
-            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                if !is_own(pid) {
-                    let _ = Command::new("kill").args(["-9", pid]).stderr(std::process::Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &ns])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    if !is_own(pid) {
+                        let _ = Command::new("kill")
+                            .args(["-9", pid])
+                            .stderr(std::process::Stdio::null())
+                            .status();
+                    }
                 }
-            }
-        });
+            });
         let _ = Command::new("ip").args(["netns", "del", &ns]).status();
     }
 }
@@ -80,8 +86,10 @@ pub fn delete_all(prefix: &str) {
 fn is_own(pid: &str) -> bool {
     let me = std::process::id().to_string();
     pid == me
-        || std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .is_ok_and(|s| s.lines().any(|l| l.split_whitespace().eq(["Tgid:", me.as_str()])))
+        || std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+            s.lines()
+                .any(|l| l.split_whitespace().eq(["Tgid:", me.as_str()]))
+        })
 }
 
 /// Move the calling thread into namespace `ns`.
@@ -90,7 +98,8 @@ fn is_own(pid: &str) -> bool {
 /// When the namespace does not exist.
 pub fn enter(ns: &str) -> Result<()> {
     let f = File::open(format!("/run/netns/{ns}")).with_context(|| format!("namespace {ns}"))?;
-    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("entering {ns}"))?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+        .with_context(|| format!("entering {ns}"))?;
     Ok(())
 }
 

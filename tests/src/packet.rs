@@ -87,7 +87,12 @@ impl Frame {
 
     #[must_use]
     pub fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Self {
-        Self { proto: PROTO_UDP, tcp_flags: 0, payload: b"ping".to_vec(), ..Self::tcp(src, dst, 0) }
+        Self {
+            proto: PROTO_UDP,
+            tcp_flags: 0,
+            payload: b"ping".to_vec(),
+            ..Self::tcp(src, dst, 0)
+        }
     }
 
     #[must_use]
@@ -151,17 +156,25 @@ impl Frame {
 pub fn verify(frame: &[u8]) -> Result<(), String> {
     let ip = frame.get(14..34).ok_or("frame too short")?;
     if checksum(ip) != 0 {
-        return Err(format!("bad IPv4 header checksum {:#06x}", u16::from_be_bytes([ip[10], ip[11]])));
+        return Err(format!(
+            "bad IPv4 header checksum {:#06x}",
+            u16::from_be_bytes([ip[10], ip[11]])
+        ));
     }
     let src = Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]);
     let dst = Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]);
     let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-    let seg = frame.get(34..14 + tot).ok_or("frame shorter than its IPv4 total length")?;
+    let seg = frame
+        .get(34..14 + tot)
+        .ok_or("frame shorter than its IPv4 total length")?;
     if ip[9] == PROTO_UDP && seg[6..8] == [0, 0] {
         return Ok(());
     }
     if l4_checksum(src, dst, ip[9], seg) != 0 {
-        return Err(format!("bad L4 checksum {:#06x}", u16::from_be_bytes([seg[16 % seg.len()], seg[17 % seg.len()]])));
+        return Err(format!(
+            "bad L4 checksum {:#06x}",
+            u16::from_be_bytes([seg[16 % seg.len()], seg[17 % seg.len()]])
+        ));
     }
     Ok(())
 }

@@ -14,7 +14,9 @@ use lb_tests::lab::{wait_for, Lab, Layout, Reply, VIP};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn config(vips: &str, extra: &str) -> String {
@@ -22,18 +24,31 @@ fn config(vips: &str, extra: &str) -> String {
 }
 
 /// A VIP block on 198.18.0.100:`port`.
-fn vip(port: u16, proto: &str, sched: &str, persist: &str, mask: u8, backends: &[(u8, u32)]) -> String {
+fn vip(
+    port: u16,
+    proto: &str,
+    sched: &str,
+    persist: &str,
+    mask: u8,
+    backends: &[(u8, u32)],
+) -> String {
     let mut s = format!(
         "  - address: {VIP}\n    port: {port}\n    protocol: {proto}\n    scheduler: {sched}\n    persistence: {{ timeout: {persist}, netmask: {mask} }}\n    backends:\n"
     );
     for (b, w) in backends {
-        s.push_str(&format!("      - {{ address: 198.18.1.{}, port: 8080, weight: {w} }}\n", 10 + b));
+        s.push_str(&format!(
+            "      - {{ address: 198.18.1.{}, port: 8080, weight: {w} }}\n",
+            10 + b
+        ));
     }
     s
 }
 
 fn backends_of(replies: &[Reply]) -> Vec<String> {
-    replies.iter().map(|r| r.backend().unwrap_or("FAILED").to_string()).collect()
+    replies
+        .iter()
+        .map(|r| r.backend().unwrap_or("FAILED").to_string())
+        .collect()
 }
 
 #[track_caller]
@@ -50,7 +65,8 @@ fn client_sticks_to_one_backend_and_replies_come_from_the_vip() {
     let _g = serial();
     let mut lab = Lab::up("lbe-stick", Layout::OneArm, 2, 3).unwrap();
     let cfg = config(
-        &(vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)]) + &vip(8080, "udp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)])),
+        &(vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)])
+            + &vip(8080, "udp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)])),
         "",
     );
     lab.start_balancer(&cfg).unwrap();
@@ -58,26 +74,53 @@ fn client_sticks_to_one_backend_and_replies_come_from_the_vip() {
     let r1 = lab.http(0, 80, &["--count", "25"]).unwrap();
     all_ok(&r1, &lab);
     let b1: BTreeSet<String> = backends_of(&r1).into_iter().collect();
-    assert_eq!(b1.len(), 1, "client 1 must stick to one backend over 25 connections: {r1:?}");
+    assert_eq!(
+        b1.len(),
+        1,
+        "client 1 must stick to one backend over 25 connections: {r1:?}"
+    );
     for r in &r1 {
-        let Reply::Ok { seen, from, .. } = r else { unreachable!() };
-        assert_eq!(seen.unwrap().ip(), lab.clients[0].addr, "the backend sees the client's real address");
-        assert_eq!(from.unwrap(), format!("{VIP}:80").parse().unwrap(), "the client talks to the VIP");
+        let Reply::Ok { seen, from, .. } = r else {
+            unreachable!()
+        };
+        assert_eq!(
+            seen.unwrap().ip(),
+            lab.clients[0].addr,
+            "the backend sees the client's real address"
+        );
+        assert_eq!(
+            from.unwrap(),
+            format!("{VIP}:80").parse().unwrap(),
+            "the client talks to the VIP"
+        );
     }
     // A second client is balanced too, and sticks as well.
     let r2 = lab.http(1, 80, &["--count", "20"]).unwrap();
     all_ok(&r2, &lab);
-    assert_eq!(backends_of(&r2).into_iter().collect::<BTreeSet<_>>().len(), 1, "{r2:?}");
+    assert_eq!(
+        backends_of(&r2).into_iter().collect::<BTreeSet<_>>().len(),
+        1,
+        "{r2:?}"
+    );
 
     // UDP: replies carry the VIP as their source, and stick too.
     let u = lab.udp(0, 8080, &["--count", "10"]).unwrap();
     all_ok(&u, &lab);
     for r in &u {
-        let Reply::Ok { from, seen, .. } = r else { unreachable!() };
-        assert_eq!(from.unwrap(), format!("{VIP}:8080").parse().unwrap(), "UDP reply source must be the VIP: {u:?}");
+        let Reply::Ok { from, seen, .. } = r else {
+            unreachable!()
+        };
+        assert_eq!(
+            from.unwrap(),
+            format!("{VIP}:8080").parse().unwrap(),
+            "UDP reply source must be the VIP: {u:?}"
+        );
         assert_eq!(seen.unwrap().ip(), lab.clients[0].addr);
     }
-    assert_eq!(backends_of(&u).into_iter().collect::<BTreeSet<_>>().len(), 1);
+    assert_eq!(
+        backends_of(&u).into_iter().collect::<BTreeSet<_>>().len(),
+        1
+    );
 
     let sessions = lab.ctl(&["sessions"]).unwrap();
     assert!(sessions.contains("198.18.0.11/32"), "{sessions}");
@@ -85,8 +128,17 @@ fn client_sticks_to_one_backend_and_replies_come_from_the_vip() {
     let conns = lab.ctl(&["conns"]).unwrap();
     assert!(conns.contains("198.18.0.11:"), "{conns}");
     let stats = lab.ctl(&["stats"]).unwrap();
-    assert!(stats.contains("lb_vip_connections_total{vip=\"198.18.0.100:80\",protocol=\"tcp\",name=\"\"} 45"), "{stats}");
-    assert!(lab.stop_balancer().unwrap().success(), "{}", lab.controller_log());
+    assert!(
+        stats.contains(
+            "lb_vip_connections_total{vip=\"198.18.0.100:80\",protocol=\"tcp\",name=\"\"} 45"
+        ),
+        "{stats}"
+    );
+    assert!(
+        lab.stop_balancer().unwrap().success(),
+        "{}",
+        lab.controller_log()
+    );
 }
 
 fn count(replies: &[Reply]) -> BTreeMap<String, usize> {
@@ -101,23 +153,44 @@ fn count(replies: &[Reply]) -> BTreeMap<String, usize> {
 fn without_persistence_connections_spread_by_weight_two_arm() {
     let _g = serial();
     let mut lab = Lab::up("lbe-wrr", Layout::TwoArm, 2, 3).unwrap();
-    lab.start_balancer(&config(&vip(80, "tcp", "wrr", "0s", 32, &[(1, 2), (2, 1), (3, 1)]), "")).unwrap();
+    lab.start_balancer(&config(
+        &vip(80, "tcp", "wrr", "0s", 32, &[(1, 2), (2, 1), (3, 1)]),
+        "",
+    ))
+    .unwrap();
     let r = lab.http(0, 80, &["--count", "40"]).unwrap();
     all_ok(&r, &lab);
     let c = count(&r);
     // Each CPU walks the 4-slot table b1 b2 b1 b3 on its own, so over 40
     // connections the shares are exact up to one partial pass per CPU.
     let share = |b: &str| c.get(b).copied().unwrap_or(0);
-    assert!((18..=22).contains(&share("b1")), "b1 should get half: {c:?}");
-    assert!((8..=12).contains(&share("b2")), "b2 should get a quarter: {c:?}");
-    assert!((8..=12).contains(&share("b3")), "b3 should get a quarter: {c:?}");
+    assert!(
+        (18..=22).contains(&share("b1")),
+        "b1 should get half: {c:?}"
+    );
+    assert!(
+        (8..=12).contains(&share("b2")),
+        "b2 should get a quarter: {c:?}"
+    );
+    assert!(
+        (8..=12).contains(&share("b3")),
+        "b3 should get a quarter: {c:?}"
+    );
     for x in &r {
-        let Reply::Ok { seen, .. } = x else { unreachable!() };
+        let Reply::Ok { seen, .. } = x else {
+            unreachable!()
+        };
         assert_eq!(seen.unwrap().ip(), lab.clients[0].addr);
     }
     let stats = lab.ctl(&["stats"]).unwrap();
-    assert!(stats.contains("lb_datapath_events_total{reason=\"redirect\"}"), "{stats}");
-    assert!(!stats.contains("lb_datapath_events_total{reason=\"redirect\"} 0"), "two-arm must redirect: {stats}");
+    assert!(
+        stats.contains("lb_datapath_events_total{reason=\"redirect\"}"),
+        "{stats}"
+    );
+    assert!(
+        !stats.contains("lb_datapath_events_total{reason=\"redirect\"} 0"),
+        "two-arm must redirect: {stats}"
+    );
 }
 
 #[test]
@@ -138,10 +211,18 @@ fn persistence_expires_after_its_timeout_and_the_client_moves() {
     // table, once swept) and each connection is balanced afresh.
     thread::sleep(Duration::from_millis(2500));
     let sessions = lab.ctl(&["sessions"]).unwrap();
-    assert!(!sessions.contains("198.18.0.11/32"), "expired session still listed:\n{sessions}");
-    let spaced = lab.http(0, 80, &["--count", "4", "--interval-ms", "1600"]).unwrap();
+    assert!(
+        !sessions.contains("198.18.0.11/32"),
+        "expired session still listed:\n{sessions}"
+    );
+    let spaced = lab
+        .http(0, 80, &["--count", "4", "--interval-ms", "1600"])
+        .unwrap();
     all_ok(&spaced, &lab);
-    assert!(count(&spaced).len() >= 2, "after expiry the client must be rebalanced: {spaced:?}");
+    assert!(
+        count(&spaced).len() >= 2,
+        "after expiry the client must be rebalanced: {spaced:?}"
+    );
 }
 
 #[test]
@@ -158,7 +239,9 @@ fn backend_add_serves_new_clients() {
     assert_eq!(backends_of(&before), vec!["b1"; 3]);
     for port in ["80", "81"] {
         let vip_port = format!("{VIP}:{port}");
-        let out = lab.ctl(&["backend", "add", &vip_port, "198.18.1.12:8080"]).unwrap();
+        let out = lab
+            .ctl(&["backend", "add", &vip_port, "198.18.1.12:8080"])
+            .unwrap();
         assert!(out.contains("added backend 198.18.1.12:8080"), "{out}");
     }
     let listing = lab.ctl(&["backend", "list", &format!("{VIP}:80")]).unwrap();
@@ -168,41 +251,87 @@ fn backend_add_serves_new_clients() {
     assert_eq!(backends_of(&sticky), vec!["b1"; 4]);
     let plain = lab.http(1, 81, &["--count", "6"]).unwrap();
     all_ok(&plain, &lab);
-    assert!(count(&plain).get("b2").copied().unwrap_or(0) >= 2, "the new backend must serve: {plain:?}");
+    assert!(
+        count(&plain).get("b2").copied().unwrap_or(0) >= 2,
+        "the new backend must serve: {plain:?}"
+    );
     // Bad input is refused with a clear error and changes nothing.
-    let err = lab.ctl(&["backend", "add", &format!("{VIP}:80"), "198.18.1.12:8080"]).unwrap_err().to_string();
+    let err = lab
+        .ctl(&["backend", "add", &format!("{VIP}:80"), "198.18.1.12:8080"])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("already exists"), "{err}");
-    let err = lab.ctl(&["backend", "add", &format!("{VIP}:80"), "198.18.1.13:8080", "--weight", "0"]).unwrap_err().to_string();
+    let err = lab
+        .ctl(&[
+            "backend",
+            "add",
+            &format!("{VIP}:80"),
+            "198.18.1.13:8080",
+            "--weight",
+            "0",
+        ])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("weight 0"), "{err}");
-    let err = lab.ctl(&["backend", "add", "198.18.0.200:80", "198.18.1.13:8080"]).unwrap_err().to_string();
+    let err = lab
+        .ctl(&["backend", "add", "198.18.0.200:80", "198.18.1.13:8080"])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("does not exist"), "{err}");
-    let err = lab.ctl(&["backend", "add", &format!("{VIP}:80"), "198.18.1.13"]).unwrap_err().to_string();
+    let err = lab
+        .ctl(&["backend", "add", &format!("{VIP}:80"), "198.18.1.13"])
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("ADDRESS:PORT"), "{err}");
-    assert_eq!(lab.ctl(&["backend", "list", &format!("{VIP}:80")]).unwrap(), listing);
+    assert_eq!(
+        lab.ctl(&["backend", "list", &format!("{VIP}:80")]).unwrap(),
+        listing
+    );
 }
 
 #[test]
 fn removing_the_pinned_backend_repins_without_a_failed_request() {
     let _g = serial();
     let mut lab = Lab::up("lbe-rm", Layout::OneArm, 2, 3).unwrap();
-    lab.start_balancer(&config(&vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)]), "")).unwrap();
+    lab.start_balancer(&config(
+        &vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)]),
+        "",
+    ))
+    .unwrap();
     let first = lab.http(0, 80, &["--count", "1"]).unwrap();
     all_ok(&first, &lab);
     let pinned = first[0].backend().unwrap().to_string();
     let pinned_addr = lab.backends.iter().find(|b| b.name == pinned).unwrap().addr;
-    let client = lab.http_background(0, 80, &["--count", "30", "--interval-ms", "100"]).unwrap();
+    let client = lab
+        .http_background(0, 80, &["--count", "30", "--interval-ms", "100"])
+        .unwrap();
     thread::sleep(Duration::from_millis(1200));
-    lab.ctl(&["backend", "remove", &format!("{VIP}:80"), &format!("{pinned_addr}:8080")]).unwrap();
+    lab.ctl(&[
+        "backend",
+        "remove",
+        &format!("{VIP}:80"),
+        &format!("{pinned_addr}:8080"),
+    ])
+    .unwrap();
     let r = Lab::replies(client).unwrap();
     all_ok(&r, &lab);
     assert_eq!(r.len(), 30);
     let seq = backends_of(&r);
-    let switch = seq.iter().position(|b| *b != pinned).expect("the client must move off the removed backend");
+    let switch = seq
+        .iter()
+        .position(|b| *b != pinned)
+        .expect("the client must move off the removed backend");
     assert!(switch > 0, "it was pinned before the removal: {seq:?}");
     let new = &seq[switch];
-    assert!(seq[switch..].iter().all(|b| b == new), "re-pinned to one backend: {seq:?}");
+    assert!(
+        seq[switch..].iter().all(|b| b == new),
+        "re-pinned to one backend: {seq:?}"
+    );
     let sessions = lab.ctl(&["sessions"]).unwrap();
-    assert!(sessions.contains(&format!("198.18.0.11/32")) && !sessions.contains(&format!("{pinned_addr}:8080")), "{sessions}");
+    assert!(
+        sessions.contains("198.18.0.11/32") && !sessions.contains(&format!("{pinned_addr}:8080")),
+        "{sessions}"
+    );
 }
 
 #[test]
@@ -210,43 +339,94 @@ fn idle_entries_are_swept() {
     let _g = serial();
     let mut lab = Lab::up("lbe-sweep", Layout::OneArm, 2, 3).unwrap();
     lab.start_balancer(&config(
-        &(vip(80, "tcp", "rr", "0s", 32, &[(1, 1), (2, 1)]) + &vip(8080, "udp", "rr", "0s", 32, &[(1, 1)])),
+        &(vip(80, "tcp", "rr", "0s", 32, &[(1, 1), (2, 1)])
+            + &vip(8080, "udp", "rr", "0s", 32, &[(1, 1)])),
         "timeouts:\n  tcp_closing: 1s\n  udp: 2s\nsweeper:\n  interval: 1s\n",
     ))
     .unwrap();
     all_ok(&lab.http(0, 80, &["--count", "3"]).unwrap(), &lab);
     all_ok(&lab.udp(1, 8080, &["--count", "2"]).unwrap(), &lab);
     let conns = lab.ctl(&["conns"]).unwrap();
-    assert!(conns.contains("198.18.0.11:") && conns.contains("CLOSING"), "{conns}");
-    assert!(conns.contains("198.18.0.12:") && conns.contains("udp"), "{conns}");
-    wait_for(Duration::from_secs(8), || lab.ctl(&["conns"]).is_ok_and(|c| c.lines().count() == 1)).unwrap_or_else(|_| {
-        panic!("entries not swept:\n{}\n{}", lab.ctl(&["conns"]).unwrap_or_default(), lab.controller_log())
+    assert!(
+        conns.contains("198.18.0.11:") && conns.contains("CLOSING"),
+        "{conns}"
+    );
+    assert!(
+        conns.contains("198.18.0.12:") && conns.contains("udp"),
+        "{conns}"
+    );
+    wait_for(Duration::from_secs(8), || {
+        lab.ctl(&["conns"]).is_ok_and(|c| c.lines().count() == 1)
+    })
+    .unwrap_or_else(|_| {
+        panic!(
+            "entries not swept:\n{}\n{}",
+            lab.ctl(&["conns"]).unwrap_or_default(),
+            lab.controller_log()
+        )
     });
     let log = lab.controller_log();
-    assert!(log.lines().any(|l| l.contains("sweep: deleted") && !l.contains("deleted 0 of")), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("sweep: deleted") && !l.contains("deleted 0 of")),
+        "{log}"
+    );
 }
 
 #[test]
 fn long_lived_connection_survives_changes_to_other_backends() {
     let _g = serial();
     let mut lab = Lab::up("lbe-long", Layout::OneArm, 2, 3).unwrap();
-    lab.start_balancer(&config(&vip(80, "tcp", "rr", "0s", 32, &[(1, 1), (2, 1)]), "")).unwrap();
-    let client = lab.http_background(0, 80, &["--keepalive", "--count", "30", "--interval-ms", "100"]).unwrap();
+    lab.start_balancer(&config(
+        &vip(80, "tcp", "rr", "0s", 32, &[(1, 1), (2, 1)]),
+        "",
+    ))
+    .unwrap();
+    let client = lab
+        .http_background(
+            0,
+            80,
+            &["--keepalive", "--count", "30", "--interval-ms", "100"],
+        )
+        .unwrap();
     // Find the connection's backend, then change every other backend.
     let mut backend = None;
     wait_for(Duration::from_secs(5), || {
         let conns = lab.ctl(&["conns"]).unwrap_or_default();
-        backend = conns.lines().skip(1).find_map(|l| l.split_whitespace().nth(2).map(str::to_string));
+        backend = conns
+            .lines()
+            .skip(1)
+            .find_map(|l| l.split_whitespace().nth(2).map(str::to_string));
         backend.is_some()
     })
     .unwrap();
     let backend = backend.unwrap();
     let vip_port = format!("{VIP}:80");
-    let other = if backend == "198.18.1.11:8080" { "198.18.1.12:8080" } else { "198.18.1.11:8080" };
-    lab.ctl(&["backend", "add", &vip_port, "198.18.1.13:8080", "--weight", "3"]).unwrap();
+    let other = if backend == "198.18.1.11:8080" {
+        "198.18.1.12:8080"
+    } else {
+        "198.18.1.11:8080"
+    };
+    lab.ctl(&[
+        "backend",
+        "add",
+        &vip_port,
+        "198.18.1.13:8080",
+        "--weight",
+        "3",
+    ])
+    .unwrap();
     lab.ctl(&["backend", "remove", &vip_port, other]).unwrap();
-    lab.ctl(&["vip", "add", &format!("{VIP}:443"), "--persistence-timeout", "10s"]).unwrap();
-    lab.ctl(&["backend", "add", &format!("{VIP}:443"), other]).unwrap();
+    lab.ctl(&[
+        "vip",
+        "add",
+        &format!("{VIP}:443"),
+        "--persistence-timeout",
+        "10s",
+    ])
+    .unwrap();
+    lab.ctl(&["backend", "add", &format!("{VIP}:443"), other])
+        .unwrap();
     let r = Lab::replies(client).unwrap();
     all_ok(&r, &lab);
     assert_eq!(r.len(), 30);
@@ -257,7 +437,11 @@ fn long_lived_connection_survives_changes_to_other_backends() {
             Reply::Err(_) => unreachable!(),
         })
         .collect();
-    assert_eq!(seen.len(), 1, "one connection, one backend throughout: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "one connection, one backend throughout: {seen:?}"
+    );
 }
 
 #[test]
@@ -266,25 +450,87 @@ fn attach_refuses_bad_input_and_leaves_nothing_attached() {
     let mut lab = Lab::up("lbe-bad", Layout::OneArm, 1, 1).unwrap();
     let err = lab.start_balancer("vips:\n  - {address: 198.18.0.100, port: 80, backends: [{address: 198.18.1.11, port: 0}]}\n").unwrap_err();
     assert!(format!("{err:#}").contains("port 0"), "{err:#}");
-    let err = lab.start_balancer("vips: []\nlimits: {max_connections: 10, colour: red}\n").unwrap_err();
-    assert!(format!("{err:#}").contains("unknown field `colour`"), "{err:#}");
+    let err = lab
+        .start_balancer("vips: []\nlimits: {max_connections: 10, colour: red}\n")
+        .unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unknown field `colour`"),
+        "{err:#}"
+    );
     let link = lb_tests::netns::in_ns(&lab.balancer.ns, &["ip", "link", "show", "eth0"]).unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "nothing may stay attached");
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "nothing may stay attached"
+    );
     // An unknown interface is named.
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &lab.balancer.ns])
         .arg(lb_tests::lab::bin_dir().join("lb-ctl"))
-        .args(["--socket", "/run/lb/lbe-bad-2.sock", "attach", "eth0", "nosuch0"])
+        .args([
+            "--socket",
+            "/run/lb/lbe-bad-2.sock",
+            "attach",
+            "eth0",
+            "nosuch0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("interface \"nosuch0\" does not exist"));
     let link = lb_tests::netns::in_ns(&lab.balancer.ns, &["ip", "link", "show", "eth0"]).unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "nothing may stay attached");
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "nothing may stay attached"
+    );
     // A good config still works afterwards, and SIGINT detaches cleanly.
-    lab.start_balancer(&config(&vip(80, "tcp", "rr", "0s", 32, &[(1, 1)]), "")).unwrap();
+    lab.start_balancer(&config(&vip(80, "tcp", "rr", "0s", 32, &[(1, 1)]), ""))
+        .unwrap();
     all_ok(&lab.http(0, 80, &["--count", "2"]).unwrap(), &lab);
     assert!(lab.stop_balancer().unwrap().success());
     let link = lb_tests::netns::in_ns(&lab.balancer.ns, &["ip", "link", "show", "eth0"]).unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "SIGINT must detach");
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "SIGINT must detach"
+    );
+}
+
+#[test]
+fn keep_state_carries_sessions_across_a_controller_restart() {
+    let _g = serial();
+    let mut lab = Lab::up("lbe-keep", Layout::OneArm, 1, 3).unwrap();
+    // A bpffs that outlives each `ip netns exec` mount namespace.
+    let bpffs = lab.workdir.join("bpffs");
+    std::fs::create_dir_all(&bpffs).unwrap();
+    lb_tests::netns::sh(&["mount", "-t", "bpf", "bpf", bpffs.to_str().unwrap()]).unwrap();
+    let args = ["--keep-state", "--bpffs", bpffs.to_str().unwrap()];
+    let cfg = config(
+        &vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)]),
+        "",
+    );
+    lab.start_balancer_with(&cfg, &args).unwrap();
+    // Move the scheduler on so that a fresh start would not pick the same.
+    let first = lab.http(0, 80, &["--count", "3"]).unwrap();
+    all_ok(&first, &lab);
+    let pinned = first[0].backend().unwrap().to_string();
+    assert!(lab.stop_balancer().unwrap().success());
+    assert!(
+        bpffs.join("lb/SESSIONS").exists(),
+        "tables stay pinned with --keep-state"
+    );
+    lab.start_balancer_with(&cfg, &args).unwrap();
+    let sessions = lab.ctl(&["sessions"]).unwrap();
+    assert!(
+        sessions.contains("198.18.0.11/32"),
+        "the session survived the restart:\n{sessions}"
+    );
+    let after = lab.http(0, 80, &["--count", "5"]).unwrap();
+    all_ok(&after, &lab);
+    assert_eq!(backends_of(&after), vec![pinned; 5]);
+    // Without --keep-state the pins are removed at exit.
+    assert!(lab.stop_balancer().unwrap().success());
+    lab.start_balancer_with(&cfg, &["--bpffs", bpffs.to_str().unwrap()])
+        .unwrap();
+    assert!(lab.stop_balancer().unwrap().success());
+    assert!(!bpffs.join("lb").exists(), "{}", lab.controller_log());
+    let _ = lb_tests::netns::sh(&["umount", bpffs.to_str().unwrap()]);
 }

@@ -48,7 +48,10 @@ fn ep(a: Ipv4Addr, port: u16) -> Endpoint {
 }
 
 fn vip_id(proto: Protocol) -> VipId {
-    VipId { endpoint: ep(VIP, 80), protocol: proto }
+    VipId {
+        endpoint: ep(VIP, 80),
+        protocol: proto,
+    }
 }
 
 struct Bench {
@@ -90,7 +93,12 @@ impl Bench {
         }
         in_ns(n, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]).unwrap();
         lb_tests::netns::enter(n).unwrap();
-        let mut dp = Dataplane::load(&LoadOptions { max_connections, max_sessions, pin_dir: None }).unwrap();
+        let mut dp = Dataplane::load(&LoadOptions {
+            max_connections,
+            max_sessions,
+            pin_dir: None,
+        })
+        .unwrap();
         dp.tables
             .set_settings(&lb_common::Settings {
                 tcp_syn_ns: 60_000_000_000,
@@ -101,8 +109,13 @@ impl Bench {
             .unwrap();
         // Attaching registers the interfaces' receive queues (test_run needs
         // them for an ingress interface) and fills the redirect map.
-        dp.attach(&["d0".to_string(), "e0".to_string()], false).unwrap();
-        Self { dp, services: Services::default(), _ns: ns }
+        dp.attach(&["d0".to_string(), "e0".to_string()], false)
+            .unwrap();
+        Self {
+            dp,
+            services: Services::default(),
+            _ns: ns,
+        }
     }
 
     fn change(&mut self, edit: impl FnOnce(&mut Services)) {
@@ -172,7 +185,13 @@ fn to_vip(client: (Ipv4Addr, u16), flags: u8) -> Frame {
 
 /// What must leave for `backend`: destination rewritten, MACs from the FIB.
 fn expect_forward(f: &Frame, backend: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
-    Frame { dst: backend, dport: 8080, ..f.clone() }.macs(D0_MAC, mac).build()
+    Frame {
+        dst: backend,
+        dport: 8080,
+        ..f.clone()
+    }
+    .macs(D0_MAC, mac)
+    .build()
 }
 
 /// Assert the frame went out (XDP_TX) to `backend`, byte for byte.
@@ -196,7 +215,15 @@ fn mac_of(backend: Ipv4Addr) -> [u8; 6] {
 fn new_conn(b: &Bench, client: (Ipv4Addr, u16)) -> Ipv4Addr {
     let f = to_vip(client, SYN);
     let (verdict, out) = b.run(&f.build());
-    assert_eq!(verdict, XDP_TX, "reasons: {:?}", (0..Reason::COUNT).map(|r| (Reason::NAMES[r as usize], b.reason(r))).filter(|x| x.1 > 0).collect::<Vec<_>>());
+    assert_eq!(
+        verdict,
+        XDP_TX,
+        "reasons: {:?}",
+        (0..Reason::COUNT)
+            .map(|r| (Reason::NAMES[r as usize], b.reason(r)))
+            .filter(|x| x.1 > 0)
+            .collect::<Vec<_>>()
+    );
     verify(&out).unwrap();
     let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
     assert_eq!(out, expect_forward(&f, backend, mac_of(backend)));
@@ -209,10 +236,17 @@ fn new_flow_is_dnated_and_recorded_in_both_directions() {
     b.vip(Protocol::Tcp, 0, 32);
     let f = to_vip((C1, 40000), SYN);
     assert_forwarded(&b, &f, B1, B1_MAC);
-    let fwd = b.conn(key((C1, 40000), (VIP, 80), 6)).expect("forward entry");
-    assert_eq!((fwd.state, fwd.flags & conn_flags::REPLY), (ConnState::TCP_SYN, 0));
+    let fwd = b
+        .conn(key((C1, 40000), (VIP, 80), 6))
+        .expect("forward entry");
+    assert_eq!(
+        (fwd.state, fwd.flags & conn_flags::REPLY),
+        (ConnState::TCP_SYN, 0)
+    );
     assert_eq!(fwd.nat_addr, u32::from_ne_bytes(B1.octets()));
-    let rep = b.conn(key((B1, 8080), (C1, 40000), 6)).expect("reply entry");
+    let rep = b
+        .conn(key((B1, 8080), (C1, 40000), 6))
+        .expect("reply entry");
     assert_eq!(rep.flags & conn_flags::REPLY, conn_flags::REPLY);
     assert_eq!(rep.nat_addr, u32::from_ne_bytes(VIP.octets()));
     assert_eq!(b.reason(Reason::NEW_CONN), 1);
@@ -237,18 +271,34 @@ fn established_flow_keeps_its_backend_and_state_follows_flags() {
     assert_eq!(new_conn(&b, (C2, 50000)), B2);
     // ...but this connection stays on B1.
     assert_forwarded(&b, &to_vip(c, ACK), B1, B1_MAC);
-    assert_eq!(b.conn(key(c, (VIP, 80), 6)).unwrap().state, ConnState::TCP_ESTABLISHED);
-    assert_eq!(b.conn(key((B1, 8080), c, 6)).unwrap().state, ConnState::TCP_ESTABLISHED, "twin follows");
+    assert_eq!(
+        b.conn(key(c, (VIP, 80), 6)).unwrap().state,
+        ConnState::TCP_ESTABLISHED
+    );
+    assert_eq!(
+        b.conn(key((B1, 8080), c, 6)).unwrap().state,
+        ConnState::TCP_ESTABLISHED,
+        "twin follows"
+    );
     assert_forwarded(&b, &to_vip(c, PSH | ACK), B1, B1_MAC);
     assert_forwarded(&b, &to_vip(c, FIN | ACK), B1, B1_MAC);
-    assert_eq!(b.conn(key(c, (VIP, 80), 6)).unwrap().state, ConnState::TCP_CLOSING);
-    assert_eq!(b.conn(key((B1, 8080), c, 6)).unwrap().state, ConnState::TCP_CLOSING);
+    assert_eq!(
+        b.conn(key(c, (VIP, 80), 6)).unwrap().state,
+        ConnState::TCP_CLOSING
+    );
+    assert_eq!(
+        b.conn(key((B1, 8080), c, 6)).unwrap().state,
+        ConnState::TCP_CLOSING
+    );
     // RST on another connection closes it too.
     let c2 = (C1, 40002);
     new_conn(&b, c2);
     let (v, _) = b.run(&to_vip(c2, RST).build());
     assert_eq!(v, XDP_TX);
-    assert_eq!(b.conn(key(c2, (VIP, 80), 6)).unwrap().state, ConnState::TCP_CLOSING);
+    assert_eq!(
+        b.conn(key(c2, (VIP, 80), 6)).unwrap().state,
+        ConnState::TCP_CLOSING
+    );
 }
 
 #[test]
@@ -261,7 +311,13 @@ fn reply_is_snated_back_to_the_vip() {
     let (verdict, out) = b.run(&reply.build());
     assert_eq!(verdict, XDP_TX);
     verify(&out).unwrap();
-    let expected = Frame { src: VIP, sport: 80, ..reply }.macs(D0_MAC, C1_MAC).build();
+    let expected = Frame {
+        src: VIP,
+        sport: 80,
+        ..reply
+    }
+    .macs(D0_MAC, C1_MAC)
+    .build();
     assert_eq!(out, expected);
     // A backend's packet to a client it has no connection with is not touched.
     let stray = Frame::tcp((B2, 8080), c, ACK).macs(B2_MAC, D0_MAC).build();
@@ -280,12 +336,17 @@ fn persistence_pins_new_connections_of_a_client() {
     assert_ne!(new_conn(&b, (C2, 42000)), first);
     assert_eq!(b.reason(Reason::SESSION_HIT), 9);
     let vip_slot = b.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot;
-    let s = b
-        .dp
-        .tables
-        .sessions
-        .get(&SessionKey { vip_id: vip_slot, client: u32::from_ne_bytes(C1.octets()) }, 0)
-        .unwrap();
+    let s =
+        b.dp.tables
+            .sessions
+            .get(
+                &SessionKey {
+                    vip_id: vip_slot,
+                    client: u32::from_ne_bytes(C1.octets()),
+                },
+                0,
+            )
+            .unwrap();
     assert_eq!(s.backend_id, 0);
 }
 
@@ -306,11 +367,18 @@ fn expired_persistence_lets_the_client_move() {
     assert_eq!(new_conn(&b, (C1, 44001)), B1);
     // Backdate the session past its timeout; the sweeper has not run.
     let slot = b.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot;
-    let k = SessionKey { vip_id: slot, client: u32::from_ne_bytes(C1.octets()) };
+    let k = SessionKey {
+        vip_id: slot,
+        client: u32::from_ne_bytes(C1.octets()),
+    };
     let mut s = b.dp.tables.sessions.get(&k, 0).unwrap();
     s.last_seen_ns = now_ns().unwrap() - 301_000_000_000;
     b.dp.tables.sessions.insert(k, s, 0).unwrap();
-    assert_eq!(new_conn(&b, (C1, 44002)), B2, "expired session: scheduler decides");
+    assert_eq!(
+        new_conn(&b, (C1, 44002)),
+        B2,
+        "expired session: scheduler decides"
+    );
     assert_eq!(new_conn(&b, (C1, 44003)), B2, "and the new choice sticks");
 }
 
@@ -321,7 +389,8 @@ fn removed_backend_loses_sessions_but_keeps_established_flows() {
     let old = (C1, 45000);
     assert_eq!(new_conn(&b, old), B1);
     b.change(|s| {
-        s.remove_backend(&vip_id(Protocol::Tcp), ep(B1, 8080)).unwrap();
+        s.remove_backend(&vip_id(Protocol::Tcp), ep(B1, 8080))
+            .unwrap();
     });
     // The client's next connection is re-pinned to a serving backend.
     let moved = new_conn(&b, (C1, 45001));
@@ -333,7 +402,8 @@ fn removed_backend_loses_sessions_but_keeps_established_flows() {
     let keep = (C2, 45003);
     let kb = new_conn(&b, keep);
     b.change(|s| {
-        s.add_backend(&vip_id(Protocol::Tcp), ep(B1, 8081), 1).unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(B1, 8081), 1)
+            .unwrap();
     });
     assert_forwarded(&b, &to_vip(keep, ACK), kb, mac_of(kb));
 }
@@ -372,15 +442,40 @@ fn udp_checksums_are_patched_and_zero_stays_zero() {
     let (v, out) = b.run(&f.build());
     assert_eq!(v, XDP_TX);
     verify(&out).unwrap();
-    assert_eq!(out, Frame { dst: B1, dport: 8080, ..f.clone() }.macs(D0_MAC, B1_MAC).build());
-    assert_eq!(b.conn(key((C1, 5353), (VIP, 80), 17)).unwrap().state, ConnState::UDP);
+    assert_eq!(
+        out,
+        Frame {
+            dst: B1,
+            dport: 8080,
+            ..f.clone()
+        }
+        .macs(D0_MAC, B1_MAC)
+        .build()
+    );
+    assert_eq!(
+        b.conn(key((C1, 5353), (VIP, 80), 17)).unwrap().state,
+        ConnState::UDP
+    );
 
     let mut nock = Frame::udp((C1, 5354), (VIP, 80)).macs(C1_MAC, D0_MAC);
     nock.udp_no_checksum = true;
     let (v, out) = b.run(&nock.build());
     assert_eq!(v, XDP_TX);
-    assert_eq!(out, Frame { dst: B2, dport: 8080, ..nock.clone() }.macs(D0_MAC, B2_MAC).build());
-    assert_eq!(&out[40..42], &[0, 0], "a datagram without checksum keeps none");
+    assert_eq!(
+        out,
+        Frame {
+            dst: B2,
+            dport: 8080,
+            ..nock.clone()
+        }
+        .macs(D0_MAC, B2_MAC)
+        .build()
+    );
+    assert_eq!(
+        &out[40..42],
+        &[0, 0],
+        "a datagram without checksum keeps none"
+    );
 }
 
 #[test]
@@ -389,10 +484,19 @@ fn non_vip_traffic_passes_untouched() {
     b.vip(Protocol::Tcp, 0, 32);
     let cases: Vec<(Vec<u8>, u32)> = vec![
         // TCP to the balancer itself and to the VIP on another port.
-        (Frame::tcp((C1, 1000), (Ipv4Addr::new(198, 18, 0, 1), 22), SYN).build(), Reason::PASS_NOT_VIP),
-        (Frame::tcp((C1, 1000), (VIP, 81), SYN).build(), Reason::PASS_NOT_VIP),
+        (
+            Frame::tcp((C1, 1000), (Ipv4Addr::new(198, 18, 0, 1), 22), SYN).build(),
+            Reason::PASS_NOT_VIP,
+        ),
+        (
+            Frame::tcp((C1, 1000), (VIP, 81), SYN).build(),
+            Reason::PASS_NOT_VIP,
+        ),
         // UDP to a TCP-only VIP.
-        (Frame::udp((C1, 1000), (VIP, 80)).build(), Reason::PASS_NOT_VIP),
+        (
+            Frame::udp((C1, 1000), (VIP, 80)).build(),
+            Reason::PASS_NOT_VIP,
+        ),
         // ICMP echo to the VIP.
         (
             {
@@ -420,7 +524,12 @@ fn non_vip_traffic_passes_untouched() {
     for (frame, reason) in cases {
         let before = b.reason(reason);
         assert_eq!(b.run(&frame), (XDP_PASS, frame.clone()));
-        assert_eq!(b.reason(reason), before + 1, "reason {}", Reason::NAMES[reason as usize]);
+        assert_eq!(
+            b.reason(reason),
+            before + 1,
+            "reason {}",
+            Reason::NAMES[reason as usize]
+        );
     }
     assert_eq!(b.reason(Reason::NEW_CONN), 0);
 }
@@ -432,9 +541,9 @@ fn truncated_and_malformed_input_passes_untouched_and_is_counted() {
     let good = to_vip((C1, 47000), SYN).build();
     let mut cases: Vec<(Vec<u8>, u32)> = vec![
         // (BPF_PROG_TEST_RUN refuses frames shorter than an Ethernet header.)
-        (good[..14].to_vec(), Reason::PASS_TRUNCATED),   // Ethernet header only
-        (good[..30].to_vec(), Reason::PASS_TRUNCATED),   // inside IPv4
-        (good[..40].to_vec(), Reason::PASS_TRUNCATED),   // inside TCP
+        (good[..14].to_vec(), Reason::PASS_TRUNCATED), // Ethernet header only
+        (good[..30].to_vec(), Reason::PASS_TRUNCATED), // inside IPv4
+        (good[..40].to_vec(), Reason::PASS_TRUNCATED), // inside TCP
         (good[..good.len() - 1].to_vec(), Reason::PASS_TRUNCATED), // shorter than tot_len
     ];
     let mut f = good.clone();
@@ -462,7 +571,12 @@ fn truncated_and_malformed_input_passes_untouched_and_is_counted() {
     for (i, (frame, reason)) in cases.into_iter().enumerate() {
         let before = b.reason(reason);
         assert_eq!(b.run(&frame), (XDP_PASS, frame.clone()), "case {i}");
-        assert_eq!(b.reason(reason), before + 1, "case {i}: reason {}", Reason::NAMES[reason as usize]);
+        assert_eq!(
+            b.reason(reason),
+            before + 1,
+            "case {i}: reason {}",
+            Reason::NAMES[reason as usize]
+        );
     }
     assert_eq!(b.reason(Reason::NEW_CONN), 0, "nothing was tracked");
 }
@@ -494,7 +608,10 @@ fn full_connection_table_drops_new_flows_only() {
     let (v, _) = b.run(&to_vip((C1, 49001), SYN).build());
     assert_eq!(v, XDP_DROP);
     assert_eq!(b.reason(Reason::DROP_CONN_TABLE_FULL), 1);
-    assert!(b.conn(key((C1, 49001), (VIP, 80), 6)).is_none(), "no half-recorded connection");
+    assert!(
+        b.conn(key((C1, 49001), (VIP, 80), 6)).is_none(),
+        "no half-recorded connection"
+    );
     assert_forwarded(&b, &to_vip(c, ACK), B1, B1_MAC);
 }
 
@@ -520,13 +637,22 @@ fn unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
             persistence_netmask: 32,
         })
         .unwrap();
-        s.add_backend(&vip_id(Protocol::Tcp), ep(UNRESOLVED, 8080), 1).unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(UNRESOLVED, 8080), 1)
+            .unwrap();
     });
     let f = to_vip((C1, 49200), SYN);
     let (v, out) = b.run(&f.build());
     assert_eq!(v, XDP_PASS);
     // Rewritten, MACs untouched: the kernel forwards it and resolves ARP.
-    assert_eq!(out, Frame { dst: UNRESOLVED, dport: 8080, ..f.clone() }.build());
+    assert_eq!(
+        out,
+        Frame {
+            dst: UNRESOLVED,
+            dport: 8080,
+            ..f.clone()
+        }
+        .build()
+    );
     assert_eq!(b.reason(Reason::PASS_NO_NEIGH), 1);
 }
 
@@ -542,13 +668,23 @@ fn backend_behind_another_attached_interface_is_redirected() {
             persistence_netmask: 32,
         })
         .unwrap();
-        s.add_backend(&vip_id(Protocol::Tcp), ep(FAR, 8080), 1).unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(FAR, 8080), 1)
+            .unwrap();
     });
     let f = to_vip((C1, 49300), SYN);
     let (v, out) = b.run(&f.build());
     assert_eq!(v, XDP_REDIRECT);
     verify(&out).unwrap();
-    assert_eq!(out, Frame { dst: FAR, dport: 8080, ..f.clone() }.macs(E0_MAC, FAR_MAC).build());
+    assert_eq!(
+        out,
+        Frame {
+            dst: FAR,
+            dport: 8080,
+            ..f.clone()
+        }
+        .macs(E0_MAC, FAR_MAC)
+        .build()
+    );
     assert_eq!(b.reason(Reason::REDIRECT), 1);
 }
 
@@ -564,8 +700,10 @@ fn weighted_vip_spreads_by_weight() {
             persistence_netmask: 32,
         })
         .unwrap();
-        s.add_backend(&vip_id(Protocol::Tcp), ep(B1, 8080), 3).unwrap();
-        s.add_backend(&vip_id(Protocol::Tcp), ep(B2, 8080), 1).unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(B1, 8080), 3)
+            .unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(B2, 8080), 1)
+            .unwrap();
     });
     let got: Vec<Ipv4Addr> = (0..8).map(|i| new_conn(&b, (C1, 49400 + i))).collect();
     assert_eq!(got.iter().filter(|&&a| a == B1).count(), 6);

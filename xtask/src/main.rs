@@ -64,11 +64,17 @@ impl From<LayoutArg> for Layout {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.current_dir(root()).status().with_context(|| format!("running {cmd:?}"))?;
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -93,27 +99,38 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             setup()?;
             build()?;
-            run(Command::new("cargo").arg("test").args(&args).env("RUST_BACKTRACE", "1"))
+            run(Command::new("cargo")
+                .arg("test")
+                .args(&args)
+                .env("RUST_BACKTRACE", "1"))
         }
         Cmd::Demo { layout } => {
             setup()?;
             build()?;
-            ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
+            ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
+                .context("installing the Ctrl-C handler")?;
             demo(layout.into())
         }
         Cmd::LabUp { layout, config } => {
             build()?;
             let mut lab = Lab::up(LAB_PREFIX, layout.into(), 2, 3)?;
             if let Some(c) = config {
-                lab.start_balancer(&std::fs::read_to_string(&c).with_context(|| c.display().to_string())?)?;
+                lab.start_balancer(
+                    &std::fs::read_to_string(&c).with_context(|| c.display().to_string())?,
+                )?;
             }
-            println!("lab is up: namespaces {LAB_PREFIX}-*; control socket {}", lab.socket.display());
+            println!(
+                "lab is up: namespaces {LAB_PREFIX}-*; control socket {}",
+                lab.socket.display()
+            );
             println!("try: ip netns exec {LAB_PREFIX}-c1 curl -s http://{VIP}/   ;   cargo xtask lab-down");
             std::mem::forget(lab);
             Ok(())
         }
         Cmd::LabDown => {
-            let _ = Command::new("pkill").args(["-INT", "-f", &format!("/run/lb/{LAB_PREFIX}.sock")]).status();
+            let _ = Command::new("pkill")
+                .args(["-INT", "-f", &format!("/run/lb/{LAB_PREFIX}.sock")])
+                .status();
             std::thread::sleep(std::time::Duration::from_millis(500));
             lb_tests::netns::delete_all(&format!("{LAB_PREFIX}-"));
             let _ = std::fs::remove_file(format!("/run/lb/{LAB_PREFIX}.sock"));
@@ -142,13 +159,18 @@ fn demo(layout: Layout) -> Result<()> {
     println!("== building the {layout:?} lab: 2 clients, balancer, 3 backends ==");
     let mut lab = Lab::up(LAB_PREFIX, layout, 2, 3)?;
     let config = std::fs::read_to_string(root().join("configs/lab.yaml"))?;
-    println!("== lb-ctl attach {} --config configs/lab.yaml ==", lab.balancer_ifaces().join(" "));
+    println!(
+        "== lb-ctl attach {} --config configs/lab.yaml ==",
+        lab.balancer_ifaces().join(" ")
+    );
     lab.start_balancer(&config)?;
     print!("{}", lab.ctl(&["vip", "list"])?);
     print!("{}", lab.ctl(&["backend", "list"])?);
     interrupted()?;
 
-    println!("\n== sticky VIP {VIP}:80 (persistence 300s): each client opens 10 new connections ==");
+    println!(
+        "\n== sticky VIP {VIP}:80 (persistence 300s): each client opens 10 new connections =="
+    );
     let mut failures = 0;
     for (i, c) in lab.clients.iter().enumerate() {
         let r = lab.http(i, 80, &["--count", "10"])?;
@@ -156,7 +178,9 @@ fn demo(layout: Layout) -> Result<()> {
         println!("{} ({}) -> {}", c.name, c.addr, show(&r));
         interrupted()?;
     }
-    println!("\n== plain VIP {VIP}:81 (no persistence, wrr 2:1:1): client c1 opens 8 connections ==");
+    println!(
+        "\n== plain VIP {VIP}:81 (no persistence, wrr 2:1:1): client c1 opens 8 connections =="
+    );
     let r = lab.http(0, 81, &["--count", "8"])?;
     failures += r.iter().filter(|r| r.backend().is_none()).count();
     println!("c1 -> {}", show(&r));
@@ -165,7 +189,10 @@ fn demo(layout: Layout) -> Result<()> {
     failures += r.iter().filter(|r| r.backend().is_none()).count();
     for x in &r {
         if let Reply::Ok { backend, from, .. } = x {
-            println!("c2 <- {backend} (reply source {})", from.map(|f| f.to_string()).unwrap_or_default());
+            println!(
+                "c2 <- {backend} (reply source {})",
+                from.map(|f| f.to_string()).unwrap_or_default()
+            );
         }
     }
     interrupted()?;

@@ -68,8 +68,10 @@ fn main() -> Result<()> {
         Cmd::Serve { name, port } => serve(&name, port),
         Cmd::XdpPass { ifaces } => {
             let mut ebpf = aya::Ebpf::load(lb_ctl::dataplane::PASS_PROGRAM)?;
-            let prog: &mut aya::programs::Xdp =
-                ebpf.program_mut("lb_pass").context("lb_pass program")?.try_into()?;
+            let prog: &mut aya::programs::Xdp = ebpf
+                .program_mut("lb_pass")
+                .context("lb_pass program")?
+                .try_into()?;
             prog.load()?;
             for iface in &ifaces {
                 prog.attach(iface, aya::programs::XdpMode::Driver)
@@ -80,7 +82,13 @@ fn main() -> Result<()> {
                 thread::park();
             }
         }
-        Cmd::Http { target, count, keepalive, interval_ms, timeout_ms } => {
+        Cmd::Http {
+            target,
+            count,
+            keepalive,
+            interval_ms,
+            timeout_ms,
+        } => {
             let timeout = Duration::from_millis(timeout_ms);
             let mut conn: Option<BufReader<TcpStream>> = None;
             for i in 0..count {
@@ -97,7 +105,12 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Udp { target, count, interval_ms, timeout_ms } => {
+        Cmd::Udp {
+            target,
+            count,
+            interval_ms,
+            timeout_ms,
+        } => {
             let sock = UdpSocket::bind("0.0.0.0:0")?;
             sock.set_read_timeout(Some(Duration::from_millis(timeout_ms)))?;
             for i in 0..count {
@@ -108,7 +121,10 @@ fn main() -> Result<()> {
                 let mut buf = [0u8; 512];
                 match sock.recv_from(&mut buf) {
                     Ok((n, from)) => {
-                        println!("ok {} from={from}", String::from_utf8_lossy(&buf[..n]).trim());
+                        println!(
+                            "ok {} from={from}",
+                            String::from_utf8_lossy(&buf[..n]).trim()
+                        );
                     }
                     Err(e) => println!("err {e}"),
                 }
@@ -130,7 +146,9 @@ fn http_request(
         s.set_write_timeout(Some(timeout))?;
         *conn = Some(BufReader::new(s));
     }
-    let Some(reader) = conn.as_mut() else { bail!("no connection") };
+    let Some(reader) = conn.as_mut() else {
+        bail!("no connection")
+    };
     let from = reader.get_ref().peer_addr()?;
     let header = if keepalive { "keep-alive" } else { "close" };
     let request = format!("GET / HTTP/1.1\r\nHost: {target}\r\nConnection: {header}\r\n\r\n");
@@ -155,7 +173,10 @@ fn http_request(
     if !keepalive {
         *conn = None;
     }
-    Ok(format!("{} from={from}", String::from_utf8_lossy(&body).trim()))
+    Ok(format!(
+        "{} from={from}",
+        String::from_utf8_lossy(&body).trim()
+    ))
 }
 
 fn serve(name: &str, port: u16) -> Result<()> {
@@ -167,7 +188,8 @@ fn serve(name: &str, port: u16) -> Result<()> {
             let _ = udp.send_to(format!("{udp_name} seen={from}").as_bytes(), from);
         }
     });
-    let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("TCP port {port}"))?;
+    let listener =
+        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("TCP port {port}"))?;
     eprintln!("{name}: serving HTTP and UDP on port {port}");
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
