@@ -28,6 +28,8 @@ pub struct AttachOptions {
     pub socket: PathBuf,
     pub bpffs: PathBuf,
     pub keep_state: bool,
+    /// Serve Prometheus metrics over HTTP here.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// The controller's state: the model and the kernel tables it describes.
@@ -159,6 +161,14 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     sysctl::ensure_bpffs(&opts.bpffs)?;
     let pin_dir = opts.bpffs.join("lb");
     std::fs::create_dir_all(&pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+    let metrics = match opts.metrics_address {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening for metrics on {addr}"))?,
+        ),
+        None => None,
+    };
     let listener = control::bind(&opts.socket)?;
     let socket_guard = SocketGuard(opts.socket.clone());
 
@@ -197,6 +207,13 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         services,
         dataplane,
     }));
+    if let Some(metrics) = metrics {
+        log::info!(
+            "serving metrics on http://{}/metrics",
+            metrics.local_addr()?
+        );
+        tokio::spawn(serve_metrics(metrics, Arc::clone(&controller)));
+    }
     let mut sweep = tokio::time::interval(config.sweeper.interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
@@ -263,6 +280,53 @@ async fn serve(stream: UnixStream, controller: Arc<Mutex<Controller>>) -> Result
     out.push(b'\n');
     write.write_all(&out).await?;
     Ok(())
+}
+
+/// A minimal HTTP/1.1 endpoint: `GET /metrics` answers the Prometheus text
+/// format, anything else 404.
+async fn serve_metrics(listener: tokio::net::TcpListener, controller: Arc<Mutex<Controller>>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let c = Arc::clone(&controller);
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut reader = BufReader::new(read.take(8192));
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).await.is_err() {
+                return;
+            }
+            // Drain the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).await.is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request_line.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
+                match tokio::task::spawn_blocking(move || {
+                    let c = lock(&c);
+                    c.dataplane
+                        .tables
+                        .stats(&c.services)
+                        .map(|s| crate::metrics::render(&s))
+                })
+                .await
+                {
+                    Ok(Ok(text)) => ("200 OK", text),
+                    Ok(Err(e)) => ("500 Internal Server Error", format!("{e}\n")),
+                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
+                }
+            } else {
+                ("404 Not Found", "try /metrics\n".to_string())
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = write.write_all(response.as_bytes()).await;
+        });
+    }
 }
 
 struct SocketGuard(PathBuf);

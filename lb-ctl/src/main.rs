@@ -65,6 +65,10 @@ enum Command {
         /// attach resumes them without dropping connections.
         #[arg(long)]
         keep_state: bool,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics (for example
+        /// 127.0.0.1:9917); `lb-ctl stats` prints the same text.
+        #[arg(long, value_name = "ADDRESS:PORT")]
+        metrics_address: Option<std::net::SocketAddr>,
     },
     /// Manage virtual services.
     #[command(subcommand)]
@@ -170,6 +174,7 @@ fn run(cli: Cli) -> Result<()> {
             xdp_mode,
             bpffs,
             keep_state,
+            metrics_address,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -183,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
                 socket: cli.socket,
                 bpffs,
                 keep_state,
+                metrics_address,
             }));
         }
         Command::CheckConfig { file } => {

@@ -483,9 +483,30 @@ fn attach_refuses_bad_input_and_leaves_nothing_attached() {
         "nothing may stay attached"
     );
     // A good config still works afterwards, and SIGINT detaches cleanly.
-    lab.start_balancer(&config(&vip(80, "tcp", "rr", "0s", 32, &[(1, 1)]), ""))
-        .unwrap();
+    lab.start_balancer_with(
+        &config(&vip(80, "tcp", "rr", "0s", 32, &[(1, 1)]), ""),
+        &["--metrics-address", "127.0.0.1:9917"],
+    )
+    .unwrap();
     all_ok(&lab.http(0, 80, &["--count", "2"]).unwrap(), &lab);
+    let scrape = lb_tests::netns::in_ns(
+        &lab.balancer.ns,
+        &[
+            "curl",
+            "-sf",
+            "--max-time",
+            "5",
+            "http://127.0.0.1:9917/metrics",
+        ],
+    )
+    .unwrap();
+    let scrape = String::from_utf8_lossy(&scrape.stdout);
+    assert!(
+        scrape.contains(
+            "lb_vip_connections_total{vip=\"198.18.0.100:80\",protocol=\"tcp\",name=\"\"} 2"
+        ),
+        "{scrape}"
+    );
     assert!(lab.stop_balancer().unwrap().success());
     let link = lb_tests::netns::in_ns(&lab.balancer.ns, &["ip", "link", "show", "eth0"]).unwrap();
     assert!(
