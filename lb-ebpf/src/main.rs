@@ -26,6 +26,7 @@ mod forward;
 mod maps;
 mod parse;
 mod rewrite;
+mod runtime;
 mod select;
 mod stats;
 
@@ -77,13 +78,3 @@ pub struct Flow {
     /// A connection was created by this packet.
     pub new: bool,
 }
-
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[unsafe(link_section = "license")]
-#[unsafe(no_mangle)]
-static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -125,19 +125,37 @@ impl Bench {
         self.services = next;
     }
 
-    /// A VIP on 198.18.0.100:80 with backends B1..B3:8080.
+    /// A VIP on 198.18.0.100:80 with backends B1..B3:8080, round robin.
     fn vip(&mut self, proto: Protocol, persistence_secs: u64, netmask: u8) {
+        self.vip_with(
+            proto,
+            Scheduler::Rr,
+            persistence_secs,
+            netmask,
+            &[(B1, 1), (B2, 1), (B3, 1)],
+        );
+    }
+
+    /// A VIP on 198.18.0.100:80 with these (backend, weight) on port 8080.
+    fn vip_with(
+        &mut self,
+        proto: Protocol,
+        scheduler: Scheduler,
+        persistence_secs: u64,
+        netmask: u8,
+        backends: &[(Ipv4Addr, u32)],
+    ) {
         self.change(|s| {
             s.add_vip(VipSpec {
                 name: Some("web".into()),
                 id: vip_id(proto),
-                scheduler: Scheduler::Rr,
+                scheduler,
                 persistence_timeout: Duration::from_secs(persistence_secs),
                 persistence_netmask: netmask,
             })
             .unwrap();
-            for b in [B1, B2, B3] {
-                s.add_backend(&vip_id(proto), ep(b, 8080), 1).unwrap();
+            for &(b, w) in backends {
+                s.add_backend(&vip_id(proto), ep(b, 8080), w).unwrap();
             }
         });
     }
@@ -584,16 +602,7 @@ fn truncated_and_malformed_input_passes_untouched_and_is_counted() {
 #[test]
 fn vip_without_backends_drops() {
     let mut b = Bench::new("empty");
-    b.change(|s| {
-        s.add_vip(VipSpec {
-            name: None,
-            id: vip_id(Protocol::Tcp),
-            scheduler: Scheduler::Rr,
-            persistence_timeout: Duration::ZERO,
-            persistence_netmask: 32,
-        })
-        .unwrap();
-    });
+    b.vip_with(Protocol::Tcp, Scheduler::Rr, 0, 32, &[]);
     let (v, _) = b.run(&to_vip((C1, 48000), SYN).build());
     assert_eq!(v, XDP_DROP);
     assert_eq!(b.reason(Reason::DROP_NO_BACKEND), 1);
@@ -628,18 +637,7 @@ fn full_session_table_still_serves() {
 #[test]
 fn unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
     let mut b = Bench::new("noneigh");
-    b.change(|s| {
-        s.add_vip(VipSpec {
-            name: None,
-            id: vip_id(Protocol::Tcp),
-            scheduler: Scheduler::Rr,
-            persistence_timeout: Duration::ZERO,
-            persistence_netmask: 32,
-        })
-        .unwrap();
-        s.add_backend(&vip_id(Protocol::Tcp), ep(UNRESOLVED, 8080), 1)
-            .unwrap();
-    });
+    b.vip_with(Protocol::Tcp, Scheduler::Rr, 0, 32, &[(UNRESOLVED, 1)]);
     let f = to_vip((C1, 49200), SYN);
     let (v, out) = b.run(&f.build());
     assert_eq!(v, XDP_PASS);
@@ -659,18 +657,7 @@ fn unresolved_neighbour_hands_the_rewritten_packet_to_the_kernel() {
 #[test]
 fn backend_behind_another_attached_interface_is_redirected() {
     let mut b = Bench::new("twoarm");
-    b.change(|s| {
-        s.add_vip(VipSpec {
-            name: None,
-            id: vip_id(Protocol::Tcp),
-            scheduler: Scheduler::Rr,
-            persistence_timeout: Duration::ZERO,
-            persistence_netmask: 32,
-        })
-        .unwrap();
-        s.add_backend(&vip_id(Protocol::Tcp), ep(FAR, 8080), 1)
-            .unwrap();
-    });
+    b.vip_with(Protocol::Tcp, Scheduler::Rr, 0, 32, &[(FAR, 1)]);
     let f = to_vip((C1, 49300), SYN);
     let (v, out) = b.run(&f.build());
     assert_eq!(v, XDP_REDIRECT);
@@ -691,20 +678,7 @@ fn backend_behind_another_attached_interface_is_redirected() {
 #[test]
 fn weighted_vip_spreads_by_weight() {
     let mut b = Bench::new("wrr");
-    b.change(|s| {
-        s.add_vip(VipSpec {
-            name: None,
-            id: vip_id(Protocol::Tcp),
-            scheduler: Scheduler::Wrr,
-            persistence_timeout: Duration::ZERO,
-            persistence_netmask: 32,
-        })
-        .unwrap();
-        s.add_backend(&vip_id(Protocol::Tcp), ep(B1, 8080), 3)
-            .unwrap();
-        s.add_backend(&vip_id(Protocol::Tcp), ep(B2, 8080), 1)
-            .unwrap();
-    });
+    b.vip_with(Protocol::Tcp, Scheduler::Wrr, 0, 32, &[(B1, 3), (B2, 1)]);
     let got: Vec<Ipv4Addr> = (0..8).map(|i| new_conn(&b, (C1, 49400 + i))).collect();
     assert_eq!(got.iter().filter(|&&a| a == B1).count(), 6);
     assert_eq!(got.iter().filter(|&&a| a == B2).count(), 2);
