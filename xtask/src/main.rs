@@ -1,16 +1,15 @@
 //! Project tasks. `cargo xtask demo` runs the balancer on the built-in lab;
-//! `cargo xtask test` runs every test. Both install what is missing first
-//! (`scripts/setup.sh`).
+//! `cargo xtask test` runs every test. Both first install what is missing
+//! (`scripts/setup.sh`): xtask itself depends on nothing that needs the eBPF
+//! toolchain, so it builds on a fresh machine.
 
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{bail, Context as _, Result};
-use clap::{Parser, Subcommand, ValueEnum};
-use lb_tests::lab::{Lab, Layout, Reply, VIP};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(about = "lb project tasks")]
@@ -27,40 +26,23 @@ enum Cmd {
     /// Build everything, run the balancer on the veth lab with real clients,
     /// print who served what and the tables, and tear the lab down.
     Demo {
-        #[arg(long, value_enum, default_value = "one-arm")]
-        layout: LayoutArg,
+        /// Arguments for `lb-lab demo` (e.g. --layout two-arm).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Run every test: unit, packet (BPF_PROG_TEST_RUN) and end to end.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter).
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build the lab and leave it running (for exploring by hand).
+    /// Build the lab and leave it running (`lb-lab up`; see --help there).
     LabUp {
-        #[arg(long, value_enum, default_value = "one-arm")]
-        layout: LayoutArg,
-        /// Also start `lb-ctl attach` with this config.
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
     /// Tear down a lab left by `lab-up`.
     LabDown,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LayoutArg {
-    OneArm,
-    TwoArm,
-}
-
-impl From<LayoutArg> for Layout {
-    fn from(l: LayoutArg) -> Self {
-        match l {
-            LayoutArg::OneArm => Self::OneArm,
-            LayoutArg::TwoArm => Self::TwoArm,
-        }
-    }
 }
 
 fn root() -> PathBuf {
@@ -89,9 +71,11 @@ fn build() -> Result<()> {
     run(Command::new("cargo").args(["build", "--bins"]))
 }
 
-const LAB_PREFIX: &str = "lbdemo";
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+fn lab(args: &[&str], extra: &[String]) -> Result<()> {
+    run(Command::new(root().join("target/debug/lb-lab"))
+        .args(args)
+        .args(extra))
+}
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
@@ -104,114 +88,16 @@ fn main() -> Result<()> {
                 .args(&args)
                 .env("RUST_BACKTRACE", "1"))
         }
-        Cmd::Demo { layout } => {
+        Cmd::Demo { args } => {
             setup()?;
             build()?;
-            ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
-                .context("installing the Ctrl-C handler")?;
-            demo(layout.into())
+            lab(&["demo"], &args)
         }
-        Cmd::LabUp { layout, config } => {
+        Cmd::LabUp { args } => {
+            setup()?;
             build()?;
-            let mut lab = Lab::up(LAB_PREFIX, layout.into(), 2, 3)?;
-            if let Some(c) = config {
-                lab.start_balancer(
-                    &std::fs::read_to_string(&c).with_context(|| c.display().to_string())?,
-                )?;
-            }
-            println!(
-                "lab is up: namespaces {LAB_PREFIX}-*; control socket {}",
-                lab.socket.display()
-            );
-            println!("try: ip netns exec {LAB_PREFIX}-c1 curl -s http://{VIP}/   ;   cargo xtask lab-down");
-            std::mem::forget(lab);
-            Ok(())
+            lab(&["up"], &args)
         }
-        Cmd::LabDown => {
-            let _ = Command::new("pkill")
-                .args(["-INT", "-f", &format!("/run/lb/{LAB_PREFIX}.sock")])
-                .status();
-            std::thread::sleep(std::time::Duration::from_millis(500));
-            lb_tests::netns::delete_all(&format!("{LAB_PREFIX}-"));
-            let _ = std::fs::remove_file(format!("/run/lb/{LAB_PREFIX}.sock"));
-            println!("lab {LAB_PREFIX} removed");
-            Ok(())
-        }
+        Cmd::LabDown => lab(&["down"], &[]),
     }
-}
-
-fn interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-fn show(replies: &[Reply]) -> String {
-    replies
-        .iter()
-        .map(|r| r.backend().unwrap_or("FAILED").to_string())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn demo(layout: Layout) -> Result<()> {
-    println!("== building the {layout:?} lab: 2 clients, balancer, 3 backends ==");
-    let mut lab = Lab::up(LAB_PREFIX, layout, 2, 3)?;
-    let config = std::fs::read_to_string(root().join("configs/lab.yaml"))?;
-    println!(
-        "== lb-ctl attach {} --config configs/lab.yaml ==",
-        lab.balancer_ifaces().join(" ")
-    );
-    lab.start_balancer(&config)?;
-    print!("{}", lab.ctl(&["vip", "list"])?);
-    print!("{}", lab.ctl(&["backend", "list"])?);
-    interrupted()?;
-
-    println!(
-        "\n== sticky VIP {VIP}:80 (persistence 300s): each client opens 10 new connections =="
-    );
-    let mut failures = 0;
-    for (i, c) in lab.clients.iter().enumerate() {
-        let r = lab.http(i, 80, &["--count", "10"])?;
-        failures += r.iter().filter(|r| r.backend().is_none()).count();
-        println!("{} ({}) -> {}", c.name, c.addr, show(&r));
-        interrupted()?;
-    }
-    println!(
-        "\n== plain VIP {VIP}:81 (no persistence, wrr 2:1:1): client c1 opens 8 connections =="
-    );
-    let r = lab.http(0, 81, &["--count", "8"])?;
-    failures += r.iter().filter(|r| r.backend().is_none()).count();
-    println!("c1 -> {}", show(&r));
-    println!("\n== UDP VIP {VIP}:53 (persistence 300s): client c2 sends 5 datagrams ==");
-    let r = lab.udp(1, 53, &["--count", "5"])?;
-    failures += r.iter().filter(|r| r.backend().is_none()).count();
-    for x in &r {
-        if let Reply::Ok { backend, from, .. } = x {
-            println!(
-                "c2 <- {backend} (reply source {})",
-                from.map(|f| f.to_string()).unwrap_or_default()
-            );
-        }
-    }
-    interrupted()?;
-
-    println!("\n== lb-ctl conns ==");
-    print!("{}", lab.ctl(&["conns"])?);
-    println!("\n== lb-ctl sessions ==");
-    print!("{}", lab.ctl(&["sessions"])?);
-    println!("\n== lb-ctl stats (excerpt) ==");
-    for line in lab.ctl(&["stats"])?.lines() {
-        if !line.starts_with('#') && !line.ends_with(" 0") {
-            println!("{line}");
-        }
-    }
-    let status = lab.stop_balancer()?;
-    println!("\n== stopped the controller ({status}); tearing the lab down ==");
-    drop(lab);
-    if failures > 0 {
-        bail!("{failures} request(s) failed");
-    }
-    Ok(())
 }

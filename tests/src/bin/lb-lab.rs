@@ -1,0 +1,181 @@
+//! The built-in lab as a command: `demo` runs the balancer with real clients
+//! and shows who served what; `up`/`down` leave a lab running for exploring
+//! by hand. `cargo xtask demo` builds everything and runs `lb-lab demo`.
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_tests::lab::{Lab, Layout, Reply, VIP};
+
+#[derive(Parser)]
+#[command(about = "The lb veth lab")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the balancer on the lab with real clients, print which backend
+    /// served each request and the tables, and tear the lab down.
+    Demo {
+        #[arg(long, value_enum, default_value = "one-arm")]
+        layout: LayoutArg,
+        /// The balancer's config.
+        #[arg(long, default_value = "configs/lab.yaml")]
+        config: PathBuf,
+    },
+    /// Build the lab and leave it running.
+    Up {
+        #[arg(long, value_enum, default_value = "one-arm")]
+        layout: LayoutArg,
+        /// Also start `lb-ctl attach` with this config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Tear down a lab left by `up`.
+    Down,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    OneArm,
+    TwoArm,
+}
+
+impl From<LayoutArg> for Layout {
+    fn from(l: LayoutArg) -> Self {
+        match l {
+            LayoutArg::OneArm => Self::OneArm,
+            LayoutArg::TwoArm => Self::TwoArm,
+        }
+    }
+}
+
+const LAB_PREFIX: &str = "lbdemo";
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Demo { layout, config } => {
+            let config = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
+                .context("installing the Ctrl-C handler")?;
+            demo(layout.into(), &config)
+        }
+        Cmd::Up { layout, config } => {
+            let mut lab = Lab::up(LAB_PREFIX, layout.into(), 2, 3)?;
+            if let Some(c) = config {
+                lab.start_balancer(
+                    &std::fs::read_to_string(&c).with_context(|| c.display().to_string())?,
+                )?;
+            }
+            println!(
+                "lab is up: namespaces {LAB_PREFIX}-*; control socket {}",
+                lab.socket.display()
+            );
+            println!(
+                "try: ip netns exec {LAB_PREFIX}-c1 curl -s http://{VIP}/   and   lb-ctl --socket {} conns",
+                lab.socket.display()
+            );
+            // Leave everything running; `down` removes it.
+            std::mem::forget(lab);
+            Ok(())
+        }
+        Cmd::Down => {
+            let _ = Command::new("pkill")
+                .args(["-INT", "-f", &format!("/run/lb/{LAB_PREFIX}.sock")])
+                .status();
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            lb_tests::netns::delete_all(&format!("{LAB_PREFIX}-"));
+            let _ = std::fs::remove_file(format!("/run/lb/{LAB_PREFIX}.sock"));
+            println!("lab {LAB_PREFIX} removed");
+            Ok(())
+        }
+    }
+}
+
+fn interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+fn show(replies: &[Reply]) -> String {
+    replies
+        .iter()
+        .map(|r| r.backend().unwrap_or("FAILED").to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn demo(layout: Layout, config: &str) -> Result<()> {
+    println!("== building the {layout:?} lab: 2 clients, balancer, 3 backends ==");
+    let mut lab = Lab::up(LAB_PREFIX, layout, 2, 3)?;
+    println!(
+        "== lb-ctl attach {} --config configs/lab.yaml ==",
+        lab.balancer_ifaces().join(" ")
+    );
+    lab.start_balancer(config)?;
+    print!("{}", lab.ctl(&["vip", "list"])?);
+    print!("{}", lab.ctl(&["backend", "list"])?);
+    interrupted()?;
+
+    println!(
+        "\n== sticky VIP {VIP}:80 (persistence 300s): each client opens 10 new connections =="
+    );
+    let mut failures = 0;
+    for (i, c) in lab.clients.iter().enumerate() {
+        let r = lab.http(i, 80, &["--count", "10"])?;
+        failures += r.iter().filter(|r| r.backend().is_none()).count();
+        println!("{} ({}) -> {}", c.name, c.addr, show(&r));
+        interrupted()?;
+    }
+    println!(
+        "\n== plain VIP {VIP}:81 (no persistence, wrr 2:1:1): client c1 opens 8 connections =="
+    );
+    let r = lab.http(0, 81, &["--count", "8"])?;
+    failures += r.iter().filter(|r| r.backend().is_none()).count();
+    println!("c1 -> {}", show(&r));
+    println!("\n== UDP VIP {VIP}:53 (persistence 300s): client c2 sends 5 datagrams ==");
+    let r = lab.udp(1, 53, &["--count", "5"])?;
+    failures += r.iter().filter(|r| r.backend().is_none()).count();
+    for x in &r {
+        match x {
+            Reply::Ok { backend, from, .. } => {
+                println!(
+                    "c2 <- {backend} (reply source {})",
+                    from.map(|f| f.to_string()).unwrap_or_default()
+                );
+            }
+            Reply::Err(e) => println!("c2: FAILED {e}"),
+        }
+    }
+    interrupted()?;
+
+    println!("\n== lb-ctl conns ==");
+    print!("{}", lab.ctl(&["conns"])?);
+    println!("\n== lb-ctl sessions ==");
+    print!("{}", lab.ctl(&["sessions"])?);
+    println!("\n== lb-ctl stats (non-zero series) ==");
+    for line in lab.ctl(&["stats"])?.lines() {
+        if !line.starts_with('#') && !line.ends_with(" 0") {
+            println!("{line}");
+        }
+    }
+    let status = lab.stop_balancer()?;
+    println!("\n== stopped the controller ({status}); tearing the lab down ==");
+    drop(lab);
+    if failures > 0 {
+        bail!("{failures} request(s) failed");
+    }
+    Ok(())
+}
