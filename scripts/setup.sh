@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything lb needs to build and test on a fresh Debian machine.
+# Installs everything lb needs to build and test on a fresh Debian machine;
+# `setup.sh bench` also installs the benchmark's peers and plotting.
 # Idempotent: each step checks first and does nothing when already satisfied.
 #   - Debian packages used by the lab, the tests and the benchmarks
 #   - rust-src for the nightly toolchain (the eBPF crate is built with -Z build-std)
@@ -8,7 +9,10 @@ set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-APT_PACKAGES=(iproute2 ethtool iputils-ping socat curl nftables haproxy wrk bpftool)
+APT_PACKAGES=(iproute2 ethtool iputils-ping curl bpftool util-linux procps)
+if [[ "${1:-}" == "bench" ]]; then
+    APT_PACKAGES+=(nftables haproxy nginx wrk python3 python3-matplotlib)
+fi
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -12,3 +12,10 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 pub fn lb_pass(_ctx: XdpContext) -> u32 {
     xdp_action::XDP_PASS
 }
+
+/// `lb_tx`: sends every frame back out as it came (XDP_TX): the floor the
+/// benchmarks compare the balancer's per-packet cost with.
+#[xdp]
+pub fn lb_tx(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_TX
+}

@@ -9,39 +9,23 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use aya::programs::{TestRun, TestRunOptions};
 use lb_common::{conn::conn_flags, ConnState, FlowKey, Reason, SessionKey};
 use lb_ctl::{
     dataplane::{now_ns, Dataplane, LoadOptions},
     sched::Scheduler,
     services::{Endpoint, Protocol, Services, VipId, VipSpec},
 };
-use lb_tests::{
-    netns::{in_ns, ip, Netns},
-    packet::{verify, Frame, ACK, FIN, PSH, RST, SYN},
-};
+use lb_tests::packet::{verify, Frame, ACK, FIN, PSH, RST, SYN};
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
 const XDP_REDIRECT: u32 = 4;
 
-const D0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-const E0_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x03];
-const C1_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x11];
-const B1_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x11];
-const B2_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x12];
-const B3_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x13];
-const FAR_MAC: [u8; 6] = [0x02, 0, 0, 0, 2, 0x21];
-
-const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-const C1: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
-const C2: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 12);
-const B1: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 11);
-const B2: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 12);
-const B3: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 13);
-const FAR: Ipv4Addr = Ipv4Addr::new(198, 18, 2, 21);
-const UNRESOLVED: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 99);
+use lb_tests::fib::{
+    B1, B1_MAC, B2, B2_MAC, B3, B3_MAC, C1, C1_MAC, C2, D0_MAC, E0_MAC, FAR, FAR_MAC, UNRESOLVED,
+    VIP,
+};
 
 fn ep(a: Ipv4Addr, port: u16) -> Endpoint {
     Endpoint { addr: a, port }
@@ -57,7 +41,7 @@ fn vip_id(proto: Protocol) -> VipId {
 struct Bench {
     dp: Dataplane,
     services: Services,
-    _ns: Netns,
+    _fib: lb_tests::fib::FibNs,
 }
 
 impl Bench {
@@ -66,33 +50,7 @@ impl Bench {
     }
 
     fn with_limits(name: &str, max_connections: u32, max_sessions: u32) -> Self {
-        // Stay on one CPU: the scheduler's cursor and the counters are per CPU.
-        let mut set = nix::sched::CpuSet::new();
-        set.set(0).unwrap();
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
-        let ns = Netns::new(&format!("lbt-pkt-{name}")).unwrap();
-        let n = &ns.0;
-        for cmd in [
-            format!("-n {n} link add d0 address 02:00:00:00:00:01 type veth peer name d1"),
-            format!("-n {n} link add e0 address 02:00:00:00:00:03 type veth peer name e1"),
-            format!("-n {n} link set d0 up"),
-            format!("-n {n} link set d1 up"),
-            format!("-n {n} link set e0 up"),
-            format!("-n {n} link set e1 up"),
-            format!("-n {n} addr add 198.18.0.1/24 dev d0"),
-            format!("-n {n} addr add 198.18.1.1/24 dev d0"),
-            format!("-n {n} addr add 198.18.2.1/24 dev e0"),
-            format!("-n {n} neigh add {C1} lladdr 02:00:00:00:00:11 dev d0 nud permanent"),
-            format!("-n {n} neigh add {C2} lladdr 02:00:00:00:00:11 dev d0 nud permanent"),
-            format!("-n {n} neigh add {B1} lladdr 02:00:00:00:01:11 dev d0 nud permanent"),
-            format!("-n {n} neigh add {B2} lladdr 02:00:00:00:01:12 dev d0 nud permanent"),
-            format!("-n {n} neigh add {B3} lladdr 02:00:00:00:01:13 dev d0 nud permanent"),
-            format!("-n {n} neigh add {FAR} lladdr 02:00:00:00:02:21 dev e0 nud permanent"),
-        ] {
-            ip(&cmd).unwrap();
-        }
-        in_ns(n, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]).unwrap();
-        lb_tests::netns::enter(n).unwrap();
+        let fib = lb_tests::fib::FibNs::new(&format!("lbt-pkt-{name}")).unwrap();
         let mut dp = Dataplane::load(&LoadOptions {
             max_connections,
             max_sessions,
@@ -114,7 +72,7 @@ impl Bench {
         Self {
             dp,
             services: Services::default(),
-            _ns: ns,
+            _fib: fib,
         }
     }
 
@@ -161,19 +119,8 @@ impl Bench {
     }
 
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
-        let ifindex = nix::net::if_::if_nametoindex("d0").unwrap();
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex
-        let mut ctx = [0u8; 24];
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes());
-        let mut out = vec![0u8; frame.len() + 256];
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        let r = self.dp.program().unwrap().test_run(opts).unwrap();
-        out.truncate(r.data_size_out as usize);
-        (r.return_value, out)
+        let (verdict, out, _) = lb_tests::fib::run(self.dp.program().unwrap(), frame, 1).unwrap();
+        (verdict, out)
     }
 
     fn reason(&self, slot: u32) -> u64 {

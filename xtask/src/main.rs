@@ -36,6 +36,13 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmark (not part of the tests): per-packet cost, scale,
+    /// packet and connection rates against nftables and HAProxy. Writes
+    /// target/bench/. `--quick` finishes in under five minutes.
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build the lab and leave it running (`lb-lab up`; see --help there).
     LabUp {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -92,6 +99,11 @@ fn main() -> Result<()> {
             setup()?;
             build()?;
             lab(&["demo"], &args)
+        }
+        Cmd::Bench { args } => {
+            run(Command::new("bash").args(["scripts/setup.sh", "bench"]))?;
+            run(Command::new("cargo").args(["build", "--release", "--bins"]))?;
+            run(Command::new(root().join("target/release/lb-bench")).args(&args))
         }
         Cmd::LabUp { args } => {
             setup()?;

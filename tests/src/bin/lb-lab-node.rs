@@ -51,6 +51,15 @@ enum Cmd {
         #[arg(required = true)]
         ifaces: Vec<String>,
     },
+    /// Send small UDP datagrams as fast as possible for SECONDS, over FLOWS
+    /// sockets spread across the comma-separated TARGETS; print the count.
+    Flood {
+        targets: String,
+        #[arg(long, default_value_t = 32)]
+        flows: u32,
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
     /// Send UDP datagrams to TARGET from one socket.
     Udp {
         target: SocketAddr,
@@ -105,6 +114,11 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Flood {
+            targets,
+            flows,
+            seconds,
+        } => flood(&targets, flows, seconds),
         Cmd::Udp {
             target,
             count,
@@ -132,6 +146,51 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Datagrams per `sendmmsg` call.
+const BATCH: usize = 64;
+
+fn flood(targets: &str, flows: u32, seconds: u64) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let targets: Vec<SocketAddr> = targets
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("TARGETS: ADDR:PORT[,ADDR:PORT...]")?;
+    let mut socks = Vec::new();
+    for i in 0..flows as usize {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.connect(targets[i % targets.len()])?;
+        socks.push(s);
+    }
+    // 18 bytes of payload: a 64-byte Ethernet frame with its FCS.
+    let payload = [0x5au8; 18];
+    let mut iov: Vec<libc::iovec> = (0..BATCH)
+        .map(|_| libc::iovec {
+            iov_base: payload.as_ptr() as *mut libc::c_void,
+            iov_len: payload.len(),
+        })
+        .collect();
+    // SAFETY: zeroed mmsghdr is valid; each points at one iovec.
+    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect();
+    for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+        m.msg_hdr.msg_iov = std::ptr::from_mut(v);
+        m.msg_hdr.msg_iovlen = 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut sent: u64 = 0;
+    while Instant::now() < deadline {
+        for s in &socks {
+            // SAFETY: `msgs` describes BATCH valid buffers for the call.
+            let n = unsafe { libc::sendmmsg(s.as_raw_fd(), msgs.as_mut_ptr(), BATCH as u32, 0) };
+            if n > 0 {
+                sent += n as u64;
+            }
+        }
+    }
+    println!("sent {sent}");
+    Ok(())
 }
 
 fn http_request(

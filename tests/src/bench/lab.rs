@@ -1,0 +1,438 @@
+//! Throughput and connection rate through the veth lab (two-arm: the client
+//! behind the balancer's eth0, three backends behind eth1), this balancer
+//! against nftables DNAT, HAProxy in TCP mode and plain routing, with the
+//! same client command for every variant, alternating within each round.
+
+use std::{net::Ipv4Addr, process::Command, thread, time::Duration};
+
+use anyhow::{bail, Context as _, Result};
+
+use super::{report::Samples, Plan};
+use crate::{
+    lab::{bin_dir, Lab, Layout, VIP},
+    netns::in_ns,
+};
+
+/// UDP port of the packet-rate test (backends drop it in prerouting).
+const SINK_PORT: u16 = 9;
+/// TCP port nginx serves on the backends, and the VIP's port.
+const HTTP_PORT: u16 = 80;
+const FLOWS: u32 = 32;
+
+const BACKENDS: [Ipv4Addr; 3] = [
+    Ipv4Addr::new(198, 18, 1, 11),
+    Ipv4Addr::new(198, 18, 1, 12),
+    Ipv4Addr::new(198, 18, 1, 13),
+];
+
+/// How traffic crosses the balancer host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Variant {
+    /// lb's XDP program.
+    Xdp,
+    /// nftables DNAT in prerouting (with conntrack).
+    Nftables,
+    /// HAProxy in TCP mode on the balancer host.
+    Haproxy,
+    /// No balancing: the client talks to one backend, routed by the kernel.
+    Direct,
+}
+
+impl Variant {
+    const fn name(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp",
+            Self::Nftables => "nftables",
+            Self::Haproxy => "haproxy",
+            Self::Direct => "direct",
+        }
+    }
+}
+
+struct BenchLab {
+    lab: Lab,
+    active: Option<Variant>,
+}
+
+/// The backends as config YAML lines (with `port`) or as an nft map body.
+fn backends_list(port: Option<u16>) -> String {
+    match port {
+        Some(p) => BACKENDS
+            .iter()
+            .map(|b| format!("      - {{ address: {b}, port: {p} }}\n"))
+            .collect(),
+        None => BACKENDS
+            .iter()
+            .enumerate()
+            .map(|(i, b)| format!("{i} : {b}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+impl BenchLab {
+    fn up() -> Result<Self> {
+        let lab = Lab::up("lbb", Layout::TwoArm, 1, 3)?;
+        let lb = lab.balancer.ns.clone();
+        in_ns(&lb, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+        let c = &lab.clients[0].ns;
+        in_ns(c, &["sh", "-c", "echo 1024 65535 > /proc/sys/net/ipv4/ip_local_port_range; echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse"])?;
+        for b in &lab.backends {
+            // Drop the packet-rate test's datagrams early (counted on eth0 first).
+            in_ns(&b.ns, &["nft", &format!(
+                "add table ip sink; add chain ip sink pre {{ type filter hook prerouting priority -300; policy accept; }}; add rule ip sink pre udp dport {SINK_PORT} drop"
+            )])?;
+            let conf = lab.workdir.join(format!("nginx-{}.conf", b.name));
+            let dir = lab.workdir.display();
+            std::fs::write(
+                &conf,
+                format!(
+                    "worker_processes 1;\npid {dir}/nginx-{n}.pid;\nerror_log {dir}/nginx-{n}.err;\ndaemon on;\n\
+                     events {{ worker_connections 16384; }}\n\
+                     http {{ access_log off; client_body_temp_path {dir}/tmp-{n}; proxy_temp_path {dir}/tmp-{n};\n\
+                     fastcgi_temp_path {dir}/tmp-{n}; uwsgi_temp_path {dir}/tmp-{n}; scgi_temp_path {dir}/tmp-{n};\n\
+                     server {{ listen {HTTP_PORT} backlog=8192 reuseport; keepalive_requests 1000000;\n\
+                     location / {{ return 200 \"{n}\\n\"; }} }} }}\n",
+                    n = b.name
+                ),
+            )?;
+            in_ns(&b.ns, &["nginx", "-c", &conf.to_string_lossy()])
+                .context("starting nginx on a backend")?;
+        }
+        Ok(Self { lab, active: None })
+    }
+
+    fn lb_ns(&self) -> String {
+        self.lab.balancer.ns.clone()
+    }
+
+    /// Switch the balancer host to `v`, undoing the previous variant.
+    fn switch(&mut self, v: Variant) -> Result<()> {
+        if self.active == Some(v) {
+            return Ok(());
+        }
+        match self.active.take() {
+            Some(Variant::Xdp) => {
+                self.lab.stop_balancer()?;
+            }
+            Some(Variant::Nftables) => {
+                in_ns(&self.lb_ns(), &["nft", "delete table ip lbbench"])?;
+            }
+            Some(Variant::Haproxy) => {
+                let pid = std::fs::read_to_string(self.lab.workdir.join("haproxy.pid"))?;
+                for p in pid.split_whitespace() {
+                    let _ = Command::new("kill").arg(p).status();
+                }
+                thread::sleep(Duration::from_millis(300));
+            }
+            Some(Variant::Direct) | None => {}
+        }
+        match v {
+            Variant::Xdp => {
+                let config = format!(
+                    "vips:\n  - address: {VIP}\n    port: {SINK_PORT}\n    protocol: udp\n    backends:\n{}\
+                     \n  - address: {VIP}\n    port: {HTTP_PORT}\n    protocol: tcp\n    persistence: {{ timeout: 300s, netmask: 32 }}\n    backends:\n{}\
+                     limits: {{ max_connections: 1000000, max_sessions: 100000 }}\n",
+                    backends_list(Some(SINK_PORT)),
+                    backends_list(Some(HTTP_PORT)),
+                );
+                self.lab.start_balancer(&config)?;
+            }
+            Variant::Nftables => {
+                let map = backends_list(None);
+                in_ns(&self.lb_ns(), &["nft", &format!(
+                    "add table ip lbbench; add chain ip lbbench pre {{ type nat hook prerouting priority dstnat; policy accept; }}; \
+                     add rule ip lbbench pre ip daddr {VIP} udp dport {SINK_PORT} dnat to numgen inc mod 3 map {{ {map} }}; \
+                     add rule ip lbbench pre ip daddr {VIP} tcp dport {HTTP_PORT} dnat to jhash ip saddr mod 3 map {{ {map} }}"
+                )])?;
+            }
+            Variant::Haproxy => {
+                let cfg = self.lab.workdir.join("haproxy.cfg");
+                let servers: String = BACKENDS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| format!("  server b{} {b}:{HTTP_PORT}\n", i + 1))
+                    .collect();
+                std::fs::write(
+                    &cfg,
+                    format!(
+                        "global\n  maxconn 200000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+                         frontend f\n  bind {VIP}:{HTTP_PORT}\n  default_backend b\nbackend b\n  balance source\n{servers}"
+                    ),
+                )?;
+                let pid = self.lab.workdir.join("haproxy.pid");
+                in_ns(
+                    &self.lb_ns(),
+                    &[
+                        "haproxy",
+                        "-D",
+                        "-f",
+                        &cfg.to_string_lossy(),
+                        "-p",
+                        &pid.to_string_lossy(),
+                    ],
+                )?;
+                thread::sleep(Duration::from_millis(300));
+            }
+            Variant::Direct => {}
+        }
+        self.active = Some(v);
+        Ok(())
+    }
+
+    fn backend_rx(&self) -> Result<u64> {
+        let mut sum = 0;
+        for b in &self.lab.backends {
+            let out = in_ns(&b.ns, &["cat", "/sys/class/net/eth0/statistics/rx_packets"])?;
+            sum += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>()?;
+        }
+        Ok(sum)
+    }
+}
+
+/// Busy and total CPU time of the machine, in ns.
+fn cpu_busy_ns() -> Result<u64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = v
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| x)
+        .sum();
+    let hz = 100u64; // USER_HZ
+    Ok(busy * 1_000_000_000 / hz)
+}
+
+/// Packet rate: one UDP generator, counted where the backends receive.
+///
+/// # Errors
+/// When the lab or a variant cannot be set up.
+pub fn run(plan: &Plan, samples: &mut Samples) -> Result<()> {
+    let mut bl = BenchLab::up()?;
+    let node = bin_dir().join("lb-lab-node").to_string_lossy().into_owned();
+    let client = bl.lab.clients[0].ns.clone();
+    for round in 0..=plan.rounds {
+        let warm = round == 0;
+        for v in [Variant::Xdp, Variant::Nftables, Variant::Direct] {
+            bl.switch(v)?;
+            let targets = if v == Variant::Direct {
+                BACKENDS
+                    .iter()
+                    .map(|b| format!("{b}:{SINK_PORT}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            } else {
+                format!("{VIP}:{SINK_PORT}")
+            };
+            let rx0 = bl.backend_rx()?;
+            let cpu0 = cpu_busy_ns()?;
+            let out = in_ns(
+                &client,
+                &[
+                    "taskset",
+                    "-c",
+                    "0",
+                    &node,
+                    "flood",
+                    &targets,
+                    "--flows",
+                    &FLOWS.to_string(),
+                    "--seconds",
+                    &plan.seconds.to_string(),
+                ],
+            )?;
+            let cpu = cpu_busy_ns()? - cpu0;
+            thread::sleep(Duration::from_millis(200));
+            let rx = bl.backend_rx()? - rx0;
+            let secs = plan.seconds as f64;
+            let pps = rx as f64 / secs;
+            let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            eprintln!(
+                "pps round {round} {}: {pps:.0} pps delivered ({sent}), {:.0} CPU ns/packet",
+                v.name(),
+                cpu as f64 / rx.max(1) as f64
+            );
+            if !warm {
+                let name = if v == Variant::Direct {
+                    "route"
+                } else {
+                    v.name()
+                };
+                samples.add(
+                    &format!("pps_{name}"),
+                    "packets/s",
+                    &format!(
+                        "UDP 64-byte frames, {FLOWS} flows, delivered to the backends ({name})"
+                    ),
+                    pps,
+                );
+                samples.add(
+                    &format!("cpu_ns_per_packet_{name}"),
+                    "ns",
+                    "machine CPU time (both cores, generator included) per delivered packet",
+                    cpu as f64 / rx.max(1) as f64,
+                );
+            }
+        }
+        for v in [
+            Variant::Direct,
+            Variant::Xdp,
+            Variant::Nftables,
+            Variant::Haproxy,
+        ] {
+            bl.switch(v)?;
+            let target = if v == Variant::Direct {
+                format!("http://{}:{HTTP_PORT}/", BACKENDS[0])
+            } else {
+                format!("http://{VIP}:{HTTP_PORT}/")
+            };
+            for (mode, close) in [("close", true), ("keepalive", false)] {
+                let w = wrk(&client, &target, close, plan.seconds)?;
+                eprintln!(
+                    "tcp round {round} {} {mode}: {:.0} req/s p50 {:.3} ms p99 {:.3} ms errors {}",
+                    v.name(),
+                    w.rps,
+                    w.p50_ms,
+                    w.p99_ms,
+                    w.errors
+                );
+                if !warm {
+                    let what = if close {
+                        "new connection per request (Connection: close)"
+                    } else {
+                        "keep-alive"
+                    };
+                    let n = v.name();
+                    if close {
+                        samples.add(
+                            &format!("cps_{n}"),
+                            "connections/s",
+                            &format!("wrk -t1 -c{WRK_CONNS}, {what}, via {n}"),
+                            w.rps,
+                        );
+                    } else {
+                        samples.add(
+                            &format!("rps_keepalive_{n}"),
+                            "requests/s",
+                            &format!("wrk -t1 -c{WRK_CONNS}, {what}, via {n}"),
+                            w.rps,
+                        );
+                    }
+                    samples.add(
+                        &format!("p50_ms_{mode}_{n}"),
+                        "ms",
+                        &format!("wrk latency p50, {what}, via {n}"),
+                        w.p50_ms,
+                    );
+                    samples.add(
+                        &format!("p99_ms_{mode}_{n}"),
+                        "ms",
+                        &format!("wrk latency p99, {what}, via {n}"),
+                        w.p99_ms,
+                    );
+                    samples.add(
+                        &format!("errors_{mode}_{n}"),
+                        "count",
+                        &format!("wrk socket errors and non-2xx, {what}, via {n}"),
+                        w.errors as f64,
+                    );
+                }
+            }
+        }
+    }
+    bl.switch(Variant::Direct)?;
+    Ok(())
+}
+
+const WRK_CONNS: u32 = 16;
+
+struct Wrk {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn wrk(ns: &str, url: &str, close: bool, seconds: u64) -> Result<Wrk> {
+    let mut args = vec![
+        "taskset".to_string(),
+        "-c".into(),
+        "0".into(),
+        "wrk".into(),
+        "-t1".into(),
+        format!("-c{WRK_CONNS}"),
+        format!("-d{seconds}s"),
+        "--latency".into(),
+    ];
+    if close {
+        args.extend(["-H".into(), "Connection: close".into()]);
+    }
+    args.push(url.to_string());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = in_ns(ns, &refs)?;
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn ms(v: &str) -> Option<f64> {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1e3,
+        "ms" => n,
+        "s" => n * 1e3,
+        "m" => n * 60e3,
+        _ => return None,
+    })
+}
+
+fn parse_wrk(text: &str) -> Result<Wrk> {
+    let mut w = Wrk {
+        rps: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        errors: 0,
+    };
+    for line in text.lines() {
+        let t: Vec<&str> = line.split_whitespace().collect();
+        match t.as_slice() {
+            ["Requests/sec:", v] => w.rps = v.parse()?,
+            ["50%", v] => w.p50_ms = ms(v).unwrap_or(f64::NAN),
+            ["99%", v] => w.p99_ms = ms(v).unwrap_or(f64::NAN),
+            ["Socket", "errors:", rest @ ..] => {
+                w.errors += rest
+                    .iter()
+                    .filter_map(|x| x.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            ["Non-2xx", "or", "3xx", "responses:", v] => w.errors += v.parse::<u64>()?,
+            _ => {}
+        }
+    }
+    if !w.rps.is_finite() {
+        bail!("wrk printed no request rate:\n{text}");
+    }
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_output_parses() {
+        let text = "Running 2s test @ http://198.18.0.100/\n  1 threads and 16 connections\n  Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   1.10ms  300.00us   5.00ms   80.00%\n  Latency Distribution\n     50%  1.02ms\n     75%    1.20ms\n     90%    1.50ms\n     99%  850.00us\n  28000 requests in 2.00s, 3.00MB read\n  Socket errors: connect 0, read 2, write 0, timeout 1\nRequests/sec:  14000.50\nTransfer/sec:      1.50MB\n";
+        let w = parse_wrk(text).unwrap();
+        assert!((w.rps - 14000.5).abs() < 1e-9);
+        assert!((w.p50_ms - 1.02).abs() < 1e-9);
+        assert!((w.p99_ms - 0.85).abs() < 1e-9);
+        assert_eq!(w.errors, 3);
+    }
+}

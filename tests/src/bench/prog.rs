@@ -1,0 +1,471 @@
+//! Per-packet cost of the XDP program through BPF_PROG_TEST_RUN, the scale
+//! curve, the sweeper over a million entries and the kernel memory per
+//! connection.
+//!
+//! With `repeat`, the kernel runs the program again and again on the buffer
+//! it rewrote the round before. A DNAT program would drift onto another path
+//! after the first round, so each path is made a fixed point:
+//! - established forward: the table holds (client → VIP, DNAT to backend) and
+//!   (client → backend, DNAT to VIP), so every repetition is an established
+//!   forward packet, alternating between two entries of the same shape;
+//! - established reply: likewise (backend → client, SNAT to VIP) and
+//!   (VIP → client, SNAT to backend);
+//! - pass: a packet to no VIP is not rewritten at all;
+//! - new flows cannot be a fixed point (the first repetition records the
+//!   connection), so they run once per call on a fresh flow, and the same is
+//!   done for the XDP_TX floor: the program's cost is the per-call median
+//!   minus the floor's per-call median, plus the floor measured with repeat.
+
+use std::{net::Ipv4Addr, time::Instant};
+
+use anyhow::{bail, Context as _, Result};
+use aya::{
+    programs::{Xdp, XdpMode},
+    Ebpf,
+};
+use lb_common::{conn::conn_flags, ConnState, FlowKey, Session, SessionKey, Settings};
+use lb_ctl::{
+    dataplane::{now_ns, Dataplane, LoadOptions, PASS_PROGRAM},
+    sched::Scheduler,
+    services::{Endpoint, Protocol, Services, VipId, VipSpec},
+};
+
+use super::{report::Samples, Plan};
+use crate::{
+    fib::{self, FibNs, B1, B2, B3, C1, VIP},
+    packet::{Frame, ACK, SYN},
+};
+
+const XDP_TX: u32 = 3;
+const XDP_PASS: u32 = 2;
+
+fn raw(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> FlowKey {
+    FlowKey {
+        src_addr: raw(src.0),
+        dst_addr: raw(dst.0),
+        src_port: src.1.to_be(),
+        dst_port: dst.1.to_be(),
+        proto: 6,
+        _pad: [0; 3],
+    }
+}
+
+fn settings(established_ns: u64) -> Settings {
+    Settings {
+        tcp_syn_ns: 60_000_000_000,
+        tcp_established_ns: established_ns,
+        tcp_closing_ns: 10_000_000_000,
+        udp_ns: 300_000_000_000,
+    }
+}
+
+/// The balancer's program with a persistent VIP 198.18.0.100:80 over
+/// B1..B3:8080, and the XDP_TX floor program, in a FIB namespace.
+struct Rig {
+    dp: Dataplane,
+    floor: Ebpf,
+    services: Services,
+    _fib: FibNs,
+}
+
+impl Rig {
+    fn new(name: &str, max_entries: u32) -> Result<Self> {
+        let fib = FibNs::new(name)?;
+        let mut dp = Dataplane::load(&LoadOptions {
+            max_connections: max_entries,
+            max_sessions: max_entries,
+            pin_dir: None,
+        })?;
+        dp.tables.set_settings(&settings(900_000_000_000))?;
+        dp.attach(&FibNs::ifaces(), false)?;
+        let mut services = Services::default();
+        let id = VipId {
+            endpoint: Endpoint {
+                addr: VIP,
+                port: 80,
+            },
+            protocol: Protocol::Tcp,
+        };
+        services.add_vip(VipSpec {
+            name: None,
+            id,
+            scheduler: Scheduler::Rr,
+            persistence_timeout: std::time::Duration::from_secs(3600),
+            persistence_netmask: 32,
+        })?;
+        for b in [B1, B2, B3] {
+            services.add_backend(
+                &id,
+                Endpoint {
+                    addr: b,
+                    port: 8080,
+                },
+                1,
+            )?;
+        }
+        dp.tables.apply(&Services::default(), &services)?;
+        let mut floor = Ebpf::load(PASS_PROGRAM)?;
+        let p: &mut Xdp = floor.program_mut("lb_tx").context("lb_tx")?.try_into()?;
+        p.load()?;
+        // Registers d0's receive queue for the floor's runs too.
+        let _ = XdpMode::Driver;
+        Ok(Self {
+            dp,
+            floor,
+            services,
+            _fib: fib,
+        })
+    }
+
+    fn lb(&self) -> Result<&Xdp> {
+        Ok(self.dp.program()?)
+    }
+
+    fn floor(&self) -> Result<&Xdp> {
+        Ok(self.floor.program("lb_tx").context("lb_tx")?.try_into()?)
+    }
+
+    /// The established fixed points (see the module docs).
+    fn install_established(&mut self) -> Result<()> {
+        let now = now_ns()?;
+        let c = (C1, 40000);
+        let entry = |nat: (Ipv4Addr, u16), flags: u8| lb_common::Conn {
+            last_seen_ns: now,
+            nat_addr: raw(nat.0),
+            nat_port: nat.1.to_be(),
+            state: ConnState::TCP_ESTABLISHED,
+            flags,
+            backend_id: 0,
+            vip_id: 0,
+            session_client: raw(C1),
+            backend_gen: 1,
+        };
+        let t = &mut self.dp.tables.conns;
+        t.insert(key(c, (VIP, 80)), entry((B1, 8080), conn_flags::SESSION), 0)?;
+        t.insert(key(c, (B1, 8080)), entry((VIP, 80), conn_flags::SESSION), 0)?;
+        t.insert(key((B1, 8080), c), entry((VIP, 80), conn_flags::REPLY), 0)?;
+        t.insert(key((VIP, 80), c), entry((B1, 8080), conn_flags::REPLY), 0)?;
+        Ok(())
+    }
+}
+
+/// Kernel-timed ns per repetition of `prog` on `frame`, checking the verdict.
+fn repeated(prog: &Xdp, frame: &[u8], repeat: u32, want: u32) -> Result<f64> {
+    let (verdict, _, d) = fib::run(prog, frame, repeat)?;
+    if verdict != want {
+        bail!("expected verdict {want}, got {verdict}");
+    }
+    Ok(d.as_nanos() as f64)
+}
+
+/// Median kernel-timed ns of single runs over `frames`.
+fn single(prog: &Xdp, frames: impl Iterator<Item = Vec<u8>>, want: u32) -> Result<f64> {
+    let mut v = Vec::new();
+    for f in frames {
+        let (verdict, _, d) = fib::run(prog, &f, 1)?;
+        if verdict != want {
+            bail!("expected verdict {want}, got {verdict}");
+        }
+        v.push(d.as_nanos() as f64);
+    }
+    Ok(super::report::median(&v))
+}
+
+fn client_frame(client: Ipv4Addr, port: u16) -> Vec<u8> {
+    Frame::tcp((client, port), (VIP, 80), SYN)
+        .macs(fib::C1_MAC, fib::D0_MAC)
+        .build()
+}
+
+/// Per-packet cost of every path, in rounds.
+///
+/// # Errors
+/// When the program cannot be loaded or run.
+pub fn per_packet(plan: &Plan, samples: &mut Samples) -> Result<()> {
+    let mut rig = Rig::new("lbb-prog", 1_000_000)?;
+    rig.install_established()?;
+    // Clients with a live session on B1, and fresh ones for misses.
+    let now = now_ns()?;
+    rig.dp.tables.sessions.insert(
+        SessionKey {
+            vip_id: 0,
+            client: raw(C1),
+        },
+        Session {
+            last_seen_ns: now,
+            backend_id: 0,
+            backend_gen: 1,
+        },
+        0,
+    )?;
+    let established = Frame::tcp((C1, 40000), (VIP, 80), ACK)
+        .macs(fib::C1_MAC, fib::D0_MAC)
+        .build();
+    let reply = Frame::tcp((B1, 8080), (C1, 40000), ACK)
+        .macs(fib::B1_MAC, fib::D0_MAC)
+        .build();
+    let pass = Frame::tcp((C1, 40001), (Ipv4Addr::new(198, 18, 0, 1), 22), SYN).build();
+    let mut port: u32 = 0;
+    let mut fresh: u32 = 0;
+    for round in 0..=plan.rounds {
+        let warm = round == 0;
+        let mut put = |name: &str, detail: &str, v: f64| {
+            if !warm {
+                samples.add(name, "ns", detail, v);
+            }
+        };
+        let floor = repeated(rig.floor()?, &established, plan.repeat, XDP_TX)?;
+        put(
+            "ns_floor_xdp_tx",
+            "minimal XDP_TX program, BPF_PROG_TEST_RUN repeat",
+            floor,
+        );
+        let pass_ns = repeated(rig.lb()?, &pass, plan.repeat, XDP_PASS)?;
+        put(
+            "ns_pass",
+            "TCP to a non-VIP address: conntrack miss, VIP miss, XDP_PASS",
+            pass_ns,
+        );
+        let est = repeated(rig.lb()?, &established, plan.repeat, XDP_TX)?;
+        put(
+            "ns_established",
+            "established forward: lookup, DNAT, FIB, XDP_TX (fixed point)",
+            est,
+        );
+        put(
+            "established_over_floor",
+            "ns_established / ns_floor_xdp_tx",
+            est / floor,
+        );
+        let rep = repeated(rig.lb()?, &reply, plan.repeat, XDP_TX)?;
+        put(
+            "ns_reply",
+            "established reply: lookup, SNAT, FIB, XDP_TX (fixed point)",
+            rep,
+        );
+
+        // New flows, once per call; the floor the same way.
+        let n = plan.new_flows;
+        let floor1 = single(rig.floor()?, (0..n).map(|_| established.clone()), XDP_TX)?;
+        let frames_hit: Vec<Vec<u8>> = (0..n)
+            .map(|_| {
+                port = port.wrapping_add(1);
+                client_frame(C1, 1024 + (port % 60000) as u16)
+            })
+            .collect();
+        let hit = single(rig.lb()?, frames_hit.into_iter(), XDP_TX)? - floor1 + floor;
+        put("ns_new_session_hit", "new connection of a pinned client: session hit, 2 inserts (single runs, floor-corrected)", hit);
+        let frames_miss: Vec<Vec<u8>> = (0..n)
+            .map(|_| {
+                fresh += 1;
+                // A client never seen: 198.19.x.y.
+                let a = Ipv4Addr::new(198, 19, (fresh >> 8) as u8, fresh as u8);
+                client_frame(a, 40000)
+            })
+            .collect();
+        let miss = single(rig.lb()?, frames_miss.into_iter(), XDP_TX)? - floor1 + floor;
+        put(
+            "ns_new_session_miss",
+            "new client: session miss, scheduler, 3 inserts (single runs, floor-corrected)",
+            miss,
+        );
+        eprintln!(
+            "per-packet round {round}{}: floor {floor:.1} pass {pass_ns:.1} est {est:.1} reply {rep:.1} hit {hit:.1} miss {miss:.1} ns",
+            if warm { " (warm-up)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Established cost with 1k .. `max` entries in both tables, the sweeper
+/// over them, and memory per connection.
+///
+/// # Errors
+/// When the program cannot be loaded or run.
+pub fn scale(plan: &Plan, samples: &mut Samples) -> Result<()> {
+    // Headroom: a preallocated hash map may refuse its last few entries.
+    let mut rig = Rig::new("lbb-scale", plan.max_entries + 1024)?;
+    rig.install_established()?;
+    let established = Frame::tcp((C1, 40000), (VIP, 80), ACK)
+        .macs(fib::C1_MAC, fib::D0_MAC)
+        .build();
+    let now = now_ns()?;
+    let mut filled: u32 = 0;
+    let sizes: Vec<(u32, &str)> = [
+        (1_000, "1k"),
+        (10_000, "10k"),
+        (100_000, "100k"),
+        (1_000_000, "1m"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n <= plan.max_entries)
+    .collect();
+    for (size, label) in &sizes {
+        let t = Instant::now();
+        while filled < *size {
+            let i = filled;
+            let k = FlowKey {
+                src_addr: raw(Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8)),
+                dst_addr: raw(VIP),
+                src_port: (1024 + (i >> 16) as u16).to_be(),
+                dst_port: 80u16.to_be(),
+                proto: 6,
+                _pad: [0; 3],
+            };
+            let c = lb_common::Conn {
+                last_seen_ns: now,
+                nat_addr: raw(B2),
+                nat_port: 8080u16.to_be(),
+                state: ConnState::TCP_ESTABLISHED,
+                flags: 0,
+                backend_id: 1,
+                vip_id: 0,
+                session_client: k.src_addr,
+                backend_gen: 1,
+            };
+            rig.dp
+                .tables
+                .conns
+                .insert(k, c, 0)
+                .with_context(|| format!("filling CONNS at {i}"))?;
+            rig.dp
+                .tables
+                .sessions
+                .insert(
+                    SessionKey {
+                        vip_id: 0,
+                        client: i.wrapping_add(0x0100_0000),
+                    },
+                    Session {
+                        last_seen_ns: now,
+                        backend_id: 1,
+                        backend_gen: 1,
+                    },
+                    0,
+                )
+                .with_context(|| format!("filling SESSIONS at {i}"))?;
+            filled += 1;
+        }
+        eprintln!(
+            "scale: filled {filled} entries in each table ({:.1?})",
+            t.elapsed()
+        );
+        for round in 0..=plan.rounds {
+            let floor = repeated(rig.floor()?, &established, plan.repeat, XDP_TX)?;
+            let est = repeated(rig.lb()?, &established, plan.repeat, XDP_TX)?;
+            if round > 0 {
+                samples.add(
+                    &format!("ns_established_{label}"),
+                    "ns",
+                    &format!("established forward with {size} entries in the connection and persistence tables"),
+                    est,
+                );
+                samples.add(
+                    &format!("floor_at_{label}"),
+                    "ns",
+                    "XDP_TX floor measured alongside",
+                    floor,
+                );
+            }
+        }
+    }
+    let (Some(first), Some(last)) = (sizes.first(), sizes.last()) else {
+        return Ok(());
+    };
+    let ratio = samples.median(&format!("ns_established_{}", last.1))
+        / samples.median(&format!("ns_established_{}", first.1));
+    samples.add(
+        &format!("established_{}_over_{}", last.1, first.1),
+        "ratio",
+        "median established cost at the largest size over the smallest",
+        ratio,
+    );
+
+    // Memory per connection, from the map's own accounting (fdinfo memlock).
+    if let Some((memlock, max_entries)) = conns_memlock((plan.max_entries + 1024).saturating_mul(2))
+    {
+        samples.add(
+            "bytes_per_connection",
+            "bytes",
+            "CONNS memlock / connections it holds (2 entries each, preallocated)",
+            memlock as f64 / (f64::from(max_entries) / 2.0),
+        );
+    }
+
+    // The sweeper: scan only (nothing expired), then delete everything.
+    let entries = rig.dp.tables.conns.keys().count() + rig.dp.tables.sessions.keys().count();
+    let (wall, cpu) = timed(|| rig.dp.tables.sweep(&rig.services).map(|_| ()))?;
+    samples.add(
+        "sweep_scan_1m_ms",
+        "ms",
+        &format!("sweep with nothing expired over {entries} entries (wall)"),
+        wall,
+    );
+    rig.dp.tables.set_settings(&settings(1))?;
+    let mut report = None;
+    let (wall, cpu_del) = timed(|| {
+        report = Some(rig.dp.tables.sweep(&rig.services)?);
+        Ok(())
+    })?;
+    let deleted = report.map_or(0, |r| r.connections_deleted + r.sessions_deleted);
+    samples.add(
+        "sweep_1m_ms",
+        "ms",
+        &format!("sweep deleting {deleted} expired entries of {entries} (wall)"),
+        wall,
+    );
+    samples.add(
+        "sweep_1m_cpu_ms",
+        "ms",
+        "CPU time (user+system) of that sweep",
+        cpu_del,
+    );
+    samples.add(
+        "sweep_scan_1m_cpu_ms",
+        "ms",
+        "CPU time of the scan-only sweep",
+        cpu,
+    );
+    Ok(())
+}
+
+fn cpu_ms() -> f64 {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF);
+    u.map_or(0.0, |u| {
+        let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 * 1e3 + tv.tv_usec() as f64 / 1e3;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
+fn timed(f: impl FnOnce() -> Result<(), lb_ctl::dataplane::DataplaneError>) -> Result<(f64, f64)> {
+    let c0 = cpu_ms();
+    let t = Instant::now();
+    f()?;
+    Ok((t.elapsed().as_secs_f64() * 1e3, cpu_ms() - c0))
+}
+
+/// (memlock, max_entries) of this process's connection table.
+fn conns_memlock(max_entries: u32) -> Option<(u64, u32)> {
+    for e in std::fs::read_dir("/proc/self/fdinfo").ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse::<u64>().ok()))
+                .flatten()
+        };
+        if field("map_type:") == Some(1)
+            && field("key_size:") == Some(16)
+            && field("value_size:") == Some(32)
+            && field("max_entries:") == Some(u64::from(max_entries))
+        {
+            return field("memlock:").map(|m| (m, max_entries));
+        }
+    }
+    None
+}
