@@ -116,8 +116,21 @@ pub struct Conn {
     pub session_client: u32,
     /// Generation of the backend when the connection was made.
     pub backend_gen: u32,
+    /// Where this half's packets go next, from the last FIB lookup; renewed
+    /// with every refresh (at most a second old). `ifindex` 0: unknown.
+    pub next_hop: NextHop,
 }
-const _: () = assert!(core::mem::size_of::<Conn>() == 32);
+const _: () = assert!(core::mem::size_of::<Conn>() == 48);
+
+/// A cached FIB result: egress interface and the MAC addresses to write.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NextHop {
+    pub ifindex: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<NextHop>() == 16);
 
 impl Conn {
     #[inline(always)]

@@ -17,7 +17,7 @@ pub mod conn;
 pub mod maps;
 pub mod stats;
 
-pub use conn::{tcp_next_state, Conn, ConnState, FlowKey, Session, SessionKey};
+pub use conn::{tcp_next_state, Conn, ConnState, FlowKey, NextHop, Session, SessionKey};
 pub use maps::{BackendInfo, Settings, VipInfo, VipKey};
 pub use stats::{Counters, Reason};
 

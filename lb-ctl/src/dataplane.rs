@@ -74,6 +74,11 @@ pub enum DataplaneError {
         field: &'static str,
         wanted: u32,
     },
+    #[error("batched access to map {name}: {source}")]
+    Batch {
+        name: &'static str,
+        source: std::io::Error,
+    },
     #[error("counting possible CPUs: {0}")]
     Cpus(String),
     #[error("reading the monotonic clock: {0}")]
@@ -362,6 +367,57 @@ fn addr(raw: u32) -> Ipv4Addr {
 }
 
 impl Tables {
+    fn fd<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> std::os::fd::RawFd {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        aya::maps::IterableMap::map(map).fd().as_fd().as_raw_fd()
+    }
+
+    /// Every entry of the connection table (batched reads).
+    ///
+    /// # Errors
+    /// When the kernel refuses the read.
+    pub fn conn_entries(&self) -> Result<Vec<(FlowKey, Conn)>> {
+        let mut all = Vec::new();
+        crate::batch::for_each::<FlowKey, Conn>(Self::fd(&self.conns), |k, v| {
+            all.extend(k.iter().copied().zip(v.iter().copied()));
+        })
+        .map_err(|e| DataplaneError::Batch {
+            name: names::CONNS,
+            source: e,
+        })?;
+        Ok(all)
+    }
+
+    /// Every entry of the persistence table (batched reads).
+    ///
+    /// # Errors
+    /// When the kernel refuses the read.
+    pub fn session_entries(&self) -> Result<Vec<(SessionKey, Session)>> {
+        let mut all = Vec::new();
+        crate::batch::for_each::<SessionKey, Session>(Self::fd(&self.sessions), |k, v| {
+            all.extend(k.iter().copied().zip(v.iter().copied()));
+        })
+        .map_err(|e| DataplaneError::Batch {
+            name: names::SESSIONS,
+            source: e,
+        })?;
+        Ok(all)
+    }
+
+    fn delete_conns(&mut self, keys: &[FlowKey]) -> Result<u64> {
+        crate::batch::delete(Self::fd(&self.conns), keys).map_err(|e| DataplaneError::Batch {
+            name: names::CONNS,
+            source: e,
+        })
+    }
+
+    fn delete_sessions(&mut self, keys: &[SessionKey]) -> Result<u64> {
+        crate::batch::delete(Self::fd(&self.sessions), keys).map_err(|e| DataplaneError::Batch {
+            name: names::SESSIONS,
+            source: e,
+        })
+    }
+
     /// Write the timeouts.
     ///
     /// # Errors
@@ -491,24 +547,19 @@ impl Tables {
     /// Delete the connections and sessions of the VIPs `gone` selects.
     fn purge(&mut self, gone: impl Fn(u32) -> bool) -> Result<()> {
         let conns: Vec<FlowKey> = self
-            .conns
-            .iter()
-            .filter_map(std::result::Result::ok)
+            .conn_entries()?
+            .into_iter()
             .filter(|(_, c)| gone(c.vip_id))
             .map(|(k, _)| k)
             .collect();
-        for k in conns {
-            let _ = self.conns.remove(&k);
-        }
+        self.delete_conns(&conns)?;
         let sessions: Vec<SessionKey> = self
-            .sessions
-            .keys()
-            .filter_map(std::result::Result::ok)
-            .filter(|k| gone(k.vip_id))
+            .session_entries()?
+            .into_iter()
+            .filter(|(k, _)| gone(k.vip_id))
+            .map(|(k, _)| k)
             .collect();
-        for k in sessions {
-            let _ = self.sessions.remove(&k);
-        }
+        self.delete_sessions(&sessions)?;
         Ok(())
     }
 
@@ -521,18 +572,22 @@ impl Tables {
         let settings = self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?;
         let now = now_ns()?;
         let mut report = SweepReport::default();
-        let mut expired = Vec::new();
-        for (k, c) in self.conns.iter().filter_map(std::result::Result::ok) {
-            report.connections_scanned += 1;
-            if c.is_expired(&settings, now) {
-                expired.push(k);
-            }
-        }
-        for k in &expired {
-            if self.conns.remove(k).is_ok() {
-                report.connections_deleted += 1;
-            }
-        }
+        let mut expired: Vec<FlowKey> = Vec::new();
+        crate::batch::for_each::<FlowKey, Conn>(Self::fd(&self.conns), |keys, values| {
+            report.connections_scanned += keys.len() as u64;
+            expired.extend(
+                keys.iter()
+                    .zip(values)
+                    .filter(|(_, c)| c.is_expired(&settings, now))
+                    .map(|(k, _)| *k),
+            );
+        })
+        .map_err(|e| DataplaneError::Batch {
+            name: names::CONNS,
+            source: e,
+        })?;
+        report.connections_deleted = self.delete_conns(&expired)?;
+        report.connections_elapsed = start.elapsed();
         let timeouts: StdHashMap<u32, u64> = services
             .vips()
             .map(|v| {
@@ -542,19 +597,27 @@ impl Tables {
                 )
             })
             .collect();
-        let mut expired = Vec::new();
-        for (k, s) in self.sessions.iter().filter_map(std::result::Result::ok) {
-            report.sessions_scanned += 1;
-            let timeout = timeouts.get(&k.vip_id).copied().unwrap_or(0);
-            if is_expired(s.last_seen_ns, timeout, now) {
-                expired.push(k);
-            }
-        }
-        for k in &expired {
-            if self.sessions.remove(k).is_ok() {
-                report.sessions_deleted += 1;
-            }
-        }
+        let mut expired: Vec<SessionKey> = Vec::new();
+        crate::batch::for_each::<SessionKey, Session>(Self::fd(&self.sessions), |keys, values| {
+            report.sessions_scanned += keys.len() as u64;
+            expired.extend(
+                keys.iter()
+                    .zip(values)
+                    .filter(|(k, s)| {
+                        is_expired(
+                            s.last_seen_ns,
+                            timeouts.get(&k.vip_id).copied().unwrap_or(0),
+                            now,
+                        )
+                    })
+                    .map(|(k, _)| *k),
+            );
+        })
+        .map_err(|e| DataplaneError::Batch {
+            name: names::SESSIONS,
+            source: e,
+        })?;
+        report.sessions_deleted = self.delete_sessions(&expired)?;
         report.elapsed = start.elapsed();
         Ok(report)
     }
@@ -567,9 +630,8 @@ impl Tables {
         let settings = self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?;
         let now = now_ns()?;
         let mut rows: Vec<ConnView> = self
-            .conns
-            .iter()
-            .filter_map(std::result::Result::ok)
+            .conn_entries()?
+            .into_iter()
             .filter(|(_, c)| c.flags & conn_flags::REPLY == 0 && !c.is_expired(&settings, now))
             .map(|(k, c)| ConnView {
                 client: Endpoint {
@@ -683,6 +745,9 @@ pub struct SweepReport {
     pub connections_deleted: u64,
     pub sessions_scanned: u64,
     pub sessions_deleted: u64,
+    /// Time spent on the connection table.
+    pub connections_elapsed: Duration,
+    /// Time spent on both tables.
     pub elapsed: Duration,
 }
 

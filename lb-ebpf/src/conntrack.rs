@@ -42,6 +42,8 @@ pub fn lookup(pkt: &Packet, now: u64) -> Option<Flow> {
     if state != c.state || needs_refresh(c.last_seen_ns, now) {
         c.state = state;
         c.last_seen_ns = now;
+        // Look the next hop up again on this packet.
+        c.next_hop.ifindex = 0;
         touch_twin(c, &pkt.key, state, now);
         if !c.is_reply() && c.flags & conn_flags::SESSION != 0 {
             select::keep_session(c, now);
@@ -54,6 +56,7 @@ pub fn lookup(pkt: &Packet, now: u64) -> Option<Flow> {
         vip_id: c.vip_id,
         backend_id: c.backend_id,
         new: false,
+        conn: entry,
     })
 }
 

@@ -11,14 +11,25 @@ use aya_ebpf::{
     programs::XdpContext,
     EbpfContext,
 };
-use lb_common::Reason;
+use lb_common::{Conn, NextHop, Reason};
 
 use crate::{maps::TX_PORTS, parse::Packet, stats};
 
 const AF_INET: u8 = 2;
 
+/// Send the (rewritten) packet on. An established flow's entry caches the
+/// FIB result: it is used while valid and filled on a miss; the entry's
+/// once-a-second refresh clears it, so routes and neighbours are at most a
+/// second stale.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
+pub fn forward(ctx: &XdpContext, pkt: &Packet, conn: *mut Conn) -> u32 {
+    if !conn.is_null() {
+        // SAFETY: a map value pointer stays valid for the rest of the program.
+        let nh = unsafe { (*conn).next_hop };
+        if nh.ifindex != 0 {
+            return emit(ctx, pkt, &nh);
+        }
+    }
     // SAFETY: the pointers were bounds-checked by `parse`.
     let (ip, ports) = unsafe { (&*pkt.ip, *pkt.ports) };
     // SAFETY: all-zero is a valid `bpf_fib_lookup`.
@@ -36,20 +47,16 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
     let rc = unsafe { fib_lookup(ctx.as_ptr(), &mut p, size_of::<bpf_fib_lookup>() as i32, 0) };
     match rc as u32 {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            // SAFETY: bounds-checked by `parse`.
-            let eth = unsafe { &mut *pkt.eth };
-            eth.dst_addr = p.dmac;
-            eth.src_addr = p.smac;
-            if p.ifindex == ctx.ingress_ifindex() as u32 {
-                stats::reason(Reason::TX);
-                xdp_action::XDP_TX
-            } else if let Ok(action) = TX_PORTS.redirect(p.ifindex, 0) {
-                stats::reason(Reason::REDIRECT);
-                action
-            } else {
-                stats::reason(Reason::PASS_FIB);
-                xdp_action::XDP_PASS
+            let nh = NextHop {
+                ifindex: p.ifindex,
+                dmac: p.dmac,
+                smac: p.smac,
+            };
+            if !conn.is_null() {
+                // SAFETY: as above.
+                unsafe { (*conn).next_hop = nh };
             }
+            emit(ctx, pkt, &nh)
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
             stats::reason(Reason::PASS_NO_NEIGH);
@@ -59,5 +66,26 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet) -> u32 {
             stats::reason(Reason::PASS_FIB);
             xdp_action::XDP_PASS
         }
+    }
+}
+
+/// Write the next hop's MAC addresses and send: XDP_TX out of the ingress
+/// interface, else a redirect to another attached interface, else (the
+/// egress interface is not ours) to the kernel.
+#[inline(always)]
+fn emit(ctx: &XdpContext, pkt: &Packet, nh: &NextHop) -> u32 {
+    // SAFETY: bounds-checked by `parse`.
+    let eth = unsafe { &mut *pkt.eth };
+    eth.dst_addr = nh.dmac;
+    eth.src_addr = nh.smac;
+    if nh.ifindex == ctx.ingress_ifindex() as u32 {
+        stats::reason(Reason::TX);
+        xdp_action::XDP_TX
+    } else if let Ok(action) = TX_PORTS.redirect(nh.ifindex, 0) {
+        stats::reason(Reason::REDIRECT);
+        action
+    } else {
+        stats::reason(Reason::PASS_FIB);
+        xdp_action::XDP_PASS
     }
 }

@@ -10,8 +10,9 @@
 //!    halves of the connection are recorded.
 //! 4. [`rewrite`]: DNAT (forward) or SNAT back to the VIP (reply), with
 //!    incremental checksums.
-//! 5. [`forward`]: next hop by `bpf_fib_lookup`, out by XDP_TX or redirect,
-//!    or to the kernel while the neighbour is unresolved.
+//! 5. [`forward`]: next hop by `bpf_fib_lookup` (cached in the connection
+//!    entry, renewed every second), out by XDP_TX or redirect, or to the
+//!    kernel while the neighbour is unresolved.
 //!
 //! The maps live in [`maps`]; the decisions shared with the controller
 //! (expiry, TCP states, checksums) live in `lb-common`.
@@ -64,7 +65,7 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
     } else {
         rewrite::dnat(&pkt, flow.nat_addr, flow.nat_port);
     }
-    Ok(forward::forward(ctx, &pkt))
+    Ok(forward::forward(ctx, &pkt, flow.conn))
 }
 
 /// What the connection table or the scheduler decided for this packet.
@@ -77,4 +78,7 @@ pub struct Flow {
     pub backend_id: u32,
     /// A connection was created by this packet.
     pub new: bool,
+    /// The connection-table entry of an established flow (null for a new
+    /// one): its cached next hop saves the FIB lookup.
+    pub conn: *mut lb_common::Conn,
 }

@@ -3,8 +3,8 @@
 //! builds the tables (rr or weighted); this side only indexes them.
 
 use lb_common::{
-    conn::conn_flags, is_expired, tcp_next_state, BackendInfo, Conn, ConnState, Reason, Session,
-    SessionKey, VipInfo, VipKey, RING_SIZE,
+    conn::conn_flags, is_expired, tcp_next_state, BackendInfo, Conn, ConnState, NextHop, Reason,
+    Session, SessionKey, VipInfo, VipKey, RING_SIZE,
 };
 
 use crate::{
@@ -61,6 +61,7 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
         vip_id: vip.id,
         session_client: client,
         backend_gen: backend.gen,
+        next_hop: NextHop::default(),
     };
     conntrack::record(&pkt.key, &fwd, key.addr, key.port)
         .map_err(|()| Reason::DROP_CONN_TABLE_FULL)?;
@@ -72,6 +73,7 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
         vip_id: vip.id,
         backend_id,
         new: true,
+        conn: core::ptr::null_mut(),
     })
 }
 

@@ -644,3 +644,25 @@ fn removing_a_vip_purges_its_state() {
     let f = to_vip((C1, 49500), ACK).build();
     assert_eq!(b.run(&f), (XDP_PASS, f.clone()));
 }
+
+#[test]
+fn established_flows_cache_the_next_hop_for_a_second() {
+    let mut b = Bench::new("nhcache");
+    b.vip(Protocol::Tcp, 0, 32);
+    let c = (C1, 49600);
+    assert_eq!(new_conn(&b, c), B1);
+    assert_forwarded(&b, &to_vip(c, ACK), B1, B1_MAC);
+    let cached = b.conn(key(c, (VIP, 80), 6)).unwrap().next_hop;
+    assert_eq!((cached.dmac, cached.smac), (B1_MAC, D0_MAC));
+    // The neighbour moves; within the second the cached next hop is used...
+    let moved = [0x02, 0, 0, 0, 1, 0x99];
+    lb_tests::netns::ip(&format!("-n lbt-pkt-nhcache neigh replace {B1} lladdr 02:00:00:00:01:99 dev d0 nud permanent")).unwrap();
+    assert_forwarded(&b, &to_vip(c, ACK), B1, B1_MAC);
+    // ...and the next refresh looks it up again.
+    let k = key(c, (VIP, 80), 6);
+    let mut e = b.conn(k).unwrap();
+    e.last_seen_ns -= 2_000_000_000;
+    b.dp.tables.conns.insert(k, e, 0).unwrap();
+    assert_forwarded(&b, &to_vip(c, ACK), B1, moved);
+    assert_eq!(b.conn(k).unwrap().next_hop.dmac, moved);
+}

@@ -156,7 +156,7 @@ impl BenchLab {
                 std::fs::write(
                     &cfg,
                     format!(
-                        "global\n  maxconn 200000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+                        "global\n  maxconn 8000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
                          frontend f\n  bind {VIP}:{HTTP_PORT}\n  default_backend b\nbackend b\n  balance source\n{servers}"
                     ),
                 )?;
