@@ -34,6 +34,11 @@ pub enum Layout {
     OneArm,
     /// Clients on one interface, backends on another.
     TwoArm,
+    /// No switch: one client wired straight to the balancer's eth0 and one
+    /// backend host straight to its eth1 (the benchmark's packet-rate
+    /// layout, so that the balancer's cost is not hidden behind bridges).
+    /// The client's eth0 runs `lb_pass` and the backend's `lb_sink`.
+    PointToPoint,
 }
 
 #[derive(Clone, Debug)]
@@ -178,6 +183,53 @@ impl Lab {
     }
 
     fn build(&mut self) -> Result<()> {
+        let node = bin("lb-lab-node")?;
+        if self.layout == Layout::PointToPoint {
+            self.build_point_to_point(&node)?;
+        } else {
+            self.build_switched(&node)?;
+        }
+        self.start_servers(&node)
+    }
+
+    fn build_point_to_point(&mut self, node: &str) -> Result<()> {
+        if self.clients.len() != 1 || self.backends.len() != 1 {
+            bail!("the point-to-point layout has one client and one backend host");
+        }
+        let lb = self.balancer.ns.clone();
+        let (c, b) = (self.clients[0].clone(), self.backends[0].clone());
+        for ns in [&lb, &c.ns, &b.ns] {
+            ip(&format!("netns add {ns}"))?;
+            ip(&format!("-n {ns} link set lo up"))?;
+        }
+        for (lb_if, host, gw) in [("eth0", &c, "198.18.0.1"), ("eth1", &b, "198.18.1.1")] {
+            ip(&format!(
+                "link add {lb_if} netns {lb} type veth peer name eth0 netns {}",
+                host.ns
+            ))?;
+            ip(&format!("-n {lb} link set {lb_if} up"))?;
+            ip(&format!(
+                "-n {} addr add {}/24 dev eth0",
+                host.ns, host.addr
+            ))?;
+            ip(&format!("-n {} link set eth0 up", host.ns))?;
+            in_ns(&host.ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+            ip(&format!("-n {} route add default via {gw}", host.ns))?;
+        }
+        ip(&format!("-n {lb} addr add 198.18.0.1/24 dev eth0"))?;
+        ip(&format!("-n {lb} addr add 198.18.1.1/24 dev eth1"))?;
+        ip(&format!("-n {lb} addr add {VIP}/32 dev lo"))?;
+        let pass =
+            hold_xdp(Command::new("ip").args(["netns", "exec", &c.ns, node, "xdp-pass", "eth0"]))?;
+        self.servers.push(pass);
+        let sink = hold_xdp(
+            Command::new("ip").args(["netns", "exec", &b.ns, node, "xdp-pass", "--sink", "eth0"]),
+        )?;
+        self.servers.push(sink);
+        Ok(())
+    }
+
+    fn build_switched(&mut self, node: &str) -> Result<()> {
         let sw = self.sw();
         let lb = self.balancer.ns.clone();
         for ns in [&sw, &lb] {
@@ -199,7 +251,9 @@ impl Lab {
         // XDP_TX or redirect are accepted there.
         let arms: Vec<(&str, &str, &str)> = match self.layout {
             Layout::OneArm => vec![("eth0", "lb0", "br0")],
-            Layout::TwoArm => vec![("eth0", "lb0", "br0"), ("eth1", "lb1", "br1")],
+            Layout::TwoArm | Layout::PointToPoint => {
+                vec![("eth0", "lb0", "br0"), ("eth1", "lb1", "br1")]
+            }
         };
         for (inside, outside, br) in &arms {
             ip(&format!(
@@ -243,26 +297,21 @@ impl Lab {
             in_ns(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
             ip(&format!("-n {ns} route add default via {gw}"))?;
         }
-        let node = bin("lb-lab-node")?;
-        let mut pass = Command::new("ip")
-            .args(["netns", "exec", &sw, &node, "xdp-pass"])
-            .args(arms.iter().map(|a| a.1))
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting the XDP pass program on the switch side")?;
-        let mut ready = String::new();
-        if let Some(out) = pass.stdout.take() {
-            std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
-        }
+        let pass = hold_xdp(
+            Command::new("ip")
+                .args(["netns", "exec", &sw, node, "xdp-pass"])
+                .args(arms.iter().map(|a| a.1)),
+        )?;
         self.servers.push(pass);
-        if ready.trim() != "ready" {
-            bail!("the XDP pass program could not be attached on the switch side");
-        }
+        Ok(())
+    }
+
+    fn start_servers(&mut self, node: &str) -> Result<()> {
         for b in &self.backends {
             let log = std::fs::File::create(self.workdir.join(format!("{}.log", b.name)))?;
             let child = Command::new("ip")
                 .args([
-                    "netns", "exec", &b.ns, &node, "serve", "--name", &b.name, "--port",
+                    "netns", "exec", &b.ns, node, "serve", "--name", &b.name, "--port",
                 ])
                 .arg(BACKEND_PORT.to_string())
                 .stdout(Stdio::null())
@@ -286,7 +335,7 @@ impl Lab {
     pub fn balancer_ifaces(&self) -> Vec<&'static str> {
         match self.layout {
             Layout::OneArm => vec!["eth0"],
-            Layout::TwoArm => vec!["eth0", "eth1"],
+            Layout::TwoArm | Layout::PointToPoint => vec!["eth0", "eth1"],
         }
     }
 
@@ -467,6 +516,26 @@ impl Drop for Lab {
         delete_all(&format!("{}-", self.prefix));
         let _ = std::fs::remove_file(&self.socket);
     }
+}
+
+/// Start an `lb-lab-node xdp-pass` helper and wait until it has attached.
+///
+/// # Errors
+/// When it cannot attach.
+pub fn hold_xdp(cmd: &mut Command) -> Result<Child> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting an XDP helper")?;
+    let mut ready = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut ready)?;
+    }
+    if ready.trim() != "ready" {
+        let _ = child.kill();
+        bail!("an XDP helper could not be attached: {cmd:?}");
+    }
+    Ok(child)
 }
 
 /// Poll `ready` every 50 ms until it holds or `timeout` passes.

@@ -656,7 +656,10 @@ fn established_flows_cache_the_next_hop_for_a_second() {
     assert_eq!((cached.dmac, cached.smac), (B1_MAC, D0_MAC));
     // The neighbour moves; within the second the cached next hop is used...
     let moved = [0x02, 0, 0, 0, 1, 0x99];
-    lb_tests::netns::ip(&format!("-n lbt-pkt-nhcache neigh replace {B1} lladdr 02:00:00:00:01:99 dev d0 nud permanent")).unwrap();
+    lb_tests::netns::ip(&format!(
+        "-n lbt-pkt-nhcache neigh replace {B1} lladdr 02:00:00:00:01:99 dev d0 nud permanent"
+    ))
+    .unwrap();
     assert_forwarded(&b, &to_vip(c, ACK), B1, B1_MAC);
     // ...and the next refresh looks it up again.
     let k = key(c, (VIP, 80), 6);

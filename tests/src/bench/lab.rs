@@ -1,7 +1,8 @@
-//! Throughput and connection rate through the veth lab (two-arm: the client
-//! behind the balancer's eth0, three backends behind eth1), this balancer
-//! against nftables DNAT, HAProxy in TCP mode and plain routing, with the
-//! same client command for every variant, alternating within each round.
+//! Throughput and connection rate through the veth lab in its point-to-point
+//! layout (the client wired to the balancer's eth0, one backend host with the
+//! three backend addresses wired to eth1): this balancer against nftables
+//! DNAT, HAProxy in TCP mode and plain routing, with the same client command
+//! for every variant, alternating within each round.
 
 use std::{net::Ipv4Addr, process::Command, thread, time::Duration};
 
@@ -9,7 +10,7 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{report::Samples, Plan};
 use crate::{
-    lab::{bin_dir, Lab, Layout, VIP},
+    lab::{bin_dir, hold_xdp, Lab, Layout, VIP},
     netns::in_ns,
 };
 
@@ -52,6 +53,30 @@ impl Variant {
 struct BenchLab {
     lab: Lab,
     active: Option<Variant>,
+    /// Helpers that hold XDP programs: `lb_pass` on the client's switch
+    /// port and `lb_sink` on the backends (switched layout).
+    helpers: Vec<std::process::Child>,
+    /// `lb_pass` on the balancer's eth0 while the kernel balances
+    /// (point-to-point layout): a veth device accepts the generator's XDP_TX
+    /// frames only when it runs XDP.
+    pass: Option<std::process::Child>,
+    lb_mac: String,
+}
+
+impl Drop for BenchLab {
+    fn drop(&mut self) {
+        for mut h in self.helpers.drain(..).chain(self.pass.take()) {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        for b in &self.lab.backends {
+            if let Ok(p) =
+                std::fs::read_to_string(self.lab.workdir.join(format!("nginx-{}.pid", b.name)))
+            {
+                let _ = Command::new("kill").arg(p.trim()).status();
+            }
+        }
+    }
 }
 
 /// The backends as config YAML lines (with `port`) or as an nft map body.
@@ -71,19 +96,72 @@ fn backends_list(port: Option<u16>) -> String {
 }
 
 impl BenchLab {
-    fn up() -> Result<Self> {
-        let lab = Lab::up("lbb", Layout::TwoArm, 1, 3)?;
+    /// The lab for the packet rate ([`Layout::TwoArm`]: client and backends
+    /// behind bridges) or the connection rate ([`Layout::PointToPoint`]).
+    fn up(layout: Layout) -> Result<Self> {
+        let hosts = if layout == Layout::PointToPoint { 1 } else { 3 };
+        let prefix = if layout == Layout::PointToPoint {
+            "lbbp"
+        } else {
+            "lbbs"
+        };
+        let lab = Lab::up(prefix, layout, 1, hosts)?;
         let lb = lab.balancer.ns.clone();
+        let node = bin_dir().join("lb-lab-node");
+        let mut helpers = Vec::new();
+        if layout == Layout::PointToPoint {
+            // One backend host answers on all three backend addresses.
+            for addr in &BACKENDS[1..] {
+                crate::netns::ip(&format!(
+                    "-n {} addr add {addr}/24 dev eth0",
+                    lab.backends[0].ns
+                ))?;
+            }
+        } else {
+            let sw = format!("{}-sw", lab.prefix);
+            let port = &lab.clients[0].name;
+            // Receive Packet Steering on the client's switch port: all that
+            // follows the generator (bridges, balancer, backends) runs on
+            // CPU 1; the generator is pinned to CPU 0.
+            in_ns(
+                &sw,
+                &[
+                    "sh",
+                    "-c",
+                    &format!("echo 2 > /sys/class/net/{port}/queues/rx-0/rps_cpus"),
+                ],
+            )?;
+            helpers.push(hold_xdp(
+                Command::new("ip")
+                    .args(["netns", "exec", &sw])
+                    .arg(&node)
+                    .args(["xdp-pass", port]),
+            )?);
+            for b in &lab.backends {
+                helpers.push(hold_xdp(
+                    Command::new("ip")
+                        .args(["netns", "exec", &b.ns])
+                        .arg(&node)
+                        .args(["xdp-pass", "--sink", "eth0"]),
+                )?);
+            }
+        }
         in_ns(&lb, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
         let c = &lab.clients[0].ns;
         in_ns(c, &["sh", "-c", "echo 1024 65535 > /proc/sys/net/ipv4/ip_local_port_range; echo 1 > /proc/sys/net/ipv4/tcp_tw_reuse"])?;
+        // No TIME_WAIT sockets: with a new connection per request, those left
+        // by one variant would slow the next one down.
+        in_ns(
+            &lb,
+            &["sh", "-c", "echo 0 > /proc/sys/net/ipv4/tcp_max_tw_buckets"],
+        )?;
+        let dir = lab.workdir.display().to_string();
         for b in &lab.backends {
-            // Drop the packet-rate test's datagrams early (counted on eth0 first).
-            in_ns(&b.ns, &["nft", &format!(
-                "add table ip sink; add chain ip sink pre {{ type filter hook prerouting priority -300; policy accept; }}; add rule ip sink pre udp dport {SINK_PORT} drop"
-            )])?;
+            in_ns(
+                &b.ns,
+                &["sh", "-c", "echo 0 > /proc/sys/net/ipv4/tcp_max_tw_buckets"],
+            )?;
             let conf = lab.workdir.join(format!("nginx-{}.conf", b.name));
-            let dir = lab.workdir.display();
             std::fs::write(
                 &conf,
                 format!(
@@ -92,14 +170,22 @@ impl BenchLab {
                      http {{ access_log off; client_body_temp_path {dir}/tmp-{n}; proxy_temp_path {dir}/tmp-{n};\n\
                      fastcgi_temp_path {dir}/tmp-{n}; uwsgi_temp_path {dir}/tmp-{n}; scgi_temp_path {dir}/tmp-{n};\n\
                      server {{ listen {HTTP_PORT} backlog=8192 reuseport; keepalive_requests 1000000;\n\
-                     location / {{ return 200 \"{n}\\n\"; }} }} }}\n",
+                     location / {{ return 200 \"$server_addr\\n\"; }} }} }}\n",
                     n = b.name
                 ),
             )?;
             in_ns(&b.ns, &["nginx", "-c", &conf.to_string_lossy()])
                 .context("starting nginx on a backend")?;
         }
-        Ok(Self { lab, active: None })
+        let mac = in_ns(&lb, &["cat", "/sys/class/net/eth0/address"])?;
+        let lb_mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+        Ok(Self {
+            lab,
+            active: None,
+            helpers,
+            pass: None,
+            lb_mac,
+        })
     }
 
     fn lb_ns(&self) -> String {
@@ -111,6 +197,31 @@ impl BenchLab {
         if self.active == Some(v) {
             return Ok(());
         }
+        self.switch_inner(v)?;
+        if self.lab.layout != Layout::PointToPoint {
+            return Ok(());
+        }
+        // Threaded NAPI on the balancer's eth0 (its receive path exists once
+        // an XDP program is attached), the thread pinned to CPU 1: the
+        // generator and wrk (pinned to CPU 0) fill the device's ring, and the
+        // balancer (XDP, or the kernel's stack) drains it on the other core.
+        let before = napi_threads();
+        in_ns(
+            &self.lb_ns(),
+            &[
+                "sh",
+                "-c",
+                "echo 0 > /sys/class/net/eth0/threaded; echo 1 > /sys/class/net/eth0/threaded",
+            ],
+        )?;
+        thread::sleep(Duration::from_millis(100));
+        for pid in napi_threads().into_iter().filter(|p| !before.contains(p)) {
+            crate::netns::sh(&["taskset", "-pc", "1", &pid])?;
+        }
+        Ok(())
+    }
+
+    fn switch_inner(&mut self, v: Variant) -> Result<()> {
         match self.active.take() {
             Some(Variant::Xdp) => {
                 self.lab.stop_balancer()?;
@@ -126,6 +237,19 @@ impl BenchLab {
                 thread::sleep(Duration::from_millis(300));
             }
             Some(Variant::Direct) | None => {}
+        }
+        if let Some(mut h) = self.pass.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
+        if v != Variant::Xdp && self.lab.layout == Layout::PointToPoint {
+            let node = bin_dir().join("lb-lab-node");
+            self.pass = Some(crate::lab::hold_xdp(
+                Command::new("ip")
+                    .args(["netns", "exec", &self.lb_ns()])
+                    .arg(node)
+                    .args(["xdp-pass", "eth0"]),
+            )?);
         }
         match v {
             Variant::Xdp => {
@@ -180,14 +304,37 @@ impl BenchLab {
         Ok(())
     }
 
+    /// Packet-rate datagrams the backends received (and dropped in XDP).
     fn backend_rx(&self) -> Result<u64> {
         let mut sum = 0;
         for b in &self.lab.backends {
-            let out = in_ns(&b.ns, &["cat", "/sys/class/net/eth0/statistics/rx_packets"])?;
-            sum += String::from_utf8_lossy(&out.stdout).trim().parse::<u64>()?;
+            let out = in_ns(&b.ns, &["ethtool", "-S", "eth0"])?;
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut parts = line.split(':');
+                let (Some(name), Some(value)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                if name.trim().starts_with("rx_queue_") && name.trim().ends_with("_xdp_drops") {
+                    sum += value.trim().parse::<u64>()?;
+                }
+            }
         }
         Ok(sum)
     }
+}
+
+/// Process ids of the kernel's NAPI threads.
+fn napi_threads() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            comm.starts_with("napi/").then_some(pid)
+        })
+        .collect()
 }
 
 /// Busy and total CPU time of the machine, in ns.
@@ -216,21 +363,24 @@ fn cpu_busy_ns() -> Result<u64> {
 /// # Errors
 /// When the lab or a variant cannot be set up.
 pub fn run(plan: &Plan, samples: &mut Samples) -> Result<()> {
-    let mut bl = BenchLab::up()?;
+    packet_rate(plan, samples)?;
+    connection_rate(plan, samples)
+}
+
+/// UDP packet rate through the switched two-arm lab.
+fn packet_rate(plan: &Plan, samples: &mut Samples) -> Result<()> {
+    let mut bl = BenchLab::up(Layout::TwoArm)?;
     let node = bin_dir().join("lb-lab-node").to_string_lossy().into_owned();
     let client = bl.lab.clients[0].ns.clone();
+    let src = bl.lab.clients[0].addr.to_string();
     for round in 0..=plan.rounds {
         let warm = round == 0;
         for v in [Variant::Xdp, Variant::Nftables, Variant::Direct] {
             bl.switch(v)?;
-            let targets = if v == Variant::Direct {
-                BACKENDS
-                    .iter()
-                    .map(|b| format!("{b}:{SINK_PORT}"))
-                    .collect::<Vec<_>>()
-                    .join(",")
+            let dst = if v == Variant::Direct {
+                BACKENDS[0]
             } else {
-                format!("{VIP}:{SINK_PORT}")
+                VIP
             };
             let rx0 = bl.backend_rx()?;
             let cpu0 = cpu_busy_ns()?;
@@ -241,8 +391,15 @@ pub fn run(plan: &Plan, samples: &mut Samples) -> Result<()> {
                     "-c",
                     "0",
                     &node,
-                    "flood",
-                    &targets,
+                    "xdp-flood",
+                    "--iface",
+                    "eth0",
+                    "--dst-mac",
+                    &bl.lb_mac,
+                    "--src",
+                    &src,
+                    "--dst",
+                    &format!("{dst}:{SINK_PORT}"),
                     "--flows",
                     &FLOWS.to_string(),
                     "--seconds",
@@ -252,9 +409,13 @@ pub fn run(plan: &Plan, samples: &mut Samples) -> Result<()> {
             let cpu = cpu_busy_ns()? - cpu0;
             thread::sleep(Duration::from_millis(200));
             let rx = bl.backend_rx()? - rx0;
-            let secs = plan.seconds as f64;
-            let pps = rx as f64 / secs;
             let sent = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let secs: f64 = sent
+                .rsplit(' ')
+                .next()
+                .and_then(|x| x.parse().ok())
+                .unwrap_or(plan.seconds as f64);
+            let pps = rx as f64 / secs;
             eprintln!(
                 "pps round {round} {}: {pps:.0} pps delivered ({sent}), {:.0} CPU ns/packet",
                 v.name(),
@@ -282,6 +443,16 @@ pub fn run(plan: &Plan, samples: &mut Samples) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// TCP connection rate and latency with wrk, point-to-point lab.
+fn connection_rate(plan: &Plan, samples: &mut Samples) -> Result<()> {
+    let mut bl = BenchLab::up(Layout::PointToPoint)?;
+    let client = bl.lab.clients[0].ns.clone();
+    for round in 0..=plan.rounds {
+        let warm = round == 0;
         for v in [
             Variant::Direct,
             Variant::Xdp,
