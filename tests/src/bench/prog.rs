@@ -489,7 +489,7 @@ fn conns_memlock(max_entries: u32) -> Option<(u64, u32)> {
         };
         if field("map_type:") == Some(1)
             && field("key_size:") == Some(16)
-            && field("value_size:") == Some(32)
+            && field("value_size:") == Some(std::mem::size_of::<lb_common::Conn>() as u64)
             && field("max_entries:") == Some(u64::from(max_entries))
         {
             return field("memlock:").map(|m| (m, max_entries));
