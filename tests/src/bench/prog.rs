@@ -239,7 +239,7 @@ pub fn per_packet(plan: &Plan, samples: &mut Samples) -> Result<()> {
         let est = repeated(rig.lb()?, &established, plan.repeat, XDP_TX)?;
         put(
             "ns_established",
-            "established forward: lookup, DNAT, FIB, XDP_TX (fixed point)",
+            "established forward: lookup, DNAT, cached next hop, XDP_TX (fixed point)",
             est,
         );
         put(
@@ -250,7 +250,7 @@ pub fn per_packet(plan: &Plan, samples: &mut Samples) -> Result<()> {
         let rep = repeated(rig.lb()?, &reply, plan.repeat, XDP_TX)?;
         put(
             "ns_reply",
-            "established reply: lookup, SNAT, FIB, XDP_TX (fixed point)",
+            "established reply: lookup, SNAT, cached next hop, XDP_TX (fixed point)",
             rep,
         );
 
