@@ -372,36 +372,33 @@ impl Tables {
         aya::maps::IterableMap::map(map).fd().as_fd().as_raw_fd()
     }
 
-    /// Every entry of the connection table (batched reads).
+    /// Every entry of a hash map, read in batches.
+    fn entries<K: aya::Pod + Default, V: aya::Pod + Default>(
+        map: &HashMap<MapData, K, V>,
+        name: &'static str,
+    ) -> Result<Vec<(K, V)>> {
+        let mut all = Vec::new();
+        crate::batch::for_each::<K, V>(Self::fd(map), |k, v| {
+            all.extend(k.iter().copied().zip(v.iter().copied()));
+        })
+        .map_err(|source| DataplaneError::Batch { name, source })?;
+        Ok(all)
+    }
+
+    /// Every entry of the connection table.
     ///
     /// # Errors
     /// When the kernel refuses the read.
     pub fn conn_entries(&self) -> Result<Vec<(FlowKey, Conn)>> {
-        let mut all = Vec::new();
-        crate::batch::for_each::<FlowKey, Conn>(Self::fd(&self.conns), |k, v| {
-            all.extend(k.iter().copied().zip(v.iter().copied()));
-        })
-        .map_err(|e| DataplaneError::Batch {
-            name: names::CONNS,
-            source: e,
-        })?;
-        Ok(all)
+        Self::entries(&self.conns, names::CONNS)
     }
 
-    /// Every entry of the persistence table (batched reads).
+    /// Every entry of the persistence table.
     ///
     /// # Errors
     /// When the kernel refuses the read.
     pub fn session_entries(&self) -> Result<Vec<(SessionKey, Session)>> {
-        let mut all = Vec::new();
-        crate::batch::for_each::<SessionKey, Session>(Self::fd(&self.sessions), |k, v| {
-            all.extend(k.iter().copied().zip(v.iter().copied()));
-        })
-        .map_err(|e| DataplaneError::Batch {
-            name: names::SESSIONS,
-            source: e,
-        })?;
-        Ok(all)
+        Self::entries(&self.sessions, names::SESSIONS)
     }
 
     fn delete_conns(&mut self, keys: &[FlowKey]) -> Result<u64> {
