@@ -68,6 +68,10 @@ fn touch_twin(c: &Conn, key: &FlowKey, state: u8, now: u64) {
         // SAFETY: a map value pointer stays valid for the rest of the program.
         let twin = unsafe { &mut *twin };
         twin.state = state;
+        // Its refresh happens here too, so its next hop is looked up again
+        // as well: otherwise a half kept fresh only by the other half would
+        // keep its cached next hop for ever.
+        twin.next_hop.ifindex = 0;
         twin.last_seen_ns = now;
     }
 }

@@ -668,4 +668,23 @@ fn established_flows_cache_the_next_hop_for_a_second() {
     b.dp.tables.conns.insert(k, e, 0).unwrap();
     assert_forwarded(&b, &to_vip(c, ACK), B1, moved);
     assert_eq!(b.conn(k).unwrap().next_hop.dmac, moved);
+    // The refresh renews the reply half's cache too.
+    let reply = Frame::tcp((B1, 8080), c, ACK).macs(B1_MAC, D0_MAC).build();
+    let rk = key((B1, 8080), c, 6);
+    b.run(&reply);
+    assert_ne!(b.conn(rk).unwrap().next_hop.ifindex, 0);
+    let mut r = b.conn(rk).unwrap();
+    r.next_hop.dmac = [0x02, 0, 0, 0, 0, 0xee];
+    b.dp.tables.conns.insert(rk, r, 0).unwrap();
+    let mut e = b.conn(k).unwrap();
+    e.last_seen_ns -= 2_000_000_000;
+    b.dp.tables.conns.insert(k, e, 0).unwrap();
+    assert_forwarded(&b, &to_vip(c, ACK), B1, moved);
+    assert_eq!(
+        b.conn(rk).unwrap().next_hop.ifindex,
+        0,
+        "the twin must look its next hop up again"
+    );
+    let (_, out) = b.run(&reply);
+    assert_eq!(&out[0..6], &C1_MAC, "the reply uses a fresh next hop");
 }
