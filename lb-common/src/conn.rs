@@ -109,7 +109,7 @@ pub struct Conn {
     pub flags: u8,
     /// Index of the backend in `BACKENDS` (for counters and the session).
     pub backend_id: u32,
-    /// Index of the VIP in `VIP_INFO` (for counters and the session).
+    /// The VIP's id (`VipInfo::id`: its counters and sessions).
     pub vip_id: u32,
     /// The client address masked by the VIP's persistence netmask: the
     /// session this connection keeps alive (when `SESSION` is set).

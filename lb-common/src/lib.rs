@@ -42,7 +42,6 @@ pub const REFRESH_NS: u64 = 1_000_000_000;
 /// Names of the maps, as declared in `lb-ebpf` and pinned by `lb-ctl`.
 pub mod map_names {
     pub const VIPS: &str = "VIPS";
-    pub const VIP_INFO: &str = "VIP_INFO";
     pub const BACKENDS: &str = "BACKENDS";
     pub const RING: &str = "RING";
     pub const CURSORS: &str = "CURSORS";
@@ -54,9 +53,8 @@ pub mod map_names {
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const REASONS: &str = "REASONS";
     /// Every map, in the order `lb-ctl` pins them.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 11] = [
         VIPS,
-        VIP_INFO,
         BACKENDS,
         RING,
         CURSORS,

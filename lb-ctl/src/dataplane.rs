@@ -450,10 +450,12 @@ impl Tables {
     /// # Errors
     /// When the kernel refuses a write; the caller then applies `old` again.
     pub fn apply(&mut self, old: &Services, new: &Services) -> Result<()> {
-        let old_backends: HashSet<(u32, u32)> = old
-            .vips()
-            .flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen)))
-            .collect();
+        let backends_of = |s: &Services| -> HashSet<(u32, u32)> {
+            s.vips()
+                .flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen)))
+                .collect()
+        };
+        let old_backends = backends_of(old);
         for v in new.vips() {
             if old.vip(&v.spec.id) == Some(v) {
                 continue;
@@ -487,10 +489,7 @@ impl Tables {
                 .insert(vip_key(v), vip_info(v), 0)
                 .map_err(map_err(names::VIPS))?;
         }
-        let new_backends: HashSet<(u32, u32)> = new
-            .vips()
-            .flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen)))
-            .collect();
+        let new_backends = backends_of(new);
         for &(slot, gen) in old_backends.difference(&new_backends) {
             // Retire: no new connection or session uses it; established
             // connections keep their own copy of its address.
