@@ -19,10 +19,7 @@
 use std::{net::Ipv4Addr, time::Instant};
 
 use anyhow::{bail, Context as _, Result};
-use aya::{
-    programs::{Xdp, XdpMode},
-    Ebpf,
-};
+use aya::{programs::Xdp, Ebpf};
 use lb_common::{conn::conn_flags, ConnState, FlowKey, Session, SessionKey, Settings};
 use lb_ctl::{
     dataplane::{now_ns, Dataplane, LoadOptions, PASS_PROGRAM},
@@ -111,8 +108,8 @@ impl Rig {
         let mut floor = Ebpf::load(PASS_PROGRAM)?;
         let p: &mut Xdp = floor.program_mut("lb_tx").context("lb_tx")?.try_into()?;
         p.load()?;
-        // Registers d0's receive queue for the floor's runs too.
-        let _ = XdpMode::Driver;
+        // d0's receive queue, which the floor's runs name too, was
+        // registered by attaching the balancer above.
         Ok(Self {
             dp,
             floor,
