@@ -157,7 +157,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         nix::net::if_::if_nametoindex(name.as_str())
             .map_err(|_| anyhow::anyhow!("interface {name:?} does not exist"))?;
     }
-    sysctl::prepare_forwarding(&opts.ifaces)?;
+    let sysctl_changes = sysctl::prepare_forwarding(&opts.ifaces)?;
     sysctl::ensure_bpffs(&opts.bpffs)?;
     let pin_dir = opts.bpffs.join("lb");
     std::fs::create_dir_all(&pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
@@ -250,6 +250,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         );
     } else {
         c.dataplane.unpin();
+        sysctl::restore(&sysctl_changes);
     }
     drop(socket_guard);
     Ok(())

@@ -18,6 +18,9 @@
 //! (expiry, TCP states, checksums) live in `lb-common`.
 #![no_std]
 #![no_main]
+// `atomic_xadd` for the shared round-robin cursor (see `select::pick`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 // Map keys are passed by reference on purpose: it keeps them off the copy
 // path on the 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]

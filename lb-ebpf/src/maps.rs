@@ -24,9 +24,10 @@ pub static BACKENDS: Array<BackendInfo> = Array::with_max_entries(MAX_BACKENDS, 
 #[map]
 pub static RING: Array<u32> = Array::with_max_entries(MAX_VIPS * RING_SIZE, 0);
 
-/// Per-CPU position in each VIP's selection table.
+/// Position in each VIP's selection table, shared by all CPUs (advanced
+/// atomically).
 #[map]
-pub static CURSORS: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_VIPS, 0);
+pub static CURSORS: Array<u32> = Array::with_max_entries(MAX_VIPS, 0);
 
 /// The connection table: two entries per connection (forward and reply).
 #[map]

@@ -97,14 +97,21 @@ fn session_backend(vip: &VipInfo, client: u32, now: u64) -> Option<(u32, Backend
     Some((s.backend_id, backend))
 }
 
-/// The next slot of the VIP's selection table (per-CPU cursor).
+/// The next slot of the VIP's selection table. One cursor per VIP for the
+/// whole balancer, advanced with an atomic fetch-and-add, so that new
+/// connections take turns across all CPUs.
 #[inline(always)]
 fn pick(vip: &VipInfo) -> Option<(u32, BackendInfo)> {
     let cursor = CURSORS.get_ptr_mut(vip.id)?;
-    // SAFETY: per-CPU slot, only this CPU writes it.
-    let pos = unsafe { *cursor };
-    // SAFETY: as above.
-    unsafe { *cursor = pos.wrapping_add(1) };
+    // SAFETY: a map value pointer is valid, aligned and lives for the rest
+    // of the program; every access to it, from any CPU, is this atomic add
+    // (BPF_ATOMIC | BPF_FETCH: ISA v3, see scripts/bpf-linker-v3; the BPF
+    // target has no `AtomicU32`; LLVM emits the fetch form for SeqCst).
+    let pos = unsafe {
+        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::SeqCst }>(
+            cursor, 1,
+        )
+    };
     let slot = vip.id * RING_SIZE + pos % vip.ring_len;
     let id = *RING.get(slot)?;
     Some((id, *BACKENDS.get(id)?))

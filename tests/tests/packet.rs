@@ -11,7 +11,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use lb_common::{conn::conn_flags, ConnState, FlowKey, Reason, SessionKey};
 use lb_ctl::{
-    dataplane::{now_ns, Dataplane, LoadOptions},
+    dataplane::{Dataplane, LoadOptions},
     sched::Scheduler,
     services::{Endpoint, Protocol, Services, VipId, VipSpec},
 };
@@ -116,6 +116,27 @@ impl Bench {
                 s.add_backend(&vip_id(proto), ep(b, 8080), w).unwrap();
             }
         });
+    }
+
+    /// Rewrite the TCP VIP's persistence timeout in place (its sessions
+    /// are kept, as after a configuration change).
+    fn set_persistence_timeout(&mut self, timeout: Duration) {
+        let key = lb_common::VipKey {
+            addr: u32::from_ne_bytes(VIP.octets()),
+            port: 80u16.to_be(),
+            proto: Protocol::Tcp.number(),
+            _pad: 0,
+        };
+        let mut info = self.dp.tables.vips.get(&key, 0).unwrap();
+        info.persist_timeout_ns = u64::try_from(timeout.as_nanos()).unwrap();
+        self.dp.tables.vips.insert(key, info, 0).unwrap();
+    }
+
+    /// Make the connection table's SYN timeout `timeout` (the others stay).
+    fn set_syn_timeout(&mut self, timeout: Duration) {
+        let mut s = self.dp.tables.settings.get(&0, 0).unwrap();
+        s.tcp_syn_ns = u64::try_from(timeout.as_nanos()).unwrap();
+        self.dp.tables.set_settings(&s).unwrap();
     }
 
     fn run(&self, frame: &[u8]) -> (u32, Vec<u8>) {
@@ -224,6 +245,62 @@ fn without_persistence_new_flows_take_turns() {
     b.vip(Protocol::Tcp, 0, 32);
     let got: Vec<Ipv4Addr> = (0..6).map(|i| new_conn(&b, (C1, 41000 + i))).collect();
     assert_eq!(got, vec![B1, B2, B3, B1, B2, B3]);
+}
+
+/// New flows sent alternately from two threads pinned to different CPUs
+/// (BPF_PROG_TEST_RUN runs the program on the calling CPU) take turns over
+/// the backends: the cursor is one for the whole balancer, not one per CPU.
+#[test]
+fn round_robin_takes_turns_across_cpus() {
+    use std::sync::mpsc;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(cpus >= 2, "this test needs two CPUs, the machine has {cpus}");
+    let mut b = Bench::new("rr-cpus");
+    b.vip(Protocol::Tcp, 300, 32);
+    let b = &b;
+    // Each thread waits for its turn, opens one connection from a new
+    // client and passes the turn (with what it saw) to the other.
+    let (to_a, a_turns) = mpsc::channel::<Vec<(usize, Ipv4Addr)>>();
+    let (to_b, b_turns) = mpsc::channel::<Vec<(usize, Ipv4Addr)>>();
+    let (done, result) = mpsc::channel();
+    const ROUNDS: u8 = 6;
+    std::thread::scope(|scope| {
+        for (cpu, turns, next) in [(0usize, a_turns, to_b.clone()), (1, b_turns, to_a.clone())] {
+            let done = done.clone();
+            scope.spawn(move || {
+                let mut set = nix::sched::CpuSet::new();
+                set.set(cpu).unwrap();
+                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).unwrap();
+                while let Ok(mut seen) = turns.recv() {
+                    // SAFETY: sched_getcpu has no preconditions.
+                    assert_eq!(unsafe { libc::sched_getcpu() }, cpu as i32);
+                    let n = seen.len() as u8;
+                    let client = Ipv4Addr::new(198, 18, 0, 20 + n);
+                    seen.push((cpu, new_conn(b, (client, 40000))));
+                    if seen.len() == usize::from(2 * ROUNDS) {
+                        done.send(seen).unwrap();
+                        return;
+                    }
+                    if next.send(seen).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        // Only the threads hold senders from here on, so a thread that fails
+        // ends the other one and this wait instead of hanging.
+        to_a.send(Vec::new()).unwrap();
+        drop((to_a, to_b, done));
+        let seen = result.recv().expect("a thread failed");
+        let cpus: Vec<usize> = seen.iter().map(|s| s.0).collect();
+        assert_eq!(cpus, [0, 1].repeat(usize::from(ROUNDS)), "the threads alternate");
+        let backends: Vec<Ipv4Addr> = seen.iter().map(|s| s.1).collect();
+        assert_eq!(
+            backends,
+            [B1, B2, B3].repeat(usize::from(2 * ROUNDS) / 3),
+            "consecutive new clients take turns whatever CPU they arrive on"
+        );
+    });
 }
 
 #[test]
@@ -336,14 +413,18 @@ fn expired_persistence_lets_the_client_move() {
         vip_id: slot,
         client: u32::from_ne_bytes(C1.octets()),
     };
-    let mut s = b.dp.tables.sessions.get(&k, 0).unwrap();
-    s.last_seen_ns = now_ns().unwrap() - 301_000_000_000;
-    b.dp.tables.sessions.insert(k, s, 0).unwrap();
+    assert!(b.dp.tables.sessions.get(&k, 0).is_ok());
+    // Let the session go idle past its timeout without backdating it (a
+    // backdated timestamp would depend on the machine's uptime): shrink the
+    // timeout to 1 ms and wait well past it (the clock is coarse).
+    b.set_persistence_timeout(Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(30));
     assert_eq!(
         new_conn(&b, (C1, 44002)),
         B2,
         "expired session: scheduler decides"
     );
+    b.set_persistence_timeout(Duration::from_secs(300));
     assert_eq!(new_conn(&b, (C1, 44003)), B2, "and the new choice sticks");
 }
 
@@ -380,22 +461,29 @@ fn expired_connection_counts_as_absent() {
     let c = (C1, 46000);
     assert_eq!(new_conn(&b, c), B1);
     let k = key(c, (VIP, 80), 6);
-    let mut e = b.conn(k).unwrap();
-    e.last_seen_ns = now_ns().unwrap() - 61_000_000_000; // SYN timeout is 60 s
-    b.dp.tables.conns.insert(k, e, 0).unwrap();
+    assert!(b.conn(k).is_some());
+    // Let the half-open entry go idle past the SYN timeout without
+    // backdating it (that would depend on the machine's uptime): shrink the
+    // timeout to 1 ms and wait well past it (the clock is coarse).
+    b.set_syn_timeout(Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(30));
     assert_eq!(new_conn(&b, c), B2, "a stale entry must not pin the flow");
-    // The sweeper deletes expired entries and keeps live ones.
-    let mut e = b.conn(k).unwrap();
-    e.last_seen_ns = now_ns().unwrap() - 61_000_000_000;
-    b.dp.tables.conns.insert(k, e, 0).unwrap();
+    // The sweeper deletes expired entries and keeps live ones: C1's new
+    // half-open connection expires under the 1 ms SYN timeout, C2's
+    // established one (900 s) does not.
     let rk = key((B2, 8080), c, 6);
-    let mut r = b.conn(rk).unwrap();
-    r.last_seen_ns = e.last_seen_ns;
-    b.dp.tables.conns.insert(rk, r, 0).unwrap();
-    new_conn(&b, (C2, 46001));
+    assert!(b.conn(rk).is_some());
+    b.set_syn_timeout(Duration::from_secs(60));
+    let live = (C2, 46001);
+    let lb = new_conn(&b, live);
+    assert_forwarded(&b, &to_vip(live, ACK), lb, mac_of(lb));
+    b.set_syn_timeout(Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(30));
     let report = b.dp.tables.sweep(&b.services).unwrap();
-    assert_eq!(report.connections_deleted, 2);
-    assert!(b.conn(k).is_none() && b.conn(rk).is_none());
+    // C1's live halves, and the reply half of its first, stale connection.
+    assert_eq!(report.connections_deleted, 3);
+    let stale_reply = key((B1, 8080), c, 6);
+    assert!(b.conn(k).is_none() && b.conn(rk).is_none() && b.conn(stale_reply).is_none());
     assert!(b.conn(key((C2, 46001), (VIP, 80), 6)).is_some());
 }
 
