@@ -68,6 +68,14 @@ pub mod map_names {
     ];
 }
 
+/// Version of the layout of the pinned maps (their types, keys, values and
+/// meaning). Bumped on every change of one, so that a controller never
+/// reuses tables written by a build that laid them out differently; it
+/// names the directory the maps are pinned in (`<bpffs>/lb/v<N>`).
+/// History: 1 = unversioned pins in `<bpffs>/lb/`; 2 = one shared
+/// round-robin cursor per VIP (`CURSORS` no longer per CPU).
+pub const LAYOUT_VERSION: u32 = 2;
+
 /// Name of the XDP program inside the object file.
 pub const PROGRAM_NAME: &str = "lb_xdp";
 

@@ -24,7 +24,7 @@ use crate::{
 pub struct AttachOptions {
     pub ifaces: Vec<String>,
     pub config: Option<PathBuf>,
-    pub generic: bool,
+    pub xdp_mode: crate::xdpmode::Requested,
     pub socket: PathBuf,
     pub bpffs: PathBuf,
     pub keep_state: bool,
@@ -157,10 +157,29 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         nix::net::if_::if_nametoindex(name.as_str())
             .map_err(|_| anyhow::anyhow!("interface {name:?} does not exist"))?;
     }
+    // Choose the mode before touching anything: an impossible native
+    // attach is refused with nothing changed.
+    let mut facts = Vec::new();
+    for name in &opts.ifaces {
+        let index = nix::net::if_::if_nametoindex(name.as_str())
+            .map_err(|_| anyhow::anyhow!("interface {name:?} does not exist"))?;
+        facts.push(
+            crate::netdev::facts(index).with_context(|| format!("inspecting interface {name}"))?,
+        );
+    }
+    let choice = crate::xdpmode::choose(opts.xdp_mode, &facts).map_err(anyhow::Error::msg)?;
     let sysctl_changes = sysctl::prepare_forwarding(&opts.ifaces)?;
     sysctl::ensure_bpffs(&opts.bpffs)?;
-    let pin_dir = opts.bpffs.join("lb");
-    std::fs::create_dir_all(&pin_dir).with_context(|| format!("creating {}", pin_dir.display()))?;
+    let dirs = crate::pins::PinDirs::new(&opts.bpffs);
+    for dir in [&dirs.root, &dirs.maps, &dirs.links] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let entries: Vec<String> = std::fs::read_dir(&dirs.root)
+        .with_context(|| format!("reading {}", dirs.root.display()))?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))
+        .collect();
+    crate::pins::check_layout(&dirs.root, &entries)?;
+    let had_links = opts.ifaces.iter().any(|i| dirs.link(i).exists());
     let metrics = match opts.metrics_address {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -175,33 +194,58 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     let mut dataplane = Dataplane::load(&LoadOptions {
         max_connections: config.limits.max_connections,
         max_sessions: config.limits.max_sessions,
-        pin_dir: Some(pin_dir.clone()),
+        pin_dir: Some(dirs.maps.clone()),
     })
     .context("loading the XDP program")?;
-    let setup = (|| -> Result<()> {
+    let setup = (|| -> Result<(Services, Vec<crate::dataplane::Attachment>)> {
+        // Tables kept by an earlier controller are moved on to this config
+        // without a gap: the ids they use stay valid.
+        let kept = dataplane.tables.kept()?;
+        let services = services.on_kept_ids(&kept)?;
         dataplane
             .tables
             .set_settings(&config.timeouts.to_settings())?;
-        dataplane.tables.clear_vips()?;
-        dataplane.tables.apply(&Services::default(), &services)?;
-        dataplane.attach(&opts.ifaces, opts.generic)?;
-        Ok(())
+        dataplane
+            .tables
+            .apply(&Services::from_kept(&kept), &services)?;
+        let attached = dataplane.attach(&opts.ifaces, choice.mode, Some(&dirs.links))?;
+        Ok((services, attached))
     })();
-    if let Err(e) = setup {
-        dataplane.detach();
-        if !opts.keep_state {
-            dataplane.unpin();
+    let (services, attached) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            if had_links {
+                // The data path that ran before keeps running.
+                dataplane.release();
+            } else {
+                dataplane.detach();
+                if !opts.keep_state {
+                    dataplane.unpin();
+                }
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
+    let adopted: Vec<&str> = attached
+        .iter()
+        .filter(|a| a.adopted)
+        .map(|a| a.iface.as_str())
+        .collect();
     log::info!(
-        "attached to {} ({} mode); {} VIP(s); maps pinned in {}; control socket {}",
+        "attached to {} in {} mode ({}); {} VIP(s); maps pinned in {}; control socket {}",
         opts.ifaces.join(", "),
-        if opts.generic { "generic" } else { "native" },
+        choice.mode,
+        choice.why,
         services.vips().count(),
-        pin_dir.display(),
+        dirs.maps.display(),
         opts.socket.display()
     );
+    if !adopted.is_empty() {
+        log::info!(
+            "took over the running data path on {} (program replaced atomically, kept connections and sessions in use)",
+            adopted.join(", ")
+        );
+    }
 
     let controller = Arc::new(Mutex::new(Controller {
         services,
@@ -240,16 +284,21 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
             },
         }
     }
-    log::info!("stopping: detaching from {}", opts.ifaces.join(", "));
     let mut c = lock(&controller);
-    c.dataplane.detach();
     if opts.keep_state {
+        c.dataplane.release();
         log::info!(
-            "keeping the pinned tables in {} for the next attach",
-            pin_dir.display()
+            "stopping with --keep-state: the program stays attached to {} and keeps forwarding \
+             with the tables pinned in {}; the next `lb-ctl attach` takes over, `lb-ctl detach` removes it",
+            opts.ifaces.join(", "),
+            dirs.root.display()
         );
     } else {
+        log::info!("stopping: detaching from {}", opts.ifaces.join(", "));
+        c.dataplane.detach();
         c.dataplane.unpin();
+        let _ = std::fs::remove_dir(&dirs.links);
+        let _ = std::fs::remove_dir(&dirs.root);
         sysctl::restore(&sysctl_changes);
     }
     drop(socket_guard);
@@ -335,4 +384,59 @@ impl Drop for SocketGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// `lb-ctl detach`: remove what a controller left running on `ifaces` (a
+/// pinned attachment each), and, once no interface is attached any more,
+/// every table pinned under `<bpffs>/lb` (of any layout). Returns what was
+/// done, a line each.
+///
+/// # Errors
+/// When bpffs cannot be had or a pin cannot be removed.
+pub fn detach(ifaces: &[String], bpffs: &std::path::Path) -> Result<Vec<String>> {
+    sysctl::ensure_bpffs(bpffs)?;
+    let dirs = crate::pins::PinDirs::new(bpffs);
+    let mut done = Vec::new();
+    for iface in ifaces {
+        sysctl::check_iface_name(iface)?;
+        let path = dirs.link(iface);
+        if path.exists() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            done.push(format!("detached lb from {iface}"));
+        } else {
+            done.push(format!("{iface}: no lb attachment pinned at {}", path.display()));
+        }
+    }
+    let links_left = std::fs::read_dir(&dirs.links).map_or(0, Iterator::count);
+    if links_left > 0 {
+        done.push(format!(
+            "kept the tables in {}: {links_left} other interface(s) still attached",
+            dirs.root.display()
+        ));
+        return Ok(done);
+    }
+    let _ = std::fs::remove_dir(&dirs.links);
+    if let Ok(entries) = std::fs::read_dir(&dirs.root) {
+        for e in entries.filter_map(std::result::Result::ok) {
+            let path = e.path();
+            if path.is_dir() {
+                crate::dataplane::remove_pins(&path);
+                if path.exists() {
+                    log::warn!("{} holds files lb does not know; left it", path.display());
+                    continue;
+                }
+            } else if lb_common::map_names::ALL
+                .iter()
+                .any(|n| e.file_name().to_str() == Some(n))
+            {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            } else {
+                continue;
+            }
+            done.push(format!("removed the tables pinned at {}", path.display()));
+        }
+    }
+    let _ = std::fs::remove_dir(&dirs.root);
+    Ok(done)
 }

@@ -10,7 +10,11 @@ use std::{
 
 use aya::{
     maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues},
-    programs::{xdp::XdpLinkId, Xdp, XdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use lb_common::{
@@ -20,7 +24,12 @@ use lb_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::services::{Endpoint, Protocol, Services, Vip};
+use crate::{
+    netdev,
+    pins::{shape_difference, MapShape},
+    services::{Endpoint, Kept, KeptBackend, KeptVip, Protocol, Services, Vip},
+    xdpmode::Mode,
+};
 
 /// The compiled XDP program, built by `build.rs`.
 pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));
@@ -74,6 +83,26 @@ pub enum DataplaneError {
         field: &'static str,
         wanted: u32,
     },
+    #[error(
+        "the map pinned at {path} is not the {name} this build expects: {what}. It was left by \
+         another build or program; remove it with `lb-ctl detach IFACE...` (this drops the kept \
+         connections and sessions) and attach again"
+    )]
+    PinnedShape {
+        path: PathBuf,
+        name: &'static str,
+        what: String,
+    },
+    #[error("reading the program's own map definitions: {0}")]
+    Object(String),
+    #[error("pinning the attachment of {name:?} at {path}: {source}")]
+    PinLink {
+        name: String,
+        path: PathBuf,
+        source: aya::pin::PinError,
+    },
+    #[error("the attachment of {name:?}: {message}")]
+    Link { name: String, message: String },
     #[error("batched access to map {name}: {source}")]
     Batch {
         name: &'static str,
@@ -104,8 +133,26 @@ pub struct LoadOptions {
 pub struct Dataplane {
     ebpf: Ebpf,
     pub tables: Tables,
-    links: Vec<(String, XdpLinkId)>,
+    links: Vec<(String, Held)>,
     pin_dir: Option<PathBuf>,
+}
+
+/// How the program is held on one interface.
+enum Held {
+    /// Attached for the life of this process (tests, benchmarks).
+    Owned(XdpLinkId),
+    /// A BPF link pinned in bpffs: it stays attached after this process
+    /// exits, until the pin is removed.
+    Pinned { path: PathBuf, link: FdLink },
+}
+
+/// What [`Dataplane::attach`] did on one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub iface: String,
+    /// The interface already ran lb through a pinned link, whose program
+    /// was replaced atomically (BPF_LINK_UPDATE): no packet missed it.
+    pub adopted: bool,
 }
 
 /// The maps, typed.
@@ -156,20 +203,7 @@ impl Dataplane {
             .map_max_entries(names::CONNS, opts.max_connections.saturating_mul(2))
             .map_max_entries(names::SESSIONS, opts.max_sessions);
         if let Some(dir) = &opts.pin_dir {
-            check_pinned_size(
-                dir,
-                names::CONNS,
-                opts.max_connections.saturating_mul(2),
-                "limits.max_connections",
-                2,
-            )?;
-            check_pinned_size(
-                dir,
-                names::SESSIONS,
-                opts.max_sessions,
-                "limits.max_sessions",
-                1,
-            )?;
+            check_pinned_maps(dir, opts)?;
         }
         let paths: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => names::ALL.iter().map(|n| (*n, dir.join(n))).collect(),
@@ -219,36 +253,62 @@ impl Dataplane {
     }
 
     /// Attach to every interface, or to none: on failure the interfaces
-    /// attached so far are detached again.
+    /// attached so far are detached again. With `link_dir`, each attachment
+    /// is a BPF link pinned at `<link_dir>/<iface>`, which outlives this
+    /// process; an interface that already has one (left by a controller
+    /// that exited with `--keep-state` or died) is taken over by replacing
+    /// its program atomically, keeping its mode.
     ///
     /// # Errors
     /// Naming the interface that could not be used.
-    pub fn attach(&mut self, ifaces: &[String], generic: bool) -> Result<()> {
-        let (mode, mode_name) = if generic {
-            (XdpMode::Skb, "generic")
-        } else {
-            (XdpMode::Driver, "native")
-        };
+    pub fn attach(
+        &mut self,
+        ifaces: &[String],
+        mode: Mode,
+        link_dir: Option<&Path>,
+    ) -> Result<Vec<Attachment>> {
         let mut indexes = Vec::new();
         for name in ifaces {
             let index = nix::net::if_::if_nametoindex(name.as_str())
                 .map_err(|_| DataplaneError::UnknownInterface { name: name.clone() })?;
             indexes.push(index);
         }
-        let result = self.attach_all(ifaces, &indexes, mode, mode_name);
+        let mut done = Vec::new();
+        let result = self.attach_all(ifaces, &indexes, mode, link_dir, &mut done);
         if result.is_err() {
-            self.detach();
+            // Undo what this call did; links it adopted are left pinned, so
+            // the data path that ran before keeps running.
+            let fresh: Vec<String> = done
+                .iter()
+                .filter(|a: &&Attachment| !a.adopted)
+                .map(|a| a.iface.clone())
+                .collect();
+            self.detach_where(|name| fresh.iter().any(|f| f == name));
+            self.release();
         }
-        result
+        result.map(|()| done)
+    }
+
+    fn xdp(&mut self) -> Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()?)
     }
 
     fn attach_all(
         &mut self,
         ifaces: &[String],
         indexes: &[u32],
-        mode: XdpMode,
-        mode_name: &'static str,
+        mode: Mode,
+        link_dir: Option<&Path>,
+        done: &mut Vec<Attachment>,
     ) -> Result<()> {
+        let xdp_mode = match mode {
+            Mode::Native => XdpMode::Driver,
+            Mode::Generic => XdpMode::Skb,
+        };
         for (name, &index) in ifaces.iter().zip(indexes) {
             self.tables
                 .tx_ports
@@ -257,45 +317,154 @@ impl Dataplane {
                     name: name.clone(),
                     source: e,
                 })?;
-            let program: &mut Xdp = self
-                .ebpf
-                .program_mut(PROGRAM_NAME)
-                .ok_or(DataplaneError::MissingProgram)?
-                .try_into()?;
-            let link = program
-                .attach(name, mode)
-                .map_err(|source| DataplaneError::Attach {
-                    name: name.clone(),
-                    mode: mode_name,
-                    source,
+            let Some(dir) = link_dir else {
+                let program = self.xdp()?;
+                let id = program.attach_to_if_index(index, xdp_mode).map_err(|source| {
+                    DataplaneError::Attach {
+                        name: name.clone(),
+                        mode: mode_name(mode),
+                        source,
+                    }
                 })?;
-            self.links.push((name.clone(), link));
+                self.links.push((name.clone(), Held::Owned(id)));
+                done.push(Attachment {
+                    iface: name.clone(),
+                    adopted: false,
+                });
+                continue;
+            };
+            let path = dir.join(name);
+            if path.exists() {
+                match self.adopt(name, index, &path, mode) {
+                    Ok(link) => {
+                        self.links.push((name.clone(), Held::Pinned { path, link }));
+                        done.push(Attachment {
+                            iface: name.clone(),
+                            adopted: true,
+                        });
+                        continue;
+                    }
+                    Err(why) => {
+                        log::warn!(
+                            "{name}: not taking over the pinned attachment at {} ({why}); \
+                             attaching afresh",
+                            path.display()
+                        );
+                        // Dropping the last reference detaches it.
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+            let link_err = |message: String| DataplaneError::Link {
+                name: name.clone(),
+                message,
+            };
+            let program = self.xdp()?;
+            let id = program.attach_to_if_index(index, xdp_mode).map_err(|source| {
+                DataplaneError::Attach {
+                    name: name.clone(),
+                    mode: mode_name(mode),
+                    source,
+                }
+            })?;
+            let link = program.take_link(id)?;
+            let fd = FdLink::try_from(link)
+                .map_err(|e| link_err(format!("the kernel gave no BPF link ({e})")))?;
+            let pinned = fd.pin(&path).map_err(|source| DataplaneError::PinLink {
+                name: name.clone(),
+                path: path.clone(),
+                source,
+            })?;
+            self.links.push((
+                name.clone(),
+                Held::Pinned {
+                    path,
+                    link: FdLink::from(pinned),
+                },
+            ));
+            done.push(Attachment {
+                iface: name.clone(),
+                adopted: false,
+            });
         }
         Ok(())
     }
 
-    /// Detach from every interface.
+    /// Take over the link pinned at `path` for `name`: check that it is
+    /// what runs on the interface and in `mode`, then replace its program
+    /// with this one in one step (BPF_LINK_UPDATE).
+    fn adopt(&mut self, name: &str, index: u32, path: &Path, mode: Mode) -> Result<FdLink, String> {
+        let fd: FdLink = PinnedLink::from_pin(path)
+            .map_err(|e| format!("cannot open it: {e}"))?
+            .into();
+        let prog_id = fd
+            .info()
+            .map_err(|e| format!("cannot read it: {e}"))?
+            .program_id();
+        let dev = netdev::link(index).map_err(|e| format!("reading {name}: {e}"))?;
+        if dev.xdp_prog_id != prog_id {
+            return Err(format!(
+                "it holds program {prog_id} but {name} runs program {}",
+                dev.xdp_prog_id
+            ));
+        }
+        let running = match dev.xdp {
+            netdev::Attached::Native => Mode::Native,
+            netdev::Attached::Generic => Mode::Generic,
+            other => return Err(format!("{name} has XDP attached as {other}")),
+        };
+        if running != mode {
+            return Err(format!(
+                "it runs in {running} mode and {mode} mode is wanted now"
+            ));
+        }
+        let link = XdpLink::try_from(fd).map_err(|e| format!("it is not an XDP link: {e}"))?;
+        let program = self.xdp().map_err(|e| e.to_string())?;
+        let id = program
+            .attach_to_link(link)
+            .map_err(|e| format!("replacing its program: {e}"))?;
+        let link = program.take_link(id).map_err(|e| e.to_string())?;
+        FdLink::try_from(link).map_err(|e| e.to_string())
+    }
+
+    /// Detach from every interface, removing pinned attachments.
     pub fn detach(&mut self) {
-        let Some(program) = self.ebpf.program_mut(PROGRAM_NAME) else {
-            return;
-        };
-        let Ok(program): Result<&mut Xdp, _> = program.try_into() else {
-            return;
-        };
-        for (name, link) in self.links.drain(..) {
-            if let Err(e) = program.detach(link) {
-                log::warn!("detaching from {name}: {e}");
+        self.detach_where(|_| true);
+    }
+
+    fn detach_where(&mut self, pick: impl Fn(&str) -> bool) {
+        let (gone, kept): (Vec<_>, Vec<_>) = self.links.drain(..).partition(|(n, _)| pick(n));
+        self.links = kept;
+        for (name, held) in gone {
+            match held {
+                Held::Owned(id) => {
+                    if let Ok(program) = self.xdp() {
+                        if let Err(e) = program.detach(id) {
+                            log::warn!("detaching from {name}: {e}");
+                        }
+                    }
+                }
+                Held::Pinned { path, link } => {
+                    if let Err(e) = std::fs::remove_file(&path) {
+                        log::warn!("removing {}: {e}", path.display());
+                    }
+                    // Closing the last reference detaches the program.
+                    drop(link);
+                }
             }
         }
+    }
+
+    /// Let go of the pinned attachments without detaching: the program keeps
+    /// running on them after this process exits.
+    pub fn release(&mut self) {
+        self.links.retain(|(_, h)| matches!(h, Held::Owned(_)));
     }
 
     /// Remove the pinned maps (the state is gone once the program exits).
     pub fn unpin(&self) {
         if let Some(dir) = &self.pin_dir {
-            for name in names::ALL {
-                let _ = std::fs::remove_file(dir.join(name));
-            }
-            let _ = std::fs::remove_dir(dir);
+            remove_pins(dir);
         }
     }
 
@@ -306,34 +475,78 @@ impl Dataplane {
 }
 
 impl Drop for Dataplane {
+    /// Attachments owned by this process end with it; pinned ones stay
+    /// (the daemon detaches them explicitly unless state is kept).
     fn drop(&mut self) {
-        self.detach();
+        self.release();
+        self.detach_where(|_| true);
     }
 }
 
-/// A table pinned by an earlier run is reused as it is; refuse when its size
-/// no longer matches the configured limit rather than silently keeping it.
-fn check_pinned_size(
-    dir: &Path,
-    name: &'static str,
-    wanted: u32,
-    field: &'static str,
-    per: u32,
-) -> Result<()> {
-    let path = dir.join(name);
-    if !path.exists() {
-        return Ok(());
+const fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Native => "native",
+        Mode::Generic => "generic",
     }
-    let have = aya::maps::MapInfo::from_pin(&path)
-        .map_err(map_err(name))?
-        .max_entries();
-    if have != wanted {
-        return Err(DataplaneError::PinnedSize {
-            path,
-            have: have / per,
-            field,
-            wanted: wanted / per,
-        });
+}
+
+/// Remove the map pins in `dir` and `dir` itself.
+pub fn remove_pins(dir: &Path) {
+    for name in names::ALL {
+        let _ = std::fs::remove_file(dir.join(name));
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+/// Maps pinned by an earlier run are reused as they are (by aya and the
+/// kernel, whatever their shape): refuse unless each is exactly the map this
+/// build declares, with the sizes the config asks for.
+fn check_pinned_maps(dir: &Path, opts: &LoadOptions) -> Result<()> {
+    let object =
+        aya_obj::Object::parse(PROGRAM).map_err(|e| DataplaneError::Object(e.to_string()))?;
+    for name in names::ALL {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let def = object
+            .maps
+            .get(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        let (max_entries, field, per) = match name {
+            names::CONNS => (
+                opts.max_connections.saturating_mul(2),
+                Some("limits.max_connections"),
+                2,
+            ),
+            names::SESSIONS => (opts.max_sessions, Some("limits.max_sessions"), 1),
+            _ => (def.max_entries(), None, 1),
+        };
+        let want = MapShape {
+            map_type: def.map_type(),
+            key_size: def.key_size(),
+            value_size: def.value_size(),
+            max_entries,
+        };
+        let info = aya::maps::MapInfo::from_pin(&path).map_err(map_err(name))?;
+        let have = MapShape {
+            map_type: info.map_type().map_or(u32::MAX, |t| t as u32),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+        };
+        let Some(what) = shape_difference(&have, &want) else {
+            continue;
+        };
+        if let (Some(field), true) = (field, MapShape { max_entries, ..have } == want) {
+            return Err(DataplaneError::PinnedSize {
+                path,
+                have: have.max_entries / per,
+                field,
+                wanted: max_entries / per,
+            });
+        }
+        return Err(DataplaneError::PinnedShape { path, name, what });
     }
     Ok(())
 }
@@ -425,21 +638,50 @@ impl Tables {
             .map_err(map_err(names::SETTINGS))
     }
 
-    /// Delete every VIP entry (reused pinned maps may hold a previous
-    /// configuration's).
+    /// What kept (reused pinned) tables say about VIP and backend ids.
     ///
     /// # Errors
-    /// When the map cannot be read or written.
-    pub fn clear_vips(&mut self) -> Result<()> {
-        let keys: Vec<VipKey> = self
-            .vips
-            .keys()
-            .filter_map(std::result::Result::ok)
-            .collect();
-        for k in keys {
-            self.vips.remove(&k).map_err(map_err(names::VIPS))?;
+    /// When a map cannot be read.
+    pub fn kept(&self) -> Result<Kept> {
+        let mut kept = Kept::default();
+        for entry in self.vips.iter() {
+            let (k, info) = entry.map_err(map_err(names::VIPS))?;
+            let Some(protocol) = Protocol::from_number(k.proto) else {
+                continue;
+            };
+            kept.vips.push(KeptVip {
+                id: crate::services::VipId {
+                    endpoint: Endpoint {
+                        addr: addr(k.addr),
+                        port: u16::from_be(k.port),
+                    },
+                    protocol,
+                },
+                slot: info.id,
+                persistence_timeout: Duration::from_nanos(info.persist_timeout_ns),
+                persistence_netmask: info.client_mask.count_ones() as u8,
+            });
         }
-        Ok(())
+        for slot in 0..lb_common::MAX_BACKENDS {
+            let b = self
+                .backends
+                .get(&slot, 0)
+                .map_err(map_err(names::BACKENDS))?;
+            if b.gen == 0 {
+                continue;
+            }
+            kept.backends.push(KeptBackend {
+                slot,
+                vip_slot: b.vip_id,
+                endpoint: Endpoint {
+                    addr: addr(b.addr),
+                    port: u16::from_be(b.port),
+                },
+                gen: b.gen,
+                active: b.flags & backend_flags::ACTIVE != 0,
+            });
+        }
+        Ok(kept)
     }
 
     /// Bring the maps from `old` to `new`. The order keeps every moment

@@ -54,21 +54,38 @@ enum Command {
         /// balancer starts empty and is configured through the socket.
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// XDP attach mode: native runs in the driver; generic works on any
-        /// interface but is slower.
-        #[arg(long, value_enum, default_value = "native")]
-        xdp_mode: XdpModeArg,
+        /// XDP attach mode. auto: native where every interface can deliver
+        /// the frames the program sends (on veth: the peer runs an XDP
+        /// program in native mode), generic otherwise. native: in the driver,
+        /// fastest; refused, with the reason, where frames would be dropped.
+        /// generic: on socket buffers, works on any interface, slower.
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: lb_ctl::xdpmode::Requested,
         /// Mount point of the BPF filesystem; maps are pinned in <BPFFS>/lb.
         #[arg(long, default_value = "/sys/fs/bpf")]
         bpffs: PathBuf,
-        /// Keep the pinned connection and session tables at exit, so the next
-        /// attach resumes them without dropping connections.
+        /// At SIGINT/SIGTERM, leave the program attached and forwarding with
+        /// its pinned tables, so that the next attach takes over without
+        /// dropping a packet (restarts, upgrades). Without it the program is
+        /// detached and the tables removed. A controller that dies (crash,
+        /// kill -9) always leaves the data path running.
         #[arg(long)]
         keep_state: bool,
         /// Serve Prometheus metrics at http://ADDRESS/metrics (for example
         /// 127.0.0.1:9917); `lb-ctl stats` prints the same text.
         #[arg(long, value_name = "ADDRESS:PORT")]
         metrics_address: Option<std::net::SocketAddr>,
+    },
+    /// Remove the program, its pinned attachments and tables left running by
+    /// `attach --keep-state` or by a controller that died. Live connections
+    /// and sessions are dropped. Refused while a controller runs (stop it
+    /// with SIGTERM instead).
+    Detach {
+        #[arg(required = true, value_name = "IFACE")]
+        ifaces: Vec<String>,
+        /// Mount point of the BPF filesystem the state is pinned in.
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
     },
     /// Manage virtual services.
     #[command(subcommand)]
@@ -84,12 +101,6 @@ enum Command {
     Stats,
     /// Validate a config file without touching the kernel.
     CheckConfig { file: PathBuf },
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum XdpModeArg {
-    Native,
-    Generic,
 }
 
 #[derive(Subcommand)]
@@ -184,12 +195,25 @@ fn run(cli: Cli) -> Result<()> {
             return runtime.block_on(daemon::run(AttachOptions {
                 ifaces,
                 config,
-                generic: matches!(xdp_mode, XdpModeArg::Generic),
+                xdp_mode,
                 socket: cli.socket,
                 bpffs,
                 keep_state,
                 metrics_address,
             }));
+        }
+        Command::Detach { ifaces, bpffs } => {
+            if control::call(&cli.socket, &Request::VipList).is_ok() {
+                bail!(
+                    "a controller is running (it answers on {}); stop it with SIGTERM, which \
+                     detaches unless it was started with --keep-state",
+                    cli.socket.display()
+                );
+            }
+            for line in daemon::detach(&ifaces, &bpffs)? {
+                println!("{line}");
+            }
+            return Ok(());
         }
         Command::CheckConfig { file } => {
             let (config, services) = Config::load(&file)?;

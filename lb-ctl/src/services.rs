@@ -315,6 +315,161 @@ impl Services {
     }
 }
 
+/// A VIP found in the tables an earlier controller left (`--keep-state`,
+/// or a controller that died): the data path kept using them meanwhile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptVip {
+    pub id: VipId,
+    pub slot: u32,
+    pub persistence_timeout: Duration,
+    pub persistence_netmask: u8,
+}
+
+/// A backend slot found in kept tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeptBackend {
+    pub slot: u32,
+    pub vip_slot: u32,
+    pub endpoint: Endpoint,
+    pub gen: u32,
+    /// Still serving (not retired by a removal).
+    pub active: bool,
+}
+
+/// Everything the kept tables say about ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    pub vips: Vec<KeptVip>,
+    pub backends: Vec<KeptBackend>,
+}
+
+impl Kept {
+    fn vip_slot(&self, id: &VipId) -> Option<u32> {
+        self.vips.iter().find(|v| v.id == *id).map(|v| v.slot)
+    }
+}
+
+impl Services {
+    /// The model the kept tables describe, as far as they tell: VIPs with
+    /// their slots and active backends (weights and selection tables are
+    /// not needed to move the tables on from it).
+    #[must_use]
+    pub fn from_kept(kept: &Kept) -> Self {
+        let mut s = Self::default();
+        for b in &kept.backends {
+            s.backend_gens.insert(b.slot, b.gen);
+        }
+        for v in &kept.vips {
+            let backends = kept
+                .backends
+                .iter()
+                .filter(|b| b.active && b.vip_slot == v.slot)
+                .map(|b| Backend {
+                    endpoint: b.endpoint,
+                    weight: 1,
+                    slot: b.slot,
+                    gen: b.gen,
+                })
+                .collect();
+            s.vips.insert(
+                v.id,
+                Vip {
+                    spec: VipSpec {
+                        name: None,
+                        id: v.id,
+                        scheduler: Scheduler::Rr,
+                        persistence_timeout: v.persistence_timeout,
+                        persistence_netmask: v.persistence_netmask,
+                    },
+                    slot: v.slot,
+                    backends,
+                    table: Vec::new(),
+                },
+            );
+        }
+        s
+    }
+
+    /// This model with its ids moved onto the kept tables': a VIP keeps the
+    /// slot it had, a backend that still serves the same VIP keeps its slot
+    /// and generation (so kept sessions and connections stay valid whatever
+    /// order the config lists things in), and everything new takes slots
+    /// the kept tables do not use, with a generation above the slot's last.
+    ///
+    /// # Errors
+    /// When the ids run out.
+    pub fn on_kept_ids(&self, kept: &Kept) -> Result<Self, ServiceError> {
+        let mut out = Self::default();
+        for b in &kept.backends {
+            out.backend_gens.insert(b.slot, b.gen);
+        }
+        for (g_slot, g) in &self.backend_gens {
+            out.backend_gens.entry(*g_slot).or_insert(*g);
+        }
+        let kept_vip_slots: Vec<u32> = kept.vips.iter().map(|v| v.slot).collect();
+        let mut vip_slots: Vec<u32> = Vec::new();
+        // First the VIPs that keep their slot, then the others.
+        let mut order: Vec<&Vip> = self.vips.values().collect();
+        order.sort_by_key(|v| kept.vip_slot(&v.spec.id).is_none());
+        for v in order {
+            let slot = match kept.vip_slot(&v.spec.id) {
+                Some(s) => s,
+                None => (0..MAX_VIPS)
+                    .find(|s| !vip_slots.contains(s) && !kept_vip_slots.contains(s))
+                    .or_else(|| (0..MAX_VIPS).find(|s| !vip_slots.contains(s)))
+                    .ok_or(ServiceError::TooManyVips)?,
+            };
+            vip_slots.push(slot);
+            let mut nv = Vip {
+                spec: v.spec.clone(),
+                slot,
+                backends: Vec::new(),
+                table: Vec::new(),
+            };
+            for b in &v.backends {
+                let reuse = kept.backends.iter().find(|k| {
+                    k.active
+                        && kept.vip_slot(&v.spec.id) == Some(k.vip_slot)
+                        && k.endpoint == b.endpoint
+                });
+                nv.backends.push(Backend {
+                    endpoint: b.endpoint,
+                    weight: b.weight,
+                    slot: reuse.map_or(u32::MAX, |k| k.slot),
+                    gen: reuse.map_or(0, |k| k.gen),
+                });
+            }
+            out.vips.insert(v.spec.id, nv);
+        }
+        // New backends: slots neither assigned nor held by a kept active
+        // backend (whose connections may still be draining).
+        let mut used: Vec<u32> = out
+            .vips
+            .values()
+            .flat_map(|v| v.backends.iter().map(|b| b.slot))
+            .filter(|s| *s != u32::MAX)
+            .chain(kept.backends.iter().filter(|k| k.active).map(|k| k.slot))
+            .collect();
+        for v in out.vips.values_mut() {
+            for b in &mut v.backends {
+                if b.slot != u32::MAX {
+                    continue;
+                }
+                let slot = (0..MAX_BACKENDS)
+                    .find(|s| !used.contains(s))
+                    .ok_or(ServiceError::TooManyBackends)?;
+                used.push(slot);
+                let gen = out.backend_gens.get(&slot).map_or(1, |g| g.wrapping_add(1));
+                out.backend_gens.insert(slot, gen);
+                b.slot = slot;
+                b.gen = gen;
+            }
+            rebuild(v)?;
+        }
+        Ok(out)
+    }
+}
+
 fn rebuild(v: &mut Vip) -> Result<(), ServiceError> {
     let pairs: Vec<(u32, u32)> = v.backends.iter().map(|b| (b.slot, b.weight)).collect();
     v.table = build_table(v.spec.scheduler, &pairs).map_err(|source| ServiceError::Table {
@@ -417,6 +572,90 @@ mod tests {
         );
         assert!(s.remove_backend(&vip, ep("198.18.1.99:8080")).is_err());
         assert_eq!(s, before);
+    }
+
+    #[test]
+    fn kept_ids_survive_a_reordered_config() {
+        let vip = |a: &str| VipId {
+            endpoint: ep(a),
+            protocol: Protocol::Tcp,
+        };
+        let mut old = Services::default();
+        old.add_vip(spec("198.18.0.100:80")).unwrap();
+        old.add_vip(spec("198.18.0.100:81")).unwrap();
+        for b in ["198.18.1.11:8080", "198.18.1.12:8080", "198.18.1.13:8080"] {
+            old.add_backend(&vip("198.18.0.100:80"), ep(b), 1).unwrap();
+        }
+        // What the tables would say about `old`.
+        let kept = Kept {
+            vips: old
+                .vips()
+                .map(|v| KeptVip {
+                    id: v.spec.id,
+                    slot: v.slot,
+                    persistence_timeout: v.spec.persistence_timeout,
+                    persistence_netmask: 32,
+                })
+                .collect(),
+            backends: old
+                .vips()
+                .flat_map(|v| {
+                    v.backends.iter().map(|b| KeptBackend {
+                        slot: b.slot,
+                        vip_slot: v.slot,
+                        endpoint: b.endpoint,
+                        gen: b.gen,
+                        active: true,
+                    })
+                })
+                .collect(),
+        };
+        // The new config lists VIPs and backends in another order, drops
+        // .12 and adds .14.
+        let mut new = Services::default();
+        new.add_vip(spec("198.18.0.100:81")).unwrap();
+        new.add_vip(spec("198.18.0.100:80")).unwrap();
+        for b in ["198.18.1.14:8080", "198.18.1.13:8080", "198.18.1.11:8080"] {
+            new.add_backend(&vip("198.18.0.100:80"), ep(b), 1).unwrap();
+        }
+        let moved = new.on_kept_ids(&kept).unwrap();
+        let slot_of = |s: &Services, v: &str| s.vip(&vip(v)).unwrap().slot;
+        assert_eq!(slot_of(&moved, "198.18.0.100:80"), slot_of(&old, "198.18.0.100:80"));
+        assert_eq!(slot_of(&moved, "198.18.0.100:81"), slot_of(&old, "198.18.0.100:81"));
+        let ids = |s: &Services, b: &str| {
+            s.vip(&vip("198.18.0.100:80"))
+                .unwrap()
+                .backends
+                .iter()
+                .find(|x| x.endpoint == ep(b))
+                .map(|x| (x.slot, x.gen))
+        };
+        assert_eq!(ids(&moved, "198.18.1.11:8080"), ids(&old, "198.18.1.11:8080"));
+        assert_eq!(ids(&moved, "198.18.1.13:8080"), ids(&old, "198.18.1.13:8080"));
+        // The new backend does not take the slot of the dropped one, whose
+        // connections may still be open.
+        let (slot, gen) = ids(&moved, "198.18.1.14:8080").unwrap();
+        assert_ne!(Some(slot), ids(&old, "198.18.1.12:8080").map(|x| x.0));
+        assert_eq!(gen, 1);
+        // The selection table covers the three backends once each.
+        let mut table = moved.vip(&vip("198.18.0.100:80")).unwrap().table.clone();
+        table.sort_unstable();
+        let mut want: Vec<u32> = ["198.18.1.11:8080", "198.18.1.13:8080", "198.18.1.14:8080"]
+            .iter()
+            .map(|b| ids(&moved, b).unwrap().0)
+            .collect();
+        want.sort_unstable();
+        assert_eq!(table, want);
+        // A slot reused later gets a generation above the kept one.
+        let shadow = Services::from_kept(&kept);
+        assert_eq!(shadow.vips().count(), 2);
+        let mut again = moved.clone();
+        again.add_backend(&vip("198.18.0.100:81"), ep("198.18.1.12:8080"), 1).unwrap();
+        let b = &again.vip(&vip("198.18.0.100:81")).unwrap().backends[0];
+        let old12 = ids(&old, "198.18.1.12:8080").unwrap();
+        if b.slot == old12.0 {
+            assert!(b.gen > old12.1);
+        }
     }
 
     #[test]

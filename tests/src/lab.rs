@@ -32,6 +32,12 @@ pub const BACKEND_PORT: u16 = 8080;
 pub enum Layout {
     /// Clients and backends behind the balancer's one interface.
     OneArm,
+    /// One-arm as a user builds it by hand, with nothing prepared for XDP:
+    /// no program on the balancer's veth peer, the hosts' transmit checksum
+    /// offload left on (their default), the VIP configured as a /32 on the
+    /// balancer's eth0. The balancer must cope on its own (`--xdp-mode
+    /// auto` picks generic mode here).
+    Plain,
     /// Clients on one interface, backends on another.
     TwoArm,
     /// No switch: one client wired straight to the balancer's eth0 and one
@@ -141,6 +147,7 @@ impl Lab {
     pub fn up(prefix: &str, layout: Layout, clients: usize, backends: usize) -> Result<Self> {
         delete_all(&format!("{prefix}-"));
         let workdir = std::env::temp_dir().join(format!("{prefix}-lab"));
+        let _ = sh(&["umount", &workdir.join("bpffs").to_string_lossy()]);
         let _ = std::fs::remove_dir_all(&workdir);
         std::fs::create_dir_all(&workdir)?;
         let host = |name: String, addr| Host {
@@ -182,8 +189,19 @@ impl Lab {
         format!("{}-sw", self.prefix)
     }
 
+    /// A bpffs of the lab's own, outside `/sys` (which `ip netns exec`
+    /// remounts): pinned attachments and tables outlive each controller
+    /// process, as they do on a host.
+    #[must_use]
+    pub fn bpffs(&self) -> PathBuf {
+        self.workdir.join("bpffs")
+    }
+
     fn build(&mut self) -> Result<()> {
         let node = bin("lb-lab-node")?;
+        let bpffs = self.bpffs();
+        std::fs::create_dir_all(&bpffs)?;
+        sh(&["mount", "-t", "bpf", "bpf", &bpffs.to_string_lossy()])?;
         if self.layout == Layout::PointToPoint {
             self.build_point_to_point(&node)?;
         } else {
@@ -236,7 +254,8 @@ impl Lab {
             ip(&format!("netns add {ns}"))?;
             ip(&format!("-n {ns} link set lo up"))?;
         }
-        let bridges: &[&str] = if self.layout == Layout::OneArm {
+        let one_arm = matches!(self.layout, Layout::OneArm | Layout::Plain);
+        let bridges: &[&str] = if one_arm {
             &["br0"]
         } else {
             &["br0", "br1"]
@@ -250,7 +269,7 @@ impl Lab {
         // that passes everything, so that frames the balancer sends with
         // XDP_TX or redirect are accepted there.
         let arms: Vec<(&str, &str, &str)> = match self.layout {
-            Layout::OneArm => vec![("eth0", "lb0", "br0")],
+            Layout::OneArm | Layout::Plain => vec![("eth0", "lb0", "br0")],
             Layout::TwoArm | Layout::PointToPoint => {
                 vec![("eth0", "lb0", "br0"), ("eth1", "lb1", "br1")]
             }
@@ -262,14 +281,16 @@ impl Lab {
             ip(&format!("-n {sw} link set {outside} master {br} up"))?;
             ip(&format!("-n {lb} link set {inside} up"))?;
         }
-        let (client_if, backend_if) = if self.layout == Layout::OneArm {
+        let (client_if, backend_if) = if one_arm {
             ("eth0", "eth0")
         } else {
             ("eth0", "eth1")
         };
         ip(&format!("-n {lb} addr add 198.18.0.1/24 dev {client_if}"))?;
         ip(&format!("-n {lb} addr add 198.18.1.1/24 dev {backend_if}"))?;
-        ip(&format!("-n {lb} addr add {VIP}/32 dev lo"))?;
+        let plain = self.layout == Layout::Plain;
+        let vip_dev = if plain { "eth0" } else { "lo" };
+        ip(&format!("-n {lb} addr add {VIP}/32 dev {vip_dev}"))?;
         let hosts: Vec<(Host, &str, &str)> = self
             .clients
             .iter()
@@ -293,16 +314,21 @@ impl Lab {
             ip(&format!("-n {ns} link set eth0 up"))?;
             // Checksums computed by the sender, not left to offload: a
             // veth frame from a local socket carries only a partial
-            // checksum, which XDP (on the balancer) cannot see as such.
-            in_ns(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+            // checksum, which native XDP (on the balancer) cannot see as
+            // such. The plain layout keeps the default.
+            if !plain {
+                in_ns(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
+            }
             ip(&format!("-n {ns} route add default via {gw}"))?;
         }
-        let pass = hold_xdp(
-            Command::new("ip")
-                .args(["netns", "exec", &sw, node, "xdp-pass"])
-                .args(arms.iter().map(|a| a.1)),
-        )?;
-        self.servers.push(pass);
+        if !plain {
+            let pass = hold_xdp(
+                Command::new("ip")
+                    .args(["netns", "exec", &sw, node, "xdp-pass"])
+                    .args(arms.iter().map(|a| a.1)),
+            )?;
+            self.servers.push(pass);
+        }
         Ok(())
     }
 
@@ -334,7 +360,7 @@ impl Lab {
     #[must_use]
     pub fn balancer_ifaces(&self) -> Vec<&'static str> {
         match self.layout {
-            Layout::OneArm => vec!["eth0"],
+            Layout::OneArm | Layout::Plain => vec!["eth0"],
             Layout::TwoArm | Layout::PointToPoint => vec!["eth0", "eth1"],
         }
     }
@@ -368,6 +394,7 @@ impl Lab {
         ];
         args.extend(self.balancer_ifaces().iter().map(|s| (*s).to_string()));
         args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
+        args.extend(["--bpffs".into(), self.bpffs().to_string_lossy().into_owned()]);
         args.extend(extra.iter().map(|s| (*s).to_string()));
         let child = Command::new("ip")
             .args(&args)
@@ -420,6 +447,35 @@ impl Lab {
             }
             thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Kill the controller with SIGKILL (a crash, an OOM kill) and wait for
+    /// it to be gone.
+    ///
+    /// # Errors
+    /// When no controller runs.
+    pub fn kill_balancer(&mut self) -> Result<()> {
+        let Some(mut child) = self.controller.take() else {
+            bail!("no controller running")
+        };
+        child.kill()?;
+        child.wait()?;
+        let _ = std::fs::remove_file(&self.socket);
+        Ok(())
+    }
+
+    /// Run `lb-ctl ARGS...` in the balancer's namespace and return its
+    /// output, failing with it when lb-ctl fails.
+    ///
+    /// # Errors
+    /// With lb-ctl's output when it fails.
+    pub fn ctl_in_ns(&self, args: &[&str]) -> Result<std::process::Output> {
+        let ctl = bin("lb-ctl")?;
+        Ok(Command::new("ip")
+            .args(["netns", "exec", &self.balancer.ns, &ctl])
+            .args(["--socket", &self.socket.to_string_lossy()])
+            .args(args)
+            .output()?)
     }
 
     /// Run `lb-ctl --socket <lab socket> ARGS...` and return its stdout.
@@ -514,6 +570,7 @@ impl Drop for Lab {
             let _ = s.wait();
         }
         delete_all(&format!("{}-", self.prefix));
+        let _ = sh(&["umount", &self.bpffs().to_string_lossy()]);
         let _ = std::fs::remove_file(&self.socket);
     }
 }

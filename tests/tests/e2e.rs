@@ -63,7 +63,7 @@ fn all_ok(replies: &[Reply], lab: &Lab) {
 #[test]
 fn client_sticks_to_one_backend_and_replies_come_from_the_vip() {
     let _g = serial();
-    let mut lab = Lab::up("lbe-stick", Layout::OneArm, 2, 3).unwrap();
+    let mut lab = Lab::up("lbe-stick", Layout::Plain, 2, 3).unwrap();
     let cfg = config(
         &(vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)])
             + &vip(8080, "udp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)])),
@@ -149,10 +149,10 @@ fn count(replies: &[Reply]) -> BTreeMap<String, usize> {
     m
 }
 
-#[test]
-fn without_persistence_connections_spread_by_weight_two_arm() {
-    let _g = serial();
-    let mut lab = Lab::up("lbe-wrr", Layout::TwoArm, 2, 3).unwrap();
+/// Weighted spread without persistence: one cursor for the whole balancer
+/// walks the table b1 b2 b1 b3, so 40 connections split exactly 20:10:10.
+fn spread_by_weight(prefix: &str, layout: Layout) -> Lab {
+    let mut lab = Lab::up(prefix, layout, 2, 3).unwrap();
     lab.start_balancer(&config(
         &vip(80, "tcp", "wrr", "0s", 32, &[(1, 2), (2, 1), (3, 1)]),
         "",
@@ -161,20 +161,11 @@ fn without_persistence_connections_spread_by_weight_two_arm() {
     let r = lab.http(0, 80, &["--count", "40"]).unwrap();
     all_ok(&r, &lab);
     let c = count(&r);
-    // Each CPU walks the 4-slot table b1 b2 b1 b3 on its own, so over 40
-    // connections the shares are exact up to one partial pass per CPU.
     let share = |b: &str| c.get(b).copied().unwrap_or(0);
-    assert!(
-        (18..=22).contains(&share("b1")),
-        "b1 should get half: {c:?}"
-    );
-    assert!(
-        (8..=12).contains(&share("b2")),
-        "b2 should get a quarter: {c:?}"
-    );
-    assert!(
-        (8..=12).contains(&share("b3")),
-        "b3 should get a quarter: {c:?}"
+    assert_eq!(
+        (share("b1"), share("b2"), share("b3")),
+        (20, 10, 10),
+        "weights 2:1:1 over 40 connections"
     );
     for x in &r {
         let Reply::Ok { seen, .. } = x else {
@@ -182,6 +173,13 @@ fn without_persistence_connections_spread_by_weight_two_arm() {
         };
         assert_eq!(seen.unwrap().ip(), lab.clients[0].addr);
     }
+    lab
+}
+
+#[test]
+fn without_persistence_connections_spread_by_weight_two_arm() {
+    let _g = serial();
+    let lab = spread_by_weight("lbe-wrr", Layout::TwoArm);
     let stats = lab.ctl(&["stats"]).unwrap();
     assert!(
         stats.contains("lb_datapath_events_total{reason=\"redirect\"}"),
@@ -194,9 +192,44 @@ fn without_persistence_connections_spread_by_weight_two_arm() {
 }
 
 #[test]
+fn without_persistence_connections_spread_by_weight_plain() {
+    let _g = serial();
+    let lab = spread_by_weight("lbe-wrrp", Layout::Plain);
+    // The default attach chose generic mode, and said why.
+    let log = lab.controller_log();
+    assert!(
+        log.contains("in generic mode") && log.contains("runs no XDP program"),
+        "{log}"
+    );
+}
+
+/// Three clients starting at the same moment on a three-backend `rr` VIP
+/// land on three different backends, whatever CPU each lands on.
+#[test]
+fn simultaneous_first_clients_get_different_backends() {
+    let _g = serial();
+    let mut lab = Lab::up("lbe-three", Layout::Plain, 3, 3).unwrap();
+    lab.start_balancer(&config(
+        &vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)]),
+        "",
+    ))
+    .unwrap();
+    let started: Vec<_> = (0..3)
+        .map(|c| lab.http_background(c, 80, &["--count", "1"]).unwrap())
+        .collect();
+    let mut got = BTreeSet::new();
+    for child in started {
+        let r = Lab::replies(child).unwrap();
+        all_ok(&r, &lab);
+        got.insert(r[0].backend().unwrap().to_string());
+    }
+    assert_eq!(got.len(), 3, "three clients, three backends: {got:?}");
+}
+
+#[test]
 fn persistence_expires_after_its_timeout_and_the_client_moves() {
     let _g = serial();
-    let mut lab = Lab::up("lbe-exp", Layout::OneArm, 2, 3).unwrap();
+    let mut lab = Lab::up("lbe-exp", Layout::Plain, 2, 3).unwrap();
     lab.start_balancer(&config(
         &vip(80, "tcp", "rr", "1s", 32, &[(1, 1), (2, 1), (3, 1)]),
         "sweeper:\n  interval: 1s\ntimeouts:\n  tcp_closing: 1s\n",
@@ -228,7 +261,7 @@ fn persistence_expires_after_its_timeout_and_the_client_moves() {
 #[test]
 fn backend_add_serves_new_clients() {
     let _g = serial();
-    let mut lab = Lab::up("lbe-add", Layout::OneArm, 2, 3).unwrap();
+    let mut lab = Lab::up("lbe-add", Layout::Plain, 2, 3).unwrap();
     lab.start_balancer(&config(
         &(vip(80, "tcp", "rr", "300s", 32, &[(1, 1)]) + &vip(81, "tcp", "rr", "0s", 32, &[(1, 1)])),
         "",
@@ -292,7 +325,7 @@ fn backend_add_serves_new_clients() {
 #[test]
 fn removing_the_pinned_backend_repins_without_a_failed_request() {
     let _g = serial();
-    let mut lab = Lab::up("lbe-rm", Layout::OneArm, 2, 3).unwrap();
+    let mut lab = Lab::up("lbe-rm", Layout::Plain, 2, 3).unwrap();
     lab.start_balancer(&config(
         &vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)]),
         "",
@@ -515,43 +548,198 @@ fn attach_refuses_bad_input_and_leaves_nothing_attached() {
     );
 }
 
+/// The data path outlives the controller: `kill -9` and a restart with
+/// `--keep-state`, then a SIGTERM with `--keep-state` and another start
+/// (as in an upgrade), under continuous new connections and with one
+/// long-lived connection open. No request fails, the client keeps its
+/// backend, the long-lived connection still works.
 #[test]
-fn keep_state_carries_sessions_across_a_controller_restart() {
+fn the_data_path_outlives_controller_restarts() {
     let _g = serial();
-    let mut lab = Lab::up("lbe-keep", Layout::OneArm, 1, 3).unwrap();
-    // A bpffs that outlives each `ip netns exec` mount namespace.
-    let bpffs = lab.workdir.join("bpffs");
-    std::fs::create_dir_all(&bpffs).unwrap();
-    lb_tests::netns::sh(&["mount", "-t", "bpf", "bpf", bpffs.to_str().unwrap()]).unwrap();
-    let args = ["--keep-state", "--bpffs", bpffs.to_str().unwrap()];
+    let mut lab = Lab::up("lbe-keep", Layout::Plain, 2, 3).unwrap();
+    let bpffs = lab.bpffs();
     let cfg = config(
         &vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)]),
         "",
     );
-    lab.start_balancer_with(&cfg, &args).unwrap();
-    // Move the scheduler on so that a fresh start would not pick the same.
-    let first = lab.http(0, 80, &["--count", "3"]).unwrap();
+    lab.start_balancer_with(&cfg, &["--keep-state"]).unwrap();
+    // Client 2 first, so that a fresh start would give client 1 another
+    // backend than the one it is pinned to.
+    all_ok(&lab.http(1, 80, &["--count", "1"]).unwrap(), &lab);
+    let first = lab.http(0, 80, &["--count", "1"]).unwrap();
     all_ok(&first, &lab);
     let pinned = first[0].backend().unwrap().to_string();
-    assert!(lab.stop_balancer().unwrap().success());
-    assert!(
-        bpffs.join("lb/SESSIONS").exists(),
-        "tables stay pinned with --keep-state"
-    );
-    lab.start_balancer_with(&cfg, &args).unwrap();
-    let sessions = lab.ctl(&["sessions"]).unwrap();
-    assert!(
-        sessions.contains("198.18.0.11/32"),
-        "the session survived the restart:\n{sessions}"
-    );
-    let after = lab.http(0, 80, &["--count", "5"]).unwrap();
-    all_ok(&after, &lab);
-    assert_eq!(backends_of(&after), vec![pinned; 5]);
-    // Without --keep-state the pins are removed at exit.
-    assert!(lab.stop_balancer().unwrap().success());
-    lab.start_balancer_with(&cfg, &["--bpffs", bpffs.to_str().unwrap()])
+    // A long-lived connection: one request every 100 ms over one socket.
+    let long = lab
+        .http_background(0, 80, &["--count", "60", "--keepalive", "--interval-ms", "100"])
         .unwrap();
+    // Continuous new connections, one every 20 ms, for about 6 s.
+    let busy = lab
+        .http_background(0, 80, &["--count", "300", "--interval-ms", "20"])
+        .unwrap();
+    thread::sleep(Duration::from_millis(800));
+    let prog_before = xdp_prog_id(&lab);
+    lab.kill_balancer().unwrap();
+    assert!(
+        bpffs.join("lb/links/eth0").exists() && bpffs.join("lb/v2/SESSIONS").exists(),
+        "the attachment and the tables stay pinned"
+    );
+    assert_eq!(xdp_prog_id(&lab), prog_before, "still attached after kill -9");
+    thread::sleep(Duration::from_secs(1));
+    lab.start_balancer_with(&cfg, &["--keep-state"]).unwrap();
+    assert!(
+        lab.controller_log().contains("took over the running data path on eth0"),
+        "{}",
+        lab.controller_log()
+    );
+    let prog_after = xdp_prog_id(&lab);
+    assert_ne!(prog_after, prog_before, "the new program replaced the old one");
+    thread::sleep(Duration::from_millis(800));
+    // Stop with --keep-state (as before an upgrade) and start again.
     assert!(lab.stop_balancer().unwrap().success());
+    assert_eq!(xdp_prog_id(&lab), prog_after, "--keep-state leaves it attached");
+    lab.start_balancer_with(&cfg, &["--keep-state"]).unwrap();
+    let busy = Lab::replies(busy).unwrap();
+    let long = Lab::replies(long).unwrap();
+    all_ok(&busy, &lab);
+    all_ok(&long, &lab);
+    assert_eq!(busy.len(), 300);
+    assert_eq!(backends_of(&busy), vec![pinned.clone(); 300], "the client stays");
+    assert_eq!(backends_of(&long), vec![pinned.clone(); 60]);
+    let sessions = lab.ctl(&["sessions"]).unwrap();
+    assert!(sessions.contains("198.18.0.11/32"), "{sessions}");
+    // `detach` is refused while a controller runs.
+    let out = lab.ctl_in_ns(&["detach", "eth0", "--bpffs", bpffs.to_str().unwrap()]).unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a controller is running"));
+    // Stopped with --keep-state, then detached: nothing is left.
+    assert!(lab.stop_balancer().unwrap().success());
+    let out = lab.ctl_in_ns(&["detach", "eth0", "--bpffs", bpffs.to_str().unwrap()]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(xdp_prog_id(&lab), 0, "detach removes the program");
+    assert!(!bpffs.join("lb").exists());
+    // Without --keep-state, SIGINT detaches and removes the pins.
+    lab.start_balancer(&cfg).unwrap();
+    assert!(lab.stop_balancer().unwrap().success());
+    assert_eq!(xdp_prog_id(&lab), 0);
     assert!(!bpffs.join("lb").exists(), "{}", lab.controller_log());
-    let _ = lb_tests::netns::sh(&["umount", bpffs.to_str().unwrap()]);
+}
+
+/// The id of the XDP program on the balancer's eth0 (0: none).
+fn xdp_prog_id(lab: &Lab) -> u32 {
+    let out = lb_tests::netns::in_ns(&lab.balancer.ns, &["ip", "-j", "-d", "link", "show", "eth0"])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["xdp"]["prog"]["id"].as_u64().unwrap_or(0) as u32
+}
+
+/// Pinned maps of another shape or layout are refused, naming what differs;
+/// an explicit native attach that would drop frames is refused, naming the
+/// interface, the reason and the fix.
+#[test]
+fn attach_refuses_foreign_pins_and_impossible_native_mode() {
+    let _g = serial();
+    let mut lab = Lab::up("lbe-pins", Layout::Plain, 1, 1).unwrap();
+    let bpffs = lab.bpffs();
+    let cfg = config(&vip(80, "tcp", "rr", "0s", 32, &[(1, 1)]), "");
+    let err = lab
+        .start_balancer_with(&cfg, &["--xdp-mode", "native"])
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    for part in ["eth0", "runs no XDP program", "--xdp-mode generic", "--xdp-mode auto"] {
+        assert!(msg.contains(part), "{part:?} missing: {msg}");
+    }
+    assert_eq!(xdp_prog_id(&lab), 0);
+    // A CONNS map of another value size where this build keeps its own.
+    let dir = bpffs.join("lb/v2");
+    std::fs::create_dir_all(&dir).unwrap();
+    lb_tests::netns::sh(&[
+        "bpftool", "map", "create", dir.join("CONNS").to_str().unwrap(), "type", "hash", "key",
+        "16", "value", "8", "entries", "16", "name", "CONNS",
+    ])
+    .unwrap();
+    let err = lab.start_balancer(&cfg).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("is not the CONNS this build expects")
+            && msg.contains("value size 8 bytes (this build: 48)"),
+        "{msg}"
+    );
+    assert_eq!(xdp_prog_id(&lab), 0, "nothing attached");
+    std::fs::remove_file(dir.join("CONNS")).unwrap();
+    // Tables of an older layout (pinned straight in lb/) are refused too.
+    lb_tests::netns::sh(&[
+        "bpftool", "map", "create", bpffs.join("lb/SESSIONS").to_str().unwrap(), "type", "hash",
+        "key", "8", "value", "16", "entries", "16", "name", "SESSIONS",
+    ])
+    .unwrap();
+    let err = lab.start_balancer(&cfg).unwrap_err();
+    assert!(format!("{err:#}").contains("layout v1"), "{err:#}");
+    // `detach` clears them, and the next attach works.
+    let out = lab.ctl_in_ns(&["detach", "eth0", "--bpffs", bpffs.to_str().unwrap()]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    lab.start_balancer(&cfg).unwrap();
+    all_ok(&lab.http(0, 80, &["--count", "2"]).unwrap(), &lab);
+}
+
+/// Clients whose neighbour entry the balancer does not hold (fresh
+/// addresses, never seen before) connect: the first reply goes through the
+/// kernel, which resolves the neighbour, and later connections take the
+/// fast path.
+fn fresh_client_addresses_connect(prefix: &str, layout: Layout) {
+    let mut lab = Lab::up(prefix, layout, 1, 3).unwrap();
+    lab.start_balancer(&config(
+        &vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1), (3, 1)]),
+        "",
+    ))
+    .unwrap();
+    // The client talks to the VIP first from its own address, so it holds
+    // the VIP's MAC address and the new addresses send no ARP request the
+    // balancer could learn them from (as on a busy segment).
+    all_ok(&lab.http(0, 80, &["--count", "1"]).unwrap(), &lab);
+    let ns = lab.clients[0].ns.clone();
+    let curl = |addr: &str| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "3"])
+            .args(["--interface", addr, &format!("http://{VIP}:80/")])
+            .output()
+            .unwrap()
+    };
+    for i in 0..5u8 {
+        let addr = format!("198.18.0.{}", 31 + i);
+        lb_tests::netns::ip(&format!("-n {ns} addr add {addr}/24 dev eth0")).unwrap();
+        let first = curl(&addr);
+        assert!(
+            first.status.success(),
+            "{addr}: {}\n{}",
+            String::from_utf8_lossy(&first.stderr),
+            lab.ctl(&["stats"]).unwrap()
+        );
+        let unresolved = no_neigh(&lab);
+        let again = curl(&addr);
+        assert!(again.status.success(), "{addr} again");
+        assert_eq!(no_neigh(&lab), unresolved, "{addr}: the next connection takes the fast path");
+    }
+    assert!(no_neigh(&lab) >= 1, "the unresolved case was exercised");
+}
+
+fn no_neigh(lab: &Lab) -> u64 {
+    let stats = lab.ctl(&["stats"]).unwrap();
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix("lb_datapath_events_total{reason=\"pass_no_neigh\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn fresh_client_addresses_connect_plain() {
+    let _g = serial();
+    fresh_client_addresses_connect("lbe-neigh", Layout::Plain);
+}
+
+#[test]
+fn fresh_client_addresses_connect_two_arm() {
+    let _g = serial();
+    fresh_client_addresses_connect("lbe-neigh2", Layout::TwoArm);
 }

@@ -67,7 +67,7 @@ impl Bench {
             .unwrap();
         // Attaching registers the interfaces' receive queues (test_run needs
         // them for an ingress interface) and fills the redirect map.
-        dp.attach(&["d0".to_string(), "e0".to_string()], false)
+        dp.attach(&["d0".to_string(), "e0".to_string()], lb_ctl::xdpmode::Mode::Native, None)
             .unwrap();
         Self {
             dp,

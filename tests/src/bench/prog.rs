@@ -78,7 +78,7 @@ impl Rig {
             pin_dir: None,
         })?;
         dp.tables.set_settings(&settings(900_000_000_000))?;
-        dp.attach(&FibNs::ifaces(), false)?;
+        dp.attach(&FibNs::ifaces(), lb_ctl::xdpmode::Mode::Native, None)?;
         let mut services = Services::default();
         let id = VipId {
             endpoint: Endpoint {

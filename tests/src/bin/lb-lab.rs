@@ -44,8 +44,14 @@ enum Cmd {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LayoutArg {
+    /// Clients and backends behind the balancer's eth0 (peers prepared for
+    /// native XDP).
     OneArm,
+    /// Clients behind eth0, backends behind eth1.
     TwoArm,
+    /// One-arm as a user builds it: nothing prepared for XDP, default
+    /// offloads, the VIP on eth0.
+    Plain,
 }
 
 impl From<LayoutArg> for Layout {
@@ -53,6 +59,7 @@ impl From<LayoutArg> for Layout {
         match l {
             LayoutArg::OneArm => Self::OneArm,
             LayoutArg::TwoArm => Self::TwoArm,
+            LayoutArg::Plain => Self::Plain,
         }
     }
 }

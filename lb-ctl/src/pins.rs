@@ -1,0 +1,178 @@
+//! What lb keeps in bpffs, and the checks before any of it is reused.
+//!
+//! ```text
+//! <bpffs>/lb/v<LAYOUT_VERSION>/<MAP>   the maps (VIPS, CONNS, SESSIONS, …)
+//! <bpffs>/lb/links/<IFACE>             the XDP attachment of each interface
+//! ```
+//!
+//! The links keep the program attached while no controller runs; the maps
+//! keep connections and sessions. A new `lb-ctl attach` reuses both, but
+//! only when the pinned maps are what this build expects: the layout
+//! version in the directory name, then each map's type, key size, value
+//! size and capacity (the kernel and aya would otherwise reuse a pin of any
+//! shape). Anything else is refused with what differs and how to proceed.
+
+use std::path::{Path, PathBuf};
+
+use lb_common::{map_names as names, LAYOUT_VERSION};
+
+/// The pin directories under one bpffs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinDirs {
+    /// `<bpffs>/lb`
+    pub root: PathBuf,
+    /// `<bpffs>/lb/v<LAYOUT_VERSION>`
+    pub maps: PathBuf,
+    /// `<bpffs>/lb/links`
+    pub links: PathBuf,
+}
+
+impl PinDirs {
+    #[must_use]
+    pub fn new(bpffs: &Path) -> Self {
+        let root = bpffs.join("lb");
+        Self {
+            maps: root.join(format!("v{LAYOUT_VERSION}")),
+            links: root.join("links"),
+            root,
+        }
+    }
+
+    /// Where the attachment of `iface` is pinned.
+    #[must_use]
+    pub fn link(&self, iface: &str) -> PathBuf {
+        self.links.join(iface)
+    }
+}
+
+/// The shape of one map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapShape {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PinError {
+    #[error(
+        "{found} holds tables of another lb build (layout {other}); this build uses layout \
+         v{LAYOUT_VERSION} and cannot reuse them. To proceed, stop the balancer with the build \
+         that made them, or run `lb-ctl detach IFACE...` (this drops its live connections and \
+         sessions) and attach again"
+    )]
+    OtherLayout { found: String, other: String },
+    #[error(
+        "the map pinned at {path} is not the {name} this build expects: {what}. It was left by \
+         another build or program; remove it with `lb-ctl detach IFACE...` (this drops the kept \
+         connections and sessions) and attach again"
+    )]
+    Shape {
+        path: String,
+        name: String,
+        what: String,
+    },
+}
+
+/// Refuse when `<bpffs>/lb` holds pins of another layout. `entries` are
+/// the names found in it.
+///
+/// # Errors
+/// Naming the foreign layout.
+pub fn check_layout(root: &Path, entries: &[String]) -> Result<(), PinError> {
+    let ours = format!("v{LAYOUT_VERSION}");
+    for e in entries {
+        if *e == ours || e == "links" {
+            continue;
+        }
+        let other = if names::ALL.contains(&e.as_str()) {
+            "v1, maps pinned directly in this directory".to_string()
+        } else if e.starts_with('v') && e[1..].chars().all(|c| c.is_ascii_digit()) {
+            e.clone()
+        } else {
+            continue;
+        };
+        return Err(PinError::OtherLayout {
+            found: root.display().to_string(),
+            other,
+        });
+    }
+    Ok(())
+}
+
+/// What differs between a pinned map and the expected one (`None`: they
+/// agree).
+#[must_use]
+pub fn shape_difference(have: &MapShape, want: &MapShape) -> Option<String> {
+    let mut diffs = Vec::new();
+    if have.map_type != want.map_type {
+        diffs.push(format!(
+            "map type {} (this build: {})",
+            have.map_type, want.map_type
+        ));
+    }
+    if have.key_size != want.key_size {
+        diffs.push(format!(
+            "key size {} bytes (this build: {})",
+            have.key_size, want.key_size
+        ));
+    }
+    if have.value_size != want.value_size {
+        diffs.push(format!(
+            "value size {} bytes (this build: {})",
+            have.value_size, want.value_size
+        ));
+    }
+    if have.max_entries != want.max_entries {
+        diffs.push(format!(
+            "{} entries (this build and config: {})",
+            have.max_entries, want.max_entries
+        ));
+    }
+    (!diffs.is_empty()).then(|| diffs.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_layouts_are_named() {
+        let root = Path::new("/sys/fs/bpf/lb");
+        assert!(check_layout(root, &["v2".into(), "links".into()]).is_ok());
+        let e = check_layout(root, &["CONNS".into()]).unwrap_err();
+        assert!(e.to_string().contains("layout v1"), "{e}");
+        let e = check_layout(root, &["v3".into()]).unwrap_err();
+        assert!(e.to_string().contains("layout v3"), "{e}");
+        assert!(e.to_string().contains("lb-ctl detach"), "{e}");
+        // Unrelated files are not ours to judge.
+        assert!(check_layout(root, &["notes".into()]).is_ok());
+    }
+
+    #[test]
+    fn shape_differences_are_spelt_out() {
+        let want = MapShape {
+            map_type: 1,
+            key_size: 16,
+            value_size: 48,
+            max_entries: 2000,
+        };
+        assert_eq!(shape_difference(&want, &want), None);
+        let have = MapShape {
+            value_size: 8,
+            ..want
+        };
+        assert_eq!(
+            shape_difference(&have, &want).unwrap(),
+            "value size 8 bytes (this build: 48)"
+        );
+        let have = MapShape {
+            map_type: 2,
+            key_size: 4,
+            ..want
+        };
+        let d = shape_difference(&have, &want).unwrap();
+        assert!(d.contains("map type 2") && d.contains("key size 4"), "{d}");
+    }
+}
