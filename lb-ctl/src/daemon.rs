@@ -127,19 +127,26 @@ impl Controller {
             },
         }
     }
+}
 
-    fn sweep(&mut self) {
-        match self.dataplane.tables.sweep(&self.services) {
-            Ok(r) => log::info!(
-                "sweep: deleted {} of {} connection entries and {} of {} sessions in {:.1?}",
-                r.connections_deleted,
-                r.connections_scanned,
-                r.sessions_deleted,
-                r.sessions_scanned,
-                r.elapsed
-            ),
-            Err(e) => log::error!("sweep failed: {e}"),
-        }
+/// Sweep the tables without holding the controller: only the sweeper's
+/// setup (its own map references and the timeouts) takes the lock, so the
+/// control socket answers while millions of entries are scanned.
+fn sweep_tables(controller: &Mutex<Controller>) {
+    let sweeper = {
+        let c = lock(controller);
+        c.dataplane.tables.sweeper(&c.services)
+    };
+    match sweeper.and_then(crate::dataplane::Sweeper::run) {
+        Ok(r) => log::info!(
+            "sweep: deleted {} of {} connection entries and {} of {} sessions in {:.1?}",
+            r.connections_deleted,
+            r.connections_scanned,
+            r.sessions_deleted,
+            r.sessions_scanned,
+            r.elapsed
+        ),
+        Err(e) => log::error!("sweep failed: {e}"),
     }
 }
 
@@ -258,6 +265,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         );
         tokio::spawn(serve_metrics(metrics, Arc::clone(&controller)));
     }
+    let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut sweep = tokio::time::interval(config.sweeper.interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
@@ -268,8 +276,16 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = sweep.tick() => {
-                let c = Arc::clone(&controller);
-                tokio::task::spawn_blocking(move || lock(&c).sweep()).await?;
+                // Off the loop, so that control requests are served
+                // meanwhile; a sweep still running skips this tick.
+                if !sweeping.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    let c = Arc::clone(&controller);
+                    let busy = Arc::clone(&sweeping);
+                    tokio::task::spawn_blocking(move || {
+                        sweep_tables(&c);
+                        busy.store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
             }
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -404,7 +420,10 @@ pub fn detach(ifaces: &[String], bpffs: &std::path::Path) -> Result<Vec<String>>
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             done.push(format!("detached lb from {iface}"));
         } else {
-            done.push(format!("{iface}: no lb attachment pinned at {}", path.display()));
+            done.push(format!(
+                "{iface}: no lb attachment pinned at {}",
+                path.display()
+            ));
         }
     }
     let links_left = std::fs::read_dir(&dirs.links).map_or(0, Iterator::count);

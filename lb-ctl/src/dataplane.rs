@@ -319,13 +319,13 @@ impl Dataplane {
                 })?;
             let Some(dir) = link_dir else {
                 let program = self.xdp()?;
-                let id = program.attach_to_if_index(index, xdp_mode).map_err(|source| {
-                    DataplaneError::Attach {
+                let id = program
+                    .attach_to_if_index(index, xdp_mode)
+                    .map_err(|source| DataplaneError::Attach {
                         name: name.clone(),
                         mode: mode_name(mode),
                         source,
-                    }
-                })?;
+                    })?;
                 self.links.push((name.clone(), Held::Owned(id)));
                 done.push(Attachment {
                     iface: name.clone(),
@@ -360,13 +360,13 @@ impl Dataplane {
                 message,
             };
             let program = self.xdp()?;
-            let id = program.attach_to_if_index(index, xdp_mode).map_err(|source| {
-                DataplaneError::Attach {
+            let id = program
+                .attach_to_if_index(index, xdp_mode)
+                .map_err(|source| DataplaneError::Attach {
                     name: name.clone(),
                     mode: mode_name(mode),
                     source,
-                }
-            })?;
+                })?;
             let link = program.take_link(id)?;
             let fd = FdLink::try_from(link)
                 .map_err(|e| link_err(format!("the kernel gave no BPF link ({e})")))?;
@@ -538,7 +538,13 @@ fn check_pinned_maps(dir: &Path, opts: &LoadOptions) -> Result<()> {
         let Some(what) = shape_difference(&have, &want) else {
             continue;
         };
-        if let (Some(field), true) = (field, MapShape { max_entries, ..have } == want) {
+        if let (Some(field), true) = (
+            field,
+            MapShape {
+                max_entries,
+                ..have
+            } == want,
+        ) {
             return Err(DataplaneError::PinnedSize {
                 path,
                 have: have.max_entries / per,
@@ -806,60 +812,37 @@ impl Tables {
     /// # Errors
     /// When the clock or the settings cannot be read.
     pub fn sweep(&mut self, services: &Services) -> Result<SweepReport> {
-        let start = Instant::now();
-        let settings = self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?;
-        let now = now_ns()?;
-        let mut report = SweepReport::default();
-        let mut expired: Vec<FlowKey> = Vec::new();
-        crate::batch::for_each::<FlowKey, Conn>(Self::fd(&self.conns), |keys, values| {
-            report.connections_scanned += keys.len() as u64;
-            expired.extend(
-                keys.iter()
-                    .zip(values)
-                    .filter(|(_, c)| c.is_expired(&settings, now))
-                    .map(|(k, _)| *k),
-            );
-        })
-        .map_err(|e| DataplaneError::Batch {
-            name: names::CONNS,
-            source: e,
-        })?;
-        report.connections_deleted = self.delete_conns(&expired)?;
-        report.connections_elapsed = start.elapsed();
-        let timeouts: StdHashMap<u32, u64> = services
-            .vips()
-            .map(|v| {
-                (
-                    v.slot,
-                    u64::try_from(v.spec.persistence_timeout.as_nanos()).unwrap_or(u64::MAX),
-                )
-            })
-            .collect();
-        let mut expired: Vec<SessionKey> = Vec::new();
-        crate::batch::for_each::<SessionKey, Session>(Self::fd(&self.sessions), |keys, values| {
-            report.sessions_scanned += keys.len() as u64;
-            expired.extend(
-                keys.iter()
-                    .zip(values)
-                    .filter(|(k, s)| {
-                        is_expired(
-                            s.last_seen_ns,
-                            timeouts.get(&k.vip_id).copied().unwrap_or(0),
-                            now,
-                        )
-                    })
-                    .map(|(k, _)| *k),
-            );
-        })
-        .map_err(|e| DataplaneError::Batch {
-            name: names::SESSIONS,
-            source: e,
-        })?;
-        report.sessions_deleted = self.delete_sessions(&expired)?;
-        report.elapsed = start.elapsed();
-        Ok(report)
+        self.sweeper(services)?.run()
     }
 
+    /// A [`Sweeper`] over these tables: it holds its own references to the
+    /// two tables and what it needs of the model, so it runs without the
+    /// controller (the control socket answers while a large sweep runs).
+    ///
+    /// # Errors
+    /// When the settings cannot be read or a map reference cannot be had.
+    pub fn sweeper(&self, services: &Services) -> Result<Sweeper> {
+        let dup = |fd: std::os::fd::RawFd, name: &'static str| {
+            // SAFETY: `fd` is a live map descriptor owned by `self`.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+                .try_clone_to_owned()
+                .map_err(|source| DataplaneError::Batch { name, source })
+        };
+        Ok(Sweeper {
+            conns: dup(Self::fd(&self.conns), names::CONNS)?,
+            sessions: dup(Self::fd(&self.sessions), names::SESSIONS)?,
+            settings: self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?,
+            persistence: services
+                .vips()
+                .map(|v| {
+                    (
+                        v.slot,
+                        u64::try_from(v.spec.persistence_timeout.as_nanos()).unwrap_or(u64::MAX),
+                    )
+                })
+                .collect(),
+        })
+    }
     /// The live connections (forward halves), for `lb-ctl conns`.
     ///
     /// # Errors
@@ -974,6 +957,77 @@ impl Tables {
             max_conns: self.max_connections,
             max_sessions: self.max_sessions,
         })
+    }
+}
+
+/// One sweep of the two tables, runnable on its own thread.
+pub struct Sweeper {
+    conns: std::os::fd::OwnedFd,
+    sessions: std::os::fd::OwnedFd,
+    settings: Settings,
+    /// Persistence timeout (ns) per VIP slot.
+    persistence: StdHashMap<u32, u64>,
+}
+
+impl Sweeper {
+    /// Delete expired connections (both halves together) and sessions.
+    ///
+    /// # Errors
+    /// When the clock cannot be read or the kernel refuses a batch.
+    pub fn run(self) -> Result<SweepReport> {
+        use std::os::fd::AsRawFd as _;
+        let start = Instant::now();
+        let settings = self.settings;
+        let now = now_ns()?;
+        let mut report = SweepReport::default();
+        let mut expired: Vec<FlowKey> = Vec::new();
+        crate::batch::for_each::<FlowKey, Conn>(self.conns.as_raw_fd(), |keys, values| {
+            report.connections_scanned += keys.len() as u64;
+            expired.extend(
+                keys.iter()
+                    .zip(values)
+                    .filter(|(_, c)| c.is_expired(&settings, now))
+                    .map(|(k, _)| *k),
+            );
+        })
+        .map_err(|e| DataplaneError::Batch {
+            name: names::CONNS,
+            source: e,
+        })?;
+        report.connections_deleted = crate::batch::delete(self.conns.as_raw_fd(), &expired)
+            .map_err(|source| DataplaneError::Batch {
+                name: names::CONNS,
+                source,
+            })?;
+        report.connections_elapsed = start.elapsed();
+        let timeouts = &self.persistence;
+        let mut expired: Vec<SessionKey> = Vec::new();
+        crate::batch::for_each::<SessionKey, Session>(self.sessions.as_raw_fd(), |keys, values| {
+            report.sessions_scanned += keys.len() as u64;
+            expired.extend(
+                keys.iter()
+                    .zip(values)
+                    .filter(|(k, s)| {
+                        is_expired(
+                            s.last_seen_ns,
+                            timeouts.get(&k.vip_id).copied().unwrap_or(0),
+                            now,
+                        )
+                    })
+                    .map(|(k, _)| *k),
+            );
+        })
+        .map_err(|e| DataplaneError::Batch {
+            name: names::SESSIONS,
+            source: e,
+        })?;
+        report.sessions_deleted = crate::batch::delete(self.sessions.as_raw_fd(), &expired)
+            .map_err(|source| DataplaneError::Batch {
+                name: names::SESSIONS,
+                source,
+            })?;
+        report.elapsed = start.elapsed();
+        Ok(report)
     }
 }
 

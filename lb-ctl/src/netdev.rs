@@ -306,15 +306,14 @@ pub fn xdp_features(ifindex: u32) -> Result<Option<u64>> {
     let answers = request(protocols::NETLINK_GENERIC, req)?;
     Ok(answers.iter().find_map(|a| {
         a.payload.nlas.iter().find_map(|n| {
-            (n.kind() == NETDEV_A_DEV_XDP_FEATURES)
-                .then(|| {
-                    let mut v = [0u8; 8];
-                    let mut bytes = vec![0u8; n.value_len()];
-                    n.emit_value(&mut bytes);
-                    let len = bytes.len().min(8);
-                    v[..len].copy_from_slice(&bytes[..len]);
-                    u64::from_ne_bytes(v)
-                })
+            (n.kind() == NETDEV_A_DEV_XDP_FEATURES).then(|| {
+                let mut v = [0u8; 8];
+                let mut bytes = vec![0u8; n.value_len()];
+                n.emit_value(&mut bytes);
+                let len = bytes.len().min(8);
+                v[..len].copy_from_slice(&bytes[..len]);
+                u64::from_ne_bytes(v)
+            })
         })
     }))
 }

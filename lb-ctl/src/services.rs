@@ -620,8 +620,14 @@ mod tests {
         }
         let moved = new.on_kept_ids(&kept).unwrap();
         let slot_of = |s: &Services, v: &str| s.vip(&vip(v)).unwrap().slot;
-        assert_eq!(slot_of(&moved, "198.18.0.100:80"), slot_of(&old, "198.18.0.100:80"));
-        assert_eq!(slot_of(&moved, "198.18.0.100:81"), slot_of(&old, "198.18.0.100:81"));
+        assert_eq!(
+            slot_of(&moved, "198.18.0.100:80"),
+            slot_of(&old, "198.18.0.100:80")
+        );
+        assert_eq!(
+            slot_of(&moved, "198.18.0.100:81"),
+            slot_of(&old, "198.18.0.100:81")
+        );
         let ids = |s: &Services, b: &str| {
             s.vip(&vip("198.18.0.100:80"))
                 .unwrap()
@@ -630,8 +636,14 @@ mod tests {
                 .find(|x| x.endpoint == ep(b))
                 .map(|x| (x.slot, x.gen))
         };
-        assert_eq!(ids(&moved, "198.18.1.11:8080"), ids(&old, "198.18.1.11:8080"));
-        assert_eq!(ids(&moved, "198.18.1.13:8080"), ids(&old, "198.18.1.13:8080"));
+        assert_eq!(
+            ids(&moved, "198.18.1.11:8080"),
+            ids(&old, "198.18.1.11:8080")
+        );
+        assert_eq!(
+            ids(&moved, "198.18.1.13:8080"),
+            ids(&old, "198.18.1.13:8080")
+        );
         // The new backend does not take the slot of the dropped one, whose
         // connections may still be open.
         let (slot, gen) = ids(&moved, "198.18.1.14:8080").unwrap();
@@ -650,7 +662,9 @@ mod tests {
         let shadow = Services::from_kept(&kept);
         assert_eq!(shadow.vips().count(), 2);
         let mut again = moved.clone();
-        again.add_backend(&vip("198.18.0.100:81"), ep("198.18.1.12:8080"), 1).unwrap();
+        again
+            .add_backend(&vip("198.18.0.100:81"), ep("198.18.1.12:8080"), 1)
+            .unwrap();
         let b = &again.vip(&vip("198.18.0.100:81")).unwrap().backends[0];
         let old12 = ids(&old, "198.18.1.12:8080").unwrap();
         if b.slot == old12.0 {

@@ -62,7 +62,9 @@ impl Key {
     }
 
     fn path(&self) -> std::path::PathBuf {
-        self.0.iter().fold(Path::new("/proc/sys").to_path_buf(), |p, c| p.join(c))
+        self.0
+            .iter()
+            .fold(Path::new("/proc/sys").to_path_buf(), |p, c| p.join(c))
     }
 
     fn read(&self) -> Result<String> {

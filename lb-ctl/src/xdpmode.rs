@@ -193,17 +193,29 @@ mod tests {
     #[test]
     fn veth_needs_a_native_program_on_an_up_peer() {
         let bare = veth("eth0", Some((Attached::None, true)));
-        let c = choose(Requested::Auto, &[bare.clone()]).unwrap();
+        let c = choose(Requested::Auto, std::slice::from_ref(&bare)).unwrap();
         assert_eq!(c.mode, Mode::Generic);
         assert!(c.why.contains("runs no XDP program"), "{}", c.why);
         let generic_peer = veth("eth0", Some((Attached::Generic, true)));
-        assert_eq!(choose(Requested::Auto, &[generic_peer]).unwrap().mode, Mode::Generic);
+        assert_eq!(
+            choose(Requested::Auto, &[generic_peer]).unwrap().mode,
+            Mode::Generic
+        );
         let down = veth("eth0", Some((Attached::Native, false)));
-        assert_eq!(choose(Requested::Auto, &[down]).unwrap().mode, Mode::Generic);
+        assert_eq!(
+            choose(Requested::Auto, &[down]).unwrap().mode,
+            Mode::Generic
+        );
         let unknown = veth("eth0", None);
-        assert_eq!(choose(Requested::Auto, &[unknown]).unwrap().mode, Mode::Generic);
+        assert_eq!(
+            choose(Requested::Auto, &[unknown]).unwrap().mode,
+            Mode::Generic
+        );
         let ready = veth("eth0", Some((Attached::Native, true)));
-        assert_eq!(choose(Requested::Auto, &[ready]).unwrap().mode, Mode::Native);
+        assert_eq!(
+            choose(Requested::Auto, &[ready]).unwrap().mode,
+            Mode::Native
+        );
     }
 
     #[test]
@@ -213,10 +225,19 @@ mod tests {
             &[veth("eth0", Some((Attached::None, true)))],
         )
         .unwrap_err();
-        for part in ["eth0", "lb0 (ifindex 7)", "no XDP program", "--xdp-mode generic", "peer"] {
+        for part in [
+            "eth0",
+            "lb0 (ifindex 7)",
+            "no XDP program",
+            "--xdp-mode generic",
+            "peer",
+        ] {
             assert!(e.contains(part), "{part:?} missing from {e}");
         }
-        let ok = choose(Requested::Native, &[veth("eth0", Some((Attached::Native, true)))]);
+        let ok = choose(
+            Requested::Native,
+            &[veth("eth0", Some((Attached::Native, true)))],
+        );
         assert_eq!(ok.unwrap().mode, Mode::Native);
         // Generic is always possible.
         let g = choose(Requested::Generic, &[veth("eth0", None)]).unwrap();
@@ -227,19 +248,38 @@ mod tests {
     fn drivers_follow_their_xdp_features() {
         let full = Some(xdp_act::BASIC | xdp_act::REDIRECT | xdp_act::NDO_XMIT);
         let no_xmit = Some(xdp_act::BASIC | xdp_act::REDIRECT);
-        assert_eq!(choose(Requested::Auto, &[nic("eth0", full)]).unwrap().mode, Mode::Native);
+        assert_eq!(
+            choose(Requested::Auto, &[nic("eth0", full)]).unwrap().mode,
+            Mode::Native
+        );
         // One interface only transmits with XDP_TX: basic support is enough.
-        assert_eq!(choose(Requested::Auto, &[nic("eth0", no_xmit)]).unwrap().mode, Mode::Native);
+        assert_eq!(
+            choose(Requested::Auto, &[nic("eth0", no_xmit)])
+                .unwrap()
+                .mode,
+            Mode::Native
+        );
         // Two interfaces redirect to each other: both must accept frames.
         let two = [nic("eth0", full), nic("eth1", no_xmit)];
         let c = choose(Requested::Auto, &two).unwrap();
         assert_eq!(c.mode, Mode::Generic);
         assert!(c.why.contains("eth1"), "{}", c.why);
-        assert_eq!(choose(Requested::Auto, &[nic("eth0", Some(0))]).unwrap().mode, Mode::Generic);
+        assert_eq!(
+            choose(Requested::Auto, &[nic("eth0", Some(0))])
+                .unwrap()
+                .mode,
+            Mode::Generic
+        );
         // A kernel that does not report features: trust the driver.
-        assert_eq!(choose(Requested::Auto, &[nic("eth0", None)]).unwrap().mode, Mode::Native);
+        assert_eq!(
+            choose(Requested::Auto, &[nic("eth0", None)]).unwrap().mode,
+            Mode::Native
+        );
         // One veth without a ready peer makes every interface generic.
-        let mixed = [nic("eth0", full), veth("eth1", Some((Attached::None, true)))];
+        let mixed = [
+            nic("eth0", full),
+            veth("eth1", Some((Attached::None, true))),
+        ];
         assert_eq!(choose(Requested::Auto, &mixed).unwrap().mode, Mode::Generic);
     }
 }

@@ -255,11 +255,7 @@ impl Lab {
             ip(&format!("-n {ns} link set lo up"))?;
         }
         let one_arm = matches!(self.layout, Layout::OneArm | Layout::Plain);
-        let bridges: &[&str] = if one_arm {
-            &["br0"]
-        } else {
-            &["br0", "br1"]
-        };
+        let bridges: &[&str] = if one_arm { &["br0"] } else { &["br0", "br1"] };
         for br in bridges {
             ip(&format!("-n {sw} link add {br} type bridge"))?;
             ip(&format!("-n {sw} link set {br} up"))?;
@@ -394,7 +390,10 @@ impl Lab {
         ];
         args.extend(self.balancer_ifaces().iter().map(|s| (*s).to_string()));
         args.extend(["--config".into(), config.to_string_lossy().into_owned()]);
-        args.extend(["--bpffs".into(), self.bpffs().to_string_lossy().into_owned()]);
+        args.extend([
+            "--bpffs".into(),
+            self.bpffs().to_string_lossy().into_owned(),
+        ]);
         args.extend(extra.iter().map(|s| (*s).to_string()));
         let child = Command::new("ip")
             .args(&args)

@@ -571,7 +571,11 @@ fn the_data_path_outlives_controller_restarts() {
     let pinned = first[0].backend().unwrap().to_string();
     // A long-lived connection: one request every 100 ms over one socket.
     let long = lab
-        .http_background(0, 80, &["--count", "60", "--keepalive", "--interval-ms", "100"])
+        .http_background(
+            0,
+            80,
+            &["--count", "60", "--keepalive", "--interval-ms", "100"],
+        )
         .unwrap();
     // Continuous new connections, one every 20 ms, for about 6 s.
     let busy = lab
@@ -584,37 +588,57 @@ fn the_data_path_outlives_controller_restarts() {
         bpffs.join("lb/links/eth0").exists() && bpffs.join("lb/v2/SESSIONS").exists(),
         "the attachment and the tables stay pinned"
     );
-    assert_eq!(xdp_prog_id(&lab), prog_before, "still attached after kill -9");
+    assert_eq!(
+        xdp_prog_id(&lab),
+        prog_before,
+        "still attached after kill -9"
+    );
     thread::sleep(Duration::from_secs(1));
     lab.start_balancer_with(&cfg, &["--keep-state"]).unwrap();
     assert!(
-        lab.controller_log().contains("took over the running data path on eth0"),
+        lab.controller_log()
+            .contains("took over the running data path on eth0"),
         "{}",
         lab.controller_log()
     );
     let prog_after = xdp_prog_id(&lab);
-    assert_ne!(prog_after, prog_before, "the new program replaced the old one");
+    assert_ne!(
+        prog_after, prog_before,
+        "the new program replaced the old one"
+    );
     thread::sleep(Duration::from_millis(800));
     // Stop with --keep-state (as before an upgrade) and start again.
     assert!(lab.stop_balancer().unwrap().success());
-    assert_eq!(xdp_prog_id(&lab), prog_after, "--keep-state leaves it attached");
+    assert_eq!(
+        xdp_prog_id(&lab),
+        prog_after,
+        "--keep-state leaves it attached"
+    );
     lab.start_balancer_with(&cfg, &["--keep-state"]).unwrap();
     let busy = Lab::replies(busy).unwrap();
     let long = Lab::replies(long).unwrap();
     all_ok(&busy, &lab);
     all_ok(&long, &lab);
     assert_eq!(busy.len(), 300);
-    assert_eq!(backends_of(&busy), vec![pinned.clone(); 300], "the client stays");
+    assert_eq!(
+        backends_of(&busy),
+        vec![pinned.clone(); 300],
+        "the client stays"
+    );
     assert_eq!(backends_of(&long), vec![pinned.clone(); 60]);
     let sessions = lab.ctl(&["sessions"]).unwrap();
     assert!(sessions.contains("198.18.0.11/32"), "{sessions}");
     // `detach` is refused while a controller runs.
-    let out = lab.ctl_in_ns(&["detach", "eth0", "--bpffs", bpffs.to_str().unwrap()]).unwrap();
+    let out = lab
+        .ctl_in_ns(&["detach", "eth0", "--bpffs", bpffs.to_str().unwrap()])
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("a controller is running"));
     // Stopped with --keep-state, then detached: nothing is left.
     assert!(lab.stop_balancer().unwrap().success());
-    let out = lab.ctl_in_ns(&["detach", "eth0", "--bpffs", bpffs.to_str().unwrap()]).unwrap();
+    let out = lab
+        .ctl_in_ns(&["detach", "eth0", "--bpffs", bpffs.to_str().unwrap()])
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(xdp_prog_id(&lab), 0, "detach removes the program");
     assert!(!bpffs.join("lb").exists());
@@ -627,8 +651,11 @@ fn the_data_path_outlives_controller_restarts() {
 
 /// The id of the XDP program on the balancer's eth0 (0: none).
 fn xdp_prog_id(lab: &Lab) -> u32 {
-    let out = lb_tests::netns::in_ns(&lab.balancer.ns, &["ip", "-j", "-d", "link", "show", "eth0"])
-        .unwrap();
+    let out = lb_tests::netns::in_ns(
+        &lab.balancer.ns,
+        &["ip", "-j", "-d", "link", "show", "eth0"],
+    )
+    .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v[0]["xdp"]["prog"]["id"].as_u64().unwrap_or(0) as u32
 }
@@ -646,7 +673,12 @@ fn attach_refuses_foreign_pins_and_impossible_native_mode() {
         .start_balancer_with(&cfg, &["--xdp-mode", "native"])
         .unwrap_err();
     let msg = format!("{err:#}");
-    for part in ["eth0", "runs no XDP program", "--xdp-mode generic", "--xdp-mode auto"] {
+    for part in [
+        "eth0",
+        "runs no XDP program",
+        "--xdp-mode generic",
+        "--xdp-mode auto",
+    ] {
         assert!(msg.contains(part), "{part:?} missing: {msg}");
     }
     assert_eq!(xdp_prog_id(&lab), 0);
@@ -654,8 +686,20 @@ fn attach_refuses_foreign_pins_and_impossible_native_mode() {
     let dir = bpffs.join("lb/v2");
     std::fs::create_dir_all(&dir).unwrap();
     lb_tests::netns::sh(&[
-        "bpftool", "map", "create", dir.join("CONNS").to_str().unwrap(), "type", "hash", "key",
-        "16", "value", "8", "entries", "16", "name", "CONNS",
+        "bpftool",
+        "map",
+        "create",
+        dir.join("CONNS").to_str().unwrap(),
+        "type",
+        "hash",
+        "key",
+        "16",
+        "value",
+        "8",
+        "entries",
+        "16",
+        "name",
+        "CONNS",
     ])
     .unwrap();
     let err = lab.start_balancer(&cfg).unwrap_err();
@@ -669,14 +713,28 @@ fn attach_refuses_foreign_pins_and_impossible_native_mode() {
     std::fs::remove_file(dir.join("CONNS")).unwrap();
     // Tables of an older layout (pinned straight in lb/) are refused too.
     lb_tests::netns::sh(&[
-        "bpftool", "map", "create", bpffs.join("lb/SESSIONS").to_str().unwrap(), "type", "hash",
-        "key", "8", "value", "16", "entries", "16", "name", "SESSIONS",
+        "bpftool",
+        "map",
+        "create",
+        bpffs.join("lb/SESSIONS").to_str().unwrap(),
+        "type",
+        "hash",
+        "key",
+        "8",
+        "value",
+        "16",
+        "entries",
+        "16",
+        "name",
+        "SESSIONS",
     ])
     .unwrap();
     let err = lab.start_balancer(&cfg).unwrap_err();
     assert!(format!("{err:#}").contains("layout v1"), "{err:#}");
     // `detach` clears them, and the next attach works.
-    let out = lab.ctl_in_ns(&["detach", "eth0", "--bpffs", bpffs.to_str().unwrap()]).unwrap();
+    let out = lab
+        .ctl_in_ns(&["detach", "eth0", "--bpffs", bpffs.to_str().unwrap()])
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     lab.start_balancer(&cfg).unwrap();
     all_ok(&lab.http(0, 80, &["--count", "2"]).unwrap(), &lab);
@@ -718,7 +776,11 @@ fn fresh_client_addresses_connect(prefix: &str, layout: Layout) {
         let unresolved = no_neigh(&lab);
         let again = curl(&addr);
         assert!(again.status.success(), "{addr} again");
-        assert_eq!(no_neigh(&lab), unresolved, "{addr}: the next connection takes the fast path");
+        assert_eq!(
+            no_neigh(&lab),
+            unresolved,
+            "{addr}: the next connection takes the fast path"
+        );
     }
     assert!(no_neigh(&lab) >= 1, "the unresolved case was exercised");
 }

@@ -67,8 +67,12 @@ impl Bench {
             .unwrap();
         // Attaching registers the interfaces' receive queues (test_run needs
         // them for an ingress interface) and fills the redirect map.
-        dp.attach(&["d0".to_string(), "e0".to_string()], lb_ctl::xdpmode::Mode::Native, None)
-            .unwrap();
+        dp.attach(
+            &["d0".to_string(), "e0".to_string()],
+            lb_ctl::xdpmode::Mode::Native,
+            None,
+        )
+        .unwrap();
         Self {
             dp,
             services: Services::default(),
@@ -254,7 +258,10 @@ fn without_persistence_new_flows_take_turns() {
 fn round_robin_takes_turns_across_cpus() {
     use std::sync::mpsc;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    assert!(cpus >= 2, "this test needs two CPUs, the machine has {cpus}");
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs, the machine has {cpus}"
+    );
     let mut b = Bench::new("rr-cpus");
     b.vip(Protocol::Tcp, 300, 32);
     let b = &b;
@@ -293,7 +300,11 @@ fn round_robin_takes_turns_across_cpus() {
         drop((to_a, to_b, done));
         let seen = result.recv().expect("a thread failed");
         let cpus: Vec<usize> = seen.iter().map(|s| s.0).collect();
-        assert_eq!(cpus, [0, 1].repeat(usize::from(ROUNDS)), "the threads alternate");
+        assert_eq!(
+            cpus,
+            [0, 1].repeat(usize::from(ROUNDS)),
+            "the threads alternate"
+        );
         let backends: Vec<Ipv4Addr> = seen.iter().map(|s| s.1).collect();
         assert_eq!(
             backends,
