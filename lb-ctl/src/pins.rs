@@ -63,16 +63,6 @@ pub enum PinError {
          sessions) and attach again"
     )]
     OtherLayout { found: String, other: String },
-    #[error(
-        "the map pinned at {path} is not the {name} this build expects: {what}. It was left by \
-         another build or program; remove it with `lb-ctl detach IFACE...` (this drops the kept \
-         connections and sessions) and attach again"
-    )]
-    Shape {
-        path: String,
-        name: String,
-        what: String,
-    },
 }
 
 /// Refuse when `<bpffs>/lb` holds pins of another layout. `entries` are
