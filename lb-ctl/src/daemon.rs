@@ -160,10 +160,6 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => (Config::default(), Services::default()),
     };
-    for name in &opts.ifaces {
-        nix::net::if_::if_nametoindex(name.as_str())
-            .map_err(|_| anyhow::anyhow!("interface {name:?} does not exist"))?;
-    }
     // Choose the mode before touching anything: an impossible native
     // attach is refused with nothing changed.
     let mut facts = Vec::new();

@@ -59,7 +59,7 @@ pub enum DataplaneError {
     #[error("attaching to interface {name:?} in {mode} mode: {source}")]
     Attach {
         name: String,
-        mode: &'static str,
+        mode: Mode,
         source: aya::programs::ProgramError,
     },
     #[error("pinning map {name} at {path}: {source}")]
@@ -323,7 +323,7 @@ impl Dataplane {
                     .attach_to_if_index(index, xdp_mode)
                     .map_err(|source| DataplaneError::Attach {
                         name: name.clone(),
-                        mode: mode_name(mode),
+                        mode,
                         source,
                     })?;
                 self.links.push((name.clone(), Held::Owned(id)));
@@ -364,7 +364,7 @@ impl Dataplane {
                 .attach_to_if_index(index, xdp_mode)
                 .map_err(|source| DataplaneError::Attach {
                     name: name.clone(),
-                    mode: mode_name(mode),
+                    mode,
                     source,
                 })?;
             let link = program.take_link(id)?;
@@ -480,13 +480,6 @@ impl Drop for Dataplane {
     fn drop(&mut self) {
         self.release();
         self.detach_where(|_| true);
-    }
-}
-
-const fn mode_name(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Native => "native",
-        Mode::Generic => "generic",
     }
 }
 
@@ -621,17 +614,11 @@ impl Tables {
     }
 
     fn delete_conns(&mut self, keys: &[FlowKey]) -> Result<u64> {
-        crate::batch::delete(Self::fd(&self.conns), keys).map_err(|e| DataplaneError::Batch {
-            name: names::CONNS,
-            source: e,
-        })
+        delete_keys(Self::fd(&self.conns), names::CONNS, keys)
     }
 
     fn delete_sessions(&mut self, keys: &[SessionKey]) -> Result<u64> {
-        crate::batch::delete(Self::fd(&self.sessions), keys).map_err(|e| DataplaneError::Batch {
-            name: names::SESSIONS,
-            source: e,
-        })
+        delete_keys(Self::fd(&self.sessions), names::SESSIONS, keys)
     }
 
     /// Write the timeouts.
@@ -977,58 +964,57 @@ impl Sweeper {
     pub fn run(self) -> Result<SweepReport> {
         use std::os::fd::AsRawFd as _;
         let start = Instant::now();
-        let settings = self.settings;
         let now = now_ns()?;
-        let mut report = SweepReport::default();
-        let mut expired: Vec<FlowKey> = Vec::new();
-        crate::batch::for_each::<FlowKey, Conn>(self.conns.as_raw_fd(), |keys, values| {
-            report.connections_scanned += keys.len() as u64;
-            expired.extend(
-                keys.iter()
-                    .zip(values)
-                    .filter(|(_, c)| c.is_expired(&settings, now))
-                    .map(|(k, _)| *k),
-            );
-        })
-        .map_err(|e| DataplaneError::Batch {
-            name: names::CONNS,
-            source: e,
-        })?;
-        report.connections_deleted = crate::batch::delete(self.conns.as_raw_fd(), &expired)
-            .map_err(|source| DataplaneError::Batch {
-                name: names::CONNS,
-                source,
+        let settings = self.settings;
+        let (connections_scanned, connections_deleted) =
+            sweep_map::<FlowKey, Conn>(self.conns.as_raw_fd(), names::CONNS, |_, c| {
+                c.is_expired(&settings, now)
             })?;
-        report.connections_elapsed = start.elapsed();
-        let timeouts = &self.persistence;
-        let mut expired: Vec<SessionKey> = Vec::new();
-        crate::batch::for_each::<SessionKey, Session>(self.sessions.as_raw_fd(), |keys, values| {
-            report.sessions_scanned += keys.len() as u64;
-            expired.extend(
-                keys.iter()
-                    .zip(values)
-                    .filter(|(k, s)| {
-                        is_expired(
-                            s.last_seen_ns,
-                            timeouts.get(&k.vip_id).copied().unwrap_or(0),
-                            now,
-                        )
-                    })
-                    .map(|(k, _)| *k),
-            );
+        let connections_elapsed = start.elapsed();
+        let (sessions_scanned, sessions_deleted) = sweep_map::<SessionKey, Session>(
+            self.sessions.as_raw_fd(),
+            names::SESSIONS,
+            |k, s| {
+                let timeout = self.persistence.get(&k.vip_id).copied().unwrap_or(0);
+                is_expired(s.last_seen_ns, timeout, now)
+            },
+        )?;
+        Ok(SweepReport {
+            connections_scanned,
+            connections_deleted,
+            sessions_scanned,
+            sessions_deleted,
+            connections_elapsed,
+            elapsed: start.elapsed(),
         })
-        .map_err(|e| DataplaneError::Batch {
-            name: names::SESSIONS,
-            source: e,
-        })?;
-        report.sessions_deleted = crate::batch::delete(self.sessions.as_raw_fd(), &expired)
-            .map_err(|source| DataplaneError::Batch {
-                name: names::SESSIONS,
-                source,
-            })?;
-        report.elapsed = start.elapsed();
-        Ok(report)
     }
+}
+
+/// Delete `keys` from the hash map behind `fd`, in batches.
+fn delete_keys<K: aya::Pod>(fd: std::os::fd::RawFd, name: &'static str, keys: &[K]) -> Result<u64> {
+    crate::batch::delete(fd, keys).map_err(|source| DataplaneError::Batch { name, source })
+}
+
+/// Read the hash map behind `fd` in batches and delete the entries
+/// `expired` selects; returns how many were scanned and deleted.
+fn sweep_map<K: aya::Pod + Default, V: aya::Pod + Default>(
+    fd: std::os::fd::RawFd,
+    name: &'static str,
+    expired: impl Fn(&K, &V) -> bool,
+) -> Result<(u64, u64)> {
+    let mut scanned = 0;
+    let mut gone: Vec<K> = Vec::new();
+    crate::batch::for_each::<K, V>(fd, |keys, values| {
+        scanned += keys.len() as u64;
+        gone.extend(
+            keys.iter()
+                .zip(values)
+                .filter(|(k, v)| expired(k, v))
+                .map(|(k, _)| *k),
+        );
+    })
+    .map_err(|source| DataplaneError::Batch { name, source })?;
+    Ok((scanned, delete_keys(fd, name, &gone)?))
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]

@@ -95,31 +95,24 @@ pub fn check_layout(root: &Path, entries: &[String]) -> Result<(), PinError> {
 /// agree).
 #[must_use]
 pub fn shape_difference(have: &MapShape, want: &MapShape) -> Option<String> {
-    let mut diffs = Vec::new();
-    if have.map_type != want.map_type {
-        diffs.push(format!(
-            "map type {} (this build: {})",
-            have.map_type, want.map_type
-        ));
-    }
-    if have.key_size != want.key_size {
-        diffs.push(format!(
-            "key size {} bytes (this build: {})",
-            have.key_size, want.key_size
-        ));
-    }
-    if have.value_size != want.value_size {
-        diffs.push(format!(
-            "value size {} bytes (this build: {})",
-            have.value_size, want.value_size
-        ));
-    }
-    if have.max_entries != want.max_entries {
-        diffs.push(format!(
-            "{} entries (this build and config: {})",
-            have.max_entries, want.max_entries
-        ));
-    }
+    let fields = [
+        ("map type ", have.map_type, want.map_type, ""),
+        ("key size ", have.key_size, want.key_size, " bytes"),
+        ("value size ", have.value_size, want.value_size, " bytes"),
+        ("", have.max_entries, want.max_entries, " entries"),
+    ];
+    let diffs: Vec<String> = fields
+        .iter()
+        .filter(|(_, h, w, _)| h != w)
+        .map(|(what, h, w, unit)| {
+            let build = if unit.ends_with("entries") {
+                "this build and config"
+            } else {
+                "this build"
+            };
+            format!("{what}{h}{unit} ({build}: {w})")
+        })
+        .collect();
     (!diffs.is_empty()).then(|| diffs.join(", "))
 }
 

@@ -403,11 +403,16 @@ impl Services {
         for b in &kept.backends {
             out.backend_gens.insert(b.slot, b.gen);
         }
-        for (g_slot, g) in &self.backend_gens {
-            out.backend_gens.entry(*g_slot).or_insert(*g);
-        }
         let kept_vip_slots: Vec<u32> = kept.vips.iter().map(|v| v.slot).collect();
         let mut vip_slots: Vec<u32> = Vec::new();
+        // New backends take slots no kept active backend holds (its
+        // connections may still be draining); kept ones are reused.
+        let mut backend_slots: Vec<u32> = kept
+            .backends
+            .iter()
+            .filter(|k| k.active)
+            .map(|k| k.slot)
+            .collect();
         // First the VIPs that keep their slot, then the others.
         let mut order: Vec<&Vip> = self.vips.values().collect();
         order.sort_by_key(|v| kept.vip_slot(&v.spec.id).is_none());
@@ -423,7 +428,7 @@ impl Services {
             let mut nv = Vip {
                 spec: v.spec.clone(),
                 slot,
-                backends: Vec::new(),
+                backends: Vec::with_capacity(v.backends.len()),
                 table: Vec::new(),
             };
             for b in &v.backends {
@@ -432,39 +437,27 @@ impl Services {
                         && kept.vip_slot(&v.spec.id) == Some(k.vip_slot)
                         && k.endpoint == b.endpoint
                 });
+                let (slot, gen) = match reuse {
+                    Some(k) => (k.slot, k.gen),
+                    None => {
+                        let slot = (0..MAX_BACKENDS)
+                            .find(|s| !backend_slots.contains(s))
+                            .ok_or(ServiceError::TooManyBackends)?;
+                        backend_slots.push(slot);
+                        let gen = out.backend_gens.get(&slot).map_or(1, |g| g.wrapping_add(1));
+                        out.backend_gens.insert(slot, gen);
+                        (slot, gen)
+                    }
+                };
                 nv.backends.push(Backend {
                     endpoint: b.endpoint,
                     weight: b.weight,
-                    slot: reuse.map_or(u32::MAX, |k| k.slot),
-                    gen: reuse.map_or(0, |k| k.gen),
+                    slot,
+                    gen,
                 });
             }
+            rebuild(&mut nv)?;
             out.vips.insert(v.spec.id, nv);
-        }
-        // New backends: slots neither assigned nor held by a kept active
-        // backend (whose connections may still be draining).
-        let mut used: Vec<u32> = out
-            .vips
-            .values()
-            .flat_map(|v| v.backends.iter().map(|b| b.slot))
-            .filter(|s| *s != u32::MAX)
-            .chain(kept.backends.iter().filter(|k| k.active).map(|k| k.slot))
-            .collect();
-        for v in out.vips.values_mut() {
-            for b in &mut v.backends {
-                if b.slot != u32::MAX {
-                    continue;
-                }
-                let slot = (0..MAX_BACKENDS)
-                    .find(|s| !used.contains(s))
-                    .ok_or(ServiceError::TooManyBackends)?;
-                used.push(slot);
-                let gen = out.backend_gens.get(&slot).map_or(1, |g| g.wrapping_add(1));
-                out.backend_gens.insert(slot, gen);
-                b.slot = slot;
-                b.gen = gen;
-            }
-            rebuild(v)?;
         }
         Ok(out)
     }
