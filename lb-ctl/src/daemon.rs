@@ -171,7 +171,6 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         );
     }
     let choice = crate::xdpmode::choose(opts.xdp_mode, &facts).map_err(anyhow::Error::msg)?;
-    let sysctl_changes = sysctl::prepare_forwarding(&opts.ifaces)?;
     sysctl::ensure_bpffs(&opts.bpffs)?;
     let dirs = crate::pins::PinDirs::new(&opts.bpffs);
     for dir in [&dirs.root, &dirs.maps, &dirs.links] {
@@ -194,12 +193,23 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     let listener = control::bind(&opts.socket)?;
     let socket_guard = SocketGuard(opts.socket.clone());
 
-    let mut dataplane = Dataplane::load(&LoadOptions {
+    // Every refusal above leaves the host as it was; from here on the
+    // settings are put back if the attach fails (unless a data path that
+    // was already running keeps using them).
+    let sysctl_changes = sysctl::prepare_forwarding(&opts.ifaces)?;
+    let mut dataplane = match Dataplane::load(&LoadOptions {
         max_connections: config.limits.max_connections,
         max_sessions: config.limits.max_sessions,
         pin_dir: Some(dirs.maps.clone()),
-    })
-    .context("loading the XDP program")?;
+    }) {
+        Ok(d) => d,
+        Err(e) => {
+            if !had_links {
+                sysctl::restore(&sysctl_changes);
+            }
+            return Err(anyhow::Error::new(e).context("loading the XDP program"));
+        }
+    };
     let setup = (|| -> Result<(Services, Vec<crate::dataplane::Attachment>)> {
         // Tables kept by an earlier controller are moved on to this config
         // without a gap: the ids they use stay valid.
@@ -225,6 +235,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
                 if !opts.keep_state {
                     dataplane.unpin();
                 }
+                sysctl::restore(&sysctl_changes);
             }
             return Err(e);
         }

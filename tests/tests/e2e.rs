@@ -710,6 +710,16 @@ fn attach_refuses_foreign_pins_and_impossible_native_mode() {
         "{msg}"
     );
     assert_eq!(xdp_prog_id(&lab), 0, "nothing attached");
+    let accept_local = lb_tests::netns::in_ns(
+        &lab.balancer.ns,
+        &["cat", "/proc/sys/net/ipv4/conf/eth0/accept_local"],
+    )
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&accept_local.stdout).trim(),
+        "0",
+        "a refused attach leaves the interface settings as they were"
+    );
     std::fs::remove_file(dir.join("CONNS")).unwrap();
     // Tables of an older layout (pinned straight in lb/) are refused too.
     lb_tests::netns::sh(&[
