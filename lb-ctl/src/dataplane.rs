@@ -305,10 +305,6 @@ impl Dataplane {
         link_dir: Option<&Path>,
         done: &mut Vec<Attachment>,
     ) -> Result<()> {
-        let xdp_mode = match mode {
-            Mode::Native => XdpMode::Driver,
-            Mode::Generic => XdpMode::Skb,
-        };
         for (name, &index) in ifaces.iter().zip(indexes) {
             self.tables
                 .tx_ports
@@ -317,77 +313,70 @@ impl Dataplane {
                     name: name.clone(),
                     source: e,
                 })?;
-            let Some(dir) = link_dir else {
-                let program = self.xdp()?;
-                let id = program
-                    .attach_to_if_index(index, xdp_mode)
-                    .map_err(|source| DataplaneError::Attach {
-                        name: name.clone(),
-                        mode,
-                        source,
-                    })?;
-                self.links.push((name.clone(), Held::Owned(id)));
-                done.push(Attachment {
-                    iface: name.clone(),
-                    adopted: false,
-                });
-                continue;
-            };
-            let path = dir.join(name);
-            if path.exists() {
-                match self.adopt(name, index, &path, mode) {
-                    Ok(link) => {
-                        self.links.push((name.clone(), Held::Pinned { path, link }));
-                        done.push(Attachment {
-                            iface: name.clone(),
-                            adopted: true,
-                        });
-                        continue;
-                    }
-                    Err(why) => {
-                        log::warn!(
-                            "{name}: not taking over the pinned attachment at {} ({why}); \
-                             attaching afresh",
-                            path.display()
-                        );
-                        // Dropping the last reference detaches it.
-                        let _ = std::fs::remove_file(&path);
-                    }
-                }
-            }
-            let link_err = |message: String| DataplaneError::Link {
-                name: name.clone(),
-                message,
-            };
-            let program = self.xdp()?;
-            let id = program
-                .attach_to_if_index(index, xdp_mode)
-                .map_err(|source| DataplaneError::Attach {
-                    name: name.clone(),
-                    mode,
-                    source,
-                })?;
-            let link = program.take_link(id)?;
-            let fd = FdLink::try_from(link)
-                .map_err(|e| link_err(format!("the kernel gave no BPF link ({e})")))?;
-            let pinned = fd.pin(&path).map_err(|source| DataplaneError::PinLink {
-                name: name.clone(),
-                path: path.clone(),
-                source,
-            })?;
-            self.links.push((
-                name.clone(),
-                Held::Pinned {
-                    path,
-                    link: FdLink::from(pinned),
-                },
-            ));
+            let (held, adopted) = self.attach_one(name, index, mode, link_dir)?;
+            self.links.push((name.clone(), held));
             done.push(Attachment {
                 iface: name.clone(),
-                adopted: false,
+                adopted,
             });
         }
         Ok(())
+    }
+
+    /// Attach to one interface: take over its pinned link if it has a
+    /// usable one, else attach afresh (pinning the new link under
+    /// `link_dir`). Returns how it is held and whether it was taken over.
+    fn attach_one(
+        &mut self,
+        name: &str,
+        index: u32,
+        mode: Mode,
+        link_dir: Option<&Path>,
+    ) -> Result<(Held, bool)> {
+        let path = link_dir.map(|dir| dir.join(name));
+        if let Some(path) = path.as_ref().filter(|p| p.exists()) {
+            match self.adopt(name, index, path, mode) {
+                Ok(link) => {
+                    let path = path.clone();
+                    return Ok((Held::Pinned { path, link }, true));
+                }
+                Err(why) => {
+                    log::warn!(
+                        "{name}: not taking over the pinned attachment at {} ({why}); \
+                         attaching afresh",
+                        path.display()
+                    );
+                    // Dropping the last reference detaches it.
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+        }
+        let xdp_mode = match mode {
+            Mode::Native => XdpMode::Driver,
+            Mode::Generic => XdpMode::Skb,
+        };
+        let program = self.xdp()?;
+        let id = program
+            .attach_to_if_index(index, xdp_mode)
+            .map_err(|source| DataplaneError::Attach {
+                name: name.to_string(),
+                mode,
+                source,
+            })?;
+        let Some(path) = path else {
+            return Ok((Held::Owned(id), false));
+        };
+        let fd = FdLink::try_from(program.take_link(id)?).map_err(|e| DataplaneError::Link {
+            name: name.to_string(),
+            message: format!("the kernel gave no BPF link ({e})"),
+        })?;
+        let pinned = fd.pin(&path).map_err(|source| DataplaneError::PinLink {
+            name: name.to_string(),
+            path: path.clone(),
+            source,
+        })?;
+        let link = FdLink::from(pinned);
+        Ok((Held::Pinned { path, link }, false))
     }
 
     /// Take over the link pinned at `path` for `name`: check that it is
