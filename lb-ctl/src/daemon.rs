@@ -36,9 +36,21 @@ pub struct AttachOptions {
 pub struct Controller {
     pub services: Services,
     pub dataplane: Dataplane,
+    /// The interfaces the program is attached to.
+    pub ifaces: Vec<String>,
 }
 
 impl Controller {
+    /// The data path's counters and the devices' XDP error counters.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn stats(&self) -> Result<crate::dataplane::Stats> {
+        let mut stats = self.dataplane.tables.stats(&self.services)?;
+        stats.device_xdp_errors = crate::ethtool::xdp_errors(&self.ifaces);
+        Ok(stats)
+    }
+
     /// Apply a change to a copy of the model, then to the maps; on any error
     /// neither changes.
     fn change(&mut self, edit: impl FnOnce(&mut Services) -> Result<String, String>) -> Response {
@@ -121,7 +133,7 @@ impl Controller {
                 Ok(sessions) => Response::Sessions { sessions },
                 Err(e) => err(&e),
             },
-            Request::Stats => match self.dataplane.tables.stats(&self.services) {
+            Request::Stats => match self.stats() {
                 Ok(stats) => Response::Stats { stats },
                 Err(e) => err(&e),
             },
@@ -149,6 +161,9 @@ fn sweep_tables(controller: &Mutex<Controller>) {
         Err(e) => log::error!("sweep failed: {e}"),
     }
 }
+
+/// How often the devices' XDP error counters are read.
+const XDP_ERROR_WATCH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Run `lb-ctl attach` to completion.
 ///
@@ -264,7 +279,14 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     let controller = Arc::new(Mutex::new(Controller {
         services,
         dataplane,
+        ifaces: opts.ifaces.clone(),
     }));
+    // The driver's XDP error counters: a warning while they grow.
+    let mut xdp_watch = crate::ethtool::Watch::default();
+    xdp_watch.observe(crate::ethtool::xdp_errors(&opts.ifaces));
+    let mut watch_tick = tokio::time::interval(XDP_ERROR_WATCH);
+    watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    watch_tick.tick().await;
     if let Some(metrics) = metrics {
         log::info!(
             "serving metrics on http://{}/metrics",
@@ -282,6 +304,11 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = watch_tick.tick() => {
+                for (iface, lost) in xdp_watch.observe(crate::ethtool::xdp_errors(&opts.ifaces)) {
+                    log::warn!("{}", crate::ethtool::warning(&iface, lost, choice.mode));
+                }
+            }
             _ = sweep.tick() => {
                 // Off the loop, so that control requests are served
                 // meanwhile; a sweep still running skips this tick.
@@ -378,11 +405,7 @@ async fn serve_metrics(listener: tokio::net::TcpListener, controller: Arc<Mutex<
             let path = request_line.split_whitespace().nth(1).unwrap_or("");
             let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
                 match tokio::task::spawn_blocking(move || {
-                    let c = lock(&c);
-                    c.dataplane
-                        .tables
-                        .stats(&c.services)
-                        .map(|s| crate::metrics::render(&s))
+                    lock(&c).stats().map(|s| crate::metrics::render(&s))
                 })
                 .await
                 {

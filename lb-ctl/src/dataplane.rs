@@ -932,6 +932,7 @@ impl Tables {
             reasons,
             max_conns: self.max_connections,
             max_sessions: self.max_sessions,
+            device_xdp_errors: Vec::new(),
         })
     }
 }
@@ -1057,4 +1058,8 @@ pub struct Stats {
     pub reasons: Vec<(String, u64)>,
     pub max_conns: u32,
     pub max_sessions: u32,
+    /// The attached devices' own XDP error counters: `(interface,
+    /// statistic, value)` (see `ethtool`).
+    #[serde(default)]
+    pub device_xdp_errors: Vec<(String, String, u64)>,
 }

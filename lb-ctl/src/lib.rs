@@ -14,6 +14,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod dataplane;
+pub mod ethtool;
 pub mod metrics;
 pub mod netdev;
 pub mod pins;

@@ -79,6 +79,16 @@ pub fn render(stats: &Stats) -> String {
             .collect(),
     );
     family(
+        "lb_device_xdp_errors_total",
+        "counter",
+        "Frames the XDP program sent (XDP_TX or redirect) that the device's driver dropped, by driver statistic (ethtool -S).",
+        stats
+            .device_xdp_errors
+            .iter()
+            .map(|(iface, stat, v)| (format!("interface=\"{iface}\",statistic=\"{stat}\""), *v))
+            .collect(),
+    );
+    family(
         "lb_table_capacity",
         "gauge",
         "Size limit of the connection and persistence tables.",

@@ -135,6 +135,8 @@ pub struct Lab {
     pub socket: PathBuf,
     pub workdir: PathBuf,
     servers: Vec<Child>,
+    /// The `lb-lab-node xdp-pass` helpers on the balancer's veth peers.
+    xdp_helpers: Vec<Child>,
     controller: Option<Child>,
 }
 
@@ -178,6 +180,7 @@ impl Lab {
             socket: PathBuf::from(format!("/run/lb/{prefix}.sock")),
             workdir,
             servers: Vec::new(),
+            xdp_helpers: Vec::new(),
             controller: None,
         };
         lab.build()
@@ -239,11 +242,11 @@ impl Lab {
         ip(&format!("-n {lb} addr add {VIP}/32 dev lo"))?;
         let pass =
             hold_xdp(Command::new("ip").args(["netns", "exec", &c.ns, node, "xdp-pass", "eth0"]))?;
-        self.servers.push(pass);
+        self.xdp_helpers.push(pass);
         let sink = hold_xdp(
             Command::new("ip").args(["netns", "exec", &b.ns, node, "xdp-pass", "--sink", "eth0"]),
         )?;
-        self.servers.push(sink);
+        self.xdp_helpers.push(sink);
         Ok(())
     }
 
@@ -323,7 +326,7 @@ impl Lab {
                     .args(["netns", "exec", &sw, node, "xdp-pass"])
                     .args(arms.iter().map(|a| a.1)),
             )?;
-            self.servers.push(pass);
+            self.xdp_helpers.push(pass);
         }
         Ok(())
     }
@@ -413,6 +416,16 @@ impl Lab {
             bail!("lb-ctl attach did not come up:\n{}", self.controller_log());
         }
         Ok(())
+    }
+
+    /// Kill the XDP helpers on the balancer's veth peers: from now on they
+    /// drop what the balancer sends them in native mode, as a peer that
+    /// never had an XDP program does.
+    pub fn stop_xdp_helpers(&mut self) {
+        for mut h in self.xdp_helpers.drain(..) {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
     }
 
     /// The controller's log so far.
@@ -564,7 +577,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         let _ = self.stop_balancer();
-        for mut s in self.servers.drain(..) {
+        for mut s in self.servers.drain(..).chain(self.xdp_helpers.drain(..)) {
             let _ = s.kill();
             let _ = s.wait();
         }

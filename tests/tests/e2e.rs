@@ -750,6 +750,49 @@ fn attach_refuses_foreign_pins_and_impossible_native_mode() {
     all_ok(&lab.http(0, 80, &["--count", "2"]).unwrap(), &lab);
 }
 
+/// The value of one sample line of `lb-ctl stats` (Prometheus text) whose
+/// name and labels start with `prefix`; 0 when there is none.
+fn metric(lab: &Lab, prefix: &str) -> u64 {
+    lab.ctl(&["stats"])
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A native attach whose veth peer stops taking XDP frames afterwards:
+/// the driver's drops show up as `lb_device_xdp_errors_total` and the log
+/// warns, naming the interface and the fix.
+#[test]
+fn device_xdp_errors_are_exported_and_warned_about() {
+    let _g = serial();
+    let mut lab = Lab::up("lbe-xdperr", Layout::OneArm, 1, 1).unwrap();
+    lab.start_balancer(&config(&vip(80, "tcp", "rr", "0s", 32, &[(1, 1)]), ""))
+        .unwrap();
+    assert!(
+        lab.controller_log().contains("in native mode"),
+        "the prepared peer allows native mode: {}",
+        lab.controller_log()
+    );
+    all_ok(&lab.http(0, 80, &["--count", "2"]).unwrap(), &lab);
+    let tx_errors = "lb_device_xdp_errors_total{interface=\"eth0\",statistic=\"rx_queue_0_xdp_tx_errors\"}";
+    assert!(
+        lab.ctl(&["stats"]).unwrap().contains(tx_errors),
+        "the veth's counter is exported"
+    );
+    assert_eq!(metric(&lab, tx_errors), 0);
+    lab.stop_xdp_helpers();
+    let lost = lab.http(0, 80, &["--count", "2", "--timeout-ms", "500"]).unwrap();
+    assert!(lost.iter().all(|r| r.backend().is_none()), "{lost:?}");
+    assert!(metric(&lab, tx_errors) > 0);
+    wait_for(Duration::from_secs(10), || {
+        lab.controller_log().contains("eth0: the driver dropped")
+    })
+    .unwrap_or_else(|_| panic!("no warning: {}", lab.controller_log()));
+    assert!(lab.controller_log().contains("--xdp-mode generic"));
+}
+
 /// Clients whose neighbour entry the balancer does not hold (fresh
 /// addresses, never seen before) connect: the first reply goes through the
 /// kernel, which resolves the neighbour, and later connections take the
