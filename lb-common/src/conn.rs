@@ -201,8 +201,23 @@ pub struct Session {
     /// The backend's generation when pinned: a backend slot that was freed
     /// and reused for another backend does not inherit the old sessions.
     pub backend_gen: u32,
+    /// Monotonic clock (ns) when the client was pinned to this backend;
+    /// with a VIP's `max_lifetime` the session ends that long after it.
+    pub created_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<Session>() == 16);
+const _: () = assert!(core::mem::size_of::<Session>() == 24);
+
+impl Session {
+    /// Whether the session still holds at `now_ns`: not idle past
+    /// `timeout_ns`, and, when `max_lifetime_ns` is not 0, younger than it
+    /// (busy or not).
+    #[inline(always)]
+    #[must_use]
+    pub const fn is_live(&self, timeout_ns: u64, max_lifetime_ns: u64, now_ns: u64) -> bool {
+        !crate::is_expired(self.last_seen_ns, timeout_ns, now_ns)
+            && (max_lifetime_ns == 0 || now_ns.saturating_sub(self.created_ns) < max_lifetime_ns)
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -217,6 +232,26 @@ mod pod {
 mod tests {
     use super::tcp_flags::{ACK, FIN, RST, SYN};
     use super::*;
+
+    #[test]
+    fn session_ends_when_idle_or_past_its_lifetime() {
+        let s = Session {
+            last_seen_ns: 1_000,
+            created_ns: 100,
+            ..Session::default()
+        };
+        assert!(s.is_live(500, 0, 1_400));
+        assert!(!s.is_live(500, 0, 1_500), "idle past the timeout");
+        assert!(s.is_live(500, 1_000, 1_099));
+        assert!(
+            !s.is_live(500, 1_000, 1_100),
+            "past its lifetime, though busy"
+        );
+        assert!(
+            s.is_live(500, 0, 1_100),
+            "no lifetime: only idleness ends it"
+        );
+    }
 
     #[test]
     fn handshake_then_close() {

@@ -73,8 +73,9 @@ pub mod map_names {
 /// reuses tables written by a build that laid them out differently; it
 /// names the directory the maps are pinned in (`<bpffs>/lb/v<N>`).
 /// History: 1 = unversioned pins in `<bpffs>/lb/`; 2 = one shared
-/// round-robin cursor per VIP (`CURSORS` no longer per CPU).
-pub const LAYOUT_VERSION: u32 = 2;
+/// round-robin cursor per VIP (`CURSORS` no longer per CPU); 3 = sessions
+/// carry their creation time and VIPs a session lifetime.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Name of the XDP program inside the object file.
 pub const PROGRAM_NAME: &str = "lb_xdp";

@@ -30,13 +30,22 @@ pub struct VipInfo {
     /// bits share one session.
     pub client_mask: u32,
     pub _pad: u32,
+    /// A session ends this long after it was created, busy or not; 0: no
+    /// limit.
+    pub max_lifetime_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<VipInfo>() == 24);
+const _: () = assert!(core::mem::size_of::<VipInfo>() == 32);
 
 /// Bits of [`BackendInfo::flags`].
 pub mod backend_flags {
-    /// The backend serves its VIP: new connections and sessions may use it.
+    /// The backend serves its VIP: sessions pinned to it may keep using it.
+    /// Cleared when it is removed, down, or drained with re-pinning; new
+    /// clients reach a backend only through the VIP's selection table.
     pub const ACTIVE: u32 = 1;
+    /// The backend is configured (not removed), whatever its state; the
+    /// controller reads this back from kept tables after a restart. The
+    /// data path does not look at it.
+    pub const CONFIGURED: u32 = 2;
 }
 
 /// One backend of one VIP: value of `BACKENDS`, indexed by backend id.

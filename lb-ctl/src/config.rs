@@ -36,6 +36,9 @@ pub struct VipConfig {
     pub scheduler: Scheduler,
     #[serde(default)]
     pub persistence: Persistence,
+    /// Without one, every backend counts as up.
+    #[serde(default)]
+    pub health_check: Option<crate::health::HealthCheck>,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
 }
@@ -47,6 +50,10 @@ pub struct Persistence {
     pub timeout: Duration,
     #[serde(default = "default_netmask")]
     pub netmask: u8,
+    /// A session ends this long after it began, even while the client keeps
+    /// talking; 0s: no limit.
+    #[serde(with = "humantime_serde", default)]
+    pub max_lifetime: Duration,
 }
 
 impl Default for Persistence {
@@ -54,6 +61,7 @@ impl Default for Persistence {
         Self {
             timeout: Duration::ZERO,
             netmask: default_netmask(),
+            max_lifetime: Duration::ZERO,
         }
     }
 }
@@ -272,6 +280,8 @@ impl Config {
                     scheduler: v.scheduler,
                     persistence_timeout: v.persistence.timeout,
                     persistence_netmask: v.persistence.netmask,
+                    max_lifetime: v.persistence.max_lifetime,
+                    health_check: v.health_check.clone(),
                 })
                 .map_err(|e| (i, e))?;
             for b in &v.backends {

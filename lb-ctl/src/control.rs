@@ -39,6 +39,19 @@ pub enum Request {
         vip: VipId,
         backend: Endpoint,
     },
+    /// No new client for the backend; with `repin`, its pinned clients move
+    /// at their next connection, else they stay until their session ends.
+    BackendDrain {
+        vip: VipId,
+        backend: Endpoint,
+        #[serde(default)]
+        repin: bool,
+    },
+    /// Put a draining backend back in rotation.
+    BackendEnable {
+        vip: VipId,
+        backend: Endpoint,
+    },
     /// All VIPs, or the ones on this address:port (any protocol).
     BackendList {
         vip: Option<Endpoint>,
@@ -54,10 +67,31 @@ pub enum Request {
 pub enum Response {
     Done { message: String },
     Vips { vips: Vec<Vip> },
+    Backends { backends: Vec<BackendRow> },
     Conns { conns: Vec<ConnView> },
     Sessions { sessions: Vec<SessionView> },
     Stats { stats: Stats },
     Error { message: String },
+}
+
+/// One backend in `backend list`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendRow {
+    pub vip: VipId,
+    pub backend: Endpoint,
+    pub weight: u32,
+    /// Its share of new clients, in percent.
+    pub share: u32,
+    /// `up`, `down`, `draining` or `down, draining`.
+    pub state: String,
+    /// Live connections (client to backend).
+    pub connections: u64,
+    /// Live persistence sessions pinned to it.
+    pub sessions: u64,
+    /// Health checks passed and failed (none without a `health_check`).
+    pub checks: Option<(u64, u64)>,
+    /// Why its last failed check failed.
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -15,9 +15,9 @@ use tokio::{
 
 use crate::{
     config::Config,
-    control::{self, Request, Response, MAX_REQUEST},
+    control::{self, BackendRow, Request, Response, MAX_REQUEST},
     dataplane::{Dataplane, LoadOptions},
-    services::Services,
+    services::{Endpoint, Services, VipId},
     sysctl,
 };
 
@@ -38,9 +38,112 @@ pub struct Controller {
     pub dataplane: Dataplane,
     /// The interfaces the program is attached to.
     pub ifaces: Vec<String>,
+    /// Health-check records, written by the checker tasks.
+    pub health: Arc<Mutex<HealthBook>>,
+    /// The backends to check, republished after every change.
+    pub targets: tokio::sync::watch::Sender<Vec<Target>>,
+    /// Draining backends already reported as safe to remove.
+    drained_reported: std::collections::HashSet<(VipId, Endpoint)>,
+}
+
+/// Health-check records per (VIP, backend).
+pub type HealthBook = std::collections::BTreeMap<(VipId, Endpoint), crate::health::Record>;
+
+/// One backend to check, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub vip: VipId,
+    pub backend: Endpoint,
+    pub check: crate::health::HealthCheck,
+}
+
+/// The backends of `services` that have a health check.
+fn targets(services: &Services) -> Vec<Target> {
+    services
+        .vips()
+        .filter_map(|v| v.spec.health_check.as_ref().map(|c| (v, c)))
+        .flat_map(|(v, check)| {
+            v.backends.iter().map(move |b| Target {
+                vip: v.spec.id,
+                backend: b.endpoint,
+                check: check.clone(),
+            })
+        })
+        .collect()
 }
 
 impl Controller {
+    /// A controller over `services` and `dataplane`.
+    #[must_use]
+    pub fn new(services: Services, dataplane: Dataplane, ifaces: Vec<String>) -> Self {
+        let (targets, _) = tokio::sync::watch::channel(targets(&services));
+        Self {
+            services,
+            dataplane,
+            ifaces,
+            health: Arc::default(),
+            targets,
+            drained_reported: std::collections::HashSet::new(),
+        }
+    }
+
+    /// The rows of `backend list` for `vips`.
+    fn backend_rows(&self, vips: &[&crate::services::Vip]) -> Result<Vec<BackendRow>> {
+        let live = self.dataplane.tables.live(&self.services)?;
+        let book = lock(&self.health);
+        Ok(vips
+            .iter()
+            .flat_map(|v| {
+                let book = &book;
+                let live = &live;
+                v.backends.iter().map(move |b| {
+                    let l = live.get(&(b.slot, b.gen)).copied().unwrap_or_default();
+                    let record = book.get(&(v.spec.id, b.endpoint));
+                    let share = v.table.iter().filter(|&&s| s == b.slot).count();
+                    BackendRow {
+                        vip: v.spec.id,
+                        backend: b.endpoint,
+                        weight: b.weight,
+                        share: (share * 100 / v.table.len().max(1)) as u32,
+                        state: b.state().to_string(),
+                        connections: l.connections,
+                        sessions: l.sessions,
+                        checks: record.map(|r| (r.checks_ok, r.checks_failed)),
+                        last_error: record.and_then(|r| r.last_error.clone()),
+                    }
+                })
+            })
+            .collect())
+    }
+
+    /// After a sweep: report draining backends that have no live
+    /// connection or session left, once each.
+    fn report_drained(
+        &mut self,
+        live: &std::collections::HashMap<(u32, u32), crate::dataplane::Live>,
+    ) {
+        let mut draining = std::collections::HashSet::new();
+        for v in self.services.vips() {
+            for b in v.backends.iter().filter(|b| b.drain.is_some()) {
+                let key = (v.spec.id, b.endpoint);
+                draining.insert(key);
+                let l = live.get(&(b.slot, b.gen)).copied().unwrap_or_default();
+                if l.connections == 0 && l.sessions == 0 && self.drained_reported.insert(key) {
+                    log::info!(
+                        "VIP {}: draining backend {} has no live connection or session left; \
+                         it can be removed safely (lb-ctl backend remove {} {} --protocol {})",
+                        v.spec.id,
+                        b.endpoint,
+                        v.spec.id.endpoint,
+                        b.endpoint,
+                        v.spec.id.protocol.as_str()
+                    );
+                }
+            }
+        }
+        self.drained_reported.retain(|k| draining.contains(k));
+    }
+
     /// The data path's counters and the devices' XDP error counters.
     ///
     /// # Errors
@@ -48,6 +151,25 @@ impl Controller {
     pub fn stats(&self) -> Result<crate::dataplane::Stats> {
         let mut stats = self.dataplane.tables.stats(&self.services)?;
         stats.device_xdp_errors = crate::ethtool::xdp_errors(&self.ifaces);
+        let book = lock(&self.health);
+        stats.backend_states = self
+            .services
+            .vips()
+            .flat_map(|v| {
+                let book = &book;
+                v.backends
+                    .iter()
+                    .map(move |b| crate::dataplane::BackendState {
+                        vip: v.spec.id,
+                        backend: b.endpoint,
+                        state: b.state().to_string(),
+                        up: !b.down,
+                        checks: book
+                            .get(&(v.spec.id, b.endpoint))
+                            .map(|r| (r.checks_ok, r.checks_failed)),
+                    })
+            })
+            .collect();
         Ok(stats)
     }
 
@@ -67,9 +189,29 @@ impl Controller {
                 message: format!("the kernel refused the change: {e}"),
             };
         }
+        log_rotation_changes(&self.services, &next);
         self.services = next;
         log::info!("{message}");
+        self.targets.send_if_modified(|t| {
+            let new = targets(&self.services);
+            let changed = *t != new;
+            *t = new;
+            changed
+        });
         Response::Done { message }
+    }
+
+    /// Apply a health-check verdict.
+    pub fn set_down(&mut self, vip: VipId, backend: Endpoint, down: bool, reason: &str) {
+        let state = if down { "down" } else { "up" };
+        let response = self.change(|s| {
+            s.set_down(&vip, backend, down)
+                .map(|()| format!("VIP {vip}: backend {backend} is {state}: {reason}"))
+                .map_err(|e| e.to_string())
+        });
+        if let Response::Error { message } = response {
+            log::warn!("VIP {vip}: backend {backend} would be {state} ({reason}), but: {message}");
+        }
     }
 
     /// Serve one control request.
@@ -108,13 +250,35 @@ impl Controller {
                     .map(|_| format!("removed backend {backend} from VIP {vip}"))
                     .map_err(|e| e.to_string())
             }),
+            Request::BackendDrain {
+                vip,
+                backend,
+                repin,
+            } => self.change(|s| {
+                s.drain(&vip, backend, repin)
+                    .map(|()| {
+                        format!(
+                            "VIP {vip}: backend {backend} is draining: no new client; {}",
+                            if repin {
+                                "its pinned clients move at their next connection"
+                            } else {
+                                "its pinned clients stay until their session ends"
+                            }
+                        )
+                    })
+                    .map_err(|e| e.to_string())
+            }),
+            Request::BackendEnable { vip, backend } => self.change(|s| {
+                s.enable(&vip, backend)
+                    .map(|()| format!("VIP {vip}: backend {backend} is enabled: back in rotation"))
+                    .map_err(|e| e.to_string())
+            }),
             Request::BackendList { vip, protocol } => {
                 let vips: Vec<_> = self
                     .services
                     .vips()
                     .filter(|v| vip.is_none_or(|e| v.spec.id.endpoint == e))
                     .filter(|v| protocol.is_none_or(|p| v.spec.id.protocol == p))
-                    .cloned()
                     .collect();
                 if vips.is_empty() {
                     if let Some(e) = vip {
@@ -123,7 +287,10 @@ impl Controller {
                         };
                     }
                 }
-                Response::Vips { vips }
+                match self.backend_rows(&vips) {
+                    Ok(backends) => Response::Backends { backends },
+                    Err(e) => err(&e),
+                }
             }
             Request::Conns => match self.dataplane.tables.connections(&self.services) {
                 Ok(conns) => Response::Conns { conns },
@@ -150,14 +317,17 @@ fn sweep_tables(controller: &Mutex<Controller>) {
         c.dataplane.tables.sweeper(&c.services)
     };
     match sweeper.and_then(crate::dataplane::Sweeper::run) {
-        Ok(r) => log::info!(
-            "sweep: deleted {} of {} connection entries and {} of {} sessions in {:.1?}",
-            r.connections_deleted,
-            r.connections_scanned,
-            r.sessions_deleted,
-            r.sessions_scanned,
-            r.elapsed
-        ),
+        Ok(r) => {
+            log::info!(
+                "sweep: deleted {} of {} connection entries and {} of {} sessions in {:.1?}",
+                r.connections_deleted,
+                r.connections_scanned,
+                r.sessions_deleted,
+                r.sessions_scanned,
+                r.elapsed
+            );
+            lock(controller).report_drained(&r.live);
+        }
         Err(e) => log::error!("sweep failed: {e}"),
     }
 }
@@ -276,11 +446,12 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         );
     }
 
-    let controller = Arc::new(Mutex::new(Controller {
+    let controller = Arc::new(Mutex::new(Controller::new(
         services,
         dataplane,
-        ifaces: opts.ifaces.clone(),
-    }));
+        opts.ifaces.clone(),
+    )));
+    tokio::spawn(crate::health::supervise(Arc::clone(&controller)));
     // The driver's XDP error counters: a warning while they grow.
     let mut xdp_watch = crate::ethtool::Watch::default();
     xdp_watch.observe(crate::ethtool::xdp_errors(&opts.ifaces));
@@ -355,8 +526,41 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     Ok(())
 }
 
-fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
+/// Lock, also after a panic elsewhere (the state stays usable).
+pub fn lock<T>(c: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     c.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Log the VIPs whose selection table becomes empty (no backend takes new
+/// clients: new connections are dropped) or usable again, once per
+/// transition.
+fn log_rotation_changes(old: &Services, new: &Services) {
+    for v in new.vips() {
+        let Some(before) = old.vip(&v.spec.id) else {
+            continue;
+        };
+        if v.backends.is_empty() {
+            continue;
+        }
+        match (before.table.is_empty(), v.table.is_empty()) {
+            (false, true) => log::warn!(
+                "VIP {}: no backend up{}; new connections are dropped (counted as drop_no_backend)",
+                v.spec.id,
+                if v.backends.iter().all(|b| b.down) {
+                    ""
+                } else {
+                    " and not draining"
+                }
+            ),
+            (true, false) => log::info!(
+                "VIP {}: a backend takes new clients again ({} of {})",
+                v.spec.id,
+                v.backends.iter().filter(|b| b.takes_new_clients()).count(),
+                v.backends.len()
+            ),
+            _ => {}
+        }
+    }
 }
 
 async fn serve(stream: UnixStream, controller: Arc<Mutex<Controller>>) -> Result<()> {

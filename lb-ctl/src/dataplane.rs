@@ -552,11 +552,15 @@ fn vip_info(v: &Vip) -> VipInfo {
     VipInfo {
         id: v.slot,
         ring_len: v.table.len() as u32,
-        persist_timeout_ns: u64::try_from(v.spec.persistence_timeout.as_nanos())
-            .unwrap_or(u64::MAX),
+        persist_timeout_ns: nanos(v.spec.persistence_timeout),
         client_mask: lb_common::netmask(v.spec.persistence_netmask),
         _pad: 0,
+        max_lifetime_ns: nanos(v.spec.max_lifetime),
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn raw_addr(a: Ipv4Addr) -> u32 {
@@ -642,6 +646,7 @@ impl Tables {
                 slot: info.id,
                 persistence_timeout: Duration::from_nanos(info.persist_timeout_ns),
                 persistence_netmask: info.client_mask.count_ones() as u8,
+                max_lifetime: Duration::from_nanos(info.max_lifetime_ns),
             });
         }
         for slot in 0..lb_common::MAX_BACKENDS {
@@ -660,7 +665,7 @@ impl Tables {
                     port: u16::from_be(b.port),
                 },
                 gen: b.gen,
-                active: b.flags & backend_flags::ACTIVE != 0,
+                active: b.flags & backend_flags::CONFIGURED != 0,
             });
         }
         Ok(kept)
@@ -691,7 +696,11 @@ impl Tables {
                     _pad: 0,
                     vip_id: v.slot,
                     gen: b.gen,
-                    flags: backend_flags::ACTIVE,
+                    flags: if b.keeps_sessions() {
+                        backend_flags::CONFIGURED | backend_flags::ACTIVE
+                    } else {
+                        backend_flags::CONFIGURED
+                    },
                     _pad2: 0,
                 };
                 if !old_backends.contains(&(b.slot, b.gen)) {
@@ -808,16 +817,26 @@ impl Tables {
             conns: dup(Self::fd(&self.conns), names::CONNS)?,
             sessions: dup(Self::fd(&self.sessions), names::SESSIONS)?,
             settings: self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?,
-            persistence: services
-                .vips()
-                .map(|v| {
-                    (
-                        v.slot,
-                        u64::try_from(v.spec.persistence_timeout.as_nanos()).unwrap_or(u64::MAX),
-                    )
-                })
-                .collect(),
+            liveness: Liveness::new(services),
         })
+    }
+
+    /// Live connections and sessions per backend (slot, generation).
+    ///
+    /// # Errors
+    /// When the clock, the settings or a table cannot be read.
+    pub fn live(&self, services: &Services) -> Result<StdHashMap<(u32, u32), Live>> {
+        let settings = self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?;
+        let now = now_ns()?;
+        let liveness = Liveness::new(services);
+        let mut live = StdHashMap::new();
+        for (_, c) in self.conn_entries()? {
+            liveness.conn(&c, &settings, now, &mut live);
+        }
+        for (k, s) in self.session_entries()? {
+            liveness.session(&k, &s, now, &mut live);
+        }
+        Ok(live)
     }
     /// The live connections (forward halves), for `lb-ctl conns`.
     ///
@@ -869,8 +888,8 @@ impl Tables {
             let Some(v) = services.vip_by_slot(k.vip_id) else {
                 continue;
             };
-            let timeout = u64::try_from(v.spec.persistence_timeout.as_nanos()).unwrap_or(u64::MAX);
-            if is_expired(s.last_seen_ns, timeout, now) {
+            let timeout = nanos(v.spec.persistence_timeout);
+            if !s.is_live(timeout, nanos(v.spec.max_lifetime), now) {
                 continue;
             }
             let backend = v
@@ -884,6 +903,7 @@ impl Tables {
                 protocol: v.spec.id.protocol,
                 backend: backend.map(|b| b.endpoint),
                 time_left: Duration::from_nanos((s.last_seen_ns + timeout).saturating_sub(now)),
+                age: Duration::from_nanos(now.saturating_sub(s.created_ns)),
             });
         }
         rows.sort_by_key(|r| (r.vip, r.client));
@@ -933,6 +953,7 @@ impl Tables {
             max_conns: self.max_connections,
             max_sessions: self.max_sessions,
             device_xdp_errors: Vec::new(),
+            backend_states: Vec::new(),
         })
     }
 }
@@ -942,8 +963,78 @@ pub struct Sweeper {
     conns: std::os::fd::OwnedFd,
     sessions: std::os::fd::OwnedFd,
     settings: Settings,
-    /// Persistence timeout (ns) per VIP slot.
-    persistence: StdHashMap<u32, u64>,
+    liveness: Liveness,
+}
+
+/// Live connections and sessions of one backend.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Live {
+    pub connections: u64,
+    pub sessions: u64,
+}
+
+/// Tells live entries from expired ones, counting the live ones per
+/// backend (slot, generation).
+struct Liveness {
+    /// Persistence timeout and session lifetime (ns) per VIP slot.
+    persistence: StdHashMap<u32, (u64, u64)>,
+}
+
+impl Liveness {
+    fn new(services: &Services) -> Self {
+        Self {
+            persistence: services
+                .vips()
+                .map(|v| {
+                    (
+                        v.slot,
+                        (
+                            nanos(v.spec.persistence_timeout),
+                            nanos(v.spec.max_lifetime),
+                        ),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `c` has expired; a live forward half is counted.
+    fn conn(
+        &self,
+        c: &Conn,
+        settings: &Settings,
+        now: u64,
+        live: &mut StdHashMap<(u32, u32), Live>,
+    ) -> bool {
+        let expired = c.is_expired(settings, now);
+        if !expired && c.flags & conn_flags::REPLY == 0 {
+            live.entry((c.backend_id, c.backend_gen))
+                .or_default()
+                .connections += 1;
+        }
+        expired
+    }
+
+    /// Whether `s` is idle past its VIP's timeout (the sweeper deletes
+    /// those); a live one is counted. A session past its lifetime is not
+    /// live but is left in place: the client's long-lived connection would
+    /// otherwise recreate it as a new one, and its next connection
+    /// replaces it anyway.
+    fn session(
+        &self,
+        k: &SessionKey,
+        s: &Session,
+        now: u64,
+        live: &mut StdHashMap<(u32, u32), Live>,
+    ) -> bool {
+        let (timeout, lifetime) = self.persistence.get(&k.vip_id).copied().unwrap_or((0, 0));
+        if s.is_live(timeout, lifetime, now) {
+            live.entry((s.backend_id, s.backend_gen))
+                .or_default()
+                .sessions += 1;
+        }
+        is_expired(s.last_seen_ns, timeout, now)
+    }
 }
 
 impl Sweeper {
@@ -956,20 +1047,19 @@ impl Sweeper {
         let start = Instant::now();
         let now = now_ns()?;
         let settings = self.settings;
+        let mut live = StdHashMap::new();
         let (connections_scanned, connections_deleted) =
             sweep_map::<FlowKey, Conn>(self.conns.as_raw_fd(), names::CONNS, |_, c| {
-                c.is_expired(&settings, now)
+                self.liveness.conn(c, &settings, now, &mut live)
             })?;
         let connections_elapsed = start.elapsed();
         let (sessions_scanned, sessions_deleted) = sweep_map::<SessionKey, Session>(
             self.sessions.as_raw_fd(),
             names::SESSIONS,
-            |k, s| {
-                let timeout = self.persistence.get(&k.vip_id).copied().unwrap_or(0);
-                is_expired(s.last_seen_ns, timeout, now)
-            },
+            |k, s| self.liveness.session(k, s, now, &mut live),
         )?;
         Ok(SweepReport {
+            live,
             connections_scanned,
             connections_deleted,
             sessions_scanned,
@@ -990,7 +1080,7 @@ fn delete_keys<K: aya::Pod>(fd: std::os::fd::RawFd, name: &'static str, keys: &[
 fn sweep_map<K: aya::Pod + Default, V: aya::Pod + Default>(
     fd: std::os::fd::RawFd,
     name: &'static str,
-    expired: impl Fn(&K, &V) -> bool,
+    mut expired: impl FnMut(&K, &V) -> bool,
 ) -> Result<(u64, u64)> {
     let mut scanned = 0;
     let mut gone: Vec<K> = Vec::new();
@@ -1007,8 +1097,10 @@ fn sweep_map<K: aya::Pod + Default, V: aya::Pod + Default>(
     Ok((scanned, delete_keys(fd, name, &gone)?))
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default)]
 pub struct SweepReport {
+    /// Live connections and sessions per backend (slot, generation).
+    pub live: StdHashMap<(u32, u32), Live>,
     pub connections_scanned: u64,
     pub connections_deleted: u64,
     pub sessions_scanned: u64,
@@ -1041,6 +1133,9 @@ pub struct SessionView {
     /// connection).
     pub backend: Option<Endpoint>,
     pub time_left: Duration,
+    /// Since the client was pinned to this backend.
+    #[serde(default)]
+    pub age: Duration,
 }
 
 /// Traffic counters summed over the CPUs.
@@ -1062,4 +1157,20 @@ pub struct Stats {
     /// statistic, value)` (see `ethtool`).
     #[serde(default)]
     pub device_xdp_errors: Vec<(String, String, u64)>,
+    /// Each backend's state and health-check counts.
+    #[serde(default)]
+    pub backend_states: Vec<BackendState>,
+}
+
+/// A backend's state, for the metrics.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendState {
+    pub vip: crate::services::VipId,
+    pub backend: Endpoint,
+    /// `up`, `down`, `draining` or `down, draining`.
+    pub state: String,
+    /// Passes its health checks (or has none).
+    pub up: bool,
+    /// Checks passed and failed, with a health check.
+    pub checks: Option<(u64, u64)>,
 }

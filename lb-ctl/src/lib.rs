@@ -15,6 +15,7 @@ pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod ethtool;
+pub mod health;
 pub mod metrics;
 pub mod netdev;
 pub mod pins;

@@ -6,7 +6,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use lb_ctl::{
     config::Config,
-    control::{self, Request, Response, DEFAULT_SOCKET},
+    control::{self, BackendRow, Request, Response, DEFAULT_SOCKET},
     daemon::{self, AttachOptions},
     metrics,
     sched::Scheduler,
@@ -122,6 +122,10 @@ enum VipCommand {
         /// (24: a whole /24 sticks together, e.g. behind one NAT pool).
         #[arg(long, default_value_t = 32)]
         persistence_netmask: u8,
+        /// A session ends this long after it began, even while the client
+        /// keeps talking ("8h"); 0s: no limit.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+        max_lifetime: Duration,
         /// A name shown in listings and metrics.
         #[arg(long)]
         name: Option<String>,
@@ -156,7 +160,28 @@ enum BackendCommand {
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
     },
-    /// List backends, of all VIPs or of one.
+    /// Take a backend out gently: it gets no new client; clients pinned to
+    /// it keep using it until their session ends (logged-in users finish),
+    /// established connections continue. The log says when it has no live
+    /// connection or session left and can be removed safely.
+    Drain {
+        vip: Endpoint,
+        backend: Endpoint,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Protocol,
+        /// Move its pinned clients at their next new connection instead.
+        #[arg(long)]
+        repin: bool,
+    },
+    /// Put a draining backend back in rotation.
+    Enable {
+        vip: Endpoint,
+        backend: Endpoint,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Protocol,
+    },
+    /// List backends, of all VIPs or of one: state (up, down, draining),
+    /// share of new clients, live connections and sessions, health checks.
     List {
         vip: Option<Endpoint>,
         #[arg(long, value_enum)]
@@ -233,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
             scheduler,
             persistence_timeout,
             persistence_netmask,
+            max_lifetime,
             name,
         }) => Request::VipAdd {
             spec: VipSpec {
@@ -244,6 +270,8 @@ fn run(cli: Cli) -> Result<()> {
                 scheduler,
                 persistence_timeout,
                 persistence_netmask,
+                max_lifetime,
+                health_check: None,
             },
         },
         Command::Vip(VipCommand::Remove { vip, protocol }) => Request::VipRemove {
@@ -277,6 +305,30 @@ fn run(cli: Cli) -> Result<()> {
             },
             backend,
         },
+        Command::Backend(BackendCommand::Drain {
+            vip,
+            backend,
+            protocol,
+            repin,
+        }) => Request::BackendDrain {
+            vip: VipId {
+                endpoint: vip,
+                protocol,
+            },
+            backend,
+            repin,
+        },
+        Command::Backend(BackendCommand::Enable {
+            vip,
+            backend,
+            protocol,
+        }) => Request::BackendEnable {
+            vip: VipId {
+                endpoint: vip,
+                protocol,
+            },
+            backend,
+        },
         Command::Backend(BackendCommand::List { vip, protocol }) => {
             Request::BackendList { vip, protocol }
         }
@@ -284,11 +336,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Sessions => Request::Sessions,
         Command::Stats => Request::Stats,
     };
-    let listing_backends = matches!(request, Request::BackendList { .. });
     match control::call(&cli.socket, &request)? {
         Response::Done { message } => println!("{message}"),
         Response::Error { message } => bail!("{message}"),
-        Response::Vips { vips } if listing_backends => print_backends(&vips),
+        Response::Backends { backends } => print_backends(&backends),
         Response::Vips { vips } => print_vips(&vips),
         Response::Conns { conns } => {
             println!(
@@ -357,22 +408,37 @@ fn print_vips(vips: &[Vip]) {
     }
 }
 
-fn print_backends(vips: &[Vip]) {
+fn print_backends(rows: &[BackendRow]) {
     println!(
-        "{:<22} {:<5} {:<22} {:>6} {:>6}",
-        "VIP", "PROTO", "BACKEND", "WEIGHT", "SHARE"
+        "{:<22} {:<5} {:<22} {:<14} {:>6} {:>6} {:>6} {:>8} {:>11}  LAST CHECK ERROR",
+        "VIP", "PROTO", "BACKEND", "STATE", "WEIGHT", "SHARE", "CONNS", "SESSIONS", "CHECKS OK/F"
     );
+    for r in rows {
+        println!(
+            "{:<22} {:<5} {:<22} {:<14} {:>6} {:>5}% {:>6} {:>8} {:>11}  {}",
+            r.vip.endpoint.to_string(),
+            r.vip.protocol.as_str(),
+            r.backend.to_string(),
+            r.state,
+            r.weight,
+            r.share,
+            r.connections,
+            r.sessions,
+            r.checks
+                .map_or_else(|| "-".to_string(), |(ok, failed)| format!("{ok}/{failed}")),
+            r.last_error.as_deref().unwrap_or("")
+        );
+    }
+    let mut vips: Vec<VipId> = rows.iter().map(|r| r.vip).collect();
+    vips.dedup();
     for v in vips {
-        for b in &v.backends {
-            let share = v.table.iter().filter(|&&s| s == b.slot).count();
-            println!(
-                "{:<22} {:<5} {:<22} {:>6} {:>5}%",
-                v.spec.id.endpoint.to_string(),
-                v.spec.id.protocol.as_str(),
-                b.endpoint.to_string(),
-                b.weight,
-                share * 100 / v.table.len().max(1)
-            );
+        let mut of_vip = rows.iter().filter(|r| r.vip == v);
+        if of_vip.clone().all(|r| r.share == 0) {
+            if of_vip.all(|r| r.state.starts_with("down")) {
+                println!("VIP {v}: no backend up (new connections are dropped)");
+            } else {
+                println!("VIP {v}: no backend takes new clients (new connections are dropped)");
+            }
         }
     }
 }

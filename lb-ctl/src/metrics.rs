@@ -79,6 +79,49 @@ pub fn render(stats: &Stats) -> String {
             .collect(),
     );
     family(
+        "lb_backend_up",
+        "gauge",
+        "1 while the backend passes its health checks (or has none), 0 while it is down.",
+        stats
+            .backend_states
+            .iter()
+            .map(|b| (be_label(&b.vip, &b.backend), u64::from(b.up)))
+            .collect(),
+    );
+    family(
+        "lb_backend_state",
+        "gauge",
+        "1 for the backend's current state: up, down, draining, or down, draining.",
+        stats
+            .backend_states
+            .iter()
+            .map(|b| {
+                (
+                    format!("{},state=\"{}\"", be_label(&b.vip, &b.backend), b.state),
+                    1,
+                )
+            })
+            .collect(),
+    );
+    family(
+        "lb_backend_checks_total",
+        "counter",
+        "Health checks of the backend by result (ok, failed).",
+        stats
+            .backend_states
+            .iter()
+            .filter_map(|b| b.checks.map(|c| (b, c)))
+            .flat_map(|(b, (ok, failed))| {
+                [("ok", ok), ("failed", failed)].map(|(result, v)| {
+                    (
+                        format!("{},result=\"{result}\"", be_label(&b.vip, &b.backend)),
+                        v,
+                    )
+                })
+            })
+            .collect(),
+    );
+    family(
         "lb_device_xdp_errors_total",
         "counter",
         "Frames the XDP program sent (XDP_TX or redirect) that the device's driver dropped, by driver statistic (ethtool -S).",

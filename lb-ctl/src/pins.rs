@@ -123,11 +123,11 @@ mod tests {
     #[test]
     fn other_layouts_are_named() {
         let root = Path::new("/sys/fs/bpf/lb");
-        assert!(check_layout(root, &["v2".into(), "links".into()]).is_ok());
+        assert!(check_layout(root, &["v3".into(), "links".into()]).is_ok());
         let e = check_layout(root, &["CONNS".into()]).unwrap_err();
         assert!(e.to_string().contains("layout v1"), "{e}");
-        let e = check_layout(root, &["v3".into()]).unwrap_err();
-        assert!(e.to_string().contains("layout v3"), "{e}");
+        let e = check_layout(root, &["v2".into()]).unwrap_err();
+        assert!(e.to_string().contains("layout v2"), "{e}");
         assert!(e.to_string().contains("lb-ctl detach"), "{e}");
         // Unrelated files are not ours to judge.
         assert!(check_layout(root, &["notes".into()]).is_ok());

@@ -114,6 +114,20 @@ pub struct VipSpec {
     pub persistence_timeout: Duration,
     /// Clients sharing this prefix length share a session.
     pub persistence_netmask: u8,
+    /// A session ends this long after it began, busy or not; 0: never.
+    #[serde(default, with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Without one, every backend counts as up.
+    #[serde(default)]
+    pub health_check: Option<crate::health::HealthCheck>,
+}
+
+/// How a draining backend treats the clients pinned to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drain {
+    /// Move them at their next new connection (else they stay until their
+    /// session ends).
+    pub repin: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +137,49 @@ pub struct Backend {
     /// Slot in `BACKENDS`.
     pub slot: u32,
     pub gen: u32,
+    /// Failed its health checks (`fall` in a row, not yet `rise` again).
+    #[serde(default)]
+    pub down: bool,
+    /// Taken out by `backend drain` until `backend enable`.
+    #[serde(default)]
+    pub drain: Option<Drain>,
+}
+
+impl Backend {
+    fn new(endpoint: Endpoint, weight: u32, slot: u32, gen: u32) -> Self {
+        Self {
+            endpoint,
+            weight,
+            slot,
+            gen,
+            down: false,
+            drain: None,
+        }
+    }
+
+    /// Whether new clients may be sent to it (its place in the selection
+    /// table).
+    #[must_use]
+    pub const fn takes_new_clients(&self) -> bool {
+        !self.down && self.drain.is_none()
+    }
+
+    /// Whether clients pinned to it stay on it.
+    #[must_use]
+    pub const fn keeps_sessions(&self) -> bool {
+        !self.down && !matches!(self.drain, Some(Drain { repin: true }))
+    }
+
+    /// `up`, `down`, `draining` (or `down, draining`).
+    #[must_use]
+    pub const fn state(&self) -> &'static str {
+        match (self.down, self.drain.is_some()) {
+            (false, false) => "up",
+            (false, true) => "draining",
+            (true, false) => "down",
+            (true, true) => "down, draining",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +228,10 @@ pub enum ServiceError {
     TooManyBackends,
     #[error("VIP {vip}: {source}")]
     Table { vip: VipId, source: SchedError },
+    #[error("VIP {0}: {1}")]
+    HealthCheck(VipId, String),
+    #[error("VIP {vip}: backend {backend} is not draining")]
+    NotDraining { vip: VipId, backend: Endpoint },
 }
 
 fn usable(addr: Ipv4Addr) -> bool {
@@ -213,6 +274,11 @@ impl Services {
         }
         if spec.persistence_netmask > 32 {
             return Err(ServiceError::Netmask(id, spec.persistence_netmask));
+        }
+        if let Some(check) = &spec.health_check {
+            check
+                .validate()
+                .map_err(|e| ServiceError::HealthCheck(id, e))?;
         }
         if self.vips.contains_key(&id) {
             return Err(ServiceError::DuplicateVip(id));
@@ -281,12 +347,7 @@ impl Services {
             .get(&slot)
             .map_or(1, |g| g.wrapping_add(1));
         let mut v = v.clone();
-        v.backends.push(Backend {
-            endpoint: backend,
-            weight,
-            slot,
-            gen,
-        });
+        v.backends.push(Backend::new(backend, weight, slot, gen));
         rebuild(&mut v)?;
         self.backend_gens.insert(slot, gen);
         self.vips.insert(*vip, v);
@@ -313,6 +374,75 @@ impl Services {
         rebuild(v)?;
         Ok(removed)
     }
+
+    /// Change one backend and rebuild its VIP's selection table; returns
+    /// what `edit` returns.
+    fn edit_backend<T>(
+        &mut self,
+        vip: &VipId,
+        backend: Endpoint,
+        edit: impl FnOnce(&mut Backend) -> Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let v = self
+            .vips
+            .get_mut(vip)
+            .ok_or(ServiceError::UnknownVip(*vip))?;
+        let b = v
+            .backends
+            .iter_mut()
+            .find(|b| b.endpoint == backend)
+            .ok_or(ServiceError::UnknownBackend { vip: *vip, backend })?;
+        let out = edit(b)?;
+        rebuild(v)?;
+        Ok(out)
+    }
+
+    /// Record a health-check verdict.
+    ///
+    /// # Errors
+    /// When the VIP or the backend does not exist.
+    pub fn set_down(
+        &mut self,
+        vip: &VipId,
+        backend: Endpoint,
+        down: bool,
+    ) -> Result<(), ServiceError> {
+        self.edit_backend(vip, backend, |b| {
+            b.down = down;
+            Ok(())
+        })
+    }
+
+    /// Take a backend out of rotation: no new client reaches it; clients
+    /// pinned to it stay until their session ends, or, with `repin`, move
+    /// at their next new connection.
+    ///
+    /// # Errors
+    /// When the VIP or the backend does not exist.
+    pub fn drain(
+        &mut self,
+        vip: &VipId,
+        backend: Endpoint,
+        repin: bool,
+    ) -> Result<(), ServiceError> {
+        self.edit_backend(vip, backend, |b| {
+            b.drain = Some(Drain { repin });
+            Ok(())
+        })
+    }
+
+    /// Put a draining backend back in rotation.
+    ///
+    /// # Errors
+    /// When the VIP or the backend does not exist, or it is not draining.
+    pub fn enable(&mut self, vip: &VipId, backend: Endpoint) -> Result<(), ServiceError> {
+        self.edit_backend(vip, backend, |b| {
+            if b.drain.take().is_none() {
+                return Err(ServiceError::NotDraining { vip: *vip, backend });
+            }
+            Ok(())
+        })
+    }
 }
 
 /// A VIP found in the tables an earlier controller left (`--keep-state`,
@@ -323,6 +453,7 @@ pub struct KeptVip {
     pub slot: u32,
     pub persistence_timeout: Duration,
     pub persistence_netmask: u8,
+    pub max_lifetime: Duration,
 }
 
 /// A backend slot found in kept tables.
@@ -332,7 +463,7 @@ pub struct KeptBackend {
     pub vip_slot: u32,
     pub endpoint: Endpoint,
     pub gen: u32,
-    /// Still serving (not retired by a removal).
+    /// Still configured (not retired by a removal).
     pub active: bool,
 }
 
@@ -364,12 +495,7 @@ impl Services {
                 .backends
                 .iter()
                 .filter(|b| b.active && b.vip_slot == v.slot)
-                .map(|b| Backend {
-                    endpoint: b.endpoint,
-                    weight: 1,
-                    slot: b.slot,
-                    gen: b.gen,
-                })
+                .map(|b| Backend::new(b.endpoint, 1, b.slot, b.gen))
                 .collect();
             s.vips.insert(
                 v.id,
@@ -380,6 +506,8 @@ impl Services {
                         scheduler: Scheduler::Rr,
                         persistence_timeout: v.persistence_timeout,
                         persistence_netmask: v.persistence_netmask,
+                        max_lifetime: v.max_lifetime,
+                        health_check: None,
                     },
                     slot: v.slot,
                     backends,
@@ -450,10 +578,9 @@ impl Services {
                     }
                 };
                 nv.backends.push(Backend {
-                    endpoint: b.endpoint,
-                    weight: b.weight,
                     slot,
                     gen,
+                    ..b.clone()
                 });
             }
             rebuild(&mut nv)?;
@@ -463,8 +590,16 @@ impl Services {
     }
 }
 
+/// The selection table holds the backends that take new clients (up and
+/// not draining); with none, it is empty and the data path drops new
+/// connections (counted as `drop_no_backend`).
 fn rebuild(v: &mut Vip) -> Result<(), ServiceError> {
-    let pairs: Vec<(u32, u32)> = v.backends.iter().map(|b| (b.slot, b.weight)).collect();
+    let pairs: Vec<(u32, u32)> = v
+        .backends
+        .iter()
+        .filter(|b| b.takes_new_clients())
+        .map(|b| (b.slot, b.weight))
+        .collect();
     v.table = build_table(v.spec.scheduler, &pairs).map_err(|source| ServiceError::Table {
         vip: v.spec.id,
         source,
@@ -490,6 +625,8 @@ mod tests {
             scheduler: Scheduler::Wrr,
             persistence_timeout: Duration::from_secs(300),
             persistence_netmask: 32,
+            max_lifetime: Duration::ZERO,
+            health_check: None,
         }
     }
 
@@ -588,6 +725,7 @@ mod tests {
                     slot: v.slot,
                     persistence_timeout: v.spec.persistence_timeout,
                     persistence_netmask: 32,
+                    max_lifetime: Duration::ZERO,
                 })
                 .collect(),
             backends: old

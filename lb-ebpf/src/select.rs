@@ -3,8 +3,8 @@
 //! builds the tables (rr or weighted); this side only indexes them.
 
 use lb_common::{
-    conn::conn_flags, is_expired, tcp_next_state, BackendInfo, Conn, ConnState, NextHop, Reason,
-    Session, SessionKey, VipInfo, VipKey, RING_SIZE,
+    conn::conn_flags, tcp_next_state, BackendInfo, Conn, ConnState, NextHop, Reason, Session,
+    SessionKey, VipInfo, VipKey, RING_SIZE,
 };
 
 use crate::{
@@ -86,7 +86,7 @@ fn session_backend(vip: &VipInfo, client: u32, now: u64) -> Option<(u32, Backend
     })?;
     // SAFETY: a map value pointer stays valid for the rest of the program.
     let s = unsafe { &mut *entry };
-    if is_expired(s.last_seen_ns, vip.persist_timeout_ns, now) {
+    if !s.is_live(vip.persist_timeout_ns, vip.max_lifetime_ns, now) {
         return None;
     }
     let backend = *BACKENDS.get(s.backend_id)?;
@@ -124,6 +124,7 @@ fn pin(vip_id: u32, client: u32, backend_id: u32, backend_gen: u32, now: u64) {
         last_seen_ns: now,
         backend_id,
         backend_gen,
+        created_ns: now,
     };
     if SESSIONS
         .insert(&SessionKey { vip_id, client }, &session, 0)

@@ -114,6 +114,8 @@ impl Bench {
                 scheduler,
                 persistence_timeout: Duration::from_secs(persistence_secs),
                 persistence_netmask: netmask,
+                max_lifetime: std::time::Duration::ZERO,
+                health_check: None,
             })
             .unwrap();
             for &(b, w) in backends {
@@ -134,6 +136,21 @@ impl Bench {
         let mut info = self.dp.tables.vips.get(&key, 0).unwrap();
         info.persist_timeout_ns = u64::try_from(timeout.as_nanos()).unwrap();
         self.dp.tables.vips.insert(key, info, 0).unwrap();
+    }
+
+    /// Give the VIP's sessions this lifetime (0: none).
+    fn set_max_lifetime(&mut self, lifetime: Duration) {
+        let id = vip_id(Protocol::Tcp);
+        self.change(|s| {
+            let mut spec = s.vip(&id).unwrap().spec.clone();
+            let backends = s.vip(&id).unwrap().backends.clone();
+            spec.max_lifetime = lifetime;
+            s.remove_vip(&id).unwrap();
+            s.add_vip(spec).unwrap();
+            for b in backends {
+                s.add_backend(&id, b.endpoint, b.weight).unwrap();
+            }
+        });
     }
 
     /// Make the connection table's SYN timeout `timeout` (the others stay).
@@ -437,6 +454,77 @@ fn expired_persistence_lets_the_client_move() {
     );
     b.set_persistence_timeout(Duration::from_secs(300));
     assert_eq!(new_conn(&b, (C1, 44003)), B2, "and the new choice sticks");
+}
+
+#[test]
+fn session_ends_at_its_max_lifetime_even_while_busy() {
+    let mut b = Bench::new("lifetime");
+    b.vip(Protocol::Tcp, 300, 32);
+    // No lifetime: a busy client stays, however long.
+    assert_eq!(new_conn(&b, (C1, 44100)), B1);
+    std::thread::sleep(Duration::from_millis(40));
+    assert_eq!(new_conn(&b, (C1, 44101)), B1);
+    // A 30 ms lifetime (the VIP is set up again, which starts the session
+    // afresh): the client keeps talking, yet after 30 ms it is balanced
+    // anew, and the new session sticks.
+    b.set_max_lifetime(Duration::from_millis(30));
+    let first = new_conn(&b, (C1, 44102));
+    assert_eq!(new_conn(&b, (C1, 44103)), first, "within its lifetime");
+    std::thread::sleep(Duration::from_millis(40));
+    let next = new_conn(&b, (C1, 44104));
+    assert_ne!(next, first, "past its lifetime the scheduler decides");
+    assert_eq!(
+        new_conn(&b, (C1, 44105)),
+        next,
+        "and the new session sticks"
+    );
+}
+
+#[test]
+fn down_or_draining_backends_get_no_new_client() {
+    let mut b = Bench::new("health");
+    b.vip(Protocol::Tcp, 300, 32);
+    let id = vip_id(Protocol::Tcp);
+    let old = (C1, 45100);
+    assert_eq!(new_conn(&b, old), B1);
+    // Down: C1 is re-pinned at its next connection; B1 takes no new
+    // client; C1's established connection to B1 goes on.
+    b.change(|s| s.set_down(&id, ep(B1, 8080), true).unwrap());
+    let moved = new_conn(&b, (C1, 45101));
+    assert_ne!(moved, B1);
+    assert_eq!(new_conn(&b, (C1, 45102)), moved);
+    for port in 45103..45109 {
+        assert_ne!(new_conn(&b, (C2, port)), B1);
+    }
+    assert_forwarded(&b, &to_vip(old, ACK), B1, B1_MAC);
+    // Up again: B1 takes new clients.
+    b.change(|s| s.set_down(&id, ep(B1, 8080), false).unwrap());
+    let seen: Vec<Ipv4Addr> = (0..3u8)
+        .map(|i| new_conn(&b, (Ipv4Addr::new(198, 18, 0, 50 + i), 45110)))
+        .collect();
+    assert!(seen.contains(&B1), "{seen:?}");
+    // Draining: C1 (pinned to `moved`) stays; new clients never get it.
+    b.change(|s| s.drain(&id, ep(moved, 8080), false).unwrap());
+    assert_eq!(new_conn(&b, (C1, 45111)), moved, "the session is kept");
+    for i in 0..6u8 {
+        assert_ne!(
+            new_conn(&b, (Ipv4Addr::new(198, 18, 0, 60 + i), 45112)),
+            moved
+        );
+    }
+    // Draining with re-pinning: C1 moves at its next connection.
+    b.change(|s| s.drain(&id, ep(moved, 8080), true).unwrap());
+    let again = new_conn(&b, (C1, 45113));
+    assert_ne!(again, moved);
+    // Every backend down: new connections are dropped and counted.
+    b.change(|s| {
+        for x in [B1, B2, B3] {
+            s.set_down(&id, ep(x, 8080), true).unwrap();
+        }
+    });
+    let (v, _) = b.run(&to_vip((Ipv4Addr::new(198, 18, 0, 70), 45114), SYN).build());
+    assert_eq!(v, XDP_DROP);
+    assert_eq!(b.reason(Reason::DROP_NO_BACKEND), 1);
 }
 
 #[test]

@@ -93,6 +93,8 @@ impl Rig {
             scheduler: Scheduler::Rr,
             persistence_timeout: std::time::Duration::from_secs(3600),
             persistence_netmask: 32,
+            max_lifetime: std::time::Duration::ZERO,
+            health_check: None,
         })?;
         for b in [B1, B2, B3] {
             services.add_backend(
@@ -197,6 +199,7 @@ pub fn per_packet(plan: &Plan, samples: &mut Samples) -> Result<()> {
             last_seen_ns: now,
             backend_id: 0,
             backend_gen: 1,
+            created_ns: now,
         },
         0,
     )?;
@@ -348,6 +351,7 @@ pub fn scale(plan: &Plan, samples: &mut Samples) -> Result<()> {
                         last_seen_ns: now,
                         backend_id: 1,
                         backend_gen: 1,
+                        created_ns: now,
                     },
                     0,
                 )
