@@ -359,4 +359,62 @@ mod tests {
                 .contains("unknown variant `lc`")
         );
     }
+
+    #[test]
+    fn bad_health_checks_are_refused_naming_the_field() {
+        let with = |check: &str| {
+            err(&format!(
+                "vips:\n  - address: 198.18.0.100\n    port: 80\n    health_check: {{ {check} }}\n"
+            ))
+        };
+        for (check, want) in [
+            ("rise: 0", "health_check.rise must be 1 or more, not 0"),
+            ("fall: 0", "health_check.fall must be 1 or more, not 0"),
+            (
+                "interval: 0s",
+                "health_check.interval must be longer than zero",
+            ),
+            (
+                "timeout: 0s",
+                "health_check.timeout must be longer than zero",
+            ),
+            (
+                "interval: 1s, timeout: 2s",
+                "health_check.timeout (2s) must not be longer than health_check.interval (1s)",
+            ),
+            (
+                "kind: http, path: health",
+                "health_check.path \"health\" must start with '/'",
+            ),
+            ("kind: smtp", "unknown variant `smtp`"),
+            ("retries: 3", "unknown field `retries`"),
+        ] {
+            let e = with(check);
+            assert!(e.contains(want), "{check}: {e}");
+            if !want.starts_with("unknown") {
+                assert!(e.contains("vips[0]: VIP 198.18.0.100:80/tcp"), "{e}");
+            }
+        }
+        // The defaults of the contract.
+        let (c, s) = Config::parse(
+            "vips:\n  - address: 198.18.0.100\n    port: 80\n    health_check: {}\n    persistence: { timeout: 300s, max_lifetime: 8h }\n",
+            "t",
+        )
+        .unwrap();
+        let check = c.vips[0].health_check.clone().unwrap();
+        assert_eq!(check, crate::health::HealthCheck::default());
+        assert_eq!(
+            (
+                check.interval,
+                check.timeout,
+                check.rise,
+                check.fall,
+                check.path.as_str()
+            ),
+            (Duration::from_secs(2), Duration::from_secs(1), 2, 3, "/")
+        );
+        let v = s.vips().next().unwrap();
+        assert_eq!(v.spec.max_lifetime, Duration::from_secs(8 * 3600));
+        assert_eq!(v.spec.health_check, Some(check));
+    }
 }

@@ -410,7 +410,7 @@ fn print_vips(vips: &[Vip]) {
 
 fn print_backends(rows: &[BackendRow]) {
     println!(
-        "{:<22} {:<5} {:<22} {:<14} {:>6} {:>6} {:>6} {:>8} {:>11}  LAST CHECK ERROR",
+        "{:<22} {:<5} {:<22} {:<14} {:>6} {:>6} {:>6} {:>8} {:>11}  LAST FAILED CHECK",
         "VIP", "PROTO", "BACKEND", "STATE", "WEIGHT", "SHARE", "CONNS", "SESSIONS", "CHECKS OK/F"
     );
     for r in rows {

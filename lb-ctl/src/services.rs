@@ -804,6 +804,54 @@ mod tests {
     }
 
     #[test]
+    fn down_and_draining_backends_leave_the_selection_table() {
+        let mut s = Services::default();
+        s.add_vip(spec("198.18.0.100:80")).unwrap();
+        let vip = VipId {
+            endpoint: ep("198.18.0.100:80"),
+            protocol: Protocol::Tcp,
+        };
+        for b in ["198.18.1.11:8080", "198.18.1.12:8080", "198.18.1.13:8080"] {
+            s.add_backend(&vip, ep(b), 1).unwrap();
+        }
+        let b = |s: &Services, i: usize| s.vip(&vip).unwrap().backends[i].clone();
+        s.set_down(&vip, ep("198.18.1.11:8080"), true).unwrap();
+        assert_eq!(s.vip(&vip).unwrap().table, vec![1, 2]);
+        assert_eq!(b(&s, 0).state(), "down");
+        assert!(!b(&s, 0).keeps_sessions());
+        s.drain(&vip, ep("198.18.1.12:8080"), false).unwrap();
+        assert_eq!(s.vip(&vip).unwrap().table, vec![2]);
+        assert_eq!(b(&s, 1).state(), "draining");
+        assert!(b(&s, 1).keeps_sessions(), "plain drain keeps its clients");
+        s.drain(&vip, ep("198.18.1.12:8080"), true).unwrap();
+        assert!(!b(&s, 1).keeps_sessions(), "--repin moves them");
+        s.drain(&vip, ep("198.18.1.13:8080"), false).unwrap();
+        assert!(
+            s.vip(&vip).unwrap().table.is_empty(),
+            "none takes new clients"
+        );
+        s.enable(&vip, ep("198.18.1.13:8080")).unwrap();
+        s.set_down(&vip, ep("198.18.1.11:8080"), false).unwrap();
+        assert_eq!(s.vip(&vip).unwrap().table, vec![0, 2]);
+        let before = s.clone();
+        assert_eq!(
+            s.enable(&vip, ep("198.18.1.13:8080")),
+            Err(ServiceError::NotDraining {
+                vip,
+                backend: ep("198.18.1.13:8080")
+            })
+        );
+        assert_eq!(
+            s.drain(&vip, ep("198.18.1.99:8080"), false),
+            Err(ServiceError::UnknownBackend {
+                vip,
+                backend: ep("198.18.1.99:8080")
+            })
+        );
+        assert_eq!(s, before, "refusals change nothing");
+    }
+
+    #[test]
     fn backend_slots_are_reused_with_a_new_generation() {
         let mut s = Services::default();
         s.add_vip(spec("198.18.0.100:80")).unwrap();

@@ -331,26 +331,67 @@ impl Lab {
         Ok(())
     }
 
-    fn start_servers(&mut self, node: &str) -> Result<()> {
-        for b in &self.backends {
-            let log = std::fs::File::create(self.workdir.join(format!("{}.log", b.name)))?;
-            let child = Command::new("ip")
-                .args([
-                    "netns", "exec", &b.ns, node, "serve", "--name", &b.name, "--port",
-                ])
-                .arg(BACKEND_PORT.to_string())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .context("starting a backend server")?;
+    fn start_servers(&mut self, _node: &str) -> Result<()> {
+        for i in 0..self.backends.len() {
+            self.start_backend(i)?;
+        }
+        Ok(())
+    }
+
+    /// Start backend `i`'s server (`lb-lab-node serve`) and wait until it
+    /// listens. Its `/health` answers 500 while [`Lab::set_sick`] says so.
+    ///
+    /// # Errors
+    /// When it does not come up within 5 s.
+    pub fn start_backend(&mut self, i: usize) -> Result<()> {
+        let node = bin("lb-lab-node")?;
+        let b = &self.backends[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.workdir.join(format!("{}.log", b.name)))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &b.ns, &node, "serve", "--name", &b.name])
+            .arg("--port")
+            .arg(BACKEND_PORT.to_string())
+            .arg("--sick-file")
+            .arg(self.workdir.join(format!("{}.sick", b.name)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting a backend server")?;
+        if i < self.servers.len() {
+            self.servers[i] = child;
+        } else {
             self.servers.push(child);
         }
-        for b in &self.backends {
-            wait_for(Duration::from_secs(5), || {
-                in_ns(&b.ns, &["ss", "-ltn", &format!("sport = :{BACKEND_PORT}")])
-                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
-            })
-            .with_context(|| format!("backend {} did not start", b.name))?;
+        wait_for(Duration::from_secs(5), || {
+            in_ns(&b.ns, &["ss", "-ltn", &format!("sport = :{BACKEND_PORT}")])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
+        })
+        .with_context(|| format!("backend {} did not start", b.name))
+    }
+
+    /// `kill -9` backend `i`'s server and wait until it is gone.
+    ///
+    /// # Errors
+    /// When it cannot be killed.
+    pub fn kill_backend(&mut self, i: usize) -> Result<()> {
+        self.servers[i].kill()?;
+        self.servers[i].wait()?;
+        Ok(())
+    }
+
+    /// Make backend `i`'s `/health` answer 500 (`sick`) or 200.
+    ///
+    /// # Errors
+    /// When the marker file cannot be written or removed.
+    pub fn set_sick(&self, i: usize, sick: bool) -> Result<()> {
+        let path = self.workdir.join(format!("{}.sick", self.backends[i].name));
+        if sick {
+            std::fs::write(path, "sick\n")?;
+        } else if path.exists() {
+            std::fs::remove_file(path)?;
         }
         Ok(())
     }

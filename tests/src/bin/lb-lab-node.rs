@@ -9,6 +9,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
+    path::{Path, PathBuf},
     thread,
     time::{Duration, Instant},
 };
@@ -31,6 +32,9 @@ enum Cmd {
         name: String,
         #[arg(long, default_value_t = 8080)]
         port: u16,
+        /// While this file exists, `GET /health` answers 500.
+        #[arg(long)]
+        sick_file: Option<PathBuf>,
     },
     /// Send HTTP requests to TARGET.
     Http {
@@ -86,7 +90,11 @@ enum Cmd {
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
-        Cmd::Serve { name, port } => serve(&name, port),
+        Cmd::Serve {
+            name,
+            port,
+            sick_file,
+        } => serve(&name, port, sick_file),
         Cmd::XdpPass { ifaces, sink } => {
             let mut ebpf = aya::Ebpf::load(lb_ctl::dataplane::PASS_PROGRAM)?;
             let name = if sink { "lb_sink" } else { "lb_pass" };
@@ -283,7 +291,7 @@ fn http_request(
     ))
 }
 
-fn serve(name: &str, port: u16) -> Result<()> {
+fn serve(name: &str, port: u16, sick_file: Option<PathBuf>) -> Result<()> {
     let udp = UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("UDP port {port}"))?;
     let udp_name = name.to_string();
     thread::spawn(move || {
@@ -298,14 +306,15 @@ fn serve(name: &str, port: u16) -> Result<()> {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let name = name.to_string();
+        let sick = sick_file.clone();
         thread::spawn(move || {
-            let _ = http_session(&name, stream);
+            let _ = http_session(&name, stream, sick.as_deref());
         });
     }
     Ok(())
 }
 
-fn http_session(name: &str, stream: TcpStream) -> Result<()> {
+fn http_session(name: &str, stream: TcpStream, sick_file: Option<&Path>) -> Result<()> {
     let peer = stream.peer_addr()?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let started = Instant::now();
@@ -314,10 +323,14 @@ fn http_session(name: &str, stream: TcpStream) -> Result<()> {
         let mut close = false;
         let mut line = String::new();
         let mut first = true;
+        let mut path = String::new();
         loop {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
                 return Ok(());
+            }
+            if first {
+                path = line.split_whitespace().nth(1).unwrap_or("").to_string();
             }
             let l = line.trim_end().to_ascii_lowercase();
             if l.is_empty() && !first {
@@ -328,10 +341,15 @@ fn http_session(name: &str, stream: TcpStream) -> Result<()> {
                 close = true;
             }
         }
-        let body = format!("{name} seen={peer}\n");
+        let sick = path == "/health" && sick_file.is_some_and(Path::exists);
+        let (status, body) = if sick {
+            ("500 Internal Server Error", format!("{name} sick\n"))
+        } else {
+            ("200 OK", format!("{name} seen={peer}\n"))
+        };
         let conn = if close { "close" } else { "keep-alive" };
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
             body.len()
         );
         reader.get_mut().write_all(response.as_bytes())?;

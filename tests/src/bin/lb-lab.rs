@@ -124,6 +124,43 @@ fn show(replies: &[Reply]) -> String {
         .join(" ")
 }
 
+/// Kill c1's backend with `kill -9`, show the health check taking it out
+/// and c1 moving, then restart it. Returns the failed requests.
+fn failover(lab: &mut Lab, dead: &str) -> Result<usize> {
+    let Some(i) = lab.backends.iter().position(|b| b.name == dead) else {
+        return Ok(0);
+    };
+    let addr = lab.backends[i].addr;
+    println!(
+        "\n== kill -9 the server of c1's backend {dead} ({addr}): the health check takes it out =="
+    );
+    lab.kill_backend(i)?;
+    let down = format!("backend {addr}:8080 is down");
+    let up = format!("backend {addr}:8080 is up");
+    let log_line = |lab: &Lab, what: &str| {
+        lab.controller_log()
+            .lines()
+            .find(|l| l.contains(what))
+            .map(|l| l.split_once("] ").map_or(l, |x| x.1).to_string())
+    };
+    lb_tests::lab::wait_for(std::time::Duration::from_secs(10), || {
+        log_line(lab, &down).is_some()
+    })?;
+    println!("log: {}", log_line(lab, &down).unwrap_or_default());
+    let r = lab.http(0, 80, &["--count", "5"])?;
+    println!("c1 -> {}   (moved, no failed request)", show(&r));
+    let failures = r.iter().filter(|r| r.backend().is_none()).count();
+    interrupted()?;
+    println!("== restart {dead}: after 2 good checks it takes new clients again ==");
+    lab.start_backend(i)?;
+    lb_tests::lab::wait_for(std::time::Duration::from_secs(10), || {
+        log_line(lab, &up).is_some()
+    })?;
+    println!("log: {}", log_line(lab, &up).unwrap_or_default());
+    print!("{}", lab.ctl(&["backend", "list", &format!("{VIP}:80")])?);
+    Ok(failures)
+}
+
 fn demo(layout: Layout, config: &str) -> Result<()> {
     println!("== building the {layout:?} lab: 2 clients, balancer, 3 backends ==");
     let mut lab = Lab::up(LAB_PREFIX, layout, 2, 3)?;
@@ -140,11 +177,18 @@ fn demo(layout: Layout, config: &str) -> Result<()> {
         "\n== sticky VIP {VIP}:80 (persistence 300s): each client opens 10 new connections =="
     );
     let mut failures = 0;
+    let mut c1_backend = None;
     for (i, c) in lab.clients.iter().enumerate() {
         let r = lab.http(i, 80, &["--count", "10"])?;
         failures += r.iter().filter(|r| r.backend().is_none()).count();
         println!("{} ({}) -> {}", c.name, c.addr, show(&r));
+        if i == 0 {
+            c1_backend = r.first().and_then(Reply::backend).map(str::to_string);
+        }
         interrupted()?;
+    }
+    if let Some(dead) = c1_backend {
+        failures += failover(&mut lab, &dead)?;
     }
     println!(
         "\n== plain VIP {VIP}:81 (no persistence, wrr 2:1:1): client c1 opens 8 connections =="
