@@ -319,7 +319,7 @@ fn sweep_tables(controller: &Mutex<Controller>) {
     match sweeper.and_then(crate::dataplane::Sweeper::run) {
         Ok(r) => {
             log::info!(
-                "sweep: deleted {} of {} connection entries and {} of {} sessions in {:.1?}",
+                "sweep: deleted {} of {} connection entries and {} of {} sessions in {:.3?}",
                 r.connections_deleted,
                 r.connections_scanned,
                 r.sessions_deleted,

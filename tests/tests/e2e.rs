@@ -655,6 +655,105 @@ fn the_data_path_outlives_controller_restarts() {
     assert!(!bpffs.join("lb").exists(), "{}", lab.controller_log());
 }
 
+/// Milliseconds since midnight of an env_logger line's timestamp
+/// (`[2026-11-26T00:32:35.123Z INFO  …]`).
+fn log_ms(line: &str) -> Option<u64> {
+    let t = line.get(12..24)?; // HH:MM:SS.mmm
+    let (h, rest) = t.split_once(':')?;
+    let (m, rest) = rest.split_once(':')?;
+    let (sec, ms) = rest.split_once('.')?;
+    Some(
+        ((h.parse::<u64>().ok()? * 60 + m.parse::<u64>().ok()?) * 60 + sec.parse::<u64>().ok()?)
+            * 1000
+            + ms.parse::<u64>().ok()?,
+    )
+}
+
+/// The control socket answers while the sweeper deletes 2 M expired
+/// connection entries: changes made through it are logged while the sweep
+/// runs (between its start and its end as its own log line reports them).
+#[test]
+fn control_socket_answers_during_a_two_million_entry_sweep() {
+    let _g = serial();
+    let mut lab = Lab::up("lbe-sweep", Layout::Plain, 1, 2).unwrap();
+    let cfg = |sweep: &str| {
+        config(
+            &vip(80, "tcp", "rr", "0s", 32, &[(1, 1)]),
+            &format!(
+                "limits: {{ max_connections: 1000000 }}\ntimeouts: {{ tcp_syn: 1s }}\nsweeper: {{ interval: {sweep} }}\n"
+            ),
+        )
+    };
+    // Fill the pinned table while no sweep can run, then start a controller
+    // that sweeps after a second.
+    lab.start_balancer_with(&cfg("1h"), &["--keep-state"]).unwrap();
+    let path = lab.bpffs().join("lb/v3/CONNS");
+    let data = aya::maps::MapData::from_pin(&path).unwrap();
+    let mut conns: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::Conn> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+    let now = lb_ctl::dataplane::now_ns().unwrap();
+    const ENTRIES: u32 = 2_000_000;
+    for i in 0..ENTRIES {
+        let key = lb_common::FlowKey {
+            src_addr: u32::from_ne_bytes([198, 19, 0, 0]) ^ (i >> 16).to_be(),
+            dst_addr: u32::from_ne_bytes(VIP.octets()),
+            src_port: (i as u16).to_be(),
+            dst_port: 80u16.to_be(),
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let conn = lb_common::Conn {
+            last_seen_ns: now,
+            state: lb_common::ConnState::TCP_SYN,
+            ..lb_common::Conn::default()
+        };
+        conns.insert(key, conn, 0).unwrap();
+    }
+    drop(conns);
+    assert!(lab.stop_balancer().unwrap().success());
+    lab.start_balancer_with(&cfg("1s"), &["--keep-state"]).unwrap();
+    let vip80 = format!("{VIP}:80");
+    let swept = |log: &str| {
+        log.lines()
+            .find(|l| l.contains(&format!("sweep: deleted {ENTRIES} of")))
+            .map(String::from)
+    };
+    let start = std::time::Instant::now();
+    let mut i = 0u32;
+    let sweep_line = loop {
+        if let Some(l) = swept(&lab.controller_log()) {
+            break l;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no sweep");
+        let verb = if i % 2 == 0 { "add" } else { "remove" };
+        lab.ctl(&["backend", verb, &vip80, "198.18.1.12:8080"])
+            .unwrap();
+        i += 1;
+        thread::sleep(Duration::from_millis(20));
+    };
+    // "… in 1.293s" / "in 850.301ms": the sweep's own duration.
+    let took = sweep_line.rsplit(" in ").next().unwrap();
+    let took_ms = if let Some(ms) = took.strip_suffix("ms") {
+        ms.parse::<f64>().unwrap()
+    } else {
+        took.strip_suffix('s').unwrap().parse::<f64>().unwrap() * 1000.0
+    };
+    let end = log_ms(&sweep_line).unwrap();
+    let began = end.saturating_sub(took_ms as u64);
+    let during: Vec<String> = lab
+        .controller_log()
+        .lines()
+        .filter(|l| l.contains("backend 198.18.1.12:8080"))
+        .filter(|l| log_ms(l).is_some_and(|t| t > began + 10 && t + 10 < end))
+        .map(String::from)
+        .collect();
+    assert!(
+        during.len() >= 2,
+        "no change was served during the {took} sweep ({sweep_line})\n{}",
+        lab.controller_log()
+    );
+}
+
 /// The id of the XDP program on the balancer's eth0 (0: none).
 fn xdp_prog_id(lab: &Lab) -> u32 {
     let out = lb_tests::netns::in_ns(
