@@ -30,6 +30,8 @@ pub struct AttachOptions {
     pub keep_state: bool,
     /// Serve Prometheus metrics over HTTP here.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// Load this eBPF object instead of the built-in program.
+    pub program: Option<PathBuf>,
 }
 
 /// The controller's state: the model and the kernel tables it describes.
@@ -345,6 +347,13 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => (Config::default(), Services::default()),
     };
+    let object = match &opts.program {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("reading the XDP program {}", path.display()))?,
+        ),
+        None => None,
+    };
     // Choose the mode before touching anything: an impossible native
     // attach is refused with nothing changed.
     let mut facts = Vec::new();
@@ -386,6 +395,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         max_connections: config.limits.max_connections,
         max_sessions: config.limits.max_sessions,
         pin_dir: Some(dirs.maps.clone()),
+        object,
     }) {
         Ok(d) => d,
         Err(e) => {

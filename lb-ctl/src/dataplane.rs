@@ -127,6 +127,9 @@ pub struct LoadOptions {
     pub max_sessions: u32,
     /// Pin every map at `<dir>/<MAP>`, reusing maps already pinned there.
     pub pin_dir: Option<PathBuf>,
+    /// An eBPF object file's contents to load instead of the built-in
+    /// program (`attach --program`).
+    pub object: Option<Vec<u8>>,
 }
 
 /// The loaded program and its maps.
@@ -202,8 +205,9 @@ impl Dataplane {
         loader
             .map_max_entries(names::CONNS, opts.max_connections.saturating_mul(2))
             .map_max_entries(names::SESSIONS, opts.max_sessions);
+        let object = opts.object.as_deref().unwrap_or(PROGRAM);
         if let Some(dir) = &opts.pin_dir {
-            check_pinned_maps(dir, opts)?;
+            check_pinned_maps(dir, opts, object)?;
         }
         let paths: Vec<(&'static str, PathBuf)> = match &opts.pin_dir {
             Some(dir) => names::ALL.iter().map(|n| (*n, dir.join(n))).collect(),
@@ -212,7 +216,7 @@ impl Dataplane {
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(PROGRAM)?;
+        let mut ebpf = loader.load(object)?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM_NAME)
             .ok_or(DataplaneError::MissingProgram)?
@@ -483,9 +487,9 @@ pub fn remove_pins(dir: &Path) {
 /// Maps pinned by an earlier run are reused as they are (by aya and the
 /// kernel, whatever their shape): refuse unless each is exactly the map this
 /// build declares, with the sizes the config asks for.
-fn check_pinned_maps(dir: &Path, opts: &LoadOptions) -> Result<()> {
+fn check_pinned_maps(dir: &Path, opts: &LoadOptions, program: &[u8]) -> Result<()> {
     let object =
-        aya_obj::Object::parse(PROGRAM).map_err(|e| DataplaneError::Object(e.to_string()))?;
+        aya_obj::Object::parse(program).map_err(|e| DataplaneError::Object(e.to_string()))?;
     for name in names::ALL {
         let path = dir.join(name);
         if !path.exists() {

@@ -75,6 +75,12 @@ enum Command {
         /// 127.0.0.1:9917); `lb-ctl stats` prints the same text.
         #[arg(long, value_name = "ADDRESS:PORT")]
         metrics_address: Option<std::net::SocketAddr>,
+        /// Load the XDP program from this eBPF object file instead of the
+        /// one built into lb-ctl (a data-path build rolled out on its own,
+        /// like Katran's -balancer_prog). Its maps must have this build's
+        /// layout; a running program is replaced atomically.
+        #[arg(long, value_name = "FILE")]
+        program: Option<PathBuf>,
     },
     /// Remove the program, its pinned attachments and tables left running by
     /// `attach --keep-state` or by a controller that died. Live connections
@@ -211,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
             bpffs,
             keep_state,
             metrics_address,
+            program,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -225,6 +232,7 @@ fn run(cli: Cli) -> Result<()> {
                 bpffs,
                 keep_state,
                 metrics_address,
+                program,
             }));
         }
         Command::Detach { ifaces, bpffs } => {

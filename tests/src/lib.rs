@@ -6,3 +6,8 @@ pub mod fib;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+
+/// A variant build of the XDP program (`lb-ebpf` with `build-variant`:
+/// other instructions, the same behaviour and maps), built by `build.rs`
+/// for the upgrade test.
+pub static VARIANT_PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb"));

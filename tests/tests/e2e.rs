@@ -608,6 +608,7 @@ fn the_data_path_outlives_controller_restarts() {
         lab.controller_log()
     );
     let prog_after = xdp_prog_id(&lab);
+    let tag_default = prog_tag(prog_after);
     assert_ne!(
         prog_after, prog_before,
         "the new program replaced the old one"
@@ -620,7 +621,22 @@ fn the_data_path_outlives_controller_restarts() {
         prog_after,
         "--keep-state leaves it attached"
     );
-    lab.start_balancer_with(&cfg, &["--keep-state"]).unwrap();
+    // The upgrade: a changed program build replaces the running one
+    // through the pinned link, on the kept tables.
+    let variant = lab.workdir.join("lb-variant.o");
+    std::fs::write(&variant, lb_tests::VARIANT_PROGRAM).unwrap();
+    lab.start_balancer_with(
+        &cfg,
+        &["--keep-state", "--program", variant.to_str().unwrap()],
+    )
+    .unwrap();
+    let prog_upgraded = xdp_prog_id(&lab);
+    assert_ne!(prog_upgraded, prog_after);
+    assert_ne!(
+        prog_tag(prog_upgraded),
+        tag_default,
+        "another build (instruction stream) runs now"
+    );
     let busy = Lab::replies(busy).unwrap();
     let long = Lab::replies(long).unwrap();
     all_ok(&busy, &lab);
@@ -752,6 +768,13 @@ fn control_socket_answers_during_a_two_million_entry_sweep() {
         "no change was served during the {took} sweep ({sweep_line})\n{}",
         lab.controller_log()
     );
+}
+
+/// The tag (hash of the instructions) of BPF program `id`.
+fn prog_tag(id: u32) -> String {
+    let out = lb_tests::netns::sh(&["bpftool", "-j", "prog", "show", "id", &id.to_string()]).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["tag"].as_str().unwrap().to_string()
 }
 
 /// The id of the XDP program on the balancer's eth0 (0: none).

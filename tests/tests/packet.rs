@@ -55,6 +55,7 @@ impl Bench {
             max_connections,
             max_sessions,
             pin_dir: None,
+            object: None,
         })
         .unwrap();
         dp.tables

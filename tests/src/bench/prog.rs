@@ -76,6 +76,7 @@ impl Rig {
             max_connections: max_entries,
             max_sessions: max_entries,
             pin_dir: None,
+            object: None,
         })?;
         dp.tables.set_settings(&settings(900_000_000_000))?;
         dp.attach(&FibNs::ifaces(), lb_ctl::xdpmode::Mode::Native, None)?;
