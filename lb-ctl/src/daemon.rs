@@ -366,6 +366,14 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     }
     let choice = crate::xdpmode::choose(opts.xdp_mode, &facts).map_err(anyhow::Error::msg)?;
     sysctl::ensure_bpffs(&opts.bpffs)?;
+    let _owner = crate::pins::lock(
+        &opts.bpffs,
+        &format!(
+            "pid {}, control socket {}",
+            std::process::id(),
+            opts.socket.display()
+        ),
+    )?;
     let dirs = crate::pins::PinDirs::new(&opts.bpffs);
     for dir in [&dirs.root, &dirs.maps, &dirs.links] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

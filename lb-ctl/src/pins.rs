@@ -45,6 +45,61 @@ impl PinDirs {
     }
 }
 
+/// Where the lock of the tables under `bpffs` lives: one controller at a
+/// time may own them (a second one would take the links over from under
+/// the first).
+#[must_use]
+pub fn lock_path(bpffs: &Path) -> PathBuf {
+    let canonical = std::fs::canonicalize(bpffs).unwrap_or_else(|_| bpffs.to_path_buf());
+    let name: String = canonical
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    PathBuf::from("/run/lock/lb").join(format!("{name}.lock"))
+}
+
+/// Take the lock of the tables under `bpffs` for as long as the returned
+/// value lives; it records `owner` (pid and socket) for the refusal of the
+/// next one.
+///
+/// # Errors
+/// When another controller holds it (naming it), or the lock file cannot be
+/// had.
+pub fn lock(bpffs: &Path, owner: &str) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let path = lock_path(bpffs);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            lock.set_len(0)?;
+            lock.rewind()?;
+            writeln!(lock, "{owner}")?;
+            Ok(lock)
+        }
+        Err((mut file, _)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "another lb-ctl attach ({}) owns the tables in {}; stop it first (SIGTERM), \
+                 or talk to it through its control socket",
+                holder.trim(),
+                PinDirs::new(bpffs).root.display()
+            )
+        }
+    }
+}
+
 /// The shape of one map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapShape {

@@ -702,7 +702,8 @@ fn control_socket_answers_during_a_two_million_entry_sweep() {
     };
     // Fill the pinned table while no sweep can run, then start a controller
     // that sweeps after a second.
-    lab.start_balancer_with(&cfg("1h"), &["--keep-state"]).unwrap();
+    lab.start_balancer_with(&cfg("1h"), &["--keep-state"])
+        .unwrap();
     let path = lab.bpffs().join("lb/v3/CONNS");
     let data = aya::maps::MapData::from_pin(&path).unwrap();
     let mut conns: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::Conn> =
@@ -727,7 +728,8 @@ fn control_socket_answers_during_a_two_million_entry_sweep() {
     }
     drop(conns);
     assert!(lab.stop_balancer().unwrap().success());
-    lab.start_balancer_with(&cfg("1s"), &["--keep-state"]).unwrap();
+    lab.start_balancer_with(&cfg("1s"), &["--keep-state"])
+        .unwrap();
     let vip80 = format!("{VIP}:80");
     let swept = |log: &str| {
         log.lines()
@@ -772,7 +774,8 @@ fn control_socket_answers_during_a_two_million_entry_sweep() {
 
 /// The tag (hash of the instructions) of BPF program `id`.
 fn prog_tag(id: u32) -> String {
-    let out = lb_tests::netns::sh(&["bpftool", "-j", "prog", "show", "id", &id.to_string()]).unwrap();
+    let out =
+        lb_tests::netns::sh(&["bpftool", "-j", "prog", "show", "id", &id.to_string()]).unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["tag"].as_str().unwrap().to_string()
 }
@@ -875,6 +878,22 @@ fn attach_refuses_foreign_pins_and_impossible_native_mode() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     lab.start_balancer(&cfg).unwrap();
+    all_ok(&lab.http(0, 80, &["--count", "2"]).unwrap(), &lab);
+    // A second controller on the same tables (another socket) is refused:
+    // it would take the running one's links over.
+    let second = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.balancer.ns])
+        .arg(lb_tests::lab::bin_dir().join("lb-ctl"))
+        .args(["--socket", "/run/lb/lbe-pins-second.sock", "attach", "eth0"])
+        .args(["--bpffs", bpffs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        msg.contains("another lb-ctl attach (pid") && msg.contains("/run/lb/lbe-pins.sock"),
+        "{msg}"
+    );
     all_ok(&lab.http(0, 80, &["--count", "2"]).unwrap(), &lab);
 }
 
