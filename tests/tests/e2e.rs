@@ -743,7 +743,7 @@ fn control_socket_answers_during_a_two_million_entry_sweep() {
             break l;
         }
         assert!(start.elapsed() < Duration::from_secs(120), "no sweep");
-        let verb = if i % 2 == 0 { "add" } else { "remove" };
+        let verb = if i.is_multiple_of(2) { "add" } else { "remove" };
         lab.ctl(&["backend", verb, &vip80, "198.18.1.12:8080"])
             .unwrap();
         i += 1;
