@@ -30,6 +30,35 @@ pub mod conn_flags {
     /// The connection belongs to a VIP with persistence; its forward packets
     /// keep the session `(vip_id, session_client)` alive.
     pub const SESSION: u8 = 2;
+    /// (Forward half of an unconfirmed flow, in `HALF_OPEN`.) The backend
+    /// has answered: a SYN-ACK for TCP, any datagram for UDP.
+    pub const ANSWERED: u8 = 4;
+    /// The backend came from the client's live session (not from a pending
+    /// one or the scheduler): confirming the connection renews that session
+    /// instead of starting a new one.
+    pub const FROM_SESSION: u8 = 8;
+}
+
+/// Whether a reply packet (backend to client) with TCP `flags` answers an
+/// unconfirmed flow: a SYN-ACK for TCP, anything for UDP.
+#[inline(always)]
+#[must_use]
+pub const fn answers(is_tcp: bool, flags: u8) -> bool {
+    !is_tcp || flags & (tcp_flags::SYN | tcp_flags::ACK) == (tcp_flags::SYN | tcp_flags::ACK)
+}
+
+/// Whether a forward packet (client to VIP) with TCP `flags` confirms the
+/// unconfirmed flow `c`: the backend has answered and the client goes on —
+/// for TCP with the ACK that completes the handshake (no SYN, no RST), for
+/// UDP with its next datagram. A spoofed source never sees the answer, so
+/// its flows stay unconfirmed.
+#[inline(always)]
+#[must_use]
+pub const fn confirms(c: &Conn, is_tcp: bool, flags: u8) -> bool {
+    c.flags & conn_flags::REPLY == 0
+        && c.flags & conn_flags::ANSWERED != 0
+        && (!is_tcp
+            || (flags & tcp_flags::ACK != 0 && flags & (tcp_flags::SYN | tcp_flags::RST) == 0))
 }
 
 /// Values of [`Conn::state`].
@@ -232,6 +261,31 @@ mod pod {
 mod tests {
     use super::tcp_flags::{ACK, FIN, RST, SYN};
     use super::*;
+
+    #[test]
+    fn a_flow_is_confirmed_by_the_clients_ack_after_the_backends_answer() {
+        let fresh = Conn::default();
+        assert!(!confirms(&fresh, true, ACK), "no answer yet: a blind ACK");
+        let answered = Conn {
+            flags: conn_flags::ANSWERED,
+            ..Conn::default()
+        };
+        assert!(confirms(&answered, true, ACK));
+        assert!(confirms(&answered, true, ACK | FIN));
+        assert!(!confirms(&answered, true, SYN), "a retransmitted SYN");
+        assert!(!confirms(&answered, true, RST | ACK));
+        assert!(confirms(&answered, false, 0), "UDP: the next datagram");
+        assert!(!confirms(&fresh, false, 0));
+        let reply = Conn {
+            flags: conn_flags::ANSWERED | conn_flags::REPLY,
+            ..Conn::default()
+        };
+        assert!(!confirms(&reply, true, ACK), "only the forward half");
+        assert!(answers(true, SYN | ACK));
+        assert!(!answers(true, ACK));
+        assert!(!answers(true, SYN));
+        assert!(answers(false, 0));
+    }
 
     #[test]
     fn session_ends_when_idle_or_past_its_lifetime() {

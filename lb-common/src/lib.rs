@@ -17,7 +17,9 @@ pub mod conn;
 pub mod maps;
 pub mod stats;
 
-pub use conn::{tcp_next_state, Conn, ConnState, FlowKey, NextHop, Session, SessionKey};
+pub use conn::{
+    answers, confirms, tcp_next_state, Conn, ConnState, FlowKey, NextHop, Session, SessionKey,
+};
 pub use maps::{BackendInfo, Settings, VipInfo, VipKey};
 pub use stats::{Counters, Reason};
 
@@ -52,8 +54,10 @@ pub mod map_names {
     pub const VIP_STATS: &str = "VIP_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const REASONS: &str = "REASONS";
+    pub const HALF_OPEN: &str = "HALF_OPEN";
+    pub const PENDING: &str = "PENDING";
     /// Every map, in the order `lb-ctl` pins them.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 13] = [
         VIPS,
         BACKENDS,
         RING,
@@ -65,6 +69,8 @@ pub mod map_names {
         VIP_STATS,
         BACKEND_STATS,
         REASONS,
+        HALF_OPEN,
+        PENDING,
     ];
 }
 
@@ -74,8 +80,10 @@ pub mod map_names {
 /// names the directory the maps are pinned in (`<bpffs>/lb/v<N>`).
 /// History: 1 = unversioned pins in `<bpffs>/lb/`; 2 = one shared
 /// round-robin cursor per VIP (`CURSORS` no longer per CPU); 3 = sessions
-/// carry their creation time and VIPs a session lifetime.
-pub const LAYOUT_VERSION: u32 = 3;
+/// carry their creation time and VIPs a session lifetime; 4 = unconfirmed
+/// flows and pending sessions in their own LRU tables (`HALF_OPEN`,
+/// `PENDING`), the connection and persistence tables hold confirmed ones.
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// Name of the XDP program inside the object file.
 pub const PROGRAM_NAME: &str = "lb_xdp";

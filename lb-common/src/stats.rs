@@ -43,7 +43,8 @@ impl Reason {
     pub const PASS_FRAGMENT: u32 = 10;
     /// Dropped: the VIP has no backend.
     pub const DROP_NO_BACKEND: u32 = 11;
-    /// Dropped: a new connection found the connection table full.
+    /// Dropped: a connection being confirmed found the connection table
+    /// full (its half-open entries are removed).
     pub const DROP_CONN_TABLE_FULL: u32 = 12;
     /// Not a verdict: a new session could not be stored because the
     /// persistence table is full (the connection is still served).
@@ -52,8 +53,14 @@ impl Reason {
     pub const NEW_CONN: u32 = 14;
     /// Not a verdict: a new connection reused a live session.
     pub const SESSION_HIT: u32 = 15;
+    /// Not a verdict: an unconfirmed flow (TCP half-open, UDP unanswered) was
+    /// confirmed and moved to the connection table.
+    pub const CONFIRMED: u32 = 16;
+    /// Not a verdict: a new connection of a client whose first connection
+    /// is not confirmed yet went to the same backend (pending session).
+    pub const PENDING_HIT: u32 = 17;
     /// Number of slots.
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 18;
 
     /// Metric label of each slot, in slot order.
     pub const NAMES: [&'static str; Self::COUNT as usize] = [
@@ -73,5 +80,7 @@ impl Reason {
         "session_table_full",
         "new_conn",
         "session_hit",
+        "confirmed",
+        "pending_hit",
     ];
 }

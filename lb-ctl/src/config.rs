@@ -89,7 +89,9 @@ const fn default_weight() -> u32 {
 pub struct Timeouts {
     #[serde(with = "humantime_serde", default = "d900")]
     pub tcp_established: Duration,
-    #[serde(with = "humantime_serde", default = "d60")]
+    /// Unconfirmed flows (TCP half-open) and connections whose client sent
+    /// a new SYN.
+    #[serde(with = "humantime_serde", default = "d10")]
     pub tcp_syn: Duration,
     #[serde(with = "humantime_serde", default = "d10")]
     pub tcp_closing: Duration,
@@ -99,9 +101,6 @@ pub struct Timeouts {
 
 const fn d900() -> Duration {
     Duration::from_secs(900)
-}
-const fn d60() -> Duration {
-    Duration::from_secs(60)
 }
 const fn d10() -> Duration {
     Duration::from_secs(10)
@@ -117,7 +116,7 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             tcp_established: d900(),
-            tcp_syn: d60(),
+            tcp_syn: d10(),
             tcp_closing: d10(),
             udp: d300(),
         }
@@ -146,6 +145,15 @@ pub struct Limits {
     /// Persistence-table size: most concurrent sessions.
     #[serde(default = "default_max")]
     pub max_sessions: u32,
+    /// Unconfirmed flows (TCP handshakes in progress, UDP flows not yet
+    /// answered) held at once, in their own table: when full, the least
+    /// recently used one goes, never a confirmed connection.
+    #[serde(default = "default_half_open")]
+    pub max_half_open: u32,
+}
+
+const fn default_half_open() -> u32 {
+    131_072
 }
 
 const fn default_max() -> u32 {
@@ -157,6 +165,7 @@ impl Default for Limits {
         Self {
             max_connections: default_max(),
             max_sessions: default_max(),
+            max_half_open: default_half_open(),
         }
     }
 }
@@ -237,6 +246,7 @@ impl Config {
         for (field, value) in [
             ("limits.max_connections", config.limits.max_connections),
             ("limits.max_sessions", config.limits.max_sessions),
+            ("limits.max_half_open", config.limits.max_half_open),
         ] {
             if value == 0 || value > MAX_LIMIT {
                 return Err(ConfigError::Limit { path, field, value });

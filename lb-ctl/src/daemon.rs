@@ -46,6 +46,53 @@ pub struct Controller {
     pub targets: tokio::sync::watch::Sender<Vec<Target>>,
     /// Draining backends already reported as safe to remove.
     drained_reported: std::collections::HashSet<(VipId, Endpoint)>,
+    /// Table sizes and unconfirmed-flow evictions, as of the last sweep.
+    tables: TableAccount,
+}
+
+/// What the sweeps tell about the tables.
+#[derive(Clone, Copy, Debug, Default)]
+struct TableAccount {
+    /// Entries left in each table after the last sweep.
+    connections: u64,
+    half_open: u64,
+    sessions: u64,
+    pending: u64,
+    /// Counters at the last sweep: new flows, confirmed flows, drops.
+    new_flows: u64,
+    confirmed: u64,
+    dropped_full: u64,
+    /// Unconfirmed flows evicted by the LRU so far (estimated).
+    evicted: u64,
+}
+
+impl TableAccount {
+    /// Account one sweep: an unconfirmed flow that was created since the
+    /// last one and was neither confirmed, nor dropped, nor swept as
+    /// expired, nor is still in the table, was evicted to make room.
+    fn sweep(
+        &mut self,
+        r: &crate::dataplane::SweepReport,
+        new_flows: u64,
+        confirmed: u64,
+        dropped_full: u64,
+    ) {
+        let before = self.half_open / 2;
+        let after = r.half_open.left() / 2;
+        let gone = new_flows
+            .saturating_sub(self.new_flows)
+            .saturating_sub(confirmed.saturating_sub(self.confirmed))
+            .saturating_sub(dropped_full.saturating_sub(self.dropped_full))
+            .saturating_sub(r.half_open.deleted / 2);
+        self.evicted += gone.saturating_sub(after.saturating_sub(before));
+        self.connections = r.connections.left();
+        self.half_open = r.half_open.left();
+        self.sessions = r.sessions.left();
+        self.pending = r.pending.left();
+        self.new_flows = new_flows;
+        self.confirmed = confirmed;
+        self.dropped_full = dropped_full;
+    }
 }
 
 /// Health-check records per (VIP, backend).
@@ -86,6 +133,23 @@ impl Controller {
             health: Arc::default(),
             targets,
             drained_reported: std::collections::HashSet::new(),
+            tables: TableAccount::default(),
+        }
+    }
+
+    /// After a sweep: the tables' sizes and the evictions since the last.
+    fn account(&mut self, r: &crate::dataplane::SweepReport) {
+        use lb_common::Reason;
+        let t = &self.dataplane.tables;
+        match (
+            t.reason_total(Reason::NEW_CONN),
+            t.reason_total(Reason::CONFIRMED),
+            t.reason_total(Reason::DROP_CONN_TABLE_FULL),
+        ) {
+            (Ok(new), Ok(confirmed), Ok(full)) => self.tables.sweep(r, new, confirmed, full),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                log::warn!("reading the counters after a sweep: {e}");
+            }
         }
     }
 
@@ -153,6 +217,14 @@ impl Controller {
     pub fn stats(&self) -> Result<crate::dataplane::Stats> {
         let mut stats = self.dataplane.tables.stats(&self.services)?;
         stats.device_xdp_errors = crate::ethtool::xdp_errors(&self.ifaces);
+        let t = &self.tables;
+        stats.table_entries = vec![
+            ("connections".into(), t.connections),
+            ("half_open".into(), t.half_open),
+            ("sessions".into(), t.sessions),
+            ("pending".into(), t.pending),
+        ];
+        stats.half_open_evictions = t.evicted;
         let book = lock(&self.health);
         stats.backend_states = self
             .services
@@ -321,14 +393,21 @@ fn sweep_tables(controller: &Mutex<Controller>) {
     match sweeper.and_then(crate::dataplane::Sweeper::run) {
         Ok(r) => {
             log::info!(
-                "sweep: deleted {} of {} connection entries and {} of {} sessions in {:.3?}",
-                r.connections_deleted,
-                r.connections_scanned,
-                r.sessions_deleted,
-                r.sessions_scanned,
+                "sweep: deleted {} of {} connection entries, {} of {} unconfirmed-flow entries, \
+                 {} of {} sessions and {} of {} pending sessions in {:.3?}",
+                r.connections.deleted,
+                r.connections.scanned,
+                r.half_open.deleted,
+                r.half_open.scanned,
+                r.sessions.deleted,
+                r.sessions.scanned,
+                r.pending.deleted,
+                r.pending.scanned,
                 r.elapsed
             );
-            lock(controller).report_drained(&r.live);
+            let mut c = lock(controller);
+            c.report_drained(&r.live);
+            c.account(&r);
         }
         Err(e) => log::error!("sweep failed: {e}"),
     }
@@ -402,6 +481,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     let mut dataplane = match Dataplane::load(&LoadOptions {
         max_connections: config.limits.max_connections,
         max_sessions: config.limits.max_sessions,
+        max_half_open: config.limits.max_half_open,
         pin_dir: Some(dirs.maps.clone()),
         object,
     }) {

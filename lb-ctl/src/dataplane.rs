@@ -125,6 +125,8 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError
 pub struct LoadOptions {
     pub max_connections: u32,
     pub max_sessions: u32,
+    /// Unconfirmed flows (TCP half-open, UDP unanswered) held at once.
+    pub max_half_open: u32,
     /// Pin every map at `<dir>/<MAP>`, reusing maps already pinned there.
     pub pin_dir: Option<PathBuf>,
     /// An eBPF object file's contents to load instead of the built-in
@@ -164,7 +166,9 @@ pub struct Tables {
     pub backends: Array<MapData, BackendInfo>,
     pub ring: Array<MapData, u32>,
     pub conns: HashMap<MapData, FlowKey, Conn>,
+    pub half_open: HashMap<MapData, FlowKey, Conn>,
     pub sessions: HashMap<MapData, SessionKey, Session>,
+    pub pending: HashMap<MapData, SessionKey, Session>,
     pub settings: Array<MapData, Settings>,
     pub tx_ports: DevMapHash<MapData>,
     pub vip_stats: PerCpuArray<MapData, Counters>,
@@ -172,6 +176,7 @@ pub struct Tables {
     pub reasons: PerCpuArray<MapData, u64>,
     pub max_connections: u32,
     pub max_sessions: u32,
+    pub max_half_open: u32,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -204,7 +209,9 @@ impl Dataplane {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(names::CONNS, opts.max_connections.saturating_mul(2))
-            .map_max_entries(names::SESSIONS, opts.max_sessions);
+            .map_max_entries(names::SESSIONS, opts.max_sessions)
+            .map_max_entries(names::HALF_OPEN, opts.max_half_open.saturating_mul(2))
+            .map_max_entries(names::PENDING, opts.max_half_open);
         let object = opts.object.as_deref().unwrap_or(PROGRAM);
         if let Some(dir) = &opts.pin_dir {
             check_pinned_maps(dir, opts, object)?;
@@ -227,7 +234,9 @@ impl Dataplane {
             backends: take(&mut ebpf, names::BACKENDS)?,
             ring: take(&mut ebpf, names::RING)?,
             conns: take(&mut ebpf, names::CONNS)?,
+            half_open: take(&mut ebpf, names::HALF_OPEN)?,
             sessions: take(&mut ebpf, names::SESSIONS)?,
+            pending: take(&mut ebpf, names::PENDING)?,
             settings: take(&mut ebpf, names::SETTINGS)?,
             tx_ports: take(&mut ebpf, names::TX_PORTS)?,
             vip_stats: take(&mut ebpf, names::VIP_STATS)?,
@@ -235,6 +244,7 @@ impl Dataplane {
             reasons: take(&mut ebpf, names::REASONS)?,
             max_connections: opts.max_connections,
             max_sessions: opts.max_sessions,
+            max_half_open: opts.max_half_open,
         };
         Ok(Self {
             ebpf,
@@ -506,6 +516,12 @@ fn check_pinned_maps(dir: &Path, opts: &LoadOptions, program: &[u8]) -> Result<(
                 2,
             ),
             names::SESSIONS => (opts.max_sessions, Some("limits.max_sessions"), 1),
+            names::HALF_OPEN => (
+                opts.max_half_open.saturating_mul(2),
+                Some("limits.max_half_open"),
+                2,
+            ),
+            names::PENDING => (opts.max_half_open, Some("limits.max_half_open"), 1),
             _ => (def.max_entries(), None, 1),
         };
         let want = MapShape {
@@ -602,6 +618,14 @@ impl Tables {
         Self::entries(&self.conns, names::CONNS)
     }
 
+    /// Every entry of the table of unconfirmed flows.
+    ///
+    /// # Errors
+    /// When the kernel refuses the read.
+    pub fn half_open_entries(&self) -> Result<Vec<(FlowKey, Conn)>> {
+        Self::entries(&self.half_open, names::HALF_OPEN)
+    }
+
     /// Every entry of the persistence table.
     ///
     /// # Errors
@@ -610,12 +634,12 @@ impl Tables {
         Self::entries(&self.sessions, names::SESSIONS)
     }
 
-    fn delete_conns(&mut self, keys: &[FlowKey]) -> Result<u64> {
-        delete_keys(Self::fd(&self.conns), names::CONNS, keys)
-    }
-
-    fn delete_sessions(&mut self, keys: &[SessionKey]) -> Result<u64> {
-        delete_keys(Self::fd(&self.sessions), names::SESSIONS, keys)
+    /// Every pending session.
+    ///
+    /// # Errors
+    /// When the kernel refuses the read.
+    pub fn pending_entries(&self) -> Result<Vec<(SessionKey, Session)>> {
+        Self::entries(&self.pending, names::PENDING)
     }
 
     /// Write the timeouts.
@@ -777,22 +801,31 @@ impl Tables {
         map.set(slot, zeros, 0).map_err(map_err(name))
     }
 
-    /// Delete the connections and sessions of the VIPs `gone` selects.
+    /// Delete the connections and sessions of the VIPs `gone` selects, in
+    /// every table.
     fn purge(&mut self, gone: impl Fn(u32) -> bool) -> Result<()> {
-        let conns: Vec<FlowKey> = self
-            .conn_entries()?
-            .into_iter()
-            .filter(|(_, c)| gone(c.vip_id))
-            .map(|(k, _)| k)
-            .collect();
-        self.delete_conns(&conns)?;
-        let sessions: Vec<SessionKey> = self
-            .session_entries()?
-            .into_iter()
-            .filter(|(k, _)| gone(k.vip_id))
-            .map(|(k, _)| k)
-            .collect();
-        self.delete_sessions(&sessions)?;
+        for (map, name) in [
+            (&self.conns, names::CONNS),
+            (&self.half_open, names::HALF_OPEN),
+        ] {
+            let keys: Vec<FlowKey> = Self::entries(map, name)?
+                .into_iter()
+                .filter(|(_, c)| gone(c.vip_id))
+                .map(|(k, _)| k)
+                .collect();
+            delete_keys(Self::fd(map), name, &keys)?;
+        }
+        for (map, name) in [
+            (&self.sessions, names::SESSIONS),
+            (&self.pending, names::PENDING),
+        ] {
+            let keys: Vec<SessionKey> = Self::entries(map, name)?
+                .into_iter()
+                .filter(|(k, _)| gone(k.vip_id))
+                .map(|(k, _)| k)
+                .collect();
+            delete_keys(Self::fd(map), name, &keys)?;
+        }
         Ok(())
     }
 
@@ -819,7 +852,9 @@ impl Tables {
         };
         Ok(Sweeper {
             conns: dup(Self::fd(&self.conns), names::CONNS)?,
+            half_open: dup(Self::fd(&self.half_open), names::HALF_OPEN)?,
             sessions: dup(Self::fd(&self.sessions), names::SESSIONS)?,
+            pending: dup(Self::fd(&self.pending), names::PENDING)?,
             settings: self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?,
             liveness: Liveness::new(services),
         })
@@ -834,7 +869,11 @@ impl Tables {
         let now = now_ns()?;
         let liveness = Liveness::new(services);
         let mut live = StdHashMap::new();
-        for (_, c) in self.conn_entries()? {
+        for (_, c) in self
+            .conn_entries()?
+            .into_iter()
+            .chain(self.half_open_entries()?)
+        {
             liveness.conn(&c, &settings, now, &mut live);
         }
         for (k, s) in self.session_entries()? {
@@ -849,11 +888,13 @@ impl Tables {
     pub fn connections(&self, services: &Services) -> Result<Vec<ConnView>> {
         let settings = self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?;
         let now = now_ns()?;
-        let mut rows: Vec<ConnView> = self
-            .conn_entries()?
-            .into_iter()
-            .filter(|(_, c)| c.flags & conn_flags::REPLY == 0 && !c.is_expired(&settings, now))
-            .map(|(k, c)| ConnView {
+        let confirmed = self.conn_entries()?.into_iter().map(|e| (e, true));
+        let unconfirmed = self.half_open_entries()?.into_iter().map(|e| (e, false));
+        let mut rows: Vec<ConnView> = confirmed
+            .chain(unconfirmed)
+            .filter(|((_, c), _)| c.flags & conn_flags::REPLY == 0 && !c.is_expired(&settings, now))
+            .map(|((k, c), confirmed)| ConnView {
+                confirmed,
                 client: Endpoint {
                     addr: addr(k.src_addr),
                     port: u16::from_be(k.src_port),
@@ -914,6 +955,19 @@ impl Tables {
         Ok(rows)
     }
 
+    /// One reason counter, summed over the CPUs.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn reason_total(&self, reason: u32) -> Result<u64> {
+        Ok(self
+            .reasons
+            .get(&reason, 0)
+            .map_err(map_err(names::REASONS))?
+            .iter()
+            .sum())
+    }
+
     /// Counters summed over the CPUs.
     ///
     /// # Errors
@@ -958,6 +1012,9 @@ impl Tables {
             max_sessions: self.max_sessions,
             device_xdp_errors: Vec::new(),
             backend_states: Vec::new(),
+            table_entries: Vec::new(),
+            half_open_evictions: 0,
+            max_half_open: self.max_half_open,
         })
     }
 }
@@ -965,7 +1022,9 @@ impl Tables {
 /// One sweep of the two tables, runnable on its own thread.
 pub struct Sweeper {
     conns: std::os::fd::OwnedFd,
+    half_open: std::os::fd::OwnedFd,
     sessions: std::os::fd::OwnedFd,
+    pending: std::os::fd::OwnedFd,
     settings: Settings,
     liveness: Liveness,
 }
@@ -1052,22 +1111,31 @@ impl Sweeper {
         let now = now_ns()?;
         let settings = self.settings;
         let mut live = StdHashMap::new();
-        let (connections_scanned, connections_deleted) =
+        let connections =
             sweep_map::<FlowKey, Conn>(self.conns.as_raw_fd(), names::CONNS, |_, c| {
                 self.liveness.conn(c, &settings, now, &mut live)
             })?;
         let connections_elapsed = start.elapsed();
-        let (sessions_scanned, sessions_deleted) = sweep_map::<SessionKey, Session>(
+        let half_open =
+            sweep_map::<FlowKey, Conn>(self.half_open.as_raw_fd(), names::HALF_OPEN, |_, c| {
+                self.liveness.conn(c, &settings, now, &mut live)
+            })?;
+        let sessions = sweep_map::<SessionKey, Session>(
             self.sessions.as_raw_fd(),
             names::SESSIONS,
             |k, s| self.liveness.session(k, s, now, &mut live),
         )?;
+        // Pending sessions are not counted as live ones.
+        let pending =
+            sweep_map::<SessionKey, Session>(self.pending.as_raw_fd(), names::PENDING, |k, s| {
+                self.liveness.session(k, s, now, &mut StdHashMap::new())
+            })?;
         Ok(SweepReport {
             live,
-            connections_scanned,
-            connections_deleted,
-            sessions_scanned,
-            sessions_deleted,
+            connections,
+            half_open,
+            sessions,
+            pending,
             connections_elapsed,
             elapsed: start.elapsed(),
         })
@@ -1079,13 +1147,30 @@ fn delete_keys<K: aya::Pod>(fd: std::os::fd::RawFd, name: &'static str, keys: &[
     crate::batch::delete(fd, keys).map_err(|source| DataplaneError::Batch { name, source })
 }
 
+/// What one sweep did to one table.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Swept {
+    /// Entries read.
+    pub scanned: u64,
+    /// Expired entries deleted.
+    pub deleted: u64,
+}
+
+impl Swept {
+    /// Entries left in the table.
+    #[must_use]
+    pub const fn left(&self) -> u64 {
+        self.scanned.saturating_sub(self.deleted)
+    }
+}
+
 /// Read the hash map behind `fd` in batches and delete the entries
-/// `expired` selects; returns how many were scanned and deleted.
+/// `expired` selects.
 fn sweep_map<K: aya::Pod + Default, V: aya::Pod + Default>(
     fd: std::os::fd::RawFd,
     name: &'static str,
     mut expired: impl FnMut(&K, &V) -> bool,
-) -> Result<(u64, u64)> {
+) -> Result<Swept> {
     let mut scanned = 0;
     let mut gone: Vec<K> = Vec::new();
     crate::batch::for_each::<K, V>(fd, |keys, values| {
@@ -1098,17 +1183,20 @@ fn sweep_map<K: aya::Pod + Default, V: aya::Pod + Default>(
         );
     })
     .map_err(|source| DataplaneError::Batch { name, source })?;
-    Ok((scanned, delete_keys(fd, name, &gone)?))
+    Ok(Swept {
+        scanned,
+        deleted: delete_keys(fd, name, &gone)?,
+    })
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct SweepReport {
     /// Live connections and sessions per backend (slot, generation).
     pub live: StdHashMap<(u32, u32), Live>,
-    pub connections_scanned: u64,
-    pub connections_deleted: u64,
-    pub sessions_scanned: u64,
-    pub sessions_deleted: u64,
+    pub connections: Swept,
+    pub half_open: Swept,
+    pub sessions: Swept,
+    pub pending: Swept,
     /// Time spent on the connection table.
     pub connections_elapsed: Duration,
     /// Time spent on both tables.
@@ -1117,6 +1205,10 @@ pub struct SweepReport {
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ConnView {
+    /// In the connection table; else an unconfirmed flow (TCP handshake in
+    /// progress, UDP not yet answered and continued).
+    #[serde(default)]
+    pub confirmed: bool,
     pub client: Endpoint,
     pub vip: Endpoint,
     pub vip_name: Option<String>,
@@ -1164,6 +1256,14 @@ pub struct Stats {
     /// Each backend's state and health-check counts.
     #[serde(default)]
     pub backend_states: Vec<BackendState>,
+    /// Entries in each table after the last sweep.
+    #[serde(default)]
+    pub table_entries: Vec<(String, u64)>,
+    /// Unconfirmed flows the LRU evicted to make room (estimated at each
+    /// sweep from the counters and the table).
+    #[serde(default)]
+    pub half_open_evictions: u64,
+    pub max_half_open: u32,
 }
 
 /// A backend's state, for the metrics.

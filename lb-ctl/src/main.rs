@@ -361,7 +361,11 @@ fn run(cli: Cli) -> Result<()> {
                     c.vip.to_string(),
                     c.backend.to_string(),
                     c.protocol.as_str(),
-                    c.state,
+                    if c.confirmed {
+                        c.state.clone()
+                    } else {
+                        format!("{}(new)", c.state)
+                    },
                     secs(c.idle),
                     secs(c.expires_in)
                 );

@@ -12,7 +12,11 @@ pub fn render(stats: &Stats) -> String {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for (labels, value) in rows {
-            let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
         }
     };
     let vip_label = |id: &crate::services::VipId, name: &Option<String>| {
@@ -134,17 +138,41 @@ pub fn render(stats: &Stats) -> String {
     family(
         "lb_table_capacity",
         "gauge",
-        "Size limit of the connection and persistence tables.",
+        "Size limit of each table: connections (confirmed), half_open (unconfirmed flows), sessions, pending (sessions of unconfirmed first connections).",
         vec![
             (
                 "table=\"connections\"".to_string(),
                 u64::from(stats.max_conns),
             ),
             (
+                "table=\"half_open\"".to_string(),
+                u64::from(stats.max_half_open),
+            ),
+            (
                 "table=\"sessions\"".to_string(),
                 u64::from(stats.max_sessions),
             ),
+            (
+                "table=\"pending\"".to_string(),
+                u64::from(stats.max_half_open),
+            ),
         ],
+    );
+    family(
+        "lb_table_entries",
+        "gauge",
+        "Entries in each table after the last sweep (connection tables: two per connection).",
+        stats
+            .table_entries
+            .iter()
+            .map(|(t, v)| (format!("table=\"{t}\""), *v))
+            .collect(),
+    );
+    family(
+        "lb_half_open_evictions_total",
+        "counter",
+        "Unconfirmed flows (TCP half-open, UDP unanswered) evicted to make room for newer ones, estimated at each sweep.",
+        vec![(String::new(), stats.half_open_evictions)],
     );
     out
 }

@@ -2,12 +2,16 @@
 //!
 //! 1. [`parse`]: bounds-checked Ethernet/IPv4/TCP/UDP parsing into a flow key;
 //!    anything else is passed to the kernel untouched, with its reason counted.
-//! 2. [`conntrack`]: the connection table (`CONNS`) by the packet's own tuple.
-//!    A live entry is an established forward flow (client to VIP) or a reply
-//!    (backend to client); its state and timestamps are refreshed in place.
-//! 3. [`select`]: for a new flow to a VIP, the persistence table (`SESSIONS`)
-//!    or else the VIP's selection table (`RING`) picks the backend, and both
-//!    halves of the connection are recorded.
+//! 2. [`conntrack`]: the connection table (`CONNS`) by the packet's own tuple,
+//!    then the table of unconfirmed flows (`HALF_OPEN`). A live entry is a
+//!    forward flow (client to VIP) or a reply (backend to client); its state
+//!    and timestamps are refreshed in place. The client's ACK after the
+//!    backend's SYN-ACK (UDP: its next datagram after the answer) moves an
+//!    unconfirmed flow to `CONNS` and records the client's session.
+//! 3. [`select`]: for a new flow to a VIP, the persistence table
+//!    (`SESSIONS`), then the pending sessions (`PENDING`), or else the VIP's
+//!    selection table (`RING`) picks the backend, and both halves of the
+//!    flow are recorded in `HALF_OPEN`.
 //! 4. [`rewrite`]: DNAT (forward) or SNAT back to the VIP (reply), with
 //!    incremental checksums.
 //! 5. [`forward`]: next hop by `bpf_fib_lookup` (cached in the connection
@@ -61,7 +65,7 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
     #[cfg(feature = "build-variant")]
     let _ = conntrack::now();
     let now = conntrack::now();
-    let flow = match conntrack::lookup(&pkt, now) {
+    let flow = match conntrack::lookup(&pkt, now)? {
         Some(flow) => flow,
         None => select::new_flow(&pkt, now)?,
     };

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     BackendInfo, Conn, Counters, FlowKey, Reason, Session, SessionKey, Settings, VipInfo, VipKey,
@@ -29,13 +29,29 @@ pub static RING: Array<u32> = Array::with_max_entries(MAX_VIPS * RING_SIZE, 0);
 #[map]
 pub static CURSORS: Array<u32> = Array::with_max_entries(MAX_VIPS, 0);
 
-/// The connection table: two entries per connection (forward and reply).
+/// The connection table: confirmed connections (TCP handshake completed,
+/// UDP answered and continued), two entries each (forward and reply). An
+/// entry is never evicted: it leaves when it expires.
 #[map]
 pub static CONNS: HashMap<FlowKey, Conn> = HashMap::with_max_entries(2 * 1_000_000, 0);
 
-/// The persistence table: (VIP, client prefix) -> pinned backend.
+/// Unconfirmed flows (TCP half-open, UDP not yet answered and continued),
+/// two entries each, until the client confirms them. Least recently used
+/// first out when full, so a flood of new flows (spoofed SYNs) evicts only
+/// its own kind and never takes the connection table.
+#[map]
+pub static HALF_OPEN: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(2 * 131_072, 0);
+
+/// The persistence table: (VIP, client prefix) -> pinned backend, recorded
+/// when a connection of the client is confirmed.
 #[map]
 pub static SESSIONS: HashMap<SessionKey, Session> = HashMap::with_max_entries(1_000_000, 0);
+
+/// Pending sessions: the backend chosen for a client whose first
+/// connection is not confirmed yet, so that its parallel first connections
+/// go to the same backend. Least recently used first out.
+#[map]
+pub static PENDING: LruHashMap<SessionKey, Session> = LruHashMap::with_max_entries(131_072, 0);
 
 /// Timeouts, written by the controller.
 #[map]

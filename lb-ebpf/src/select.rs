@@ -1,6 +1,11 @@
 //! Backend selection for a new flow: the client's live session if its backend
-//! still serves the VIP, else the VIP's selection table. The controller
-//! builds the tables (rr or weighted); this side only indexes them.
+//! still serves the VIP, else its pending session (a first connection not
+//! confirmed yet), else the VIP's selection table. The controller builds
+//! the tables (rr or weighted); this side only indexes them.
+//!
+//! A session is recorded in `SESSIONS` only when a connection of the client
+//! is confirmed (`confirm_session`); until then the choice waits in the
+//! bounded `PENDING`, so spoofed SYNs cannot fill the persistence table.
 
 use lb_common::{
     conn::conn_flags, tcp_next_state, BackendInfo, Conn, ConnState, NextHop, Reason, Session,
@@ -9,42 +14,50 @@ use lb_common::{
 
 use crate::{
     conntrack,
-    maps::{BACKENDS, CURSORS, RING, SESSIONS, VIPS},
+    maps::{BACKENDS, CURSORS, HALF_OPEN, PENDING, RING, SESSIONS, VIPS},
     parse::Packet,
     stats, Flow,
 };
 
 #[inline(always)]
 pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
-    let key = VipKey {
+    let vip_key = VipKey {
         addr: pkt.key.dst_addr,
         port: pkt.key.dst_port,
         proto: pkt.key.proto,
         _pad: 0,
     };
     // SAFETY: copied out at once.
-    let vip = *unsafe { VIPS.get(&key) }.ok_or(Reason::PASS_NOT_VIP)?;
+    let vip = *unsafe { VIPS.get(&vip_key) }.ok_or(Reason::PASS_NOT_VIP)?;
     if vip.ring_len == 0 {
         return Err(Reason::DROP_NO_BACKEND);
     }
     let client = pkt.key.src_addr & vip.client_mask;
     let persistent = vip.persist_timeout_ns != 0;
+    let key = SessionKey {
+        vip_id: vip.id,
+        client,
+    };
     let sticky = if persistent {
-        session_backend(&vip, client, now)
+        session_backend(&vip, &key, now)
     } else {
         None
     };
-    let (backend_id, backend) = match sticky {
-        Some(hit) => {
-            stats::reason(Reason::SESSION_HIT);
-            hit
-        }
+    let (backend_id, backend, from_session) = match sticky {
+        Some(hit) => hit,
         None => {
             let picked = pick(&vip).ok_or(Reason::DROP_NO_BACKEND)?;
             if persistent {
-                pin(vip.id, client, picked.0, picked.1.gen, now);
+                let pending = Session {
+                    last_seen_ns: now,
+                    backend_id: picked.0,
+                    backend_gen: picked.1.gen,
+                    created_ns: now,
+                };
+                // Bounded (LRU): a full table evicts the oldest.
+                let _ = PENDING.insert(&key, &pending, 0);
             }
-            picked
+            (picked.0, picked.1, false)
         }
     };
     let fwd = Conn {
@@ -56,14 +69,18 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
         } else {
             ConnState::UDP
         },
-        flags: if persistent { conn_flags::SESSION } else { 0 },
+        flags: match (persistent, from_session) {
+            (false, _) => 0,
+            (true, false) => conn_flags::SESSION,
+            (true, true) => conn_flags::SESSION | conn_flags::FROM_SESSION,
+        },
         backend_id,
         vip_id: vip.id,
         session_client: client,
         backend_gen: backend.gen,
         next_hop: NextHop::default(),
     };
-    conntrack::record(&pkt.key, &fwd, key.addr, key.port)
+    conntrack::record(&HALF_OPEN, &pkt.key, &fwd, vip_key.addr, vip_key.port)
         .map_err(|()| Reason::DROP_CONN_TABLE_FULL)?;
     stats::reason(Reason::NEW_CONN);
     Ok(Flow {
@@ -77,15 +94,29 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
     })
 }
 
-/// The backend of the client's live session, if it still serves the VIP.
+/// The backend of the client's live session, else of its pending one, if
+/// it still serves the VIP.
 #[inline(always)]
-fn session_backend(vip: &VipInfo, client: u32, now: u64) -> Option<(u32, BackendInfo)> {
-    let entry = SESSIONS.get_ptr_mut(&SessionKey {
-        vip_id: vip.id,
-        client,
-    })?;
+fn session_backend(vip: &VipInfo, key: &SessionKey, now: u64) -> Option<(u32, BackendInfo, bool)> {
+    if let Some((id, b)) = live_backend(SESSIONS.get_ptr_mut(key), vip, now) {
+        stats::reason(Reason::SESSION_HIT);
+        return Some((id, b, true));
+    }
+    let (id, b) = live_backend(PENDING.get_ptr_mut(key), vip, now)?;
+    stats::reason(Reason::PENDING_HIT);
+    Some((id, b, false))
+}
+
+/// The backend of `entry` if the session is live and its backend still
+/// serves the VIP; the session is refreshed then.
+#[inline(always)]
+fn live_backend(
+    entry: Option<*mut Session>,
+    vip: &VipInfo,
+    now: u64,
+) -> Option<(u32, BackendInfo)> {
     // SAFETY: a map value pointer stays valid for the rest of the program.
-    let s = unsafe { &mut *entry };
+    let s = unsafe { &mut *entry? };
     if !s.is_live(vip.persist_timeout_ns, vip.max_lifetime_ns, now) {
         return None;
     }
@@ -115,6 +146,17 @@ fn pick(vip: &VipInfo) -> Option<(u32, BackendInfo)> {
     let slot = vip.id * RING_SIZE + pos % vip.ring_len;
     let id = *RING.get(slot)?;
     Some((id, *BACKENDS.get(id)?))
+}
+
+/// A connection of the client was confirmed: renew the session it came
+/// from, or record a new one on its backend.
+#[inline(always)]
+pub fn confirm_session(c: &Conn, now: u64) {
+    if c.flags & conn_flags::FROM_SESSION != 0 {
+        keep_session(c, now);
+    } else {
+        pin(c.vip_id, c.session_client, c.backend_id, c.backend_gen, now);
+    }
 }
 
 /// Pin (or re-pin) the client to a backend.

@@ -591,7 +591,10 @@ fn the_data_path_outlives_controller_restarts() {
     let prog_before = xdp_prog_id(&lab);
     lab.kill_balancer().unwrap();
     assert!(
-        bpffs.join("lb/links/eth0").exists() && bpffs.join("lb/v3/SESSIONS").exists(),
+        bpffs.join("lb/links/eth0").exists()
+            && bpffs
+                .join(format!("lb/v{}/SESSIONS", lb_common::LAYOUT_VERSION))
+                .exists(),
         "the attachment and the tables stay pinned"
     );
     assert_eq!(
@@ -704,7 +707,9 @@ fn control_socket_answers_during_a_two_million_entry_sweep() {
     // that sweeps after a second.
     lab.start_balancer_with(&cfg("1h"), &["--keep-state"])
         .unwrap();
-    let path = lab.bpffs().join("lb/v3/CONNS");
+    let path = lab
+        .bpffs()
+        .join(format!("lb/v{}/CONNS", lb_common::LAYOUT_VERSION));
     let data = aya::maps::MapData::from_pin(&path).unwrap();
     let mut conns: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::Conn> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
@@ -814,7 +819,7 @@ fn attach_refuses_foreign_pins_and_impossible_native_mode() {
     }
     assert_eq!(xdp_prog_id(&lab), 0);
     // A CONNS map of another value size where this build keeps its own.
-    let dir = bpffs.join("lb/v3");
+    let dir = bpffs.join(format!("lb/v{}", lb_common::LAYOUT_VERSION));
     std::fs::create_dir_all(&dir).unwrap();
     lb_tests::netns::sh(&[
         "bpftool",

@@ -50,10 +50,20 @@ impl Bench {
     }
 
     fn with_limits(name: &str, max_connections: u32, max_sessions: u32) -> Self {
+        Self::with_all_limits(name, max_connections, max_sessions, 1000)
+    }
+
+    fn with_all_limits(
+        name: &str,
+        max_connections: u32,
+        max_sessions: u32,
+        max_half_open: u32,
+    ) -> Self {
         let fib = lb_tests::fib::FibNs::new(&format!("lbt-pkt-{name}")).unwrap();
         let mut dp = Dataplane::load(&LoadOptions {
             max_connections,
             max_sessions,
+            max_half_open,
             pin_dir: None,
             object: None,
         })
@@ -170,9 +180,60 @@ impl Bench {
         self.dp.tables.reasons.get(&slot, 0).unwrap().iter().sum()
     }
 
+    /// The entry of `key` in either flow table.
     fn conn(&self, key: FlowKey) -> Option<lb_common::Conn> {
+        self.confirmed(key).or_else(|| self.unconfirmed(key))
+    }
+
+    /// The entry of `key` in the connection table (confirmed flows).
+    fn confirmed(&self, key: FlowKey) -> Option<lb_common::Conn> {
         self.dp.tables.conns.get(&key, 0).ok()
     }
+
+    /// The entry of `key` in the table of unconfirmed flows.
+    fn unconfirmed(&self, key: FlowKey) -> Option<lb_common::Conn> {
+        self.dp.tables.half_open.get(&key, 0).ok()
+    }
+
+    /// The client's session, confirmed or pending.
+    fn session(&self, client: Ipv4Addr, pending: bool) -> Option<lb_common::Session> {
+        let k = SessionKey {
+            vip_id: self.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot,
+            client: u32::from_ne_bytes(client.octets()),
+        };
+        let map = if pending {
+            &self.dp.tables.pending
+        } else {
+            &self.dp.tables.sessions
+        };
+        map.get(&k, 0).ok()
+    }
+}
+
+/// The backend answers the client's SYN: the SYN-ACK is sent back from the
+/// VIP.
+#[track_caller]
+fn answer(b: &Bench, client: (Ipv4Addr, u16), backend: Ipv4Addr) {
+    let reply = Frame::tcp((backend, 8080), client, SYN | ACK).macs(mac_of(backend), D0_MAC);
+    let (verdict, out) = b.run(&reply.build());
+    assert_eq!(verdict, XDP_TX);
+    let expected = Frame {
+        src: VIP,
+        sport: 80,
+        ..reply
+    }
+    .macs(D0_MAC, C1_MAC)
+    .build();
+    assert_eq!(out, expected, "SYN-ACK from the VIP");
+}
+
+/// A whole handshake (SYN, SYN-ACK, ACK): returns the backend.
+#[track_caller]
+fn connect(b: &Bench, client: (Ipv4Addr, u16)) -> Ipv4Addr {
+    let backend = new_conn(b, client);
+    answer(b, client, backend);
+    assert_forwarded(b, &to_vip(client, ACK), backend, mac_of(backend));
+    backend
 }
 
 fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), proto: u8) -> FlowKey {
@@ -244,8 +305,12 @@ fn new_flow_is_dnated_and_recorded_in_both_directions() {
     b.vip(Protocol::Tcp, 0, 32);
     let f = to_vip((C1, 40000), SYN);
     assert_forwarded(&b, &f, B1, B1_MAC);
+    assert!(
+        b.confirmed(key((C1, 40000), (VIP, 80), 6)).is_none(),
+        "a SYN is not a connection yet"
+    );
     let fwd = b
-        .conn(key((C1, 40000), (VIP, 80), 6))
+        .unconfirmed(key((C1, 40000), (VIP, 80), 6))
         .expect("forward entry");
     assert_eq!(
         (fwd.state, fwd.flags & conn_flags::REPLY),
@@ -340,14 +405,20 @@ fn established_flow_keeps_its_backend_and_state_follows_flags() {
     assert_eq!(new_conn(&b, c), B1);
     // Other clients move the scheduler on...
     assert_eq!(new_conn(&b, (C2, 50000)), B2);
-    // ...but this connection stays on B1.
+    // ...but this connection stays on B1. The client's ACK after the
+    // backend's SYN-ACK confirms it: it moves to the connection table.
+    answer(&b, c, B1);
+    assert!(b.confirmed(key(c, (VIP, 80), 6)).is_none());
     assert_forwarded(&b, &to_vip(c, ACK), B1, B1_MAC);
+    assert!(b.unconfirmed(key(c, (VIP, 80), 6)).is_none());
+    assert!(b.unconfirmed(key((B1, 8080), c, 6)).is_none());
+    assert_eq!(b.reason(Reason::CONFIRMED), 1);
     assert_eq!(
-        b.conn(key(c, (VIP, 80), 6)).unwrap().state,
+        b.confirmed(key(c, (VIP, 80), 6)).unwrap().state,
         ConnState::TCP_ESTABLISHED
     );
     assert_eq!(
-        b.conn(key((B1, 8080), c, 6)).unwrap().state,
+        b.confirmed(key((B1, 8080), c, 6)).unwrap().state,
         ConnState::TCP_ESTABLISHED,
         "twin follows"
     );
@@ -399,7 +470,7 @@ fn reply_is_snated_back_to_the_vip() {
 fn persistence_pins_new_connections_of_a_client() {
     let mut b = Bench::new("sticky");
     b.vip(Protocol::Tcp, 300, 32);
-    let first = new_conn(&b, (C1, 42000));
+    let first = connect(&b, (C1, 42000));
     for port in 42001..42010 {
         assert_eq!(new_conn(&b, (C1, port)), first, "client must stick");
     }
@@ -434,7 +505,7 @@ fn persistence_netmask_groups_clients() {
 fn expired_persistence_lets_the_client_move() {
     let mut b = Bench::new("expire");
     b.vip(Protocol::Tcp, 300, 32);
-    assert_eq!(new_conn(&b, (C1, 44000)), B1);
+    assert_eq!(connect(&b, (C1, 44000)), B1);
     assert_eq!(new_conn(&b, (C1, 44001)), B1);
     // Backdate the session past its timeout; the sweeper has not run.
     let slot = b.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot;
@@ -449,7 +520,7 @@ fn expired_persistence_lets_the_client_move() {
     b.set_persistence_timeout(Duration::from_millis(1));
     std::thread::sleep(Duration::from_millis(30));
     assert_eq!(
-        new_conn(&b, (C1, 44002)),
+        connect(&b, (C1, 44002)),
         B2,
         "expired session: scheduler decides"
     );
@@ -575,16 +646,17 @@ fn expired_connection_counts_as_absent() {
     assert!(b.conn(rk).is_some());
     b.set_syn_timeout(Duration::from_secs(60));
     let live = (C2, 46001);
-    let lb = new_conn(&b, live);
-    assert_forwarded(&b, &to_vip(live, ACK), lb, mac_of(lb));
+    connect(&b, live);
     b.set_syn_timeout(Duration::from_millis(1));
     std::thread::sleep(Duration::from_millis(30));
     let report = b.dp.tables.sweep(&b.services).unwrap();
-    // C1's live halves, and the reply half of its first, stale connection.
-    assert_eq!(report.connections_deleted, 3);
+    // C1's live halves, and the reply half of its first, stale connection,
+    // all unconfirmed; C2's connection is established.
+    assert_eq!(report.half_open.deleted, 3);
+    assert_eq!(report.connections.deleted, 0);
     let stale_reply = key((B1, 8080), c, 6);
     assert!(b.conn(k).is_none() && b.conn(rk).is_none() && b.conn(stale_reply).is_none());
-    assert!(b.conn(key((C2, 46001), (VIP, 80), 6)).is_some());
+    assert!(b.confirmed(key(live, (VIP, 80), 6)).is_some());
 }
 
 #[test]
@@ -748,24 +820,125 @@ fn full_connection_table_drops_new_flows_only() {
     let mut b = Bench::with_limits("full", 1, 1000);
     b.vip(Protocol::Tcp, 0, 32);
     let c = (C1, 49000);
-    assert_eq!(new_conn(&b, c), B1);
-    let (v, _) = b.run(&to_vip((C1, 49001), SYN).build());
+    assert_eq!(connect(&b, c), B1);
+    // The next handshake goes through the half-open table, but the table
+    // of established connections has no room for it: its confirming ACK
+    // is dropped and nothing of it is kept.
+    let late = (C1, 49001);
+    assert_eq!(new_conn(&b, late), B2);
+    answer(&b, late, B2);
+    let (v, _) = b.run(&to_vip(late, ACK).build());
     assert_eq!(v, XDP_DROP);
     assert_eq!(b.reason(Reason::DROP_CONN_TABLE_FULL), 1);
     assert!(
-        b.conn(key((C1, 49001), (VIP, 80), 6)).is_none(),
+        b.conn(key(late, (VIP, 80), 6)).is_none() && b.conn(key((B2, 8080), late, 6)).is_none(),
         "no half-recorded connection"
     );
     assert_forwarded(&b, &to_vip(c, ACK), B1, B1_MAC);
+}
+
+/// A flood of spoofed SYNs (nobody completes their handshakes) fills the
+/// half-open table only: no established connection is evicted, no session
+/// is created, a legitimate handshake completes, and the flood's entries
+/// expire on the half-open timeout.
+#[test]
+fn a_syn_flood_fills_only_the_half_open_table() {
+    let mut b = Bench::with_all_limits("flood", 1000, 1000, 64);
+    b.vip(Protocol::Tcp, 300, 32);
+    let est = (C1, 50000);
+    assert_eq!(connect(&b, est), B1);
+    for i in 0..1000u16 {
+        let spoofed = (Ipv4Addr::new(198, 19, (i >> 8) as u8, i as u8), 1024 + i);
+        let (v, _) = b.run(&to_vip(spoofed, SYN).build());
+        assert_eq!(v, XDP_TX, "forwarded to a backend");
+    }
+    assert_eq!(
+        b.dp.tables.conns.keys().count(),
+        2,
+        "only the established connection"
+    );
+    let half_open = b.dp.tables.half_open.keys().count();
+    assert!(half_open <= 128, "bounded: {half_open} entries");
+    assert_eq!(
+        b.dp.tables.sessions.keys().count(),
+        1,
+        "spoofed SYNs leave no session"
+    );
+    assert!(b.dp.tables.pending.keys().count() <= 64);
+    // A real client still gets through, and the established flow goes on.
+    connect(&b, (C2, 50001));
+    assert!(b.session(C2, false).is_some());
+    assert_forwarded(&b, &to_vip(est, ACK), B1, B1_MAC);
+    // The flood's entries expire on the half-open timeout; the connection
+    // table keeps its (900 s) entries.
+    b.set_syn_timeout(Duration::from_millis(1));
+    std::thread::sleep(Duration::from_millis(30));
+    let late = (Ipv4Addr::new(198, 19, 3, 231), 1024 + 999);
+    let synack = Frame::tcp((B1, 8080), late, SYN | ACK)
+        .macs(B1_MAC, D0_MAC)
+        .build();
+    assert_eq!(
+        b.run(&synack).0,
+        XDP_PASS,
+        "an expired half-open entry is gone"
+    );
+    let report = b.dp.tables.sweep(&b.services).unwrap();
+    assert_eq!(report.half_open.left(), 0, "{report:?}");
+    assert_eq!(report.connections.left(), 4);
+    assert_forwarded(&b, &to_vip(est, ACK), B1, B1_MAC);
+}
+
+/// A new client's parallel first connections share one backend through
+/// its pending session; the session itself is recorded only when one of
+/// them is confirmed.
+#[test]
+fn parallel_first_connections_share_a_pending_session() {
+    let mut b = Bench::new("pending");
+    b.vip(Protocol::Tcp, 300, 32);
+    let first = new_conn(&b, (C1, 51000));
+    assert_eq!(new_conn(&b, (C1, 51001)), first);
+    assert_eq!(new_conn(&b, (C1, 51002)), first);
+    assert_eq!(b.reason(Reason::PENDING_HIT), 2);
+    assert!(b.session(C1, false).is_none(), "not confirmed yet");
+    assert_eq!(b.session(C1, true).unwrap().backend_id, 0);
+    answer(&b, (C1, 51001), first);
+    assert_forwarded(&b, &to_vip((C1, 51001), ACK), first, mac_of(first));
+    assert_eq!(b.session(C1, false).unwrap().backend_id, 0);
+    assert_eq!(new_conn(&b, (C1, 51003)), first);
+    assert_eq!(b.reason(Reason::SESSION_HIT), 1);
+}
+
+/// UDP: a flow is confirmed by the client's next datagram after the
+/// backend's answer.
+#[test]
+fn udp_flow_is_confirmed_by_the_next_datagram_after_an_answer() {
+    let mut b = Bench::new("udpc");
+    b.vip(Protocol::Udp, 0, 32);
+    let c = (C1, 5400);
+    let f = Frame::udp(c, (VIP, 80)).macs(C1_MAC, D0_MAC).build();
+    assert_eq!(b.run(&f).0, XDP_TX);
+    assert_eq!(b.run(&f).0, XDP_TX, "a second datagram before any answer");
+    let k = key(c, (VIP, 80), 17);
+    assert!(b.unconfirmed(k).is_some() && b.confirmed(k).is_none());
+    let answer = Frame::udp((B1, 8080), c).macs(B1_MAC, D0_MAC).build();
+    assert_eq!(b.run(&answer).0, XDP_TX);
+    assert!(
+        b.confirmed(k).is_none(),
+        "the answer alone confirms nothing"
+    );
+    assert_eq!(b.run(&f).0, XDP_TX);
+    assert!(b.confirmed(k).is_some() && b.unconfirmed(k).is_none());
+    assert!(b.confirmed(key((B1, 8080), c, 17)).is_some());
+    assert_eq!(b.reason(Reason::CONFIRMED), 1);
 }
 
 #[test]
 fn full_session_table_still_serves() {
     let mut b = Bench::with_limits("sfull", 1000, 1);
     b.vip(Protocol::Tcp, 300, 32);
-    new_conn(&b, (C1, 49100));
-    let (v, _) = b.run(&to_vip((C2, 49100), SYN).build());
-    assert_eq!(v, XDP_TX);
+    connect(&b, (C1, 49100));
+    // C2's session finds no room; its connection is served all the same.
+    connect(&b, (C2, 49100));
     assert_eq!(b.reason(Reason::SESSION_TABLE_FULL), 1);
 }
 

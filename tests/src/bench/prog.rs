@@ -75,6 +75,7 @@ impl Rig {
         let mut dp = Dataplane::load(&LoadOptions {
             max_connections: max_entries,
             max_sessions: max_entries,
+            max_half_open: max_entries,
             pin_dir: None,
             object: None,
         })?;
@@ -419,7 +420,7 @@ pub fn scale(plan: &Plan, samples: &mut Samples) -> Result<()> {
         "ms",
         &format!(
             "sweep pass over the connection table, {} entries, none expired (wall)",
-            scan.connections_scanned
+            scan.connections.scanned
         ),
         scan.connections_elapsed.as_secs_f64() * 1e3,
     );
@@ -441,7 +442,7 @@ pub fn scale(plan: &Plan, samples: &mut Samples) -> Result<()> {
         "ms",
         &format!(
             "sweep of the connection table deleting {} expired of {} entries (wall)",
-            r.connections_deleted, r.connections_scanned
+            r.connections.deleted, r.connections.scanned
         ),
         r.connections_elapsed.as_secs_f64() * 1e3,
     );
@@ -450,7 +451,7 @@ pub fn scale(plan: &Plan, samples: &mut Samples) -> Result<()> {
         "ms",
         &format!(
             "whole sweep deleting {} connection entries and {} sessions (wall)",
-            r.connections_deleted, r.sessions_deleted
+            r.connections.deleted, r.sessions.deleted
         ),
         wall,
     );
