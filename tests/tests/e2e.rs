@@ -785,6 +785,95 @@ fn prog_tag(id: u32) -> String {
     v["tag"].as_str().unwrap().to_string()
 }
 
+/// A spoofed SYN flood (raw sockets, sources from a /17 of the lab's range,
+/// bounded in count and time) against a sticky VIP with small tables: a
+/// real client's new connections go through during it and at once after
+/// it, a long-lived connection opened before it goes on, and no spoofed
+/// source gets a session.
+#[test]
+fn a_spoofed_syn_flood_does_not_deny_service() {
+    let _g = serial();
+    let mut lab = Lab::up("lbe-flood", Layout::Plain, 2, 2).unwrap();
+    const HALF_OPEN: u64 = 8192;
+    lab.start_balancer(&config(
+        &vip(80, "tcp", "rr", "300s", 32, &[(1, 1), (2, 1)]),
+        &format!(
+            "limits: {{ max_connections: 4096, max_half_open: {HALF_OPEN} }}\nsweeper: {{ interval: 1s }}\n"
+        ),
+    ))
+    .unwrap();
+    all_ok(&lab.http(0, 80, &["--count", "1"]).unwrap(), &lab);
+    let long = lab
+        .http_background(
+            0,
+            80,
+            &["--count", "50", "--keepalive", "--interval-ms", "100"],
+        )
+        .unwrap();
+    let flood = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.clients[1].ns])
+        .arg(lb_tests::lab::bin_dir().join("lb-lab-node"))
+        .args([
+            "syn-flood",
+            &format!("{VIP}:80"),
+            "--sources",
+            "198.19.0.0/17",
+        ])
+        .args(["--count", "1000000", "--seconds", "4"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    let during = lab
+        .http(
+            0,
+            80,
+            &[
+                "--count",
+                "100",
+                "--interval-ms",
+                "10",
+                "--timeout-ms",
+                "3000",
+            ],
+        )
+        .unwrap();
+    let out = flood.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let sent: u64 = report
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        sent > 2 * HALF_OPEN,
+        "the flood must outgrow the half-open table: {report}"
+    );
+    let ok = during.iter().filter(|r| r.backend().is_some()).count();
+    assert!(
+        ok * 100 >= during.len() * 99,
+        "{ok} of {} connections during the flood ({report}): {during:?}",
+        during.len()
+    );
+    let after = lab
+        .http(0, 80, &["--count", "20", "--timeout-ms", "1000"])
+        .unwrap();
+    all_ok(&after, &lab);
+    let long = Lab::replies(long).unwrap();
+    all_ok(&long, &lab);
+    assert_eq!(long.len(), 50);
+    let sessions = lab.ctl(&["sessions"]).unwrap();
+    assert!(
+        sessions.contains("198.18.0.11/32") && !sessions.contains("198.19."),
+        "{sessions}"
+    );
+    let stats = lab.ctl(&["stats"]).unwrap();
+    assert!(
+        metric(&lab, "lb_datapath_events_total{reason=\"new_conn\"}") > HALF_OPEN,
+        "{stats}"
+    );
+}
+
 /// The id of the XDP program on the balancer's eth0 (0: none).
 fn xdp_prog_id(lab: &Lab) -> u32 {
     let out = lb_tests::netns::in_ns(

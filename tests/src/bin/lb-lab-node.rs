@@ -76,6 +76,19 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         seconds: u64,
     },
+    /// Send spoofed TCP SYNs to TARGET through a raw socket: sources drawn
+    /// from the prefix SOURCES (inside the lab's own range), at most COUNT
+    /// of them and for at most SECONDS. Prints what was sent.
+    SynFlood {
+        target: std::net::SocketAddrV4,
+        /// Source prefix, e.g. 198.19.0.0/17.
+        #[arg(long)]
+        sources: String,
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
     /// Send UDP datagrams to TARGET from one socket.
     Udp {
         target: SocketAddr,
@@ -95,6 +108,12 @@ fn main() -> Result<()> {
             port,
             sick_file,
         } => serve(&name, port, sick_file),
+        Cmd::SynFlood {
+            target,
+            sources,
+            count,
+            seconds,
+        } => syn_flood(target, &sources, count, Duration::from_secs(seconds)),
         Cmd::XdpPass { ifaces, sink } => {
             let mut ebpf = aya::Ebpf::load(lb_ctl::dataplane::PASS_PROGRAM)?;
             let name = if sink { "lb_sink" } else { "lb_pass" };
@@ -289,6 +308,74 @@ fn http_request(
         "{} from={from}",
         String::from_utf8_lossy(&body).trim()
     ))
+}
+
+fn syn_flood(
+    target: std::net::SocketAddrV4,
+    sources: &str,
+    count: u64,
+    limit: Duration,
+) -> Result<()> {
+    let (net, len) = sources
+        .split_once('/')
+        .context("--sources is ADDRESS/LENGTH")?;
+    let net: std::net::Ipv4Addr = net.parse().context("--sources address")?;
+    let len: u32 = len.parse().context("--sources length")?;
+    anyhow::ensure!((8..=32).contains(&len), "--sources length must be 8-32");
+    let host_bits = 32 - len;
+    let base = u32::from(net) & !((1u64 << host_bits) as u32).wrapping_sub(1);
+    // SAFETY: plain socket(2) call; the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+    anyhow::ensure!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let dest = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*target.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let start = Instant::now();
+    let mut sent = 0u64;
+    let mut x: u32 = 0x9e37_79b9;
+    while sent < count && start.elapsed() < limit {
+        // xorshift: spread sources and ports.
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        let host = if host_bits == 0 {
+            0
+        } else {
+            x & ((1u64 << host_bits) as u32 - 1)
+        };
+        let src = std::net::Ipv4Addr::from(base | host);
+        let sport = 1024 + (x >> 16) as u16 % 60000;
+        let mut frame = lb_tests::packet::Frame::tcp(
+            (src, sport),
+            (*target.ip(), target.port()),
+            lb_tests::packet::SYN,
+        );
+        frame.payload.clear();
+        let packet = &frame.build()[14..];
+        // SAFETY: `packet` and `dest` are valid for the lengths given.
+        let rc = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&raw const dest).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if rc >= 0 {
+            sent += 1;
+        }
+    }
+    println!("sent {sent} in {:.2}", start.elapsed().as_secs_f64());
+    Ok(())
 }
 
 fn serve(name: &str, port: u16, sick_file: Option<PathBuf>) -> Result<()> {
