@@ -61,7 +61,16 @@ struct BenchLab {
     /// frames only when it runs XDP.
     pass: Option<std::process::Child>,
     lb_mac: String,
+    /// The `limits:` line of the balancer's config.
+    xdp_limits: &'static str,
 }
+
+/// The balancer's limits for the packet and connection rates.
+const LIMITS: &str = "limits: { max_connections: 1000000, max_sessions: 100000 }";
+/// The balancer's limits under the flood: a small connection table, as in
+/// the measurement that opened the work on floods.
+const FLOOD_LIMITS: &str =
+    "limits: { max_connections: 4096, max_sessions: 4096, max_half_open: 16384 }";
 
 impl Drop for BenchLab {
     fn drop(&mut self) {
@@ -99,12 +108,16 @@ impl BenchLab {
     /// The lab for the packet rate ([`Layout::TwoArm`]: client and backends
     /// behind bridges) or the connection rate ([`Layout::PointToPoint`]).
     fn up(layout: Layout) -> Result<Self> {
-        let hosts = if layout == Layout::PointToPoint { 1 } else { 3 };
         let prefix = if layout == Layout::PointToPoint {
             "lbbp"
         } else {
             "lbbs"
         };
+        Self::up_with(layout, prefix, LIMITS)
+    }
+
+    fn up_with(layout: Layout, prefix: &str, xdp_limits: &'static str) -> Result<Self> {
+        let hosts = if layout == Layout::PointToPoint { 1 } else { 3 };
         let lab = Lab::up(prefix, layout, 1, hosts)?;
         let lb = lab.balancer.ns.clone();
         let node = bin_dir().join("lb-lab-node");
@@ -185,6 +198,7 @@ impl BenchLab {
             helpers,
             pass: None,
             lb_mac,
+            xdp_limits,
         })
     }
 
@@ -256,9 +270,10 @@ impl BenchLab {
                 let config = format!(
                     "vips:\n  - address: {VIP}\n    port: {SINK_PORT}\n    protocol: udp\n    backends:\n{}\
                      \n  - address: {VIP}\n    port: {HTTP_PORT}\n    protocol: tcp\n    persistence: {{ timeout: 300s, netmask: 32 }}\n    backends:\n{}\
-                     limits: {{ max_connections: 1000000, max_sessions: 100000 }}\n",
+                     {}\n",
                     backends_list(Some(SINK_PORT)),
                     backends_list(Some(HTTP_PORT)),
+                    self.xdp_limits,
                 );
                 self.lab.start_balancer(&config)?;
             }
@@ -364,8 +379,115 @@ fn cpu_busy_ns() -> Result<u64> {
 /// When the lab or a variant cannot be set up.
 pub fn run(plan: &Plan, samples: &mut Samples) -> Result<()> {
     packet_rate(plan, samples)?;
-    connection_rate(plan, samples)
+    connection_rate(plan, samples)?;
+    flood(plan, samples)
 }
+
+/// Only the flood scenario.
+///
+/// # Errors
+/// When the lab cannot be built or a tool fails.
+pub fn run_flood(plan: &Plan, samples: &mut Samples) -> Result<()> {
+    flood(plan, samples)
+}
+
+/// Legitimate connections while a spoofed SYN flood runs, lb against
+/// nftables (conntrack), in the point-to-point lab: the flood (raw socket,
+/// sources from 198.19.0.0/17, paced, bounded by time) and the legitimate
+/// client share the client host. A fresh lab for every run, so that no variant inherits the last
+/// flood's state (conntrack entries live in the balancer's namespace).
+fn flood(plan: &Plan, samples: &mut Samples) -> Result<()> {
+    for round in 0..=plan.rounds {
+        let warm = round == 0;
+        for v in [Variant::Xdp, Variant::Nftables] {
+            let mut bl = BenchLab::up_with(Layout::PointToPoint, "lbbf", FLOOD_LIMITS)?;
+            // The spoofed sources are routable, as on the Internet: the
+            // backends' SYN-ACKs go back out towards the client side (whose
+            // host drops them), instead of dying in the balancer's stack.
+            crate::netns::ip(&format!(
+                "-n {} route add 198.19.0.0/16 via {}",
+                bl.lb_ns(),
+                bl.lab.clients[0].addr
+            ))?;
+            bl.switch(v)?;
+            let client = bl.lab.clients[0].ns.clone();
+            let flood = Command::new("ip")
+                .args(["netns", "exec", &client, "taskset", "-c", "0"])
+                .arg(bin_dir().join("lb-lab-node"))
+                .args(["syn-flood", &format!("{VIP}:{HTTP_PORT}")])
+                .args(["--sources", "198.19.0.0/17", "--count", "100000000"])
+                .args(["--seconds", &(plan.seconds + 1).to_string()])
+                .args(["--rate", &FLOOD_RATE.to_string()])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .context("starting the SYN flood")?;
+            thread::sleep(Duration::from_millis(500));
+            // Sequential new connections, each given 1 s, for the flood's
+            // duration.
+            let legit = in_ns(
+                &client,
+                &[
+                    "taskset",
+                    "-c",
+                    "0",
+                    &bin_dir().join("lb-lab-node").to_string_lossy(),
+                    "http",
+                    &format!("{VIP}:{HTTP_PORT}"),
+                    "--count",
+                    "1000000",
+                    "--timeout-ms",
+                    "1000",
+                    "--for-ms",
+                    &(plan.seconds * 1000).to_string(),
+                ],
+            )?;
+            let out = flood.wait_with_output()?;
+            let lines = String::from_utf8_lossy(&legit.stdout).to_string();
+            let ok = lines.lines().filter(|l| l.starts_with("ok ")).count() as f64;
+            let total = lines.lines().count() as f64;
+            let ratio = ok / total.max(1.0);
+            let cps = ok / plan.seconds as f64;
+            let report = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let mut words = report.split_whitespace();
+            let sent: f64 = words.nth(1).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+            let secs: f64 = words.nth(1).and_then(|x| x.parse().ok()).unwrap_or(1.0);
+            eprintln!(
+                "flood round {round} {}: legit {cps:.0} conn/s, {ok} of {total} succeeded ({ratio:.4}), flood {:.0} SYN/s",
+                v.name(),
+                sent / secs
+            );
+            if !warm {
+                let n = v.name();
+                samples.add(
+                    &format!("flood_legit_cps_{n}"),
+                    "connections/s",
+                    &format!("sequential new connections (1 s timeout each) during a {FLOOD_RATE} SYN/s spoofed flood, via {n}"),
+                    cps,
+                );
+                samples.add(
+                    &format!("flood_legit_success_ratio_{n}"),
+                    "ratio",
+                    &format!(
+                        "succeeded / attempted legitimate connections during the flood, via {n}"
+                    ),
+                    ratio,
+                );
+                samples.add(
+                    &format!("flood_syn_rate_{n}"),
+                    "SYN/s",
+                    &format!("spoofed SYNs sent (raw socket, paced to {FLOOD_RATE}/s), via {n}"),
+                    sent / secs,
+                );
+            }
+            drop(bl);
+        }
+    }
+    Ok(())
+}
+
+/// The flood's rate: that of the measurement that opened the work on
+/// floods (137 000 SYN/s from one raw-socket sender).
+const FLOOD_RATE: u64 = 80_000;
 
 /// UDP packet rate through the switched two-arm lab.
 fn packet_rate(plan: &Plan, samples: &mut Samples) -> Result<()> {
@@ -533,16 +655,30 @@ struct Wrk {
 }
 
 fn wrk(ns: &str, url: &str, close: bool, seconds: u64) -> Result<Wrk> {
+    wrk_with(ns, url, close, seconds, WRK_CONNS, None)
+}
+
+fn wrk_with(
+    ns: &str,
+    url: &str,
+    close: bool,
+    seconds: u64,
+    conns: u32,
+    timeout: Option<&str>,
+) -> Result<Wrk> {
     let mut args = vec![
         "taskset".to_string(),
         "-c".into(),
         "0".into(),
         "wrk".into(),
         "-t1".into(),
-        format!("-c{WRK_CONNS}"),
+        format!("-c{conns}"),
         format!("-d{seconds}s"),
         "--latency".into(),
     ];
+    if let Some(t) = timeout {
+        args.extend(["--timeout".into(), t.into()]);
+    }
     if close {
         args.extend(["-H".into(), "Connection: close".into()]);
     }

@@ -26,6 +26,13 @@ struct Cli {
     /// Skip the BPF_PROG_TEST_RUN part.
     #[arg(long)]
     no_prog: bool,
+    /// Skip the scale curve and the sweeper (the slowest part of the
+    /// BPF_PROG_TEST_RUN benchmark).
+    #[arg(long)]
+    no_scale: bool,
+    /// Of the lab part, run only the SYN-flood scenario.
+    #[arg(long)]
+    flood_only: bool,
 }
 
 fn machine() -> String {
@@ -58,9 +65,13 @@ fn main() -> Result<()> {
     eprintln!("{machine} Plan: {plan:?}");
     if !cli.no_prog {
         prog::per_packet(&plan, &mut samples).context("per-packet benchmark")?;
-        prog::scale(&plan, &mut samples).context("scale benchmark")?;
+        if !cli.no_scale {
+            prog::scale(&plan, &mut samples).context("scale benchmark")?;
+        }
     }
-    if !cli.no_lab {
+    if cli.flood_only {
+        lab::run_flood(&plan, &mut samples).context("flood benchmark")?;
+    } else if !cli.no_lab {
         lab::run(&plan, &mut samples).context("lab benchmark")?;
     }
     let mut metrics = samples.metrics();
@@ -80,6 +91,14 @@ fn main() -> Result<()> {
             "cps_ratio_vs_nftables",
             ratio("cps_xdp", "cps_nftables"),
             "median cps_xdp / median cps_nftables",
+        ),
+        (
+            "flood_success_ratio_vs_nftables",
+            ratio(
+                "flood_legit_success_ratio_xdp",
+                "flood_legit_success_ratio_nftables",
+            ),
+            "median legitimate success ratio during the SYN flood, lb / nftables",
         ),
         (
             "p99_ratio_vs_direct",

@@ -48,6 +48,9 @@ enum Cmd {
         interval_ms: u64,
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
+        /// Stop after this long, even before COUNT requests (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        for_ms: u64,
     },
     /// Attach an XDP program that passes everything to IFACES (veth peers of
     /// the balancer) and hold it until killed.
@@ -88,6 +91,9 @@ enum Cmd {
         count: u64,
         #[arg(long, default_value_t = 3)]
         seconds: u64,
+        /// SYNs per second (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
     /// Send UDP datagrams to TARGET from one socket.
     Udp {
@@ -113,7 +119,8 @@ fn main() -> Result<()> {
             sources,
             count,
             seconds,
-        } => syn_flood(target, &sources, count, Duration::from_secs(seconds)),
+            rate,
+        } => syn_flood(target, &sources, count, Duration::from_secs(seconds), rate),
         Cmd::XdpPass { ifaces, sink } => {
             let mut ebpf = aya::Ebpf::load(lb_ctl::dataplane::PASS_PROGRAM)?;
             let name = if sink { "lb_sink" } else { "lb_pass" };
@@ -135,10 +142,15 @@ fn main() -> Result<()> {
             keepalive,
             interval_ms,
             timeout_ms,
+            for_ms,
         } => {
             let timeout = Duration::from_millis(timeout_ms);
             let mut conn: Option<BufReader<TcpStream>> = None;
+            let start = Instant::now();
             for i in 0..count {
+                if for_ms > 0 && start.elapsed() >= Duration::from_millis(for_ms) {
+                    break;
+                }
                 if i > 0 && interval_ms > 0 {
                     thread::sleep(Duration::from_millis(interval_ms));
                 }
@@ -315,6 +327,7 @@ fn syn_flood(
     sources: &str,
     count: u64,
     limit: Duration,
+    rate: u64,
 ) -> Result<()> {
     let (net, len) = sources
         .split_once('/')
@@ -341,6 +354,13 @@ fn syn_flood(
     let mut sent = 0u64;
     let mut x: u32 = 0x9e37_79b9;
     while sent < count && start.elapsed() < limit {
+        if rate > 0 && sent % 64 == 0 {
+            // Paced: no more than `rate` per second so far.
+            let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                thread::sleep(wait);
+            }
+        }
         // xorshift: spread sources and ports.
         x ^= x << 13;
         x ^= x >> 17;
