@@ -354,7 +354,7 @@ fn syn_flood(
     let mut sent = 0u64;
     let mut x: u32 = 0x9e37_79b9;
     while sent < count && start.elapsed() < limit {
-        if rate > 0 && sent % 64 == 0 {
+        if rate > 0 && sent.is_multiple_of(64) {
             // Paced: no more than `rate` per second so far.
             let due = Duration::from_secs_f64(sent as f64 / rate as f64);
             if let Some(wait) = due.checked_sub(start.elapsed()) {
