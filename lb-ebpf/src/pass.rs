@@ -9,7 +9,7 @@ mod runtime;
 use aya_ebpf::{
     bindings::xdp_action,
     macros::{map, xdp},
-    maps::{Array, PerCpuArray},
+    maps::{Array, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 
@@ -92,4 +92,58 @@ pub fn lb_sink(ctx: XdpContext) -> u32 {
     } else {
         xdp_action::XDP_PASS
     }
+}
+
+/// `FRESH_CFG`: [VIP address, VIP port (network order, low 16 bits), first
+/// client address (network order), mode (0: a new source port of the
+/// frame's client each time, 1: a new client address each time)].
+#[map]
+static FRESH_CFG: Array<u32> = Array::with_max_entries(4, 0);
+
+/// `FRESH[0]`: per-CPU count of frames `lb_fresh` has made.
+#[map]
+static FRESH: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// `FRESH_NEXT[0]`: the program `lb_fresh` hands every frame to.
+#[map]
+static FRESH_NEXT: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// `lb_fresh`: the benchmark's new-flow driver. Run with BPF_PROG_TEST_RUN
+/// `repeat` on a TCP SYN to the VIP, it turns the frame (which the program
+/// it calls rewrote the round before) into the SYN of a connection never
+/// seen, addressed to the VIP again, and tail-calls `FRESH_NEXT[0]` (the
+/// balancer, or `lb_tx` for the driver's own cost): the new-flow path
+/// measured in a stream, as traffic runs it, with its code and small maps
+/// warm. Checksums are not kept right (the balancer patches them
+/// incrementally and does not check them).
+#[xdp]
+pub fn lb_fresh(ctx: XdpContext) -> u32 {
+    const SRC: usize = 14 + 12;
+    const DST: usize = 14 + 16;
+    const SPORT: usize = 14 + 20;
+    const DPORT: usize = 14 + 22;
+    let data = ctx.data();
+    if data + DPORT + 2 > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    let cfg = |i| FRESH_CFG.get(i).copied().unwrap_or(0);
+    let Some(count) = FRESH.get_ptr_mut(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // SAFETY: per-CPU slot; the bounds were checked above.
+    unsafe {
+        let n = *count;
+        *count = n.wrapping_add(1);
+        ((data + DST) as *mut u32).write_unaligned(cfg(0));
+        ((data + DPORT) as *mut u16).write_unaligned(cfg(1) as u16);
+        if cfg(3) == 0 {
+            let port = 1024 + (n % 60_000) as u16;
+            ((data + SPORT) as *mut u16).write_unaligned(port.to_be());
+        } else {
+            let client = u32::from_be(cfg(2)).wrapping_add(n);
+            ((data + SRC) as *mut u32).write_unaligned(client.to_be());
+        }
+        FRESH_NEXT.tail_call(&ctx, 0);
+    }
+    xdp_action::XDP_ABORTED
 }
