@@ -1,8 +1,8 @@
-//! The control socket: one JSON request per line, one JSON response per line,
-//! over a root-only Unix socket. `lb-ctl` subcommands are its clients.
+//! The control socket: the requests the controller serves, their answers,
+//! the socket itself (root only) and the HTTP client `lb-ctl`'s commands
+//! use. The HTTP routes are in [`crate::api`].
 
 use std::{
-    io::{BufRead, BufReader, Write},
     os::unix::{fs::PermissionsExt, net::UnixStream},
     path::{Path, PathBuf},
     time::Duration,
@@ -11,17 +11,15 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    dataplane::{ConnView, SessionView, Stats},
-    services::{Endpoint, Protocol, Vip, VipId, VipSpec},
+    dataplane::Stats,
+    services::{Endpoint, Protocol, ServiceError, Vip, VipId, VipSpec},
 };
 
 /// Where `lb-ctl attach` listens unless told otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
-/// Longest request line accepted.
-pub const MAX_REQUEST: usize = 64 * 1024;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+/// What the controller is asked to do.
+#[derive(Clone, Debug)]
 pub enum Request {
     VipAdd {
         spec: VipSpec,
@@ -39,12 +37,16 @@ pub enum Request {
         vip: VipId,
         backend: Endpoint,
     },
+    BackendWeight {
+        vip: VipId,
+        backend: Endpoint,
+        weight: u32,
+    },
     /// No new client for the backend; with `repin`, its pinned clients move
     /// at their next connection, else they stay until their session ends.
     BackendDrain {
         vip: VipId,
         backend: Endpoint,
-        #[serde(default)]
         repin: bool,
     },
     /// Put a draining backend back in rotation.
@@ -57,21 +59,86 @@ pub enum Request {
         vip: Option<Endpoint>,
         protocol: Option<Protocol>,
     },
-    Conns,
-    Sessions,
     Stats,
+    Status,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+/// Kinds of failure, each with its HTTP status (see [`crate::api`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Bad input: 400.
+    Invalid,
+    /// Unknown VIP or backend: 404.
+    NotFound,
+    /// Already exists, or not in the state asked for: 409.
+    Conflict,
+    /// The kernel refused: 500.
+    Kernel,
+}
+
+impl ErrorKind {
+    /// The kind of a refused change.
+    #[must_use]
+    pub const fn of(e: &ServiceError) -> Self {
+        match e {
+            ServiceError::UnknownVip(_) | ServiceError::UnknownBackend { .. } => Self::NotFound,
+            ServiceError::DuplicateVip(_)
+            | ServiceError::DuplicateBackend { .. }
+            | ServiceError::NotDraining { .. } => Self::Conflict,
+            _ => Self::Invalid,
+        }
+    }
+}
+
+/// The controller's answer.
+#[derive(Clone, Debug)]
 pub enum Response {
     Done { message: String },
     Vips { vips: Vec<Vip> },
     Backends { backends: Vec<BackendRow> },
-    Conns { conns: Vec<ConnView> },
-    Sessions { sessions: Vec<SessionView> },
     Stats { stats: Stats },
-    Error { message: String },
+    Status { status: Status },
+    Error { message: String, kind: ErrorKind },
+}
+
+/// `lb-ctl status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The interfaces the program is attached to.
+    pub interfaces: Vec<String>,
+    /// `native` or `generic`, and why.
+    pub mode: String,
+    pub mode_reason: String,
+    /// The XDP program's id (`bpftool prog show id N`).
+    pub program_id: Option<u32>,
+    /// The pinned links' ids, by interface.
+    pub link_ids: Vec<(String, u32)>,
+    pub tables: Vec<TableStatus>,
+    /// The last sweep: when it ended (seconds ago), how long it took and
+    /// what it deleted per table.
+    pub last_sweep: Option<SweepStatus>,
+    pub uptime_seconds: u64,
+    pub vips: usize,
+    pub backends: usize,
+}
+
+/// One table in [`Status`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TableStatus {
+    pub name: String,
+    pub capacity: u64,
+    /// Entries after the last sweep.
+    pub entries: u64,
+}
+
+/// The last sweep in [`Status`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SweepStatus {
+    pub seconds_ago: f64,
+    pub duration_seconds: f64,
+    /// Entries deleted per table.
+    pub deleted: Vec<(String, u64)>,
 }
 
 /// One backend in `backend list`.
@@ -122,37 +189,6 @@ pub enum ControlError {
     },
 }
 
-/// Send one request and wait for its response.
-///
-/// # Errors
-/// When the controller cannot be reached or answers nonsense.
-pub fn call(path: &Path, request: &Request) -> Result<Response, ControlError> {
-    let io = |source| ControlError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut stream = UnixStream::connect(path).map_err(|source| ControlError::Connect {
-        path: path.to_owned(),
-        source,
-    })?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(120)))
-        .map_err(io)?;
-    let mut line = serde_json::to_vec(request).map_err(|source| ControlError::Decode {
-        path: path.to_owned(),
-        source,
-    })?;
-    line.push(b'\n');
-    stream.write_all(&line).map_err(io)?;
-    let mut reader = BufReader::new(stream);
-    let mut answer = String::new();
-    reader.read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(&answer).map_err(|source| ControlError::Decode {
-        path: path.to_owned(),
-        source,
-    })
-}
-
 /// Create the listening socket: parent directory 0700, socket 0600. A stale
 /// socket file is replaced; a live controller on it is an error.
 ///
@@ -181,10 +217,109 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Decode one request line, with an error that says what was wrong.
+/// An answer of the API: its status and body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as `T` on success; else the API's error message.
+    ///
+    /// # Errors
+    /// The controller's message, or an unreadable body.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        if !(200..300).contains(&self.status) {
+            let message = serde_json::from_slice::<crate::api::ApiError>(&self.body).map_or_else(
+                |_| String::from_utf8_lossy(&self.body).into_owned(),
+                |e| e.error,
+            );
+            anyhow::bail!("{message}");
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| anyhow::anyhow!("the controller answered something unreadable: {e}"))
+    }
+
+    /// The body as text on success; else the API's error message.
+    ///
+    /// # Errors
+    /// The controller's message.
+    pub fn text(&self) -> anyhow::Result<String> {
+        if !(200..300).contains(&self.status) {
+            let message = serde_json::from_slice::<crate::api::ApiError>(&self.body).map_or_else(
+                |_| String::from_utf8_lossy(&self.body).into_owned(),
+                |e| e.error,
+            );
+            anyhow::bail!("{message}");
+        }
+        Ok(String::from_utf8_lossy(&self.body).into_owned())
+    }
+
+    /// NDJSON lines, each as `T`.
+    ///
+    /// # Errors
+    /// The controller's message, or an unreadable line.
+    pub fn lines<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<Vec<T>> {
+        let text = self.text()?;
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                if let Ok(e) = serde_json::from_str::<crate::api::ApiError>(l) {
+                    anyhow::bail!("{}", e.error);
+                }
+                serde_json::from_str(l).map_err(|e| anyhow::anyhow!("unreadable line {l:?}: {e}"))
+            })
+            .collect()
+    }
+}
+
+/// One HTTP request to the controller on `socket`.
 ///
 /// # Errors
-/// A message for the client.
-pub fn decode(line: &str) -> Result<Request, String> {
-    serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))
+/// When the controller cannot be reached.
+pub fn call(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<Reply> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(call_async(socket, method, path, body))
+}
+
+async fn call_async(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> anyhow::Result<Reply> {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the controller at {}: {e} (is `lb-ctl attach` running with this --socket?)",
+            socket.display()
+        )
+    })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let bytes = body
+        .map(|b| serde_json::to_vec(b))
+        .transpose()?
+        .unwrap_or_default();
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, "lb")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(axum::body::Bytes::from(bytes)))?;
+    let response = tokio::time::timeout(Duration::from_secs(600), sender.send_request(request))
+        .await
+        .map_err(|_| anyhow::anyhow!("the controller did not answer within 600 s"))??;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await?.to_bytes().to_vec();
+    Ok(Reply { status, body })
 }

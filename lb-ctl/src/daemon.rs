@@ -7,17 +7,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::UnixStream,
-    signal::unix::{signal, SignalKind},
-};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     config::Config,
-    control::{self, BackendRow, Request, Response, MAX_REQUEST},
+    control::{self, BackendRow, ErrorKind, Request, Response},
     dataplane::{Dataplane, LoadOptions},
-    services::{Endpoint, Services, VipId},
+    services::{Endpoint, ServiceError, Services, VipId},
     sysctl,
 };
 
@@ -48,7 +44,17 @@ pub struct Controller {
     drained_reported: std::collections::HashSet<(VipId, Endpoint)>,
     /// Table sizes and unconfirmed-flow evictions, as of the last sweep.
     tables: TableAccount,
+    /// How the program is attached, and why.
+    pub mode: (String, String),
+    started: std::time::Instant,
+    /// When the last sweep ended, how long it took, what it deleted.
+    last_sweep: Option<(std::time::Instant, std::time::Duration, [u64; 4])>,
+    /// What the sweeps deleted so far, per table.
+    swept_total: [u64; 4],
 }
+
+/// The four state tables, in the order of the sweeps' figures.
+const TABLES: [&str; 4] = ["connections", "half_open", "sessions", "pending"];
 
 /// What the sweeps tell about the tables.
 #[derive(Clone, Copy, Debug, Default)]
@@ -134,6 +140,89 @@ impl Controller {
             targets,
             drained_reported: std::collections::HashSet::new(),
             tables: TableAccount::default(),
+            mode: (String::new(), String::new()),
+            started: std::time::Instant::now(),
+            last_sweep: None,
+            swept_total: [0; 4],
+        }
+    }
+
+    /// `lb-ctl status`.
+    fn status(&self) -> control::Status {
+        let t = &self.tables;
+        let d = &self.dataplane.tables;
+        let table = |name: &str, capacity: u32, entries: u64| control::TableStatus {
+            name: name.into(),
+            capacity: u64::from(capacity),
+            entries,
+        };
+        control::Status {
+            interfaces: self.ifaces.clone(),
+            mode: self.mode.0.clone(),
+            mode_reason: self.mode.1.clone(),
+            program_id: self.dataplane.program_id(),
+            link_ids: self.dataplane.link_ids(),
+            tables: vec![
+                table("connections", d.max_connections, t.connections / 2),
+                table("half_open", d.max_half_open, t.half_open / 2),
+                table("sessions", d.max_sessions, t.sessions),
+                table("pending", d.max_half_open, t.pending),
+            ],
+            last_sweep: self
+                .last_sweep
+                .map(|(at, took, deleted)| control::SweepStatus {
+                    seconds_ago: at.elapsed().as_secs_f64(),
+                    duration_seconds: took.as_secs_f64(),
+                    deleted: TABLES
+                        .iter()
+                        .zip(deleted)
+                        .map(|(n, v)| ((*n).to_string(), v))
+                        .collect(),
+                }),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            vips: self.services.vips().count(),
+            backends: self.services.vips().map(|v| v.backends.len()).sum(),
+        }
+    }
+
+    /// Apply the config file again (SIGHUP): its VIPs and backends become
+    /// the model, on the ids in use (kept sessions and connections stay
+    /// valid), and its timeouts are written; a change of `limits:` needs a
+    /// restart. A bad file changes nothing.
+    ///
+    /// # Errors
+    /// Naming what is wrong; nothing is applied then.
+    pub fn reload(
+        &mut self,
+        path: &std::path::Path,
+        limits: &crate::config::Limits,
+    ) -> Result<String> {
+        let (config, services) = Config::load(path)?;
+        if config.limits != *limits {
+            anyhow::bail!(
+                "{}: limits: cannot change while running (the tables are sized at attach); \
+                 restart lb-ctl to resize them",
+                path.display()
+            );
+        }
+        let next = services.on_current_ids(&self.services)?;
+        let message = format!(
+            "reloaded {}: {} VIP(s), {} backend(s)",
+            path.display(),
+            next.vips().count(),
+            next.vips().map(|v| v.backends.len()).sum::<usize>()
+        );
+        let old_settings = self.dataplane.tables.settings()?;
+        self.dataplane
+            .tables
+            .set_settings(&config.timeouts.to_settings())?;
+        match self.replace(next, message) {
+            Response::Done { message } => Ok(message),
+            Response::Error { message, .. } => {
+                let _ = self.dataplane.tables.set_settings(&old_settings);
+                anyhow::bail!("{message}")
+            }
+            _ => unreachable!("replace answers Done or Error"),
         }
     }
 
@@ -225,6 +314,12 @@ impl Controller {
             ("pending".into(), t.pending),
         ];
         stats.half_open_evictions = t.evicted;
+        stats.last_sweep_seconds = self.last_sweep.map(|(_, took, _)| took.as_secs_f64());
+        stats.sweep_deleted = TABLES
+            .iter()
+            .zip(self.swept_total)
+            .map(|(t, v)| ((*t).to_string(), v))
+            .collect();
         let book = lock(&self.health);
         stats.backend_states = self
             .services
@@ -249,18 +344,33 @@ impl Controller {
 
     /// Apply a change to a copy of the model, then to the maps; on any error
     /// neither changes.
-    fn change(&mut self, edit: impl FnOnce(&mut Services) -> Result<String, String>) -> Response {
+    fn change(
+        &mut self,
+        edit: impl FnOnce(&mut Services) -> Result<String, ServiceError>,
+    ) -> Response {
         let mut next = self.services.clone();
         let message = match edit(&mut next) {
             Ok(m) => m,
-            Err(message) => return Response::Error { message },
+            Err(e) => {
+                return Response::Error {
+                    message: e.to_string(),
+                    kind: ErrorKind::of(&e),
+                }
+            }
         };
+        self.replace(next, message)
+    }
+
+    /// Move the tables from the current model to `next`; on failure both
+    /// stay as they were.
+    fn replace(&mut self, next: Services, message: String) -> Response {
         if let Err(e) = self.dataplane.tables.apply(&self.services, &next) {
             if let Err(back) = self.dataplane.tables.apply(&next, &self.services) {
                 log::error!("restoring the tables after a failed change: {back}");
             }
             return Response::Error {
                 message: format!("the kernel refused the change: {e}"),
+                kind: ErrorKind::Kernel,
             };
         }
         log_rotation_changes(&self.services, &next);
@@ -281,9 +391,8 @@ impl Controller {
         let response = self.change(|s| {
             s.set_down(&vip, backend, down)
                 .map(|()| format!("VIP {vip}: backend {backend} is {state}: {reason}"))
-                .map_err(|e| e.to_string())
         });
-        if let Response::Error { message } = response {
+        if let Response::Error { message, .. } = response {
             log::warn!("VIP {vip}: backend {backend} would be {state} ({reason}), but: {message}");
         }
     }
@@ -292,21 +401,16 @@ impl Controller {
     pub fn handle(&mut self, request: Request) -> Response {
         let err = |e: &dyn std::fmt::Display| Response::Error {
             message: e.to_string(),
+            kind: ErrorKind::Kernel,
         };
         match request {
             Request::VipAdd { spec } => {
                 let id = spec.id;
-                self.change(|s| {
-                    s.add_vip(spec)
-                        .map(|()| format!("added VIP {id}"))
-                        .map_err(|e| e.to_string())
-                })
+                self.change(|s| s.add_vip(spec).map(|()| format!("added VIP {id}")))
             }
-            Request::VipRemove { vip } => self.change(|s| {
-                s.remove_vip(&vip)
-                    .map(|_| format!("removed VIP {vip}"))
-                    .map_err(|e| e.to_string())
-            }),
+            Request::VipRemove { vip } => {
+                self.change(|s| s.remove_vip(&vip).map(|_| format!("removed VIP {vip}")))
+            }
             Request::VipList => Response::Vips {
                 vips: self.services.vips().cloned().collect(),
             },
@@ -317,35 +421,30 @@ impl Controller {
             } => self.change(|s| {
                 s.add_backend(&vip, backend, weight)
                     .map(|()| format!("added backend {backend} (weight {weight}) to VIP {vip}"))
-                    .map_err(|e| e.to_string())
             }),
             Request::BackendRemove { vip, backend } => self.change(|s| {
                 s.remove_backend(&vip, backend)
                     .map(|_| format!("removed backend {backend} from VIP {vip}"))
-                    .map_err(|e| e.to_string())
             }),
             Request::BackendDrain {
                 vip,
                 backend,
                 repin,
             } => self.change(|s| {
-                s.drain(&vip, backend, repin)
-                    .map(|()| {
-                        format!(
-                            "VIP {vip}: backend {backend} is draining: no new client; {}",
-                            if repin {
-                                "its pinned clients move at their next connection"
-                            } else {
-                                "its pinned clients stay until their session ends"
-                            }
-                        )
-                    })
-                    .map_err(|e| e.to_string())
+                s.drain(&vip, backend, repin).map(|()| {
+                    format!(
+                        "VIP {vip}: backend {backend} is draining: no new client; {}",
+                        if repin {
+                            "its pinned clients move at their next connection"
+                        } else {
+                            "its pinned clients stay until their session ends"
+                        }
+                    )
+                })
             }),
             Request::BackendEnable { vip, backend } => self.change(|s| {
                 s.enable(&vip, backend)
                     .map(|()| format!("VIP {vip}: backend {backend} is enabled: back in rotation"))
-                    .map_err(|e| e.to_string())
             }),
             Request::BackendList { vip, protocol } => {
                 let vips: Vec<_> = self
@@ -358,6 +457,7 @@ impl Controller {
                     if let Some(e) = vip {
                         return Response::Error {
                             message: format!("no VIP on {e} (see `lb-ctl vip list`)"),
+                            kind: ErrorKind::NotFound,
                         };
                     }
                 }
@@ -366,13 +466,16 @@ impl Controller {
                     Err(e) => err(&e),
                 }
             }
-            Request::Conns => match self.dataplane.tables.connections(&self.services) {
-                Ok(conns) => Response::Conns { conns },
-                Err(e) => err(&e),
-            },
-            Request::Sessions => match self.dataplane.tables.sessions(&self.services) {
-                Ok(sessions) => Response::Sessions { sessions },
-                Err(e) => err(&e),
+            Request::BackendWeight {
+                vip,
+                backend,
+                weight,
+            } => self.change(|s| {
+                s.set_weight(&vip, backend, weight)
+                    .map(|()| format!("VIP {vip}: backend {backend} has weight {weight}"))
+            }),
+            Request::Status => Response::Status {
+                status: self.status(),
             },
             Request::Stats => match self.stats() {
                 Ok(stats) => Response::Stats { stats },
@@ -392,7 +495,7 @@ fn sweep_tables(controller: &Mutex<Controller>) {
     };
     match sweeper.and_then(crate::dataplane::Sweeper::run) {
         Ok(r) => {
-            log::info!(
+            log::debug!(
                 "sweep: deleted {} of {} connection entries, {} of {} unconfirmed-flow entries, \
                  {} of {} sessions and {} of {} pending sessions in {:.3?}",
                 r.connections.deleted,
@@ -408,6 +511,16 @@ fn sweep_tables(controller: &Mutex<Controller>) {
             let mut c = lock(controller);
             c.report_drained(&r.live);
             c.account(&r);
+            let deleted = [
+                r.connections.deleted,
+                r.half_open.deleted,
+                r.sessions.deleted,
+                r.pending.deleted,
+            ];
+            for (total, d) in c.swept_total.iter_mut().zip(deleted) {
+                *total += d;
+            }
+            c.last_sweep = Some((std::time::Instant::now(), r.elapsed, deleted));
         }
         Err(e) => log::error!("sweep failed: {e}"),
     }
@@ -544,11 +657,9 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         );
     }
 
-    let controller = Arc::new(Mutex::new(Controller::new(
-        services,
-        dataplane,
-        opts.ifaces.clone(),
-    )));
+    let mut c = Controller::new(services, dataplane, opts.ifaces.clone());
+    c.mode = (choice.mode.to_string(), choice.why.clone());
+    let controller = Arc::new(Mutex::new(c));
     tokio::spawn(crate::health::supervise(Arc::clone(&controller)));
     // The driver's XDP error counters: a warning while they grow.
     let mut xdp_watch = crate::ethtool::Watch::default();
@@ -561,7 +672,12 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
             "serving metrics on http://{}/metrics",
             metrics.local_addr()?
         );
-        tokio::spawn(serve_metrics(metrics, Arc::clone(&controller)));
+        let app = crate::api::metrics_router(Arc::clone(&controller));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, app).await {
+                log::error!("metrics endpoint: {e}");
+            }
+        });
     }
     let sweeping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut sweep = tokio::time::interval(config.sweeper.interval);
@@ -569,10 +685,31 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     sweep.tick().await;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let api = crate::api::router(Arc::clone(&controller));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, api).await {
+            log::error!("control socket: {e}");
+        }
+    });
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => {
+                let Some(path) = opts.config.clone() else {
+                    log::warn!("SIGHUP: no --config file to reload");
+                    continue;
+                };
+                let c = Arc::clone(&controller);
+                let limits = config.limits.clone();
+                let done = tokio::task::spawn_blocking(move || lock(&c).reload(&path, &limits)).await;
+                match done {
+                    Ok(Ok(message)) => log::info!("{message}"),
+                    Ok(Err(e)) => log::error!("reload refused, nothing changed: {e:#}"),
+                    Err(e) => log::error!("reload: {e}"),
+                }
+            }
             _ = watch_tick.tick() => {
                 for (iface, lost) in xdp_watch.observe(crate::ethtool::xdp_errors(&opts.ifaces)) {
                     log::warn!("{}", crate::ethtool::warning(&iface, lost, choice.mode));
@@ -590,17 +727,6 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
                     });
                 }
             }
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let c = Arc::clone(&controller);
-                    tokio::spawn(async move {
-                        if let Err(e) = serve(stream, c).await {
-                            log::warn!("control connection: {e}");
-                        }
-                    });
-                }
-                Err(e) => log::warn!("accepting a control connection: {e}"),
-            },
         }
     }
     let mut c = lock(&controller);
@@ -658,72 +784,6 @@ fn log_rotation_changes(old: &Services, new: &Services) {
             ),
             _ => {}
         }
-    }
-}
-
-async fn serve(stream: UnixStream, controller: Arc<Mutex<Controller>>) -> Result<()> {
-    let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64));
-    let mut line = String::new();
-    reader.read_line(&mut line).await?;
-    let response = if !line.ends_with('\n') && line.len() >= MAX_REQUEST {
-        Response::Error {
-            message: format!("request longer than {MAX_REQUEST} bytes"),
-        }
-    } else {
-        match control::decode(&line) {
-            Ok(request) => {
-                tokio::task::spawn_blocking(move || lock(&controller).handle(request)).await?
-            }
-            Err(message) => Response::Error { message },
-        }
-    };
-    let mut out = serde_json::to_vec(&response)?;
-    out.push(b'\n');
-    write.write_all(&out).await?;
-    Ok(())
-}
-
-/// A minimal HTTP/1.1 endpoint: `GET /metrics` answers the Prometheus text
-/// format, anything else 404.
-async fn serve_metrics(listener: tokio::net::TcpListener, controller: Arc<Mutex<Controller>>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let c = Arc::clone(&controller);
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut reader = BufReader::new(read.take(8192));
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).await.is_err() {
-                return;
-            }
-            // Drain the headers.
-            let mut line = String::new();
-            while reader.read_line(&mut line).await.is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let path = request_line.split_whitespace().nth(1).unwrap_or("");
-            let (status, body) = if path == "/metrics" || path.starts_with("/metrics?") {
-                match tokio::task::spawn_blocking(move || {
-                    lock(&c).stats().map(|s| crate::metrics::render(&s))
-                })
-                .await
-                {
-                    Ok(Ok(text)) => ("200 OK", text),
-                    Ok(Err(e)) => ("500 Internal Server Error", format!("{e}\n")),
-                    Err(e) => ("500 Internal Server Error", format!("{e}\n")),
-                }
-            } else {
-                ("404 Not Found", "try /metrics\n".to_string())
-            };
-            let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = write.write_all(response.as_bytes()).await;
-        });
     }
 }
 

@@ -254,6 +254,24 @@ impl Dataplane {
         })
     }
 
+    /// The loaded program's id.
+    #[must_use]
+    pub fn program_id(&self) -> Option<u32> {
+        self.program().ok()?.info().ok().map(|i| i.id())
+    }
+
+    /// The ids of the pinned links, by interface.
+    #[must_use]
+    pub fn link_ids(&self) -> Vec<(String, u32)> {
+        self.links
+            .iter()
+            .filter_map(|(name, held)| match held {
+                Held::Pinned { link, .. } => link.info().ok().map(|i| (name.clone(), i.id())),
+                Held::Owned(_) => None,
+            })
+            .collect()
+    }
+
     /// The XDP program, for `test_run`.
     ///
     /// # Errors
@@ -642,6 +660,14 @@ impl Tables {
         Self::entries(&self.pending, names::PENDING)
     }
 
+    /// The timeouts in force.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn settings(&self) -> Result<Settings> {
+        self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))
+    }
+
     /// Write the timeouts.
     ///
     /// # Errors
@@ -844,12 +870,7 @@ impl Tables {
     /// # Errors
     /// When the settings cannot be read or a map reference cannot be had.
     pub fn sweeper(&self, services: &Services) -> Result<Sweeper> {
-        let dup = |fd: std::os::fd::RawFd, name: &'static str| {
-            // SAFETY: `fd` is a live map descriptor owned by `self`.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
-                .try_clone_to_owned()
-                .map_err(|source| DataplaneError::Batch { name, source })
-        };
+        let dup = dup_fd;
         Ok(Sweeper {
             conns: dup(Self::fd(&self.conns), names::CONNS)?,
             half_open: dup(Self::fd(&self.half_open), names::HALF_OPEN)?,
@@ -881,78 +902,19 @@ impl Tables {
         }
         Ok(live)
     }
-    /// The live connections (forward halves), for `lb-ctl conns`.
+    /// What a listing needs, to run without the controller: its own
+    /// references to the tables, the timeouts and a copy of the model.
     ///
     /// # Errors
-    /// When the clock or the settings cannot be read.
-    pub fn connections(&self, services: &Services) -> Result<Vec<ConnView>> {
-        let settings = self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?;
-        let now = now_ns()?;
-        let confirmed = self.conn_entries()?.into_iter().map(|e| (e, true));
-        let unconfirmed = self.half_open_entries()?.into_iter().map(|e| (e, false));
-        let mut rows: Vec<ConnView> = confirmed
-            .chain(unconfirmed)
-            .filter(|((_, c), _)| c.flags & conn_flags::REPLY == 0 && !c.is_expired(&settings, now))
-            .map(|((k, c), confirmed)| ConnView {
-                confirmed,
-                client: Endpoint {
-                    addr: addr(k.src_addr),
-                    port: u16::from_be(k.src_port),
-                },
-                vip: Endpoint {
-                    addr: addr(k.dst_addr),
-                    port: u16::from_be(k.dst_port),
-                },
-                vip_name: services
-                    .vip_by_slot(c.vip_id)
-                    .and_then(|v| v.spec.name.clone()),
-                backend: Endpoint {
-                    addr: addr(c.nat_addr),
-                    port: u16::from_be(c.nat_port),
-                },
-                protocol: Protocol::from_number(k.proto).unwrap_or_default(),
-                state: ConnState::name(c.state).to_string(),
-                idle: Duration::from_nanos(now.saturating_sub(c.last_seen_ns)),
-                expires_in: Duration::from_nanos(
-                    (c.last_seen_ns + settings.timeout_ns(c.state)).saturating_sub(now),
-                ),
-            })
-            .collect();
-        rows.sort_by_key(|r| (r.vip, r.client));
-        Ok(rows)
-    }
-
-    /// The live sessions, for `lb-ctl sessions`.
-    ///
-    /// # Errors
-    /// When the clock cannot be read.
-    pub fn sessions(&self, services: &Services) -> Result<Vec<SessionView>> {
-        let now = now_ns()?;
-        let mut rows = Vec::new();
-        for (k, s) in self.sessions.iter().filter_map(std::result::Result::ok) {
-            let Some(v) = services.vip_by_slot(k.vip_id) else {
-                continue;
-            };
-            let timeout = nanos(v.spec.persistence_timeout);
-            if !s.is_live(timeout, nanos(v.spec.max_lifetime), now) {
-                continue;
-            }
-            let backend = v
-                .backends
-                .iter()
-                .find(|b| b.slot == s.backend_id && b.gen == s.backend_gen);
-            rows.push(SessionView {
-                client: addr(k.client),
-                netmask: v.spec.persistence_netmask,
-                vip: v.spec.id.endpoint,
-                protocol: v.spec.id.protocol,
-                backend: backend.map(|b| b.endpoint),
-                time_left: Duration::from_nanos((s.last_seen_ns + timeout).saturating_sub(now)),
-                age: Duration::from_nanos(now.saturating_sub(s.created_ns)),
-            });
-        }
-        rows.sort_by_key(|r| (r.vip, r.client));
-        Ok(rows)
+    /// When the settings cannot be read or a map reference cannot be had.
+    pub fn lister(&self, services: &Services) -> Result<Lister> {
+        Ok(Lister {
+            conns: dup_fd(Self::fd(&self.conns), names::CONNS)?,
+            half_open: dup_fd(Self::fd(&self.half_open), names::HALF_OPEN)?,
+            sessions: dup_fd(Self::fd(&self.sessions), names::SESSIONS)?,
+            settings: self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?,
+            services: services.clone(),
+        })
     }
 
     /// One reason counter, summed over the CPUs.
@@ -1015,6 +977,143 @@ impl Tables {
             table_entries: Vec::new(),
             half_open_evictions: 0,
             max_half_open: self.max_half_open,
+            last_sweep_seconds: None,
+            sweep_deleted: Vec::new(),
+        })
+    }
+}
+
+/// A second descriptor of a live map, for work off the controller.
+fn dup_fd(fd: std::os::fd::RawFd, name: &'static str) -> Result<std::os::fd::OwnedFd> {
+    // SAFETY: `fd` is a live map descriptor owned by the tables.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .map_err(|source| DataplaneError::Batch { name, source })
+}
+
+/// Listings of the connections and sessions, read in batches and handed
+/// on batch by batch (a million entries never sit in memory at once).
+pub struct Lister {
+    conns: std::os::fd::OwnedFd,
+    half_open: std::os::fd::OwnedFd,
+    sessions: std::os::fd::OwnedFd,
+    settings: Settings,
+    services: Services,
+}
+
+impl Lister {
+    /// The live connections (forward halves; confirmed ones, then those
+    /// not confirmed yet), a batch at a time to `each`, which returns
+    /// false to stop.
+    ///
+    /// # Errors
+    /// When the clock cannot be read or the kernel refuses a read.
+    pub fn connections(&self, each: &mut dyn FnMut(Vec<ConnView>) -> bool) -> Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let now = now_ns()?;
+        for (fd, name, confirmed) in [
+            (&self.conns, names::CONNS, true),
+            (&self.half_open, names::HALF_OPEN, false),
+        ] {
+            let mut go = true;
+            crate::batch::for_each::<FlowKey, Conn>(fd.as_raw_fd(), |keys, values| {
+                if !go {
+                    return;
+                }
+                let rows: Vec<ConnView> = keys
+                    .iter()
+                    .zip(values)
+                    .filter(|(_, c)| {
+                        c.flags & conn_flags::REPLY == 0 && !c.is_expired(&self.settings, now)
+                    })
+                    .map(|(k, c)| self.conn_view(k, c, confirmed, now))
+                    .collect();
+                if !rows.is_empty() {
+                    go = each(rows);
+                }
+            })
+            .map_err(|source| DataplaneError::Batch { name, source })?;
+            if !go {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn conn_view(&self, k: &FlowKey, c: &Conn, confirmed: bool, now: u64) -> ConnView {
+        ConnView {
+            confirmed,
+            client: Endpoint {
+                addr: addr(k.src_addr),
+                port: u16::from_be(k.src_port),
+            },
+            vip: Endpoint {
+                addr: addr(k.dst_addr),
+                port: u16::from_be(k.dst_port),
+            },
+            vip_name: self
+                .services
+                .vip_by_slot(c.vip_id)
+                .and_then(|v| v.spec.name.clone()),
+            backend: Endpoint {
+                addr: addr(c.nat_addr),
+                port: u16::from_be(c.nat_port),
+            },
+            protocol: Protocol::from_number(k.proto).unwrap_or_default(),
+            state: ConnState::name(c.state).to_string(),
+            idle: Duration::from_nanos(now.saturating_sub(c.last_seen_ns)),
+            expires_in: Duration::from_nanos(
+                (c.last_seen_ns + self.settings.timeout_ns(c.state)).saturating_sub(now),
+            ),
+        }
+    }
+
+    /// The live sessions, a batch at a time to `each`, which returns false
+    /// to stop.
+    ///
+    /// # Errors
+    /// When the clock cannot be read or the kernel refuses a read.
+    pub fn sessions(&self, each: &mut dyn FnMut(Vec<SessionView>) -> bool) -> Result<()> {
+        use std::os::fd::AsRawFd as _;
+        let now = now_ns()?;
+        let mut go = true;
+        crate::batch::for_each::<SessionKey, Session>(self.sessions.as_raw_fd(), |keys, values| {
+            if !go {
+                return;
+            }
+            let rows: Vec<SessionView> = keys
+                .iter()
+                .zip(values)
+                .filter_map(|(k, s)| self.session_view(k, s, now))
+                .collect();
+            if !rows.is_empty() {
+                go = each(rows);
+            }
+        })
+        .map_err(|source| DataplaneError::Batch {
+            name: names::SESSIONS,
+            source,
+        })
+    }
+
+    fn session_view(&self, k: &SessionKey, s: &Session, now: u64) -> Option<SessionView> {
+        let v = self.services.vip_by_slot(k.vip_id)?;
+        let timeout = nanos(v.spec.persistence_timeout);
+        if !s.is_live(timeout, nanos(v.spec.max_lifetime), now) {
+            return None;
+        }
+        let backend = v
+            .backends
+            .iter()
+            .find(|b| b.slot == s.backend_id && b.gen == s.backend_gen);
+        Some(SessionView {
+            client: addr(k.client),
+            netmask: v.spec.persistence_netmask,
+            vip: v.spec.id.endpoint,
+            protocol: v.spec.id.protocol,
+            backend: backend.map(|b| b.endpoint),
+            time_left: Duration::from_nanos((s.last_seen_ns + timeout).saturating_sub(now)),
+            age: Duration::from_nanos(now.saturating_sub(s.created_ns)),
         })
     }
 }
@@ -1264,6 +1363,12 @@ pub struct Stats {
     #[serde(default)]
     pub half_open_evictions: u64,
     pub max_half_open: u32,
+    /// How long the last sweep took.
+    #[serde(default)]
+    pub last_sweep_seconds: Option<f64>,
+    /// Entries the sweeps deleted so far, by table.
+    #[serde(default)]
+    pub sweep_deleted: Vec<(String, u64)>,
 }
 
 /// A backend's state, for the metrics.

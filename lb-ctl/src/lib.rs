@@ -9,6 +9,7 @@
 //! - [`control`]: the Unix-socket protocol between `lb-ctl attach` and the
 //!   other subcommands; [`daemon`] is `lb-ctl attach` itself;
 //! - [`metrics`]: Prometheus text output; [`sysctl`]: host settings.
+pub mod api;
 pub mod batch;
 pub mod config;
 pub mod control;

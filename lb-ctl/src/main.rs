@@ -6,9 +6,9 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 use lb_ctl::{
     config::Config,
-    control::{self, BackendRow, Request, Response, DEFAULT_SOCKET},
+    control::{self, BackendRow, DEFAULT_SOCKET},
     daemon::{self, AttachOptions},
-    metrics,
+    dataplane::{ConnView, SessionView},
     sched::Scheduler,
     services::{Endpoint, Protocol, Vip, VipId, VipSpec},
 };
@@ -100,13 +100,40 @@ enum Command {
     #[command(subcommand)]
     Backend(BackendCommand),
     /// List live connections: client, VIP, backend, protocol, state, idle time.
-    Conns,
+    Conns {
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// List live persistence sessions: client (prefix), VIP, backend, time left.
-    Sessions,
+    Sessions {
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// The attachment (interfaces, mode, program and link ids), the tables'
+    /// capacity and occupancy, the last sweep, the uptime.
+    Status {
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Print the data path's counters in the Prometheus text format.
     Stats,
     /// Validate a config file without touching the kernel.
     CheckConfig { file: PathBuf },
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `lb-ctl completions bash > /etc/bash_completion.d/lb-ctl`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), e.g. `lb-ctl man > /usr/local/share/man/man1/lb-ctl.1`.
+    Man,
+}
+
+/// How listings are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// Aligned columns for people.
+    Text,
+    /// JSON for scripts (one array; `conns` and `sessions`: one object a
+    /// line).
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -143,7 +170,10 @@ enum VipCommand {
         protocol: Protocol,
     },
     /// List virtual services.
-    List,
+    List {
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -186,12 +216,22 @@ enum BackendCommand {
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
     },
+    /// Change a backend's weight (its share of new clients under wrr).
+    Weight {
+        vip: Endpoint,
+        backend: Endpoint,
+        weight: u32,
+        #[arg(long, value_enum, default_value = "tcp")]
+        protocol: Protocol,
+    },
     /// List backends, of all VIPs or of one: state (up, down, draining),
     /// share of new clients, live connections and sessions, health checks.
     List {
         vip: Option<Endpoint>,
         #[arg(long, value_enum)]
         protocol: Option<Protocol>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
     },
 }
 
@@ -209,7 +249,23 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let request = match cli.command {
+    let socket = cli.socket;
+    let call = |method: &str, path: &str, body: Option<serde_json::Value>| {
+        control::call(&socket, method, path, body.as_ref())
+    };
+    let vip_path =
+        |vip: Endpoint, protocol: Protocol| format!("/v1/vips/{vip}{}", protocol_query(protocol));
+    let backend_path = |vip: Endpoint, backend: Endpoint, protocol: Protocol, tail: &str| {
+        format!(
+            "/v1/vips/{vip}/backends/{backend}{tail}{}",
+            protocol_query(protocol)
+        )
+    };
+    let done = |reply: control::Reply| -> Result<()> {
+        println!("{}", reply.json::<lb_ctl::api::Done>()?.message);
+        Ok(())
+    };
+    match cli.command {
         Command::Attach {
             ifaces,
             config,
@@ -224,29 +280,29 @@ fn run(cli: Cli) -> Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            return runtime.block_on(daemon::run(AttachOptions {
+            runtime.block_on(daemon::run(AttachOptions {
                 ifaces,
                 config,
                 xdp_mode,
-                socket: cli.socket,
+                socket,
                 bpffs,
                 keep_state,
                 metrics_address,
                 program,
-            }));
+            }))
         }
         Command::Detach { ifaces, bpffs } => {
-            if control::call(&cli.socket, &Request::VipList).is_ok() {
+            if call("GET", "/v1/status", None).is_ok() {
                 bail!(
                     "a controller is running (it answers on {}); stop it with SIGTERM, which \
                      detaches unless it was started with --keep-state",
-                    cli.socket.display()
+                    socket.display()
                 );
             }
             for line in daemon::detach(&ifaces, &bpffs)? {
                 println!("{line}");
             }
-            return Ok(());
+            Ok(())
         }
         Command::CheckConfig { file } => {
             let (config, services) = Config::load(&file)?;
@@ -258,7 +314,21 @@ fn run(cli: Cli) -> Result<()> {
                 config.limits.max_connections,
                 config.limits.max_sessions
             );
-            return Ok(());
+            Ok(())
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "lb-ctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())?;
+            Ok(())
         }
         Command::Vip(VipCommand::Add {
             vip,
@@ -268,8 +338,8 @@ fn run(cli: Cli) -> Result<()> {
             persistence_netmask,
             max_lifetime,
             name,
-        }) => Request::VipAdd {
-            spec: VipSpec {
+        }) => {
+            let spec = VipSpec {
                 name,
                 id: VipId {
                     endpoint: vip,
@@ -280,83 +350,106 @@ fn run(cli: Cli) -> Result<()> {
                 persistence_netmask,
                 max_lifetime,
                 health_check: None,
-            },
-        },
-        Command::Vip(VipCommand::Remove { vip, protocol }) => Request::VipRemove {
-            vip: VipId {
-                endpoint: vip,
-                protocol,
-            },
-        },
-        Command::Vip(VipCommand::List) => Request::VipList,
+            };
+            done(call("POST", "/v1/vips", Some(serde_json::to_value(spec)?))?)
+        }
+        Command::Vip(VipCommand::Remove { vip, protocol }) => {
+            done(call("DELETE", &vip_path(vip, protocol), None)?)
+        }
+        Command::Vip(VipCommand::List { output }) => {
+            let vips: Vec<Vip> = call("GET", "/v1/vips", None)?.json()?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&vips)?),
+                Output::Text => print_vips(&vips),
+            }
+            Ok(())
+        }
         Command::Backend(BackendCommand::Add {
             vip,
             backend,
             weight,
             protocol,
-        }) => Request::BackendAdd {
-            vip: VipId {
-                endpoint: vip,
-                protocol,
-            },
-            backend,
-            weight,
-        },
+        }) => done(call(
+            "POST",
+            &format!("/v1/vips/{vip}/backends{}", protocol_query(protocol)),
+            Some(serde_json::json!({ "backend": backend, "weight": weight })),
+        )?),
         Command::Backend(BackendCommand::Remove {
             vip,
             backend,
             protocol,
-        }) => Request::BackendRemove {
-            vip: VipId {
-                endpoint: vip,
-                protocol,
-            },
+        }) => done(call(
+            "DELETE",
+            &backend_path(vip, backend, protocol, ""),
+            None,
+        )?),
+        Command::Backend(BackendCommand::Weight {
+            vip,
             backend,
-        },
+            weight,
+            protocol,
+        }) => done(call(
+            "PUT",
+            &backend_path(vip, backend, protocol, ""),
+            Some(serde_json::json!({ "weight": weight })),
+        )?),
         Command::Backend(BackendCommand::Drain {
             vip,
             backend,
             protocol,
             repin,
-        }) => Request::BackendDrain {
-            vip: VipId {
-                endpoint: vip,
-                protocol,
-            },
-            backend,
-            repin,
-        },
+        }) => done(call(
+            "POST",
+            &backend_path(vip, backend, protocol, "/drain"),
+            Some(serde_json::json!({ "repin": repin })),
+        )?),
         Command::Backend(BackendCommand::Enable {
             vip,
             backend,
             protocol,
-        }) => Request::BackendEnable {
-            vip: VipId {
-                endpoint: vip,
-                protocol,
-            },
-            backend,
-        },
-        Command::Backend(BackendCommand::List { vip, protocol }) => {
-            Request::BackendList { vip, protocol }
+        }) => done(call(
+            "POST",
+            &backend_path(vip, backend, protocol, "/enable"),
+            None,
+        )?),
+        Command::Backend(BackendCommand::List {
+            vip,
+            protocol,
+            output,
+        }) => {
+            let mut query = Vec::new();
+            if let Some(v) = vip {
+                query.push(format!("vip={v}"));
+            }
+            if let Some(p) = protocol {
+                query.push(format!("protocol={}", p.as_str()));
+            }
+            let path = if query.is_empty() {
+                "/v1/backends".to_string()
+            } else {
+                format!("/v1/backends?{}", query.join("&"))
+            };
+            let rows: Vec<BackendRow> = call("GET", &path, None)?.json()?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Text => print_backends(&rows),
+            }
+            Ok(())
         }
-        Command::Conns => Request::Conns,
-        Command::Sessions => Request::Sessions,
-        Command::Stats => Request::Stats,
-    };
-    match control::call(&cli.socket, &request)? {
-        Response::Done { message } => println!("{message}"),
-        Response::Error { message } => bail!("{message}"),
-        Response::Backends { backends } => print_backends(&backends),
-        Response::Vips { vips } => print_vips(&vips),
-        Response::Conns { conns } => {
+        Command::Conns { output } => {
+            let reply = call("GET", "/v1/connections", None)?;
+            if output == Output::Json {
+                print!("{}", reply.text()?);
+                return Ok(());
+            }
+            let conns: Vec<ConnView> = reply.lines()?;
             println!(
-                "{:<22} {:<22} {:<22} {:<5} {:<12} {:>8} {:>9}",
+                "{:<22} {:<22} {:<22} {:<5} {:<16} {:>8} {:>9}",
                 "CLIENT", "VIP", "BACKEND", "PROTO", "STATE", "IDLE", "EXPIRES"
             );
             for c in conns {
                 println!(
-                    "{:<22} {:<22} {:<22} {:<5} {:<12} {:>8} {:>9}",
+                    "{:<22} {:<22} {:<22} {:<5} {:<16} {:>8} {:>9}",
                     c.client.to_string(),
                     c.vip.to_string(),
                     c.backend.to_string(),
@@ -370,27 +463,105 @@ fn run(cli: Cli) -> Result<()> {
                     secs(c.expires_in)
                 );
             }
+            Ok(())
         }
-        Response::Sessions { sessions } => {
+        Command::Sessions { output } => {
+            let reply = call("GET", "/v1/sessions", None)?;
+            if output == Output::Json {
+                print!("{}", reply.text()?);
+                return Ok(());
+            }
+            let sessions: Vec<SessionView> = reply.lines()?;
             println!(
-                "{:<20} {:<22} {:<5} {:<22} {:>9}",
-                "CLIENT", "VIP", "PROTO", "BACKEND", "TIME LEFT"
+                "{:<20} {:<22} {:<5} {:<22} {:>9} {:>9}",
+                "CLIENT", "VIP", "PROTO", "BACKEND", "TIME LEFT", "AGE"
             );
             for s in sessions {
                 println!(
-                    "{:<20} {:<22} {:<5} {:<22} {:>9}",
+                    "{:<20} {:<22} {:<5} {:<22} {:>9} {:>9}",
                     format!("{}/{}", s.client, s.netmask),
                     s.vip.to_string(),
                     s.protocol.as_str(),
                     s.backend
                         .map_or_else(|| "(removed)".to_string(), |b| b.to_string()),
-                    secs(s.time_left)
+                    secs(s.time_left),
+                    secs(s.age)
                 );
             }
+            Ok(())
         }
-        Response::Stats { stats } => print!("{}", metrics::render(&stats)),
+        Command::Status { output } => {
+            let status: control::Status = call("GET", "/v1/status", None)?.json()?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+                Output::Text => print_status(&status),
+            }
+            Ok(())
+        }
+        Command::Stats => {
+            print!("{}", call("GET", "/metrics", None)?.text()?);
+            Ok(())
+        }
     }
-    Ok(())
+}
+
+/// `?protocol=udp` for UDP (TCP is the API's default).
+fn protocol_query(p: Protocol) -> String {
+    match p {
+        Protocol::Tcp => String::new(),
+        Protocol::Udp => "?protocol=udp".into(),
+    }
+}
+
+fn print_status(s: &control::Status) {
+    println!(
+        "interfaces:  {} ({} mode: {})",
+        s.interfaces.join(", "),
+        s.mode,
+        s.mode_reason
+    );
+    println!(
+        "program:     id {}; links {}",
+        s.program_id
+            .map_or_else(|| "?".to_string(), |i| i.to_string()),
+        if s.link_ids.is_empty() {
+            "-".to_string()
+        } else {
+            s.link_ids
+                .iter()
+                .map(|(i, id)| format!("{i}: {id}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!("services:    {} VIP(s), {} backend(s)", s.vips, s.backends);
+    println!("uptime:      {}s", s.uptime_seconds);
+    println!(
+        "{:<12} {:>12} {:>12} {:>6}",
+        "TABLE", "ENTRIES", "CAPACITY", "USED"
+    );
+    for t in &s.tables {
+        println!(
+            "{:<12} {:>12} {:>12} {:>5.1}%",
+            t.name,
+            t.entries,
+            t.capacity,
+            100.0 * t.entries as f64 / t.capacity.max(1) as f64
+        );
+    }
+    match &s.last_sweep {
+        Some(w) => println!(
+            "last sweep:  {:.1}s ago, took {:.3}s, deleted {}",
+            w.seconds_ago,
+            w.duration_seconds,
+            w.deleted
+                .iter()
+                .map(|(t, n)| format!("{n} {t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => println!("last sweep:  none yet (table occupancy is counted by the sweeps)"),
+    }
 }
 
 fn secs(d: Duration) -> String {

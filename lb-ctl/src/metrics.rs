@@ -4,6 +4,22 @@ use std::fmt::Write as _;
 
 use crate::dataplane::Stats;
 
+/// A label value as the text format wants it: backslash, double quote and
+/// line feed escaped.
+#[must_use]
+pub fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Render `stats` in the Prometheus text format (version 0.0.4).
 #[must_use]
 pub fn render(stats: &Stats) -> String {
@@ -24,10 +40,7 @@ pub fn render(stats: &Stats) -> String {
             "vip=\"{}\",protocol=\"{}\",name=\"{}\"",
             id.endpoint,
             id.protocol.as_str(),
-            name.as_deref()
-                .unwrap_or("")
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
+            escape(name.as_deref().unwrap_or(""))
         )
     };
     let be_label = |id: &crate::services::VipId, b: &crate::services::Endpoint| {
@@ -169,10 +182,28 @@ pub fn render(stats: &Stats) -> String {
             .collect(),
     );
     family(
+        "lb_sweep_deleted_total",
+        "counter",
+        "Expired entries the sweeps deleted, by table.",
+        stats
+            .sweep_deleted
+            .iter()
+            .map(|(t, v)| (format!("table=\"{t}\""), *v))
+            .collect(),
+    );
+    family(
         "lb_half_open_evictions_total",
         "counter",
         "Unconfirmed flows (TCP half-open, UDP unanswered) evicted to make room for newer ones, estimated at each sweep.",
         vec![(String::new(), stats.half_open_evictions)],
     );
+    if let Some(seconds) = stats.last_sweep_seconds {
+        let _ = writeln!(
+            out,
+            "# HELP lb_sweep_duration_seconds How long the last sweep of the tables took."
+        );
+        let _ = writeln!(out, "# TYPE lb_sweep_duration_seconds gauge");
+        let _ = writeln!(out, "lb_sweep_duration_seconds {seconds}");
+    }
     out
 }

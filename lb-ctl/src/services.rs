@@ -397,6 +397,30 @@ impl Services {
         Ok(out)
     }
 
+    /// Change a backend's weight (and so its share of new clients).
+    ///
+    /// # Errors
+    /// When the VIP or the backend does not exist, or the weight is out of
+    /// range.
+    pub fn set_weight(
+        &mut self,
+        vip: &VipId,
+        backend: Endpoint,
+        weight: u32,
+    ) -> Result<(), ServiceError> {
+        if weight == 0 || weight > MAX_WEIGHT {
+            return Err(ServiceError::Weight {
+                vip: *vip,
+                backend,
+                weight,
+            });
+        }
+        self.edit_backend(vip, backend, |b| {
+            b.weight = weight;
+            Ok(())
+        })
+    }
+
     /// Record a health-check verdict.
     ///
     /// # Errors
@@ -481,6 +505,73 @@ impl Kept {
 }
 
 impl Services {
+    /// What this model says about ids, as kept tables would (every slot
+    /// ever used, with its last generation).
+    #[must_use]
+    pub fn as_kept(&self) -> Kept {
+        let mut kept = Kept {
+            vips: self
+                .vips()
+                .map(|v| KeptVip {
+                    id: v.spec.id,
+                    slot: v.slot,
+                    persistence_timeout: v.spec.persistence_timeout,
+                    persistence_netmask: v.spec.persistence_netmask,
+                    max_lifetime: v.spec.max_lifetime,
+                })
+                .collect(),
+            backends: Vec::new(),
+        };
+        for (&slot, &gen) in &self.backend_gens {
+            let live = self
+                .vips()
+                .find_map(|v| v.backends.iter().find(|b| b.slot == slot).map(|b| (v, b)));
+            kept.backends.push(match live {
+                Some((v, b)) => KeptBackend {
+                    slot,
+                    vip_slot: v.slot,
+                    endpoint: b.endpoint,
+                    gen: b.gen,
+                    active: true,
+                },
+                None => KeptBackend {
+                    slot,
+                    vip_slot: u32::MAX,
+                    endpoint: Endpoint {
+                        addr: Ipv4Addr::UNSPECIFIED,
+                        port: 0,
+                    },
+                    gen,
+                    active: false,
+                },
+            });
+        }
+        kept
+    }
+
+    /// This model (a reloaded config) moved onto the ids of `current`, the
+    /// running one: as after a restart, kept VIPs and backends keep their
+    /// ids, and backends that stay keep their health and drain state.
+    ///
+    /// # Errors
+    /// When the ids run out.
+    pub fn on_current_ids(&self, current: &Self) -> Result<Self, ServiceError> {
+        let mut next = self.on_kept_ids(&current.as_kept())?;
+        for v in next.vips.values_mut() {
+            let Some(was) = current.vip(&v.spec.id) else {
+                continue;
+            };
+            for b in &mut v.backends {
+                if let Some(old) = was.backends.iter().find(|o| o.endpoint == b.endpoint) {
+                    b.down = old.down;
+                    b.drain = old.drain;
+                }
+            }
+            rebuild(v)?;
+        }
+        Ok(next)
+    }
+
     /// The model the kept tables describe, as far as they tell: VIPs with
     /// their slots and active backends (weights and selection tables are
     /// not needed to move the tables on from it).

@@ -137,6 +137,8 @@ pub struct Lab {
     servers: Vec<Child>,
     /// The `lb-lab-node xdp-pass` helpers on the balancer's veth peers.
     xdp_helpers: Vec<Child>,
+    /// `RUST_LOG` for the controller (default: its own, info).
+    pub log_filter: Option<String>,
     controller: Option<Child>,
 }
 
@@ -181,6 +183,7 @@ impl Lab {
             workdir,
             servers: Vec::new(),
             xdp_helpers: Vec::new(),
+            log_filter: None,
             controller: None,
         };
         lab.build()
@@ -439,11 +442,12 @@ impl Lab {
             self.bpffs().to_string_lossy().into_owned(),
         ]);
         args.extend(extra.iter().map(|s| (*s).to_string()));
-        let child = Command::new("ip")
-            .args(&args)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+        let mut cmd = Command::new("ip");
+        cmd.args(&args).stdout(Stdio::null()).stderr(log);
+        if let Some(filter) = &self.log_filter {
+            cmd.env("RUST_LOG", filter);
+        }
+        let child = cmd.spawn()?;
         self.controller = Some(child);
         let up = wait_for(Duration::from_secs(30), || {
             if let Some(c) = self.controller.as_mut() {

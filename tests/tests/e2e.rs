@@ -377,6 +377,8 @@ fn removing_the_pinned_backend_repins_without_a_failed_request() {
 fn idle_entries_are_swept() {
     let _g = serial();
     let mut lab = Lab::up("lbe-sweep", Layout::OneArm, 2, 3).unwrap();
+    // The per-sweep line is at debug level.
+    lab.log_filter = Some("lb_ctl=debug".into());
     lab.start_balancer(&config(
         &(vip(80, "tcp", "rr", "0s", 32, &[(1, 1), (2, 1)])
             + &vip(8080, "udp", "rr", "0s", 32, &[(1, 1)])),
@@ -694,7 +696,9 @@ fn log_ms(line: &str) -> Option<u64> {
 #[test]
 fn control_socket_answers_during_a_two_million_entry_sweep() {
     let _g = serial();
-    let mut lab = Lab::up("lbe-sweep", Layout::Plain, 1, 2).unwrap();
+    let mut lab = Lab::up("lbe-sweep2m", Layout::Plain, 1, 2).unwrap();
+    // The per-sweep line is at debug level.
+    lab.log_filter = Some("lb_ctl=debug".into());
     let cfg = |sweep: &str| {
         config(
             &vip(80, "tcp", "rr", "0s", 32, &[(1, 1)]),
