@@ -20,6 +20,10 @@
 //! Errors carry a status by kind (400 invalid input, 404 unknown VIP or
 //! backend, 409 duplicate, 500 kernel failure) and `{"error": "…"}`.
 
+// A refused request is answered with an axum `Response`, built once per
+// failure: its size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::{
     convert::Infallible,
     sync::{Arc, Mutex},

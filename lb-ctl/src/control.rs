@@ -206,8 +206,12 @@ pub fn bind(path: &Path) -> Result<tokio::net::UnixListener, ControlError> {
         std::fs::remove_file(path).map_err(bind_err)?;
     }
     if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(bind_err)?;
+        if !dir.as_os_str().is_empty() {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(bind_err)?;
+            }
+            // Root's only: whoever can reach the socket controls the
+            // balancer.
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(bind_err)?;
         }
@@ -307,7 +311,7 @@ async fn call_async(
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let bytes = body
-        .map(|b| serde_json::to_vec(b))
+        .map(serde_json::to_vec)
         .transpose()?
         .unwrap_or_default();
     let request = hyper::Request::builder()

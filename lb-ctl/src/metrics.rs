@@ -207,3 +207,81 @@ pub fn render(stats: &Stats) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        dataplane::{Stats, Traffic},
+        services::{Endpoint, Protocol, VipId},
+    };
+
+    #[test]
+    fn names_with_quotes_backslashes_and_newlines_still_parse() {
+        let id = VipId {
+            endpoint: Endpoint {
+                addr: std::net::Ipv4Addr::new(198, 18, 0, 100),
+                port: 80,
+            },
+            protocol: Protocol::Tcp,
+        };
+        let name = "we\"b\\shop\nline two".to_string();
+        let stats = Stats {
+            vips: vec![(
+                id,
+                Some(name.clone()),
+                Traffic {
+                    packets: 7,
+                    bytes: 700,
+                    new_conns: 1,
+                },
+            )],
+            backends: Vec::new(),
+            reasons: vec![("tx".into(), 7)],
+            max_conns: 10,
+            max_sessions: 10,
+            device_xdp_errors: Vec::new(),
+            backend_states: Vec::new(),
+            table_entries: vec![("connections".into(), 2)],
+            half_open_evictions: 0,
+            max_half_open: 10,
+            last_sweep_seconds: Some(0.25),
+            sweep_deleted: vec![("connections".into(), 3)],
+        };
+        let text = render(&stats);
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+        let packets = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "lb_vip_packets_total")
+            .expect("the VIP's sample");
+        // The parser hands label values over as written (escaped): undo the
+        // three escapes the format has and compare.
+        let raw = packets.labels.get("name").expect("the name label");
+        let mut unescaped = String::new();
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\\' {
+                match chars.next() {
+                    Some('n') => unescaped.push('\n'),
+                    Some(other) => unescaped.push(other),
+                    None => {}
+                }
+            } else {
+                unescaped.push(c);
+            }
+        }
+        assert_eq!(unescaped, name, "{text}");
+        assert!(matches!(packets.value, prometheus_parse::Value::Counter(v) if v == 7.0));
+        let sweep = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "lb_sweep_duration_seconds")
+            .expect("the sweep's duration");
+        assert!(matches!(sweep.value, prometheus_parse::Value::Gauge(v) if v == 0.25));
+        // Every sample line parsed (none was split by the newline).
+        let lines = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(scrape.samples.len(), lines, "{text}");
+    }
+}

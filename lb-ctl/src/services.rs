@@ -62,8 +62,8 @@ impl Protocol {
     }
 }
 
-/// An IPv4 address and port, written `198.18.0.100:80`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// An IPv4 address and port, written `198.18.0.100:80` (also in JSON).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
     pub addr: Ipv4Addr,
     pub port: u16,
@@ -72,6 +72,19 @@ pub struct Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.addr, self.port)
+    }
+}
+
+impl Serialize for Endpoint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Endpoint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -111,6 +124,7 @@ pub struct VipSpec {
     pub id: VipId,
     pub scheduler: Scheduler,
     /// 0 turns persistence off.
+    #[serde(with = "humantime_serde")]
     pub persistence_timeout: Duration,
     /// Clients sharing this prefix length share a session.
     pub persistence_netmask: u8,

@@ -506,6 +506,19 @@ impl Lab {
         }
     }
 
+    /// Send `signal` to the controller.
+    ///
+    /// # Errors
+    /// When no controller runs.
+    pub fn signal_balancer(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let Some(child) = self.controller.as_ref() else {
+            bail!("no controller running")
+        };
+        // `ip netns exec` execs, so the child's pid is the controller's.
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)?;
+        Ok(())
+    }
+
     /// Kill the controller with SIGKILL (a crash, an OOM kill) and wait for
     /// it to be gone.
     ///

@@ -1,0 +1,322 @@
+//! The operator's surface end to end: the HTTP API on the control socket
+//! through a real HTTP client (curl), `-o json` against the text listings,
+//! SIGHUP reloads, and the socket's permissions. The tests run one at a
+//! time.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    process::Command,
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use lb_tests::lab::{wait_for, Lab, Layout, VIP};
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn config(name: &str, backends: &[u8], weight: u32) -> String {
+    let mut s = format!(
+        "vips:\n  - name: {name}\n    address: {VIP}\n    port: 80\n    persistence: {{ timeout: 300s }}\n    backends:\n"
+    );
+    for b in backends {
+        s.push_str(&format!(
+            "      - {{ address: 198.18.1.{}, port: 8080, weight: {weight} }}\n",
+            10 + b
+        ));
+    }
+    s + "sweeper: { interval: 1s }\n"
+}
+
+/// One request with curl over the lab's control socket: (status, headers,
+/// body).
+fn curl(lab: &Lab, method: &str, path: &str, body: Option<&str>) -> (u16, String, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-D", "-", "--unix-socket"])
+        .arg(&lab.socket)
+        .args(["-X", method, &format!("http://lb{path}")]);
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "-d", b]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "curl {method} {path}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[track_caller]
+fn expect(lab: &Lab, method: &str, path: &str, body: Option<&str>, status: u16) -> Value {
+    let (got, _, text) = curl(lab, method, path, body);
+    assert_eq!(got, status, "{method} {path}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_api_serves_every_resource_with_statuses_by_kind() {
+    let _g = serial();
+    let mut lab = Lab::up("lbo-api", Layout::Plain, 1, 2).unwrap();
+    lab.start_balancer(&config("web", &[1], 1)).unwrap();
+    let status = expect(&lab, "GET", "/v1/status", None, 200);
+    assert_eq!(status["interfaces"], serde_json::json!(["eth0"]));
+    assert_eq!(status["mode"], "generic");
+    assert_eq!(status["tables"].as_array().unwrap().len(), 4);
+    let vips = expect(&lab, "GET", "/v1/vips", None, 200);
+    assert_eq!(vips[0]["spec"]["name"], "web");
+    // VIPs: add, duplicate, bad body.
+    let spec = format!(
+        r#"{{"name":"api","id":{{"endpoint":"{VIP}:81","protocol":"tcp"}},"scheduler":"wrr","persistence_timeout":"0s","persistence_netmask":32}}"#
+    );
+    expect(&lab, "POST", "/v1/vips", Some(&spec), 201);
+    let e = expect(&lab, "POST", "/v1/vips", Some(&spec), 409);
+    assert!(
+        e["error"].as_str().unwrap().contains("already exists"),
+        "{e}"
+    );
+    let e = expect(&lab, "POST", "/v1/vips", Some(r#"{"name":"x"}"#), 400);
+    assert!(
+        e["error"].as_str().unwrap().contains("missing field"),
+        "{e}"
+    );
+    // Backends: add, duplicate, bad weight, unknown VIP, bad address.
+    let vip81 = format!("/v1/vips/{VIP}:81");
+    let b2 = r#"{"backend":"198.18.1.12:8080","weight":2}"#;
+    expect(&lab, "POST", &format!("{vip81}/backends"), Some(b2), 201);
+    expect(&lab, "POST", &format!("{vip81}/backends"), Some(b2), 409);
+    let e = expect(
+        &lab,
+        "POST",
+        &format!("{vip81}/backends"),
+        Some(r#"{"backend":"198.18.1.11:8080","weight":0}"#),
+        400,
+    );
+    assert!(e["error"].as_str().unwrap().contains("weight 0"), "{e}");
+    let e = expect(
+        &lab,
+        "POST",
+        "/v1/vips/198.18.0.200:81/backends",
+        Some(b2),
+        404,
+    );
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("198.18.0.200:81/tcp does not exist"),
+        "{e}"
+    );
+    let e = expect(&lab, "POST", "/v1/vips/nonsense/backends", Some(b2), 400);
+    assert!(e["error"].as_str().unwrap().starts_with("VIP: "), "{e}");
+    // Weight, drain, enable, listing.
+    let b2path = format!("{vip81}/backends/198.18.1.12:8080");
+    expect(&lab, "PUT", &b2path, Some(r#"{"weight":3}"#), 200);
+    expect(
+        &lab,
+        "PUT",
+        &format!("{vip81}/backends/198.18.1.99:8080"),
+        Some(r#"{"weight":3}"#),
+        404,
+    );
+    expect(
+        &lab,
+        "POST",
+        &format!("{b2path}/drain"),
+        Some(r#"{"repin":true}"#),
+        200,
+    );
+    let rows = expect(
+        &lab,
+        "GET",
+        &format!("/v1/backends?vip={VIP}:81"),
+        None,
+        200,
+    );
+    assert_eq!(rows[0]["state"], "draining");
+    assert_eq!(rows[0]["weight"], 3);
+    expect(&lab, "POST", &format!("{b2path}/enable"), None, 200);
+    expect(&lab, "POST", &format!("{b2path}/enable"), None, 409);
+    // Removal, twice.
+    expect(&lab, "DELETE", &b2path, None, 200);
+    expect(&lab, "DELETE", &b2path, None, 404);
+    expect(&lab, "DELETE", &vip81, None, 200);
+    expect(&lab, "DELETE", &vip81, None, 404);
+    let e = expect(&lab, "GET", "/v1/nothing", None, 404);
+    assert!(e["error"].is_string());
+    let (code, head, text) = curl(&lab, "GET", "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(head.contains("content-type: text/plain; version=0.0.4"));
+    assert!(text.contains("lb_table_capacity{table=\"connections\"}"));
+    // Connections and sessions: NDJSON, one real connection.
+    let r = lab.http(0, 80, &["--count", "1"]).unwrap();
+    assert!(r[0].backend().is_some());
+    let (code, head, text) = curl(&lab, "GET", "/v1/sessions", None);
+    assert_eq!(code, 200);
+    assert!(head.contains("application/x-ndjson"));
+    let s: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(s["client"], "198.18.0.11");
+}
+
+/// A listing of 200 000 connections streams as NDJSON (chunked, one object a
+/// line), and `-o json` of every listing matches its text form.
+#[test]
+fn listings_stream_and_json_matches_text() {
+    let _g = serial();
+    let mut lab = Lab::up("lbo-json", Layout::Plain, 1, 2).unwrap();
+    lab.start_balancer(&config("web", &[1, 2], 1)).unwrap();
+    for _ in 0..3 {
+        assert!(lab.http(0, 80, &["--count", "1"]).unwrap()[0]
+            .backend()
+            .is_some());
+    }
+    // -o json against the text listings.
+    let text = lab.ctl(&["vip", "list"]).unwrap();
+    let json: Value =
+        serde_json::from_str(&lab.ctl(&["vip", "list", "-o", "json"]).unwrap()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), text.lines().count() - 1);
+    assert!(text.contains(json[0]["spec"]["name"].as_str().unwrap()));
+    let text = lab.ctl(&["backend", "list"]).unwrap();
+    let json: Value =
+        serde_json::from_str(&lab.ctl(&["backend", "list", "-o", "json"]).unwrap()).unwrap();
+    for (row, line) in json.as_array().unwrap().iter().zip(text.lines().skip(1)) {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols[2], row["backend"].as_str().unwrap());
+        assert_eq!(cols[3], row["state"].as_str().unwrap());
+        assert_eq!(cols[6], row["connections"].to_string());
+        assert_eq!(cols[7], row["sessions"].to_string());
+    }
+    for what in ["conns", "sessions"] {
+        let text = lab.ctl(&[what]).unwrap();
+        let json = lab.ctl(&[what, "-o", "json"]).unwrap();
+        let rows: Vec<Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            rows.len(),
+            text.lines().count() - 1,
+            "{what}: {text}\n{json}"
+        );
+        for r in &rows {
+            assert!(text.contains(r["vip"].as_str().unwrap()));
+        }
+    }
+    let status: Value = serde_json::from_str(&lab.ctl(&["status", "-o", "json"]).unwrap()).unwrap();
+    assert!(status["program_id"].as_u64().unwrap() > 0);
+    assert!(lab.ctl(&["status"]).unwrap().contains("connections"));
+    // 200 000 live connections in the table, then the listing.
+    let path = lab
+        .bpffs()
+        .join(format!("lb/v{}/CONNS", lb_common::LAYOUT_VERSION));
+    let data = aya::maps::MapData::from_pin(&path).unwrap();
+    let mut conns: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::Conn> =
+        aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
+    let now = lb_ctl::dataplane::now_ns().unwrap();
+    const N: u32 = 200_000;
+    for i in 0..N {
+        let key = lb_common::FlowKey {
+            src_addr: u32::from_ne_bytes([198, 19, (i >> 16) as u8, (i >> 8) as u8]),
+            dst_addr: u32::from_ne_bytes(VIP.octets()),
+            src_port: (i as u16).to_be(),
+            dst_port: 80u16.to_be(),
+            proto: 6,
+            _pad: [0; 3],
+        };
+        let conn = lb_common::Conn {
+            last_seen_ns: now,
+            nat_addr: u32::from_ne_bytes([198, 18, 1, 11]),
+            nat_port: 8080u16.to_be(),
+            state: lb_common::ConnState::TCP_ESTABLISHED,
+            ..lb_common::Conn::default()
+        };
+        conns.insert(key, conn, 0).unwrap();
+    }
+    let (code, head, text) = curl(&lab, "GET", "/v1/connections", None);
+    assert_eq!(code, 200);
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    let lines = text.lines().count();
+    assert!(lines >= N as usize, "{lines} lines");
+    for l in text.lines().step_by(10_000) {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert!(v["client"].as_str().unwrap().contains(':'));
+    }
+}
+
+/// SIGHUP applies a changed file; a bad file changes nothing and says why.
+#[test]
+fn sighup_reloads_the_config() {
+    let _g = serial();
+    let mut lab = Lab::up("lbo-hup", Layout::Plain, 1, 2).unwrap();
+    lab.start_balancer(&config("web", &[1], 1)).unwrap();
+    let path = lab.workdir.join("lb.yaml");
+    std::fs::write(&path, config("shop", &[1, 2], 2)).unwrap();
+    lab.signal_balancer(nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    wait_for(Duration::from_secs(5), || {
+        lab.controller_log().contains("reloaded")
+    })
+    .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
+    let vips = lab.ctl(&["vip", "list"]).unwrap();
+    assert!(vips.contains("shop"), "{vips}");
+    let backends = lab.ctl(&["backend", "list"]).unwrap();
+    assert!(backends.contains("198.18.1.12:8080"), "{backends}");
+    // A bad file: refused, nothing changed.
+    std::fs::write(&path, config("bad", &[1], 0)).unwrap();
+    lab.signal_balancer(nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    wait_for(Duration::from_secs(5), || {
+        lab.controller_log().contains("reload refused")
+    })
+    .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
+    let log = lab.controller_log();
+    assert!(log.contains("weight 0 is out of range"), "{log}");
+    assert_eq!(lab.ctl(&["vip", "list"]).unwrap(), vips);
+    assert_eq!(
+        lab.ctl(&["backend", "list"]).unwrap().lines().count(),
+        backends.lines().count()
+    );
+    assert!(lab.http(0, 80, &["--count", "2"]).unwrap()[1]
+        .backend()
+        .is_some());
+}
+
+/// The socket is root's: mode 0600 in a 0700 directory, and another user is
+/// refused.
+#[test]
+fn the_socket_is_for_root_only() {
+    let _g = serial();
+    let mut lab = Lab::up("lbo-perm", Layout::Plain, 1, 1).unwrap();
+    lab.start_balancer(&config("web", &[1], 1)).unwrap();
+    let mode = std::fs::metadata(&lab.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let dir = std::fs::metadata(lab.socket.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(dir & 0o777, 0o700);
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "curl",
+            "-s",
+        ])
+        .arg("--unix-socket")
+        .arg(&lab.socket)
+        .arg("http://lb/v1/vips")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stdout.is_empty());
+}
