@@ -320,3 +320,29 @@ fn the_socket_is_for_root_only() {
     assert!(!out.status.success(), "{out:?}");
     assert!(out.stdout.is_empty());
 }
+
+/// Shell completions and the man page come from the command line.
+#[test]
+fn completions_and_man_page_are_generated() {
+    let ctl = lb_tests::lab::bin_dir().join("lb-ctl");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(&ctl)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("attach") && text.contains("drain"), "{shell}");
+    }
+    let out = Command::new(&ctl).arg("man").output().unwrap();
+    assert!(out.status.success());
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(man.starts_with(".ie") || man.contains(".TH"), "{man}");
+    assert!(man.contains("lb\\-ctl") || man.contains("lb-ctl"));
+    let bad = Command::new(&ctl)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("tcsh"));
+}
