@@ -172,7 +172,15 @@ async fn vips(State(c): State<Shared>) -> Response {
 
 async fn vip_add(State(c): State<Shared>, bytes: Bytes) -> Response {
     match body::<VipSpec>(&bytes) {
-        Ok(spec) => created(run(c, Request::VipAdd { spec }).await),
+        Ok(spec) => created(
+            run(
+                c,
+                Request::VipAdd {
+                    spec: Box::new(spec),
+                },
+            )
+            .await,
+        ),
         Err(r) => r,
     }
 }

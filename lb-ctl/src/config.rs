@@ -21,6 +21,31 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub sweeper: Sweeper,
+    #[serde(default)]
+    pub http: Http,
+}
+
+/// The `http:` block: settings of the layer-7 proxy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// The key that authenticates persistence cookies: created with a
+    /// random key when missing, kept across restarts; share it between
+    /// balancer hosts so that they honour each other's cookies.
+    #[serde(default = "default_key_file")]
+    pub cookie_key_file: std::path::PathBuf,
+}
+
+fn default_key_file() -> std::path::PathBuf {
+    "/var/lib/lb/cookie.key".into()
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            cookie_key_file: default_key_file(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +59,9 @@ pub struct VipConfig {
     pub protocol: Protocol,
     #[serde(default)]
     pub scheduler: Scheduler,
+    /// `tcp` (default): the XDP path; `http`: the layer-7 proxy.
+    #[serde(default)]
+    pub mode: crate::services::Mode,
     #[serde(default)]
     pub persistence: Persistence,
     /// Without one, every backend counts as up.
@@ -54,6 +82,9 @@ pub struct Persistence {
     /// talking; 0s: no limit.
     #[serde(with = "humantime_serde", default)]
     pub max_lifetime: Duration,
+    /// Cookie persistence (`mode: http` only).
+    #[serde(default)]
+    pub cookie: Option<crate::cookie::CookieSpec>,
 }
 
 impl Default for Persistence {
@@ -62,6 +93,7 @@ impl Default for Persistence {
             timeout: Duration::ZERO,
             netmask: default_netmask(),
             max_lifetime: Duration::ZERO,
+            cookie: None,
         }
     }
 }
@@ -292,6 +324,8 @@ impl Config {
                     persistence_netmask: v.persistence.netmask,
                     max_lifetime: v.persistence.max_lifetime,
                     health_check: v.health_check.clone(),
+                    mode: v.mode,
+                    cookie: v.persistence.cookie.clone(),
                 })
                 .map_err(|e| (i, e))?;
             for b in &v.backends {

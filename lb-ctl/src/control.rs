@@ -22,7 +22,7 @@ pub const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
 #[derive(Clone, Debug)]
 pub enum Request {
     VipAdd {
-        spec: VipSpec,
+        spec: Box<VipSpec>,
     },
     VipRemove {
         vip: VipId,

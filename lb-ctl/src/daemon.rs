@@ -51,6 +51,17 @@ pub struct Controller {
     last_sweep: Option<(std::time::Instant, std::time::Duration, [u64; 4])>,
     /// What the sweeps deleted so far, per table.
     swept_total: [u64; 4],
+    /// The layer-7 proxy, once a `mode: http` VIP exists.
+    http: Option<HttpPart>,
+    /// Where the cookie key is (`http.cookie_key_file`).
+    pub cookie_key_file: PathBuf,
+}
+
+/// The proxy and what the controller keeps of it.
+struct HttpPart {
+    view: tokio::sync::watch::Sender<Arc<crate::proxy::View>>,
+    listeners: crate::proxy::Listeners,
+    stats: crate::proxy::HttpStats,
 }
 
 /// The four state tables, in the order of the sweeps' figures.
@@ -144,6 +155,78 @@ impl Controller {
             started: std::time::Instant::now(),
             last_sweep: None,
             swept_total: [0; 4],
+            http: None,
+            cookie_key_file: crate::config::Http::default().cookie_key_file,
+        }
+    }
+
+    /// Serve the `mode: http` VIPs of `next` that are not served yet: bind
+    /// their sockets (and start the proxy, with its key, at the first).
+    /// Nothing is started when any of them cannot be.
+    ///
+    /// # Errors
+    /// Naming the VIP and the address, or the key file.
+    fn bind_new_http(
+        &mut self,
+        next: &Services,
+    ) -> Result<Vec<(VipId, std::net::TcpListener)>, String> {
+        let wanted: Vec<VipId> = next
+            .vips()
+            .filter(|v| v.spec.mode == crate::services::Mode::Http)
+            .map(|v| v.spec.id)
+            .filter(|id| !self.http.as_ref().is_some_and(|h| h.listeners.serves(id)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ensure_proxy()?;
+        wanted
+            .into_iter()
+            .map(|id| crate::proxy::bind(id).map(|l| (id, l)))
+            .collect()
+    }
+
+    /// Start the proxy (with its cookie key) unless it runs.
+    fn ensure_proxy(&mut self) -> Result<(), String> {
+        if self.http.is_none() {
+            let keys = crate::cookie::Keys::load_or_create(&self.cookie_key_file)?;
+            let (view, rx) =
+                tokio::sync::watch::channel(Arc::new(crate::proxy::view(&self.services)));
+            let stats = crate::proxy::HttpStats::default();
+            let proxy = crate::proxy::Proxy::new(keys, rx, Arc::clone(&stats));
+            self.http = Some(HttpPart {
+                view,
+                listeners: crate::proxy::Listeners::new(proxy),
+                stats,
+            });
+        }
+        Ok(())
+    }
+
+    /// Serve the `mode: http` VIPs whose sockets were bound before the
+    /// attach.
+    ///
+    /// # Errors
+    /// When the cookie key cannot be had.
+    pub fn start_http(&mut self, bound: Vec<(VipId, std::net::TcpListener)>) -> Result<(), String> {
+        if !bound.is_empty() {
+            self.ensure_proxy()?;
+            self.publish_http(bound);
+        }
+        Ok(())
+    }
+
+    /// Publish the model to the proxy, start the listeners just bound, stop
+    /// those of VIPs gone.
+    fn publish_http(&mut self, bound: Vec<(VipId, std::net::TcpListener)>) {
+        if let Some(h) = &mut self.http {
+            let view = crate::proxy::view(&self.services);
+            h.listeners.retain(&view);
+            h.view.send_replace(Arc::new(view));
+            for (id, listener) in bound {
+                log::info!("VIP {id}: serving HTTP (layer-7 proxy) on {}", id.endpoint);
+                h.listeners.start(id, listener);
+            }
         }
     }
 
@@ -314,6 +397,12 @@ impl Controller {
             ("pending".into(), t.pending),
         ];
         stats.half_open_evictions = t.evicted;
+        if let Some(h) = &self.http {
+            stats.http = lock(&h.stats)
+                .iter()
+                .map(|((vip, b), c)| (*vip, *b, *c))
+                .collect();
+        }
         stats.last_sweep_seconds = self.last_sweep.map(|(_, took, _)| took.as_secs_f64());
         stats.sweep_deleted = TABLES
             .iter()
@@ -364,6 +453,15 @@ impl Controller {
     /// Move the tables from the current model to `next`; on failure both
     /// stay as they were.
     fn replace(&mut self, next: Services, message: String) -> Response {
+        let bound = match self.bind_new_http(&next) {
+            Ok(b) => b,
+            Err(message) => {
+                return Response::Error {
+                    message,
+                    kind: ErrorKind::Conflict,
+                }
+            }
+        };
         if let Err(e) = self.dataplane.tables.apply(&self.services, &next) {
             if let Err(back) = self.dataplane.tables.apply(&next, &self.services) {
                 log::error!("restoring the tables after a failed change: {back}");
@@ -375,6 +473,7 @@ impl Controller {
         }
         log_rotation_changes(&self.services, &next);
         self.services = next;
+        self.publish_http(bound);
         log::info!("{message}");
         self.targets.send_if_modified(|t| {
             let new = targets(&self.services);
@@ -406,7 +505,7 @@ impl Controller {
         match request {
             Request::VipAdd { spec } => {
                 let id = spec.id;
-                self.change(|s| s.add_vip(spec).map(|()| format!("added VIP {id}")))
+                self.change(|s| s.add_vip(*spec).map(|()| format!("added VIP {id}")))
             }
             Request::VipRemove { vip } => {
                 self.change(|s| s.remove_vip(&vip).map(|_| format!("removed VIP {vip}")))
@@ -557,6 +656,22 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         );
     }
     let choice = crate::xdpmode::choose(opts.xdp_mode, &facts).map_err(anyhow::Error::msg)?;
+    // The `mode: http` VIPs' sockets and the cookie key, before anything
+    // is changed: a port taken or a key file unreadable is refused here.
+    let mut http_bound = Vec::new();
+    for v in services
+        .vips()
+        .filter(|v| v.spec.mode == crate::services::Mode::Http)
+    {
+        if http_bound.is_empty() {
+            crate::cookie::Keys::load_or_create(&config.http.cookie_key_file)
+                .map_err(anyhow::Error::msg)?;
+        }
+        http_bound.push((
+            v.spec.id,
+            crate::proxy::bind(v.spec.id).map_err(anyhow::Error::msg)?,
+        ));
+    }
     sysctl::ensure_bpffs(&opts.bpffs)?;
     let _owner = crate::pins::lock(
         &opts.bpffs,
@@ -659,6 +774,8 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
 
     let mut c = Controller::new(services, dataplane, opts.ifaces.clone());
     c.mode = (choice.mode.to_string(), choice.why.clone());
+    c.cookie_key_file = config.http.cookie_key_file.clone();
+    c.start_http(http_bound).map_err(anyhow::Error::msg)?;
     let controller = Arc::new(Mutex::new(c));
     tokio::spawn(crate::health::supervise(Arc::clone(&controller)));
     // The driver's XDP error counters: a warning while they grow.
@@ -705,7 +822,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
                 let limits = config.limits.clone();
                 let done = tokio::task::spawn_blocking(move || lock(&c).reload(&path, &limits)).await;
                 match done {
-                    Ok(Ok(message)) => log::info!("{message}"),
+                    Ok(Ok(_)) => {} // logged by the change itself
                     Ok(Err(e)) => log::error!("reload refused, nothing changed: {e:#}"),
                     Err(e) => log::error!("reload: {e}"),
                 }

@@ -740,7 +740,9 @@ impl Tables {
         };
         let old_backends = backends_of(old);
         for v in new.vips() {
-            if old.vip(&v.spec.id) == Some(v) {
+            // The XDP program leaves a `mode: http` VIP's traffic to the
+            // kernel (and so to the proxy): it is not in its maps.
+            if old.vip(&v.spec.id) == Some(v) || v.spec.mode == crate::services::Mode::Http {
                 continue;
             }
             for b in &v.backends {
@@ -796,9 +798,15 @@ impl Tables {
                 }
             }
         }
+        // Gone from the data path: removed, or now served by the proxy.
         let removed: Vec<&Vip> = old
             .vips()
-            .filter(|v| new.vip(&v.spec.id).is_none())
+            .filter(|v| {
+                v.spec.mode == crate::services::Mode::Tcp
+                    && new
+                        .vip(&v.spec.id)
+                        .is_none_or(|n| n.spec.mode == crate::services::Mode::Http)
+            })
             .collect();
         for v in &removed {
             match self.vips.remove(&vip_key(v)) {
@@ -979,6 +987,7 @@ impl Tables {
             max_half_open: self.max_half_open,
             last_sweep_seconds: None,
             sweep_deleted: Vec::new(),
+            http: Vec::new(),
         })
     }
 }
@@ -1369,6 +1378,13 @@ pub struct Stats {
     /// Entries the sweeps deleted so far, by table.
     #[serde(default)]
     pub sweep_deleted: Vec<(String, u64)>,
+    /// The layer-7 proxy's counters per VIP (backend `None`) and backend.
+    #[serde(default)]
+    pub http: Vec<(
+        crate::services::VipId,
+        Option<Endpoint>,
+        crate::proxy::HttpCounters,
+    )>,
 }
 
 /// A backend's state, for the metrics.

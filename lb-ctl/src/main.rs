@@ -162,6 +162,15 @@ enum VipCommand {
         /// A name shown in listings and metrics.
         #[arg(long)]
         name: Option<String>,
+        /// tcp: the XDP path (layer 4); http: the layer-7 proxy on this
+        /// host, listening on VIP:PORT (the address must be local).
+        #[arg(long, value_enum, default_value = "tcp")]
+        mode: lb_ctl::services::Mode,
+        /// With --mode http: persistence by a cookie of this name, inserted
+        /// by the balancer (default attributes; the config file sets them
+        /// all).
+        #[arg(long, value_name = "NAME")]
+        cookie: Option<String>,
     },
     /// Remove a virtual service, its connections and sessions.
     Remove {
@@ -338,6 +347,8 @@ fn run(cli: Cli) -> Result<()> {
             persistence_netmask,
             max_lifetime,
             name,
+            mode,
+            cookie,
         }) => {
             let spec = VipSpec {
                 name,
@@ -350,6 +361,8 @@ fn run(cli: Cli) -> Result<()> {
                 persistence_netmask,
                 max_lifetime,
                 health_check: None,
+                mode,
+                cookie: cookie.as_deref().map(lb_ctl::cookie::CookieSpec::named),
             };
             done(call("POST", "/v1/vips", Some(serde_json::to_value(spec)?))?)
         }

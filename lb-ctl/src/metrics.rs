@@ -138,6 +138,43 @@ pub fn render(stats: &Stats) -> String {
             })
             .collect(),
     );
+    let http_label = |vip: &crate::services::VipId, b: &Option<crate::services::Endpoint>| match b {
+        Some(b) => be_label(vip, b),
+        None => format!(
+            "vip=\"{}\",protocol=\"{}\"",
+            vip.endpoint,
+            vip.protocol.as_str()
+        ),
+    };
+    for (what, help, pick) in [
+        ("requests", "HTTP requests served by the layer-7 proxy (per VIP without a backend label, and per backend).", 0),
+        ("cookie_hits", "Requests routed by a valid persistence cookie.", 1),
+        ("cookie_inserts", "Persistence cookies issued (new users, invalid cookies, redispatches).", 2),
+        ("cookie_invalid", "Requests whose cookie was not honoured (tampered, expired, unknown, backend gone, down or draining).", 3),
+        ("redispatches", "Requests retried on another backend after a connect failure.", 4),
+        ("upstream_errors", "Requests that failed upstream (502/503).", 5),
+    ] {
+        family(
+            &format!("lb_http_{what}_total"),
+            "counter",
+            help,
+            stats
+                .http
+                .iter()
+                .map(|(vip, b, c)| {
+                    let v = match pick {
+                        0 => c.requests,
+                        1 => c.cookie_hits,
+                        2 => c.cookie_inserts,
+                        3 => c.cookie_invalid,
+                        4 => c.redispatches,
+                        _ => c.upstream_errors,
+                    };
+                    (http_label(vip, b), v)
+                })
+                .collect(),
+        );
+    }
     family(
         "lb_device_xdp_errors_total",
         "counter",
@@ -197,6 +234,43 @@ pub fn render(stats: &Stats) -> String {
         "Unconfirmed flows (TCP half-open, UDP unanswered) evicted to make room for newer ones, estimated at each sweep.",
         vec![(String::new(), stats.half_open_evictions)],
     );
+    let vips_http: Vec<_> = stats.http.iter().filter(|(_, b, _)| b.is_none()).collect();
+    if !vips_http.is_empty() {
+        let _ = writeln!(
+            out,
+            "# HELP lb_http_request_duration_seconds Time from a request's arrival to its response head, through the proxy."
+        );
+        let _ = writeln!(out, "# TYPE lb_http_request_duration_seconds histogram");
+        for (vip, _, c) in vips_http {
+            let label = format!(
+                "vip=\"{}\",protocol=\"{}\"",
+                vip.endpoint,
+                vip.protocol.as_str()
+            );
+            let mut cumulative = 0;
+            for (i, bound) in crate::proxy::LATENCY_BUCKETS.iter().enumerate() {
+                cumulative += c.latency[i];
+                let _ = writeln!(
+                    out,
+                    "lb_http_request_duration_seconds_bucket{{{label},le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            cumulative += c.latency[7];
+            let _ = writeln!(
+                out,
+                "lb_http_request_duration_seconds_bucket{{{label},le=\"+Inf\"}} {cumulative}"
+            );
+            let _ = writeln!(
+                out,
+                "lb_http_request_duration_seconds_sum{{{label}}} {}",
+                c.latency_sum_us as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "lb_http_request_duration_seconds_count{{{label}}} {cumulative}"
+            );
+        }
+    }
     if let Some(seconds) = stats.last_sweep_seconds {
         let _ = writeln!(
             out,
@@ -247,6 +321,7 @@ mod tests {
             max_half_open: 10,
             last_sweep_seconds: Some(0.25),
             sweep_deleted: vec![("connections".into(), 3)],
+            http: Vec::new(),
         };
         let text = render(&stats);
         let scrape =

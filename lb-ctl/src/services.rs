@@ -134,6 +134,23 @@ pub struct VipSpec {
     /// Without one, every backend counts as up.
     #[serde(default)]
     pub health_check: Option<crate::health::HealthCheck>,
+    /// `tcp`: the XDP path; `http`: the layer-7 proxy.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Cookie persistence (`mode: http` only).
+    #[serde(default)]
+    pub cookie: Option<crate::cookie::CookieSpec>,
+}
+
+/// Where a VIP is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The XDP program (layer 4, NAT).
+    #[default]
+    Tcp,
+    /// The layer-7 proxy (HTTP/1.1, cookie persistence).
+    Http,
 }
 
 /// How a draining backend treats the clients pinned to it.
@@ -246,6 +263,8 @@ pub enum ServiceError {
     HealthCheck(VipId, String),
     #[error("VIP {vip}: backend {backend} is not draining")]
     NotDraining { vip: VipId, backend: Endpoint },
+    #[error("VIP {0}: {1}")]
+    Http(VipId, String),
 }
 
 fn usable(addr: Ipv4Addr) -> bool {
@@ -293,6 +312,22 @@ impl Services {
             check
                 .validate()
                 .map_err(|e| ServiceError::HealthCheck(id, e))?;
+        }
+        match (spec.mode, &spec.cookie) {
+            (Mode::Tcp, Some(_)) => {
+                return Err(ServiceError::Http(
+                    id,
+                    "persistence.cookie needs mode: http (a tcp VIP has no cookies)".into(),
+                ))
+            }
+            (Mode::Http, Some(c)) => c.validate().map_err(|e| ServiceError::Http(id, e))?,
+            (Mode::Http, None) | (Mode::Tcp, None) => {}
+        }
+        if spec.mode == Mode::Http && id.protocol != Protocol::Tcp {
+            return Err(ServiceError::Http(
+                id,
+                "mode: http needs protocol: tcp".into(),
+            ));
         }
         if self.vips.contains_key(&id) {
             return Err(ServiceError::DuplicateVip(id));
@@ -613,6 +648,8 @@ impl Services {
                         persistence_netmask: v.persistence_netmask,
                         max_lifetime: v.max_lifetime,
                         health_check: None,
+                        mode: Mode::Tcp,
+                        cookie: None,
                     },
                     slot: v.slot,
                     backends,
@@ -732,6 +769,8 @@ mod tests {
             persistence_netmask: 32,
             max_lifetime: Duration::ZERO,
             health_check: None,
+            mode: Mode::Tcp,
+            cookie: None,
         }
     }
 

@@ -127,6 +127,8 @@ impl Bench {
                 persistence_netmask: netmask,
                 max_lifetime: std::time::Duration::ZERO,
                 health_check: None,
+                mode: lb_ctl::services::Mode::Tcp,
+                cookie: None,
             })
             .unwrap();
             for &(b, w) in backends {

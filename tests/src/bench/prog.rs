@@ -98,6 +98,8 @@ impl Rig {
             persistence_netmask: 32,
             max_lifetime: std::time::Duration::ZERO,
             health_check: None,
+            mode: lb_ctl::services::Mode::Tcp,
+            cookie: None,
         })?;
         for b in [B1, B2, B3] {
             services.add_backend(

@@ -1,0 +1,579 @@
+//! The layer-7 proxy of `mode: http` VIPs, on the controller's runtime
+//! (hyper 1: an HTTP/1.1 server per VIP, a pooled client to the backends).
+//!
+//! Every request is decided on its own, also on a keep-alive connection
+//! that carries several users' requests: a valid cookie (see
+//! [`crate::cookie`]) sends it to its backend while that backend is up and
+//! not drained with `--repin`; anything else — no cookie, a tampered,
+//! expired or unknown one, a backend gone, down or draining — is balanced
+//! afresh by the VIP's scheduler and gets a new cookie. Our cookie is
+//! stripped before the request goes upstream, and a `Set-Cookie` of our
+//! name from a backend is dropped. Backends see `X-Forwarded-For` and
+//! `Forwarded`. Bodies stream both ways. A connect failure to the chosen
+//! backend is retried once on another (its response then carries the new
+//! backend's cookie), for requests without a body.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use axum::body::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt as _, Empty, Full};
+use hyper::{
+    body::Incoming,
+    header::{HeaderValue, CACHE_CONTROL, COOKIE, SET_COOKIE},
+    Request, Response, StatusCode,
+};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioIo},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cookie::{unix_now, CookieSpec, Keys},
+    daemon::lock,
+    services::{Endpoint, Services, VipId},
+};
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What the proxy needs of one `mode: http` VIP, published by the
+/// controller after every change.
+#[derive(Clone, Debug, Default)]
+pub struct HttpVip {
+    pub cookie: Option<CookieSpec>,
+    /// Every backend: address, takes new clients, keeps its cookies.
+    pub backends: Vec<(Endpoint, bool, bool)>,
+    /// The selection table, as addresses (rr or weighted, up and not
+    /// draining only).
+    pub table: Vec<Endpoint>,
+}
+
+/// All `mode: http` VIPs.
+pub type View = BTreeMap<VipId, HttpVip>;
+
+/// The view of `services`.
+#[must_use]
+pub fn view(services: &Services) -> View {
+    services
+        .vips()
+        .filter(|v| v.spec.mode == crate::services::Mode::Http)
+        .map(|v| {
+            let slot_ep: HashMap<u32, Endpoint> =
+                v.backends.iter().map(|b| (b.slot, b.endpoint)).collect();
+            (
+                v.spec.id,
+                HttpVip {
+                    cookie: v.spec.cookie.clone(),
+                    backends: v
+                        .backends
+                        .iter()
+                        .map(|b| (b.endpoint, b.takes_new_clients(), b.keeps_sessions()))
+                        .collect(),
+                    table: v
+                        .table
+                        .iter()
+                        .filter_map(|s| slot_ep.get(s).copied())
+                        .collect(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Counters of one VIP, or of one backend of it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HttpCounters {
+    pub requests: u64,
+    /// Requests routed by a valid cookie.
+    pub cookie_hits: u64,
+    /// Cookies issued (new users, invalid cookies, redispatches).
+    pub cookie_inserts: u64,
+    /// Cookies present but not honoured (tampered, expired, unknown,
+    /// backend gone, down or draining).
+    pub cookie_invalid: u64,
+    /// Requests retried on another backend after a connect failure.
+    pub redispatches: u64,
+    /// Requests that failed upstream (answered 502/503).
+    pub upstream_errors: u64,
+    /// Malformed requests (answered 400).
+    pub bad_requests: u64,
+    /// Latency histogram: counts per bucket of [`LATENCY_BUCKETS`] (the
+    /// last: larger), and the sum in microseconds.
+    pub latency: [u64; 8],
+    pub latency_sum_us: u64,
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 7] = [0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0];
+
+/// Counters per (VIP, backend); the backend `None` is the VIP's total.
+pub type HttpStats = Arc<Mutex<BTreeMap<(VipId, Option<Endpoint>), HttpCounters>>>;
+
+/// The proxy's shared state.
+pub struct Proxy {
+    keys: Keys,
+    view: tokio::sync::watch::Receiver<Arc<View>>,
+    client: Client<HttpConnector, Body>,
+    cursors: Mutex<HashMap<VipId, Arc<AtomicUsize>>>,
+    pub stats: HttpStats,
+}
+
+impl Proxy {
+    #[must_use]
+    pub fn new(
+        keys: Keys,
+        view: tokio::sync::watch::Receiver<Arc<View>>,
+        stats: HttpStats,
+    ) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(3)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Arc::new(Self {
+            keys,
+            view,
+            client,
+            cursors: Mutex::new(HashMap::new()),
+            stats,
+        })
+    }
+
+    /// Serve `vip` on `listener` until the task is aborted.
+    pub async fn serve(self: Arc<Self>, vip: VipId, listener: tokio::net::TcpListener) {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let proxy = Arc::clone(&self);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let proxy = Arc::clone(&proxy);
+                    async move { Ok::<_, Infallible>(proxy.handle(vip, peer, req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    }
+
+    fn count(&self, vip: VipId, backend: Option<Endpoint>, f: impl Fn(&mut HttpCounters)) {
+        let mut stats = lock(&self.stats);
+        f(stats.entry((vip, None)).or_default());
+        if backend.is_some() {
+            f(stats.entry((vip, backend)).or_default());
+        }
+    }
+
+    /// The next backend of the VIP's selection table, not in `except`.
+    fn pick(&self, id: VipId, vip: &HttpVip, except: Option<Endpoint>) -> Option<Endpoint> {
+        let cursor = Arc::clone(lock(&self.cursors).entry(id).or_default());
+        let n = vip.table.len();
+        (0..n).find_map(|_| {
+            let b = vip.table[cursor.fetch_add(1, Ordering::Relaxed) % n];
+            (Some(b) != except).then_some(b)
+        })
+    }
+
+    /// The backend a valid cookie names, if it still keeps its clients.
+    fn pinned(&self, vip: &HttpVip, spec: &CookieSpec, value: &str, now: u32) -> Option<Endpoint> {
+        let ticket = self.keys.read(&spec.name, value)?;
+        if !ticket.honoured(spec, now) {
+            return None;
+        }
+        vip.backends.iter().find_map(|(b, _, keeps)| {
+            let id = if ticket.under_previous_key {
+                self.keys.previous_backend_id(*b)?
+            } else {
+                self.keys.backend_id(*b)
+            };
+            (*keeps && id == ticket.backend).then_some(*b)
+        })
+    }
+
+    async fn handle(
+        &self,
+        id: VipId,
+        peer: SocketAddr,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
+        let started = Instant::now();
+        let Some(vip) = self.view.borrow().get(&id).cloned() else {
+            return plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this VIP is not served any more\n",
+            );
+        };
+        if req.uri().authority().is_some() && req.method() != hyper::Method::CONNECT {
+            // An absolute-form request: served as its path.
+        }
+        let now = unix_now();
+        // Our cookie, if any: the one a request carries under our name.
+        let ours = vip.cookie.as_ref().and_then(|spec| {
+            req.headers()
+                .get_all(COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|c| c.trim().split_once('='))
+                .find(|(n, _)| *n == spec.name)
+                .map(|(_, v)| v.to_string())
+        });
+        let pinned = match (&vip.cookie, &ours) {
+            (Some(spec), Some(value)) => self.pinned(&vip, spec, value, now),
+            _ => None,
+        };
+        if ours.is_some() && pinned.is_none() {
+            self.count(id, None, |c| c.cookie_invalid += 1);
+        }
+        let Some(mut backend) = pinned.or_else(|| self.pick(id, &vip, None)) else {
+            self.count(id, None, |c| {
+                c.requests += 1;
+                c.upstream_errors += 1;
+            });
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "no backend up\n");
+        };
+        if let Some(spec) = &vip.cookie {
+            strip_cookie(req.headers_mut(), &spec.name);
+        }
+        strip_hop_by_hop(req.headers_mut());
+        forwarded_headers(req.headers_mut(), peer);
+        let (parts, body) = req.into_parts();
+        let bodiless = hyper::body::Body::size_hint(&body).exact() == Some(0);
+        let mut body = Some(body.boxed());
+        let mut redispatched = false;
+        let response = loop {
+            let upstream = upstream_request(&parts, backend, body.take().unwrap_or_else(empty));
+            match self.client.request(upstream).await {
+                Ok(r) => break Ok(r),
+                Err(e) if e.is_connect() && !redispatched && bodiless => {
+                    let Some(next) = self.pick(id, &vip, Some(backend)) else {
+                        break Err(e);
+                    };
+                    log::warn!(
+                        "VIP {id}: {backend} refused the connection ({e}); redispatched to {next}"
+                    );
+                    self.count(id, Some(backend), |c| c.upstream_errors += 1);
+                    self.count(id, Some(next), |c| c.redispatches += 1);
+                    redispatched = true;
+                    backend = next;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        let mut response = match response {
+            Ok(r) => r.map(http_body_util::BodyExt::boxed),
+            Err(e) => {
+                self.count(id, Some(backend), |c| {
+                    c.requests += 1;
+                    c.upstream_errors += 1;
+                });
+                log::debug!("VIP {id}: upstream {backend}: {e}");
+                return plain(StatusCode::BAD_GATEWAY, "the backend did not answer\n");
+            }
+        };
+        let hit = pinned == Some(backend);
+        strip_hop_by_hop(response.headers_mut());
+        if let Some(spec) = &vip.cookie {
+            drop_set_cookie(response.headers_mut(), &spec.name);
+            let refresh = hit
+                && ours
+                    .as_deref()
+                    .and_then(|v| self.keys.read(&spec.name, v))
+                    .is_some_and(|t| t.needs_refresh(spec, now) || t.under_previous_key);
+            if !hit || refresh {
+                let issued = if hit {
+                    ours.as_deref()
+                        .and_then(|v| self.keys.read(&spec.name, v))
+                        .map_or(now, |t| t.issued)
+                } else {
+                    now
+                };
+                let value = self.keys.issue(&spec.name, backend, issued, now);
+                if let Ok(v) = HeaderValue::from_str(&spec.set_cookie(&value, false)) {
+                    response.headers_mut().append(SET_COOKIE, v);
+                }
+                if !hit && !response.headers().contains_key(CACHE_CONTROL) {
+                    response
+                        .headers_mut()
+                        .insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+                }
+                if !hit {
+                    self.count(id, Some(backend), |c| c.cookie_inserts += 1);
+                }
+            }
+        }
+        let elapsed = started.elapsed();
+        self.count(id, Some(backend), |c| {
+            c.requests += 1;
+            if hit {
+                c.cookie_hits += 1;
+            }
+            let s = elapsed.as_secs_f64();
+            let bucket = LATENCY_BUCKETS.iter().position(|b| s <= *b).unwrap_or(7);
+            c.latency[bucket] += 1;
+            c.latency_sum_us += u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        });
+        response
+    }
+}
+
+fn empty() -> Body {
+    Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from_static(text.as_bytes()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+/// The request as it goes to `backend`: the same method, path, headers and
+/// body, addressed to the backend.
+fn upstream_request(
+    parts: &hyper::http::request::Parts,
+    backend: Endpoint,
+    body: Body,
+) -> Request<Body> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = format!("http://{backend}{path}")
+        .parse()
+        .unwrap_or_else(|_| hyper::Uri::from_static("/"));
+    *req.version_mut() = hyper::Version::HTTP_11;
+    *req.headers_mut() = parts.headers.clone();
+    req
+}
+
+/// Remove the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the
+/// headers it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+/// `Upgrade`. Each side's connection is managed on its own (keep-alive to
+/// the client whatever the backend does).
+pub fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    for h in named {
+        headers.remove(h.as_str());
+    }
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        headers.remove(h);
+    }
+}
+
+/// Remove cookie `name` from the `Cookie` header(s), keeping the others.
+pub fn strip_cookie(headers: &mut hyper::HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(n, _)| n) != name)
+        .map(String::from)
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(COOKIE, v);
+        }
+    }
+}
+
+/// Drop every `Set-Cookie` of cookie `name`.
+pub fn drop_set_cookie(headers: &mut hyper::HeaderMap, name: &str) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.split_once('='))
+                .is_none_or(|(n, _)| n.trim() != name)
+        })
+        .cloned()
+        .collect();
+    headers.remove(SET_COOKIE);
+    for v in kept {
+        headers.append(SET_COOKIE, v);
+    }
+}
+
+/// Append the client to `X-Forwarded-For` and `Forwarded`.
+pub fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.clone(),
+    };
+    let fwd = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, for={ip};proto=http"),
+        None => format!("for={ip};proto=http"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert("forwarded", v);
+    }
+}
+
+/// The listeners of the `mode: http` VIPs, started and stopped as the view
+/// changes.
+pub struct Listeners {
+    proxy: Arc<Proxy>,
+    running: HashMap<VipId, tokio::task::JoinHandle<()>>,
+}
+
+impl Listeners {
+    #[must_use]
+    pub fn new(proxy: Arc<Proxy>) -> Self {
+        Self {
+            proxy,
+            running: HashMap::new(),
+        }
+    }
+
+    /// Serve `vip` on `listener` (bound by the caller, which reports a
+    /// port in use).
+    pub fn start(&mut self, vip: VipId, listener: std::net::TcpListener) {
+        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+            return;
+        };
+        let task = tokio::spawn(Arc::clone(&self.proxy).serve(vip, listener));
+        if let Some(old) = self.running.insert(vip, task) {
+            old.abort();
+        }
+    }
+
+    /// Stop serving VIPs no longer in `view`.
+    pub fn retain(&mut self, view: &View) {
+        self.running.retain(|vip, task| {
+            let keep = view.contains_key(vip);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+    }
+
+    /// Whether `vip` is served.
+    #[must_use]
+    pub fn serves(&self, vip: &VipId) -> bool {
+        self.running.contains_key(vip)
+    }
+}
+
+/// Bind `vip`'s listening socket.
+///
+/// # Errors
+/// Naming the address when it is taken or not local.
+pub fn bind(vip: VipId) -> Result<std::net::TcpListener, String> {
+    let addr = SocketAddr::from((vip.endpoint.addr, vip.endpoint.port));
+    let socket = socket2_free_bind(addr).map_err(|e| {
+        format!("VIP {vip} (mode http): cannot listen on {addr}: {e} (is the port taken by another process, or the address not on this host?)")
+    })?;
+    socket.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(socket)
+}
+
+fn socket2_free_bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    Ok(listener)
+}
+
+/// The proxy's view of the request's body, for tests of the pure parts.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_stay_on_their_hop() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn our_cookie_is_stripped_and_the_others_kept() {
+        let mut h = hyper::HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; SRVID=xyz; b=2"));
+        h.append(COOKIE, HeaderValue::from_static("SRVID=again"));
+        strip_cookie(&mut h, "SRVID");
+        assert_eq!(h.get(COOKIE).unwrap(), "a=1; b=2");
+        let mut h = hyper::HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("SRVID=xyz"));
+        strip_cookie(&mut h, "SRVID");
+        assert!(h.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn a_backends_set_cookie_of_our_name_is_dropped() {
+        let mut h = hyper::HeaderMap::new();
+        h.append(SET_COOKIE, HeaderValue::from_static("PHPSESSID=1; path=/"));
+        h.append(SET_COOKIE, HeaderValue::from_static("SRVID=evil; path=/"));
+        drop_set_cookie(&mut h, "SRVID");
+        let left: Vec<_> = h.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(left, vec!["PHPSESSID=1; path=/"]);
+    }
+
+    #[test]
+    fn the_client_is_appended_to_the_forwarding_headers() {
+        let mut h = hyper::HeaderMap::new();
+        let peer: SocketAddr = "198.18.0.11:5000".parse().unwrap();
+        forwarded_headers(&mut h, peer);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "198.18.0.11");
+        assert_eq!(h.get("forwarded").unwrap(), "for=198.18.0.11;proto=http");
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        forwarded_headers(&mut h, peer);
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "203.0.113.9, 198.18.0.11"
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! `mode: http` end to end: the layer-7 proxy with cookie persistence in
+//! front of a real web application that keeps per-user sessions on its own
+//! server (PHP, file sessions per backend), driven by curl with cookie jars.
+//! The tests run one at a time.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
+
+use lb_tests::lab::{wait_for, Lab, Layout, VIP};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+const APP_PORT: u16 = 8081;
+
+/// The PHP application on every backend host, killed on drop.
+struct Apps {
+    children: Vec<Option<Child>>,
+    lab_dir: PathBuf,
+}
+
+impl Apps {
+    fn start(lab: &Lab) -> Self {
+        let mut apps = Self {
+            children: Vec::new(),
+            lab_dir: lab.workdir.clone(),
+        };
+        for i in 0..lab.backends.len() {
+            let child = apps.spawn(lab, i);
+            apps.children.push(Some(child));
+        }
+        apps
+    }
+
+    fn spawn(&self, lab: &Lab, i: usize) -> Child {
+        let b = &lab.backends[i];
+        let sessions = self.lab_dir.join(format!("sessions-{}", b.name));
+        std::fs::create_dir_all(&sessions).unwrap();
+        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &b.ns, "php", "-S"])
+            .arg(format!("{}:{APP_PORT}", b.addr))
+            .arg("-t")
+            .arg(&app)
+            .arg("-d")
+            .arg(format!("session.save_path={}", sessions.display()))
+            .env("BACKEND_NAME", &b.name)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(Duration::from_secs(5), || {
+            lb_tests::netns::in_ns(&b.ns, &["ss", "-ltn", &format!("sport = :{APP_PORT}")])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
+        })
+        .unwrap();
+        child
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Apps {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn config(lab: &Lab, backends: &[u8]) -> String {
+    let mut s = format!(
+        "vips:\n  - name: shop\n    address: {VIP}\n    port: 80\n    mode: http\n    scheduler: rr\n    persistence:\n      cookie: {{ name: SRVID, max_idle: 30m, path: /, http_only: true, same_site: lax }}\n    backends:\n"
+    );
+    for b in backends {
+        s.push_str(&format!(
+            "      - {{ address: 198.18.1.{}, port: {APP_PORT} }}\n",
+            10 + b
+        ));
+    }
+    s + &format!(
+        "http:\n  cookie_key_file: {}\n",
+        lab.workdir.join("cookie.key").display()
+    )
+}
+
+/// One answer of the application, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Page {
+    server: String,
+    user: String,
+    n: u32,
+    lb_cookie: String,
+    xff: String,
+}
+
+fn page(line: &str) -> Option<Page> {
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .map(String::from)
+    };
+    Some(Page {
+        server: field("server")?,
+        user: field("user")?,
+        n: field("n")?.parse().ok()?,
+        lb_cookie: field("lb_cookie")?,
+        xff: field("xff")?,
+    })
+}
+
+/// A request from the client host as `user`, with the user's cookie jar
+/// (a new connection each time). Returns the page and the response head.
+fn visit(lab: &Lab, user: &str, extra: &[&str]) -> (Option<Page>, String) {
+    let jar = lab.workdir.join(format!("jar-{user}"));
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.clients[0].ns,
+            "curl",
+            "-s",
+            "-i",
+            "--max-time",
+            "5",
+        ])
+        .arg("-b")
+        .arg(&jar)
+        .arg("-c")
+        .arg(&jar)
+        .args(extra)
+        .arg(format!("http://{VIP}/session.php?login={user}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    (page(body.trim()), head.to_ascii_lowercase())
+}
+
+fn cookie_in_jar(lab: &Lab, user: &str) -> Option<String> {
+    let jar = std::fs::read_to_string(lab.workdir.join(format!("jar-{user}"))).ok()?;
+    jar.lines()
+        .find(|l| l.split('\t').nth(5) == Some("SRVID"))
+        .and_then(|l| l.split('\t').nth(6).map(String::from))
+}
+
+/// Users behind ONE client address each keep their session on their own
+/// server for 20 requests (a new connection each), spread over the
+/// backends; the backends never see our cookie, their own cookies pass, and
+/// they see the client in X-Forwarded-For.
+#[test]
+fn users_behind_one_address_keep_their_sessions() {
+    let _g = serial();
+    let mut lab = Lab::up("lbw-users", Layout::Plain, 1, 3).unwrap();
+    let _apps = Apps::start(&lab);
+    lab.start_balancer(&config(&lab, &[1, 2, 3])).unwrap();
+    let (first, head) = visit(&lab, "alice", &[]);
+    let first = first.unwrap_or_else(|| panic!("{head}\n{}", lab.controller_log()));
+    assert_eq!(first.n, 1);
+    assert!(
+        head.contains("set-cookie: srvid=")
+            && head.contains("; path=/; max-age=1800; httponly; samesite=lax"),
+        "{head}"
+    );
+    assert!(
+        head.contains("cache-control: no-store"),
+        "the backend's own caching rules are kept: {head}"
+    );
+    assert!(
+        head.contains("set-cookie: phpsessid="),
+        "the backend's own cookie passes: {head}"
+    );
+    // A page without caching rules of its own, for a new user: private.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s", "-i"])
+        .arg(format!("http://{VIP}/hello.txt"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        text.contains("set-cookie: srvid=") && text.contains("cache-control: private"),
+        "{text}"
+    );
+    let mut servers = std::collections::BTreeMap::new();
+    servers.insert("alice".to_string(), first.server.clone());
+    for user in ["bob", "carol"] {
+        let (p, _) = visit(&lab, user, &[]);
+        servers.insert(user.to_string(), p.unwrap().server);
+    }
+    let distinct: std::collections::BTreeSet<_> = servers.values().collect();
+    assert!(distinct.len() >= 2, "spread over the backends: {servers:?}");
+    for round in 2..=20 {
+        for (user, server) in &servers {
+            let (p, head) = visit(&lab, user, &[]);
+            let p = p.unwrap_or_else(|| panic!("{user} round {round}: {head}"));
+            assert_eq!(&p.server, server, "{user} stays on its server");
+            assert_eq!(p.user, *user);
+            assert_eq!(p.n, round, "{user}'s session is kept");
+            assert_eq!(p.lb_cookie, "none", "the backend never sees our cookie");
+            assert_eq!(p.xff, "198.18.0.11");
+            assert!(
+                !head.contains("set-cookie: srvid="),
+                "no new cookie while valid: {head}"
+            );
+        }
+    }
+    let stats = lab.ctl(&["stats"]).unwrap();
+    assert!(
+        stats.contains(&format!(
+            "lb_http_cookie_hits_total{{vip=\"{VIP}:80\",protocol=\"tcp\"}} 57"
+        )),
+        "{stats}"
+    );
+}
+
+/// A tampered cookie and a removed backend each lead to a fresh backend
+/// with no error; two users' requests interleaved on one keep-alive
+/// connection reach their own backends; a backend that refuses
+/// connections is redispatched from.
+#[test]
+fn bad_cookies_removed_backends_shared_connections_and_redispatch() {
+    let _g = serial();
+    let mut lab = Lab::up("lbw-edge", Layout::Plain, 1, 3).unwrap();
+    let mut apps = Apps::start(&lab);
+    lab.start_balancer(&config(&lab, &[1, 2, 3])).unwrap();
+    let (a, _) = visit(&lab, "alice", &[]);
+    let (b, _) = visit(&lab, "bob", &[]);
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_ne!(a.server, b.server);
+    // Both users on one connection, interleaved: curl reuses it.
+    let ca = cookie_in_jar(&lab, "alice").unwrap();
+    let cb = cookie_in_jar(&lab, "bob").unwrap();
+    let url = format!("http://{VIP}/session.php");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s", "-v"])
+        .args(["-H", &format!("Cookie: SRVID={ca}"), &url])
+        .args(["--next", "-H", &format!("Cookie: SRVID={cb}"), &url])
+        .args(["--next", "-H", &format!("Cookie: SRVID={ca}"), &url])
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    let servers: Vec<String> = body.lines().filter_map(page).map(|p| p.server).collect();
+    assert_eq!(
+        servers,
+        vec![a.server.clone(), b.server.clone(), a.server.clone()]
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Re-using existing connection"),
+        "one connection"
+    );
+    // A tampered cookie: balanced afresh, a new cookie, no error.
+    let jar = lab.workdir.join("jar-alice");
+    let text = std::fs::read_to_string(&jar).unwrap();
+    let flipped: String = ca
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 5 {
+                if c == 'A' {
+                    'B'
+                } else {
+                    'A'
+                }
+            } else {
+                c
+            }
+        })
+        .collect();
+    std::fs::write(&jar, text.replace(&ca, &flipped)).unwrap();
+    let (p, head) = visit(&lab, "alice", &[]);
+    assert!(p.is_some(), "{head}");
+    assert!(head.contains("set-cookie: srvid="), "a new cookie: {head}");
+    let stats = lab.ctl(&["stats"]).unwrap();
+    assert!(stats.contains("lb_http_cookie_invalid_total"), "{stats}");
+    // A removed backend: its user moves, no error.
+    let (p, _) = visit(&lab, "bob", &[]);
+    let bob_server = p.unwrap().server;
+    let idx = lab
+        .backends
+        .iter()
+        .position(|h| h.name == bob_server)
+        .unwrap();
+    let addr = lab.backends[idx].addr;
+    lab.ctl(&[
+        "backend",
+        "remove",
+        &format!("{VIP}:80"),
+        &format!("{addr}:{APP_PORT}"),
+    ])
+    .unwrap();
+    let (p, head) = visit(&lab, "bob", &[]);
+    let p = p.unwrap_or_else(|| panic!("{head}"));
+    assert_ne!(p.server, bob_server);
+    assert!(head.contains("set-cookie: srvid="));
+    // Redispatch: the server of carol's backend dies; her next request is
+    // retried on another backend, which issues her new cookie.
+    let (p, _) = visit(&lab, "carol", &[]);
+    let carol_server = p.unwrap().server;
+    let idx = lab
+        .backends
+        .iter()
+        .position(|h| h.name == carol_server)
+        .unwrap();
+    apps.kill(idx);
+    let (p, head) = visit(&lab, "carol", &[]);
+    let p = p.unwrap_or_else(|| panic!("redispatched: {head}\n{}", lab.controller_log()));
+    assert_ne!(p.server, carol_server);
+    assert!(head.contains("set-cookie: srvid="), "{head}");
+    assert!(lab.controller_log().contains("redispatched"));
+}
+
+/// What is refused: a port taken by another process; bad cookie settings.
+#[test]
+fn bad_http_configs_are_refused() {
+    let _g = serial();
+    let mut lab = Lab::up("lbw-bad", Layout::Plain, 1, 1).unwrap();
+    let node = lb_tests::lab::bin_dir().join("lb-lab-node");
+    let mut squatter = Command::new("ip")
+        .args(["netns", "exec", &lab.balancer.ns])
+        .arg(&node)
+        .args(["serve", "--name", "squatter", "--port", "80"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(5), || {
+        lb_tests::netns::in_ns(&lab.balancer.ns, &["ss", "-ltn", "sport = :80"])
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
+    })
+    .unwrap();
+    let err = lab.start_balancer(&config(&lab, &[1])).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains(&format!("cannot listen on {VIP}:80")) && msg.contains("in use"),
+        "{msg}"
+    );
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    for (bad, want) in [
+        (
+            config(&lab, &[1]).replace("name: SRVID, ", ""),
+            "missing field `name`",
+        ),
+        (
+            config(&lab, &[1]).replace("same_site: lax", "same_site: none"),
+            "same_site: none requires secure: true",
+        ),
+        (
+            config(&lab, &[1]).replace("    mode: http\n", ""),
+            "persistence.cookie needs mode: http",
+        ),
+        (
+            config(&lab, &[1]).replace(
+                &lab.workdir.join("cookie.key").display().to_string(),
+                "/proc/version",
+            ),
+            "http.cookie_key_file /proc/version: key 1 is not 64 hex digits",
+        ),
+    ] {
+        let err = lab.start_balancer(&bad).unwrap_err();
+        assert!(format!("{err:#}").contains(want), "{want}: {err:#}");
+    }
+}
