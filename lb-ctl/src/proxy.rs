@@ -250,7 +250,22 @@ impl Proxy {
         if let Some(spec) = &vip.cookie {
             strip_cookie(req.headers_mut(), &spec.name);
         }
+        // A protocol switch (WebSocket): routed like any request, then the
+        // two upgraded connections are joined.
+        let upgrade = req
+            .headers()
+            .get(hyper::header::UPGRADE)
+            .cloned()
+            .filter(|_| connection_has(req.headers(), "upgrade"));
+        let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
         strip_hop_by_hop(req.headers_mut());
+        if let Some(u) = &upgrade {
+            req.headers_mut().insert(hyper::header::UPGRADE, u.clone());
+            req.headers_mut().insert(
+                hyper::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+        }
         forwarded_headers(req.headers_mut(), peer);
         let (parts, body) = req.into_parts();
         let bodiless = hyper::body::Body::size_hint(&body).exact() == Some(0);
@@ -287,7 +302,22 @@ impl Proxy {
             }
         };
         let hit = pinned == Some(backend);
-        strip_hop_by_hop(response.headers_mut());
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = client_side {
+                let upstream = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    if let (Ok(a), Ok(b)) = (client_side.await, upstream.await) {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(a),
+                            &mut TokioIo::new(b),
+                        )
+                        .await;
+                    }
+                });
+            }
+        } else {
+            strip_hop_by_hop(response.headers_mut());
+        }
         if let Some(spec) = &vip.cookie {
             drop_set_cookie(response.headers_mut(), &spec.name);
             let refresh = hit
@@ -399,6 +429,16 @@ pub fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
     ] {
         headers.remove(h);
     }
+}
+
+/// Whether the `Connection` header lists `token`.
+fn connection_has(headers: &hyper::HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Remove cookie `name` from the `Cookie` header(s), keeping the others.

@@ -374,3 +374,88 @@ fn bad_http_configs_are_refused() {
         assert!(format!("{err:#}").contains(want), "{want}: {err:#}");
     }
 }
+
+/// A protocol switch (as a WebSocket upgrade) is routed by the cookie and
+/// then carries data both ways; a cookie idle past `max_idle` is not
+/// honoured any more (a new one is issued, no error).
+#[test]
+fn upgrades_follow_the_cookie_and_idle_cookies_expire() {
+    let _g = serial();
+    let mut lab = Lab::up("lbw-ws", Layout::Plain, 1, 3).unwrap();
+    let cfg = format!(
+        "vips:\n  - address: {VIP}\n    port: 81\n    mode: http\n    persistence:\n      cookie: {{ name: SRVID, max_idle: 2s }}\n    backends:\n{}http:\n  cookie_key_file: {}\n",
+        (1..=3)
+            .map(|b| format!("      - {{ address: 198.18.1.1{b}, port: 8080 }}\n"))
+            .collect::<String>(),
+        lab.workdir.join("cookie.key").display()
+    );
+    lab.start_balancer(&cfg).unwrap();
+    let jar = lab.workdir.join("jar-ws");
+    let get = |lab: &Lab| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s", "-i"])
+            .arg("-b")
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .arg(format!("http://{VIP}:81/"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    // Move the scheduler on once, so the pinned backend is not the first.
+    let _ = Command::new("ip")
+        .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s"])
+        .arg(format!("http://{VIP}:81/"))
+        .output()
+        .unwrap();
+    let first = get(&lab);
+    let server = first
+        .lines()
+        .last()
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(first.contains("set-cookie: srvid="), "{first}");
+    let cookie = cookie_in_jar_at(&jar).unwrap();
+    let node = lb_tests::lab::bin_dir().join("lb-lab-node");
+    for i in 0..3 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.clients[0].ns])
+            .arg(&node)
+            .args(["upgrade", &format!("{VIP}:81")])
+            .args(["--cookie", &format!("SRVID={cookie}")])
+            .args(["--message", &format!("hi{i}")])
+            .output()
+            .unwrap();
+        let reply = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(
+            reply,
+            format!("ok {server}: hi{i}"),
+            "{}",
+            lab.controller_log()
+        );
+    }
+    // Idle past max_idle (2 s): not honoured; a new cookie, no error.
+    std::thread::sleep(Duration::from_millis(2500));
+    let again = get(&lab);
+    assert!(again.starts_with("http/1.1 200"), "{again}");
+    assert!(
+        again.contains("set-cookie: srvid="),
+        "a new cookie: {again}"
+    );
+    let stats = lab.ctl(&["stats"]).unwrap();
+    assert!(
+        stats.contains(&format!(
+            "lb_http_cookie_invalid_total{{vip=\"{VIP}:81\",protocol=\"tcp\"}} 1"
+        )),
+        "{stats}"
+    );
+}
+
+fn cookie_in_jar_at(jar: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(jar).ok()?;
+    text.lines()
+        .find(|l| l.split('\t').nth(5) == Some("SRVID"))
+        .and_then(|l| l.split('\t').nth(6).map(String::from))
+}

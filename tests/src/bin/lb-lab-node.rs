@@ -95,6 +95,15 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         rate: u64,
     },
+    /// Switch a connection to TARGET to the `echo` protocol (as a
+    /// WebSocket upgrade), with COOKIE, send MESSAGE and print the reply.
+    Upgrade {
+        target: SocketAddr,
+        #[arg(long)]
+        cookie: Option<String>,
+        #[arg(long, default_value = "hello")]
+        message: String,
+    },
     /// Send UDP datagrams to TARGET from one socket.
     Udp {
         target: SocketAddr,
@@ -121,6 +130,43 @@ fn main() -> Result<()> {
             seconds,
             rate,
         } => syn_flood(target, &sources, count, Duration::from_secs(seconds), rate),
+        Cmd::Upgrade {
+            target,
+            cookie,
+            message,
+        } => {
+            let stream = TcpStream::connect_timeout(&target, Duration::from_secs(3))?;
+            stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+            let mut reader = BufReader::new(stream);
+            let cookie = cookie.map_or_else(String::new, |c| format!("Cookie: {c}\r\n"));
+            reader.get_mut().write_all(
+                format!(
+                    "GET /ws HTTP/1.1\r\nHost: {target}\r\nConnection: Upgrade\r\nUpgrade: echo\r\n{cookie}\r\n"
+                )
+                .as_bytes(),
+            )?;
+            let mut status = String::new();
+            reader.read_line(&mut status)?;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                reader.read_line(&mut line)?;
+                if line.trim().is_empty() {
+                    break;
+                }
+            }
+            if !status.contains(" 101 ") {
+                println!("err {}", status.trim());
+                return Ok(());
+            }
+            reader
+                .get_mut()
+                .write_all(format!("{message}\n").as_bytes())?;
+            line.clear();
+            reader.read_line(&mut line)?;
+            println!("ok {}", line.trim());
+            Ok(())
+        }
         Cmd::XdpPass { ifaces, sink } => {
             let mut ebpf = aya::Ebpf::load(lb_ctl::dataplane::PASS_PROGRAM)?;
             let name = if sink { "lb_sink" } else { "lb_pass" };
@@ -428,6 +474,7 @@ fn http_session(name: &str, stream: TcpStream, sick_file: Option<&Path>) -> Resu
     let mut reader = BufReader::new(stream);
     loop {
         let mut close = false;
+        let mut upgrade = false;
         let mut line = String::new();
         let mut first = true;
         let mut path = String::new();
@@ -446,6 +493,24 @@ fn http_session(name: &str, stream: TcpStream, sick_file: Option<&Path>) -> Resu
             first = false;
             if l == "connection: close" {
                 close = true;
+            }
+            if l == "upgrade: echo" {
+                upgrade = true;
+            }
+        }
+        if upgrade {
+            // A protocol switch (as a WebSocket's): then every line sent
+            // comes back prefixed with this server's name.
+            reader.get_mut().write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+            )?;
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                let reply = format!("{name}: {line}");
+                reader.get_mut().write_all(reply.as_bytes())?;
             }
         }
         let sick = path == "/health" && sick_file.is_some_and(Path::exists);
