@@ -124,6 +124,48 @@ fn show(replies: &[Reply]) -> String {
         .join(" ")
 }
 
+/// Three users behind one address (c1): by cookie (`mode: http`, port
+/// 8000) they spread over the backends and each keeps its own; by source
+/// IP (port 80) they all land on one. Returns the failed requests.
+fn users_behind_one_address(lab: &Lab) -> Result<usize> {
+    println!(
+        "\n== three users behind ONE address (c1, {}), four requests each, a new connection each ==",
+        lab.clients[0].addr
+    );
+    let mut failures = 0;
+    for (port, what) in [
+        (8000, "cookie persistence (mode: http, SRVID)"),
+        (80, "source-IP persistence (layer 4)"),
+    ] {
+        println!("-- VIP {VIP}:{port}, {what}:");
+        for user in ["alice", "bob", "carol"] {
+            let jar = lab.workdir.join(format!("demo-jar-{user}-{port}"));
+            let mut seen = Vec::new();
+            for _ in 0..4 {
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s", "--max-time", "3"])
+                    .arg("-b")
+                    .arg(&jar)
+                    .arg("-c")
+                    .arg(&jar)
+                    .arg(format!("http://{VIP}:{port}/"))
+                    .output()?;
+                let body = String::from_utf8_lossy(&out.stdout);
+                match body.split_whitespace().next() {
+                    Some(b) if out.status.success() => seen.push(b.to_string()),
+                    _ => {
+                        failures += 1;
+                        seen.push("FAILED".into());
+                    }
+                }
+            }
+            println!("   {user:<6} -> {}", seen.join(" "));
+        }
+        interrupted()?;
+    }
+    Ok(failures)
+}
+
 /// Kill c1's backend with `kill -9`, show the health check taking it out
 /// and c1 moving, then restart it. Returns the failed requests.
 fn failover(lab: &mut Lab, dead: &str) -> Result<usize> {
@@ -190,6 +232,7 @@ fn demo(layout: Layout, config: &str) -> Result<()> {
     if let Some(dead) = c1_backend {
         failures += failover(&mut lab, &dead)?;
     }
+    failures += users_behind_one_address(&lab)?;
     println!(
         "\n== plain VIP {VIP}:81 (no persistence, wrr 2:1:1): client c1 opens 8 connections =="
     );
