@@ -121,6 +121,8 @@ pub type HttpStats = Arc<Mutex<BTreeMap<(VipId, Option<Endpoint>), HttpCounters>
 /// The proxy's shared state.
 pub struct Proxy {
     keys: Keys,
+    /// Backend ids under the current and previous keys, computed once.
+    ids: Mutex<HashMap<Endpoint, ([u8; 8], Option<[u8; 8]>)>>,
     view: tokio::sync::watch::Receiver<Arc<View>>,
     client: Client<HttpConnector, Body>,
     cursors: Mutex<HashMap<VipId, Arc<AtomicUsize>>>,
@@ -142,6 +144,7 @@ impl Proxy {
             .build(connector);
         Arc::new(Self {
             keys,
+            ids: Mutex::new(HashMap::new()),
             view,
             client,
             cursors: Mutex::new(HashMap::new()),
@@ -195,11 +198,15 @@ impl Proxy {
         if !ticket.honoured(spec, now) {
             return None;
         }
+        let mut ids = lock(&self.ids);
         vip.backends.iter().find_map(|(b, _, keeps)| {
+            let (current, previous) = *ids
+                .entry(*b)
+                .or_insert_with(|| (self.keys.backend_id(*b), self.keys.previous_backend_id(*b)));
             let id = if ticket.under_previous_key {
-                self.keys.previous_backend_id(*b)?
+                previous?
             } else {
-                self.keys.backend_id(*b)
+                current
             };
             (*keeps && id == ticket.backend).then_some(*b)
         })
@@ -212,15 +219,13 @@ impl Proxy {
         mut req: Request<Incoming>,
     ) -> Response<Body> {
         let started = Instant::now();
-        let Some(vip) = self.view.borrow().get(&id).cloned() else {
+        let view = Arc::clone(&self.view.borrow());
+        let Some(vip) = view.get(&id) else {
             return plain(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this VIP is not served any more\n",
             );
         };
-        if req.uri().authority().is_some() && req.method() != hyper::Method::CONNECT {
-            // An absolute-form request: served as its path.
-        }
         let now = unix_now();
         // Our cookie, if any: the one a request carries under our name.
         let ours = vip.cookie.as_ref().and_then(|spec| {
@@ -234,13 +239,13 @@ impl Proxy {
                 .map(|(_, v)| v.to_string())
         });
         let pinned = match (&vip.cookie, &ours) {
-            (Some(spec), Some(value)) => self.pinned(&vip, spec, value, now),
+            (Some(spec), Some(value)) => self.pinned(vip, spec, value, now),
             _ => None,
         };
         if ours.is_some() && pinned.is_none() {
             self.count(id, None, |c| c.cookie_invalid += 1);
         }
-        let Some(mut backend) = pinned.or_else(|| self.pick(id, &vip, None)) else {
+        let Some(mut backend) = pinned.or_else(|| self.pick(id, vip, None)) else {
             self.count(id, None, |c| {
                 c.requests += 1;
                 c.upstream_errors += 1;
@@ -276,7 +281,7 @@ impl Proxy {
             match self.client.request(upstream).await {
                 Ok(r) => break Ok(r),
                 Err(e) if e.is_connect() && !redispatched && bodiless => {
-                    let Some(next) = self.pick(id, &vip, Some(backend)) else {
+                    let Some(next) = self.pick(id, vip, Some(backend)) else {
                         break Err(e);
                     };
                     log::warn!(
@@ -320,19 +325,15 @@ impl Proxy {
         }
         if let Some(spec) = &vip.cookie {
             drop_set_cookie(response.headers_mut(), &spec.name);
-            let refresh = hit
-                && ours
-                    .as_deref()
-                    .and_then(|v| self.keys.read(&spec.name, v))
-                    .is_some_and(|t| t.needs_refresh(spec, now) || t.under_previous_key);
+            let ticket = if hit {
+                ours.as_deref().and_then(|v| self.keys.read(&spec.name, v))
+            } else {
+                None
+            };
+            let refresh =
+                ticket.is_some_and(|t| t.needs_refresh(spec, now) || t.under_previous_key);
             if !hit || refresh {
-                let issued = if hit {
-                    ours.as_deref()
-                        .and_then(|v| self.keys.read(&spec.name, v))
-                        .map_or(now, |t| t.issued)
-                } else {
-                    now
-                };
+                let issued = ticket.map_or(now, |t| t.issued);
                 let value = self.keys.issue(&spec.name, backend, issued, now);
                 if let Ok(v) = HeaderValue::from_str(&spec.set_cookie(&value, false)) {
                     response.headers_mut().append(SET_COOKIE, v);
@@ -342,16 +343,17 @@ impl Proxy {
                         .headers_mut()
                         .insert(CACHE_CONTROL, HeaderValue::from_static("private"));
                 }
-                if !hit {
-                    self.count(id, Some(backend), |c| c.cookie_inserts += 1);
-                }
             }
         }
+        let inserted = vip.cookie.is_some() && !hit;
         let elapsed = started.elapsed();
         self.count(id, Some(backend), |c| {
             c.requests += 1;
             if hit {
                 c.cookie_hits += 1;
+            }
+            if inserted {
+                c.cookie_inserts += 1;
             }
             let s = elapsed.as_secs_f64();
             let bucket = LATENCY_BUCKETS.iter().position(|b| s <= *b).unwrap_or(7);

@@ -37,6 +37,10 @@ enum Variant {
     Haproxy,
     /// No balancing: the client talks to one backend, routed by the kernel.
     Direct,
+    /// lb's layer-7 proxy (`mode: http`) with cookie persistence.
+    LbHttp,
+    /// HAProxy `mode http` with `cookie SRVID insert indirect nocache`.
+    HaproxyHttp,
 }
 
 impl Variant {
@@ -46,6 +50,8 @@ impl Variant {
             Self::Nftables => "nftables",
             Self::Haproxy => "haproxy",
             Self::Direct => "direct",
+            Self::LbHttp => "lb_http",
+            Self::HaproxyHttp => "haproxy_http",
         }
     }
 }
@@ -243,7 +249,10 @@ impl BenchLab {
             Some(Variant::Nftables) => {
                 in_ns(&self.lb_ns(), &["nft", "delete table ip lbbench"])?;
             }
-            Some(Variant::Haproxy) => {
+            Some(Variant::LbHttp) => {
+                self.lab.stop_balancer()?;
+            }
+            Some(Variant::Haproxy | Variant::HaproxyHttp) => {
                 let pid = std::fs::read_to_string(self.lab.workdir.join("haproxy.pid"))?;
                 for p in pid.split_whitespace() {
                     let _ = Command::new("kill").arg(p).status();
@@ -256,7 +265,7 @@ impl BenchLab {
             let _ = h.kill();
             let _ = h.wait();
         }
-        if v != Variant::Xdp && self.lab.layout == Layout::PointToPoint {
+        if !matches!(v, Variant::Xdp | Variant::LbHttp) && self.lab.layout == Layout::PointToPoint {
             let node = bin_dir().join("lb-lab-node");
             self.pass = Some(crate::lab::hold_xdp(
                 Command::new("ip")
@@ -285,18 +294,43 @@ impl BenchLab {
                      add rule ip lbbench pre ip daddr {VIP} tcp dport {HTTP_PORT} dnat to jhash ip saddr mod 3 map {{ {map} }}"
                 )])?;
             }
-            Variant::Haproxy => {
+            Variant::LbHttp => {
+                let config = format!(
+                    "vips:\n  - address: {VIP}\n    port: {HTTP_PORT}\n    mode: http\n    persistence:\n      cookie: {{ name: SRVID }}\n    backends:\n{}\
+                     http:\n  cookie_key_file: {}\n",
+                    backends_list(Some(HTTP_PORT)),
+                    self.lab.workdir.join("cookie.key").display()
+                );
+                self.lab.start_balancer(&config)?;
+            }
+            Variant::Haproxy | Variant::HaproxyHttp => {
                 let cfg = self.lab.workdir.join("haproxy.cfg");
+                let http = v == Variant::HaproxyHttp;
                 let servers: String = BACKENDS
                     .iter()
                     .enumerate()
-                    .map(|(i, b)| format!("  server b{} {b}:{HTTP_PORT}\n", i + 1))
+                    .map(|(i, b)| {
+                        let cookie = if http {
+                            format!(" cookie b{}", i + 1)
+                        } else {
+                            String::new()
+                        };
+                        format!("  server b{} {b}:{HTTP_PORT}{cookie}\n", i + 1)
+                    })
                     .collect();
+                let (mode, balance) = if http {
+                    (
+                        "http\n  option http-keep-alive",
+                        "roundrobin\n  cookie SRVID insert indirect nocache",
+                    )
+                } else {
+                    ("tcp", "source")
+                };
                 std::fs::write(
                     &cfg,
                     format!(
-                        "global\n  maxconn 8000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-                         frontend f\n  bind {VIP}:{HTTP_PORT}\n  default_backend b\nbackend b\n  balance source\n{servers}"
+                        "global\n  maxconn 8000\n  nbthread 1\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
+                         frontend f\n  bind {VIP}:{HTTP_PORT}\n  default_backend b\nbackend b\n  balance {balance}\n{servers}"
                     ),
                 )?;
                 let pid = self.lab.workdir.join("haproxy.pid");
@@ -377,18 +411,28 @@ fn cpu_busy_ns() -> Result<u64> {
 ///
 /// # Errors
 /// When the lab or a variant cannot be set up.
-pub fn run(plan: &Plan, samples: &mut Samples) -> Result<()> {
-    packet_rate(plan, samples)?;
-    connection_rate(plan, samples)?;
-    flood(plan, samples)
+pub fn run(plan: &Plan, samples: &mut Samples, only: Option<Part>) -> Result<()> {
+    if only.is_none_or(|p| p == Part::Packets) {
+        packet_rate(plan, samples)?;
+    }
+    if only.is_none_or(|p| p == Part::Connections) {
+        connection_rate(plan, samples)?;
+    }
+    if only.is_none_or(|p| p == Part::Flood) {
+        flood(plan, samples)?;
+    }
+    Ok(())
 }
 
-/// Only the flood scenario.
-///
-/// # Errors
-/// When the lab cannot be built or a tool fails.
-pub fn run_flood(plan: &Plan, samples: &mut Samples) -> Result<()> {
-    flood(plan, samples)
+/// The lab's scenarios.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    /// UDP packet rate (two-arm lab).
+    Packets,
+    /// TCP and HTTP connection and request rates (point-to-point lab).
+    Connections,
+    /// A spoofed SYN flood (point-to-point lab).
+    Flood,
 }
 
 /// Legitimate connections while a spoofed SYN flood runs, lb against
@@ -580,6 +624,8 @@ fn connection_rate(plan: &Plan, samples: &mut Samples) -> Result<()> {
             Variant::Xdp,
             Variant::Nftables,
             Variant::Haproxy,
+            Variant::LbHttp,
+            Variant::HaproxyHttp,
         ] {
             bl.switch(v)?;
             let target = if v == Variant::Direct {

@@ -30,9 +30,9 @@ struct Cli {
     /// BPF_PROG_TEST_RUN benchmark).
     #[arg(long)]
     no_scale: bool,
-    /// Of the lab part, run only the SYN-flood scenario.
-    #[arg(long)]
-    flood_only: bool,
+    /// Of the lab part, run only this scenario.
+    #[arg(long, value_enum)]
+    only: Option<lab::Part>,
 }
 
 fn machine() -> String {
@@ -69,10 +69,8 @@ fn main() -> Result<()> {
             prog::scale(&plan, &mut samples).context("scale benchmark")?;
         }
     }
-    if cli.flood_only {
-        lab::run_flood(&plan, &mut samples).context("flood benchmark")?;
-    } else if !cli.no_lab {
-        lab::run(&plan, &mut samples).context("lab benchmark")?;
+    if !cli.no_lab {
+        lab::run(&plan, &mut samples, cli.only).context("lab benchmark")?;
     }
     let mut metrics = samples.metrics();
     let ratio = |a: &str, b: &str| samples.median(a) / samples.median(b);
@@ -91,6 +89,21 @@ fn main() -> Result<()> {
             "cps_ratio_vs_nftables",
             ratio("cps_xdp", "cps_nftables"),
             "median cps_xdp / median cps_nftables",
+        ),
+        (
+            "http_rps_ratio_vs_haproxy",
+            ratio("rps_keepalive_lb_http", "rps_keepalive_haproxy_http"),
+            "median keep-alive requests/s, lb mode http (cookie) / HAProxy mode http (cookie insert)",
+        ),
+        (
+            "http_p99_ratio_vs_haproxy",
+            ratio("p99_ms_keepalive_lb_http", "p99_ms_keepalive_haproxy_http"),
+            "median keep-alive p99 latency, lb mode http / HAProxy mode http",
+        ),
+        (
+            "http_cps_ratio_vs_haproxy",
+            ratio("cps_lb_http", "cps_haproxy_http"),
+            "median new connections/s, lb mode http / HAProxy mode http",
         ),
         (
             "flood_success_ratio_vs_nftables",

@@ -143,7 +143,15 @@ fn users_behind_one_address(lab: &Lab) -> Result<usize> {
             let mut seen = Vec::new();
             for _ in 0..4 {
                 let out = Command::new("ip")
-                    .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s", "--max-time", "3"])
+                    .args([
+                        "netns",
+                        "exec",
+                        &lab.clients[0].ns,
+                        "curl",
+                        "-s",
+                        "--max-time",
+                        "3",
+                    ])
                     .arg("-b")
                     .arg(&jar)
                     .arg("-c")
