@@ -118,11 +118,14 @@ pub const LATENCY_BUCKETS: [f64; 7] = [0.001, 0.005, 0.025, 0.1, 0.5, 2.5, 10.0]
 /// Counters per (VIP, backend); the backend `None` is the VIP's total.
 pub type HttpStats = Arc<Mutex<BTreeMap<(VipId, Option<Endpoint>), HttpCounters>>>;
 
+/// A backend's ids in cookies: under the current key, and the previous.
+type BackendIds = ([u8; 8], Option<[u8; 8]>);
+
 /// The proxy's shared state.
 pub struct Proxy {
     keys: Keys,
     /// Backend ids under the current and previous keys, computed once.
-    ids: Mutex<HashMap<Endpoint, ([u8; 8], Option<[u8; 8]>)>>,
+    ids: Mutex<HashMap<Endpoint, BackendIds>>,
     view: tokio::sync::watch::Receiver<Arc<View>>,
     client: Client<HttpConnector, Body>,
     cursors: Mutex<HashMap<VipId, Arc<AtomicUsize>>>,
