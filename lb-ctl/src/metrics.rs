@@ -153,6 +153,7 @@ pub fn render(stats: &Stats) -> String {
         ("cookie_invalid", "Requests whose cookie was not honoured (tampered, expired, unknown, backend gone, down or draining).", 3),
         ("redispatches", "Requests retried on another backend after a connect failure.", 4),
         ("upstream_errors", "Requests that failed upstream (502/503).", 5),
+        ("bad_requests", "Malformed requests, answered 400 by the proxy.", 6),
     ] {
         family(
             &format!("lb_http_{what}_total"),
@@ -168,7 +169,8 @@ pub fn render(stats: &Stats) -> String {
                         2 => c.cookie_inserts,
                         3 => c.cookie_invalid,
                         4 => c.redispatches,
-                        _ => c.upstream_errors,
+                        5 => c.upstream_errors,
+                        _ => c.bad_requests,
                     };
                     (http_label(vip, b), v)
                 })

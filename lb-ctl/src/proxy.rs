@@ -164,15 +164,23 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             let proxy = Arc::clone(&self);
             tokio::spawn(async move {
+                let counter = Arc::clone(&proxy);
                 let service = hyper::service::service_fn(move |req| {
                     let proxy = Arc::clone(&proxy);
                     async move { Ok::<_, Infallible>(proxy.handle(vip, peer, req).await) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let served = hyper::server::conn::http1::Builder::new()
                     .keep_alive(true)
                     .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
+                // hyper answers a request it cannot parse with 400 itself.
+                if let Err(e) = served {
+                    if e.is_parse() || e.is_parse_too_large() {
+                        counter.count(vip, None, |c| c.bad_requests += 1);
+                        log::debug!("VIP {vip}: malformed request from {peer}: {e}");
+                    }
+                }
             });
         }
     }

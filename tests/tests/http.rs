@@ -321,6 +321,27 @@ fn bad_cookies_removed_backends_shared_connections_and_redispatch() {
     assert_ne!(p.server, carol_server);
     assert!(head.contains("set-cookie: srvid="), "{head}");
     assert!(lab.controller_log().contains("redispatched"));
+    // A malformed request: 400 from the proxy, counted.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.clients[0].ns, "bash", "-c"])
+        .arg(format!(
+            "exec 3<>/dev/tcp/{VIP}/80; printf 'NOT HTTP AT ALL\\r\\n\\r\\n' >&3; head -c 12 <&3"
+        ))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "HTTP/1.1 400",
+        "{out:?}"
+    );
+    wait_for(Duration::from_secs(2), || {
+        lab.ctl(&["stats"]).is_ok_and(|s| {
+            s.contains(&format!(
+                "lb_http_bad_requests_total{{vip=\"{VIP}:80\",protocol=\"tcp\"}} 1"
+            ))
+        })
+    })
+    .unwrap();
 }
 
 /// What is refused: a port taken by another process; bad cookie settings.
