@@ -251,9 +251,15 @@ impl Keys {
     /// at `now` (seconds since the epoch).
     #[must_use]
     pub fn issue(&self, name: &str, backend: Endpoint, issued: u32, now: u32) -> String {
+        self.issue_for(name, self.backend_id(backend), issued, now)
+    }
+
+    /// [`Keys::issue`] for a backend id already known.
+    #[must_use]
+    pub fn issue_for(&self, name: &str, backend_id: [u8; 8], issued: u32, now: u32) -> String {
         let mut raw = Vec::with_capacity(BODY + TAG);
         raw.push(VERSION);
-        raw.extend_from_slice(&self.backend_id(backend));
+        raw.extend_from_slice(&backend_id);
         raw.extend_from_slice(&issued.to_be_bytes());
         raw.extend_from_slice(&now.to_be_bytes());
         let tag = mac(&self.current, name.as_bytes(), &raw);

@@ -203,17 +203,21 @@ impl Proxy {
         })
     }
 
+    /// A backend's cookie ids, computed once.
+    fn ids_of(&self, b: Endpoint) -> BackendIds {
+        *lock(&self.ids)
+            .entry(b)
+            .or_insert_with(|| (self.keys.backend_id(b), self.keys.previous_backend_id(b)))
+    }
+
     /// The backend a valid cookie names, if it still keeps its clients.
     fn pinned(&self, vip: &HttpVip, spec: &CookieSpec, value: &str, now: u32) -> Option<Endpoint> {
         let ticket = self.keys.read(&spec.name, value)?;
         if !ticket.honoured(spec, now) {
             return None;
         }
-        let mut ids = lock(&self.ids);
         vip.backends.iter().find_map(|(b, _, keeps)| {
-            let (current, previous) = *ids
-                .entry(*b)
-                .or_insert_with(|| (self.keys.backend_id(*b), self.keys.previous_backend_id(*b)));
+            let (current, previous) = self.ids_of(*b);
             let id = if ticket.under_previous_key {
                 previous?
             } else {
@@ -345,7 +349,9 @@ impl Proxy {
                 ticket.is_some_and(|t| t.needs_refresh(spec, now) || t.under_previous_key);
             if !hit || refresh {
                 let issued = ticket.map_or(now, |t| t.issued);
-                let value = self.keys.issue(&spec.name, backend, issued, now);
+                let value = self
+                    .keys
+                    .issue_for(&spec.name, self.ids_of(backend).0, issued, now);
                 if let Ok(v) = HeaderValue::from_str(&spec.set_cookie(&value, false)) {
                     response.headers_mut().append(SET_COOKIE, v);
                 }
