@@ -34,6 +34,12 @@ pub const MAX_BACKENDS: u32 = 4096;
 /// Slots of one VIP's selection table. The table of VIP `id` occupies
 /// `id * RING_SIZE .. id * RING_SIZE + ring_len` of the `RING` map.
 pub const RING_SIZE: u32 = 1024;
+/// Slots of a Maglev lookup table (a prime, as the paper wants).
+pub const MAGLEV_SIZE: u32 = 65_537;
+/// VIPs with the `maglev` scheduler at most; the table of maglev slot `m`
+/// occupies `m * MAGLEV_SIZE ..` of the `MAGLEV` map.
+pub const MAX_MAGLEV_VIPS: u32 = 16;
+
 /// Interfaces the program may redirect to.
 pub const MAX_PORTS: u32 = 64;
 
@@ -56,8 +62,9 @@ pub mod map_names {
     pub const REASONS: &str = "REASONS";
     pub const HALF_OPEN: &str = "HALF_OPEN";
     pub const PENDING: &str = "PENDING";
+    pub const MAGLEV: &str = "MAGLEV";
     /// Every map, in the order `lb-ctl` pins them.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         VIPS,
         BACKENDS,
         RING,
@@ -71,6 +78,7 @@ pub mod map_names {
         REASONS,
         HALF_OPEN,
         PENDING,
+        MAGLEV,
     ];
 }
 
@@ -82,8 +90,27 @@ pub mod map_names {
 /// round-robin cursor per VIP (`CURSORS` no longer per CPU); 3 = sessions
 /// carry their creation time and VIPs a session lifetime; 4 = unconfirmed
 /// flows and pending sessions in their own LRU tables (`HALF_OPEN`,
-/// `PENDING`), the connection and persistence tables hold confirmed ones.
-pub const LAYOUT_VERSION: u32 = 4;
+/// `PENDING`), the connection and persistence tables hold confirmed ones;
+/// 5 = Maglev tables (`MAGLEV`, `VipInfo::maglev`).
+pub const LAYOUT_VERSION: u32 = 5;
+
+/// The Maglev slot of a flow: a hash of `client` (the masked client
+/// address, for a VIP with persistence) or of the whole connection, mixed
+/// with the VIP's id (murmur3's 64-bit finalizer), modulo [`MAGLEV_SIZE`].
+/// The same on every host: a flow that moves keeps its backend.
+#[inline(always)]
+#[must_use]
+pub const fn maglev_slot(vip_id: u32, a: u32, b: u32, ports: u32, proto: u8) -> u32 {
+    let mut h = ((a as u64) << 32 | b as u64)
+        ^ ((ports as u64) << 8 | proto as u64)
+        ^ ((vip_id as u64) << 48);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h % MAGLEV_SIZE as u64) as u32
+}
 
 /// Name of the XDP program inside the object file.
 pub const PROGRAM_NAME: &str = "lb_xdp";
@@ -143,6 +170,19 @@ mod tests {
         ));
         assert!(needs_refresh(5 * REFRESH_NS, 6 * REFRESH_NS));
         assert!(!needs_refresh(5 * REFRESH_NS, 4 * REFRESH_NS));
+    }
+
+    #[test]
+    fn maglev_slots_are_in_range_and_spread() {
+        let mut seen = [0u32; 16];
+        for c in 0..4096u32 {
+            let slot = maglev_slot(3, c.to_be(), 0, 0, 0);
+            assert!(slot < MAGLEV_SIZE);
+            seen[(slot * 16 / MAGLEV_SIZE) as usize] += 1;
+        }
+        // Roughly even over the table (256 expected per sixteenth).
+        assert!(seen.iter().all(|&n| (150..370).contains(&n)), "{seen:?}");
+        assert_ne!(maglev_slot(3, 1, 0, 0, 0), maglev_slot(4, 1, 0, 0, 0));
     }
 
     #[test]

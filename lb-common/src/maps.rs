@@ -29,7 +29,10 @@ pub struct VipInfo {
     /// Persistence netmask (network byte order): clients that agree on these
     /// bits share one session.
     pub client_mask: u32,
-    pub _pad: u32,
+    /// 0: the VIP's selection table is its block of `RING` (walked by the
+    /// round-robin cursor); `m + 1`: it is Maglev table `m` in `MAGLEV`,
+    /// indexed by a hash of the client (or of the connection).
+    pub maglev: u32,
     /// A session ends this long after it was created, busy or not; 0: no
     /// limit.
     pub max_lifetime_ns: u64,

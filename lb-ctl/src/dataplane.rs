@@ -165,6 +165,7 @@ pub struct Tables {
     pub vips: HashMap<MapData, VipKey, VipInfo>,
     pub backends: Array<MapData, BackendInfo>,
     pub ring: Array<MapData, u32>,
+    pub maglev: Array<MapData, u32>,
     pub conns: HashMap<MapData, FlowKey, Conn>,
     pub half_open: HashMap<MapData, FlowKey, Conn>,
     pub sessions: HashMap<MapData, SessionKey, Session>,
@@ -233,6 +234,7 @@ impl Dataplane {
             vips: take(&mut ebpf, names::VIPS)?,
             backends: take(&mut ebpf, names::BACKENDS)?,
             ring: take(&mut ebpf, names::RING)?,
+            maglev: take(&mut ebpf, names::MAGLEV)?,
             conns: take(&mut ebpf, names::CONNS)?,
             half_open: take(&mut ebpf, names::HALF_OPEN)?,
             sessions: take(&mut ebpf, names::SESSIONS)?,
@@ -592,7 +594,7 @@ fn vip_info(v: &Vip) -> VipInfo {
         ring_len: v.table.len() as u32,
         persist_timeout_ns: nanos(v.spec.persistence_timeout),
         client_mask: lb_common::netmask(v.spec.persistence_netmask),
-        _pad: 0,
+        maglev: v.maglev_slot.map_or(0, |m| m + 1),
         max_lifetime_ns: nanos(v.spec.max_lifetime),
     }
 }
@@ -766,10 +768,27 @@ impl Tables {
                     .set(b.slot, info, 0)
                     .map_err(map_err(names::BACKENDS))?;
             }
-            for (i, slot) in v.table.iter().enumerate() {
-                self.ring
-                    .set(v.slot * RING_SIZE + i as u32, slot, 0)
-                    .map_err(map_err(names::RING))?;
+            if let Some(m) = v.maglev_slot {
+                // Only the slots that change: a table swap under traffic
+                // sends every packet to the old or the new backend.
+                let before = old
+                    .vip(&v.spec.id)
+                    .filter(|o| o.maglev_slot == Some(m))
+                    .map(|o| o.table.as_slice())
+                    .unwrap_or_default();
+                for (i, slot) in v.table.iter().enumerate() {
+                    if before.get(i) != Some(slot) {
+                        self.maglev
+                            .set(m * lb_common::MAGLEV_SIZE + i as u32, slot, 0)
+                            .map_err(map_err(names::MAGLEV))?;
+                    }
+                }
+            } else {
+                for (i, slot) in v.table.iter().enumerate() {
+                    self.ring
+                        .set(v.slot * RING_SIZE + i as u32, slot, 0)
+                        .map_err(map_err(names::RING))?;
+                }
             }
             if old.vip(&v.spec.id).is_none() {
                 self.reset_counters(v.slot, true)?;

@@ -16,6 +16,11 @@ pub enum Scheduler {
     Rr,
     /// Weighted round robin: turns in proportion to the weights.
     Wrr,
+    /// Maglev consistent hashing: a client (or, without persistence, a
+    /// connection) is hashed onto a lookup table of
+    /// [`lb_common::MAGLEV_SIZE`] slots built identically on every host for
+    /// the same backends, in any order; a backend change moves few others.
+    Maglev,
 }
 
 impl Scheduler {
@@ -24,6 +29,7 @@ impl Scheduler {
         match self {
             Self::Rr => "rr",
             Self::Wrr => "wrr",
+            Self::Maglev => "maglev",
         }
     }
 }
@@ -33,6 +39,8 @@ pub const MAX_WEIGHT: u32 = 256;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SchedError {
+    #[error("a maglev table is built from the backends' addresses (build_maglev)")]
+    NeedsKeys,
     #[error(
         "the weights need a selection table of {needed} slots, more than the {max} a VIP has; \
          use smaller weights or ones with a common divisor"
@@ -54,6 +62,7 @@ fn gcd(a: u32, b: u32) -> u32 {
 /// When the table would not fit in [`RING_SIZE`] slots.
 pub fn build_table(scheduler: Scheduler, backends: &[(u32, u32)]) -> Result<Vec<u32>, SchedError> {
     match scheduler {
+        Scheduler::Maglev => Err(SchedError::NeedsKeys),
         Scheduler::Rr => {
             if backends.len() > RING_SIZE as usize {
                 return Err(SchedError::TableTooLarge {
@@ -92,9 +101,121 @@ pub fn build_table(scheduler: Scheduler, backends: &[(u32, u32)]) -> Result<Vec<
     }
 }
 
+/// FNV-1a, 64 bits, from `seed`: the same on every host and build.
+fn fnv(seed: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(seed, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The Maglev lookup table (Eisenbud et al., NSDI'16) of `size` slots
+/// (a prime) for `backends` (id, weight, key): each backend's preference
+/// order is a permutation derived from its key (its address and port), and
+/// the backends take turns claiming their next free preferred slot, each as
+/// many turns per round as its weight (reduced by the weights' GCD). The
+/// backends are taken in the order of their keys, so the table does not
+/// depend on the order a config lists them in. With equal weights every
+/// backend holds ⌊size/n⌋ or ⌈size/n⌉ slots.
+#[must_use]
+pub fn build_maglev(backends: &[(u32, u32, String)], size: u32) -> Vec<u32> {
+    if backends.is_empty() {
+        return Vec::new();
+    }
+    let mut sorted: Vec<&(u32, u32, String)> = backends.iter().collect();
+    sorted.sort_by(|a, b| a.2.cmp(&b.2));
+    let divisor = sorted.iter().fold(0, |g, b| gcd(g, b.1)).max(1);
+    let m = u64::from(size);
+    let perms: Vec<(u64, u64)> = sorted
+        .iter()
+        .map(|b| {
+            let offset = fnv(0xcbf2_9ce4_8422_2325, b.2.as_bytes()) % m;
+            let skip = fnv(0x8422_2325_cbf2_9ce4, b.2.as_bytes()) % (m - 1) + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut next = vec![0u64; sorted.len()];
+    let mut table = vec![u32::MAX; size as usize];
+    let mut filled = 0u64;
+    loop {
+        for (i, b) in sorted.iter().enumerate() {
+            for _ in 0..(b.1 / divisor).max(1) {
+                let (offset, skip) = perms[i];
+                let mut c = (offset + next[i] * skip) % m;
+                while table[c as usize] != u32::MAX {
+                    next[i] += 1;
+                    c = (offset + next[i] * skip) % m;
+                }
+                table[c as usize] = b.0;
+                next[i] += 1;
+                filled += 1;
+                if filled == m {
+                    return table;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn keyed(n: u32) -> Vec<(u32, u32, String)> {
+        (0..n)
+            .map(|i| (i, 1, format!("198.18.4.{}:80", 21 + i)))
+            .collect()
+    }
+
+    #[test]
+    fn maglev_shares_are_even_and_independent_of_order() {
+        let m = lb_common::MAGLEV_SIZE;
+        for n in [1, 3, 10, 100] {
+            let t = build_maglev(&keyed(n), m);
+            assert_eq!(t.len(), m as usize);
+            for id in 0..n {
+                let count = t.iter().filter(|&&b| b == id).count() as u32;
+                assert!(
+                    count == m / n || count == m.div_ceil(n),
+                    "n {n}: backend {id} holds {count}"
+                );
+            }
+        }
+        let mut reversed = keyed(10);
+        reversed.reverse();
+        assert_eq!(build_maglev(&reversed, m), build_maglev(&keyed(10), m));
+        assert!(build_maglev(&[], m).is_empty());
+    }
+
+    #[test]
+    fn maglev_removal_moves_few_other_slots() {
+        let m = lb_common::MAGLEV_SIZE;
+        let all = keyed(10);
+        let before = build_maglev(&all, m);
+        let after = build_maglev(&all[1..], m);
+        let moved = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| **b != 0 && b != a)
+            .count();
+        let others = before.iter().filter(|&&b| b != 0).count();
+        assert!(
+            (moved as f64) <= 0.005 * others as f64 + 1.0,
+            "{moved} of {others} slots of the other backends moved"
+        );
+        assert!(after.iter().all(|&b| b != 0));
+    }
+
+    #[test]
+    fn maglev_weights_scale_shares() {
+        let m = lb_common::MAGLEV_SIZE;
+        let b = vec![
+            (0, 2, "198.18.4.21:80".to_string()),
+            (1, 1, "198.18.4.22:80".to_string()),
+        ];
+        let t = build_maglev(&b, m);
+        let heavy = t.iter().filter(|&&x| x == 0).count() as f64;
+        assert!((heavy / f64::from(m) - 2.0 / 3.0).abs() < 0.01, "{heavy}");
+    }
 
     #[test]
     fn rr_lists_each_backend_once_ignoring_weights() {

@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr, time::Duration};
 
-use lb_common::{MAX_BACKENDS, MAX_VIPS, PROTO_TCP, PROTO_UDP};
+use lb_common::{MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_VIPS, PROTO_TCP, PROTO_UDP};
 use serde::{Deserialize, Serialize};
 
 use crate::sched::{build_table, SchedError, Scheduler, MAX_WEIGHT};
@@ -219,8 +219,13 @@ pub struct Vip {
     /// Index in the per-VIP arrays.
     pub slot: u32,
     pub backends: Vec<Backend>,
-    /// Selection table (backend slots), rebuilt on every backend change.
+    /// Selection table (backend slots), rebuilt on every backend change
+    /// (not in listings: a Maglev table has 65 537 slots).
+    #[serde(skip)]
     pub table: Vec<u32>,
+    /// The Maglev table slot of a `maglev` VIP.
+    #[serde(default)]
+    pub maglev_slot: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -237,6 +242,8 @@ pub enum ServiceError {
     Netmask(VipId, u8),
     #[error("too many VIPs: at most {MAX_VIPS}")]
     TooManyVips,
+    #[error("VIP {0}: too many maglev VIPs: at most {MAX_MAGLEV_VIPS}")]
+    TooManyMaglev(VipId),
     #[error("VIP {vip}: backend {backend}: port 0 is not a service port")]
     BackendPortZero { vip: VipId, backend: Endpoint },
     #[error("VIP {vip}: backend {backend}: {addr} is not a usable backend address")]
@@ -335,6 +342,7 @@ impl Services {
         let slot = (0..MAX_VIPS)
             .find(|s| !self.vips.values().any(|v| v.slot == *s))
             .ok_or(ServiceError::TooManyVips)?;
+        let maglev_slot = self.free_maglev_slot(&spec)?;
         self.vips.insert(
             id,
             Vip {
@@ -342,9 +350,21 @@ impl Services {
                 slot,
                 backends: Vec::new(),
                 table: Vec::new(),
+                maglev_slot,
             },
         );
         Ok(())
+    }
+
+    /// A Maglev table slot for `spec`, when it is a maglev VIP.
+    fn free_maglev_slot(&self, spec: &VipSpec) -> Result<Option<u32>, ServiceError> {
+        if spec.scheduler != Scheduler::Maglev || spec.mode == Mode::Http {
+            return Ok(None);
+        }
+        (0..MAX_MAGLEV_VIPS)
+            .find(|m| !self.vips.values().any(|v| v.maglev_slot == Some(*m)))
+            .map(Some)
+            .ok_or(ServiceError::TooManyMaglev(spec.id))
     }
 
     /// # Errors
@@ -654,6 +674,7 @@ impl Services {
                     slot: v.slot,
                     backends,
                     table: Vec::new(),
+                    maglev_slot: None,
                 },
             );
         }
@@ -695,11 +716,13 @@ impl Services {
                     .ok_or(ServiceError::TooManyVips)?,
             };
             vip_slots.push(slot);
+            let maglev_slot = out.free_maglev_slot(&v.spec)?;
             let mut nv = Vip {
                 spec: v.spec.clone(),
                 slot,
                 backends: Vec::with_capacity(v.backends.len()),
                 table: Vec::new(),
+                maglev_slot,
             };
             for b in &v.backends {
                 let reuse = kept.backends.iter().find(|k| {
@@ -736,6 +759,16 @@ impl Services {
 /// not draining); with none, it is empty and the data path drops new
 /// connections (counted as `drop_no_backend`).
 fn rebuild(v: &mut Vip) -> Result<(), ServiceError> {
+    if v.spec.scheduler == Scheduler::Maglev {
+        let keyed: Vec<(u32, u32, String)> = v
+            .backends
+            .iter()
+            .filter(|b| b.takes_new_clients())
+            .map(|b| (b.slot, b.weight, b.endpoint.to_string()))
+            .collect();
+        v.table = crate::sched::build_maglev(&keyed, lb_common::MAGLEV_SIZE);
+        return Ok(());
+    }
     let pairs: Vec<(u32, u32)> = v
         .backends
         .iter()

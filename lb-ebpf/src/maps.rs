@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use lb_common::{
     BackendInfo, Conn, Counters, FlowKey, Reason, Session, SessionKey, Settings, VipInfo, VipKey,
-    MAX_BACKENDS, MAX_PORTS, MAX_VIPS, RING_SIZE,
+    MAGLEV_SIZE, MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_PORTS, MAX_VIPS, RING_SIZE,
 };
 
 /// (VIP address, port, protocol) -> the VIP's settings.
@@ -23,6 +23,11 @@ pub static BACKENDS: Array<BackendInfo> = Array::with_max_entries(MAX_BACKENDS, 
 /// each slot a backend id, built by the controller (rr or weighted).
 #[map]
 pub static RING: Array<u32> = Array::with_max_entries(MAX_VIPS * RING_SIZE, 0);
+
+/// Maglev lookup tables: table `m` is `MAGLEV[m * MAGLEV_SIZE ..][.. MAGLEV_SIZE]`,
+/// each slot a backend id, built by the controller.
+#[map]
+pub static MAGLEV: Array<u32> = Array::with_max_entries(MAX_MAGLEV_VIPS * MAGLEV_SIZE, 0);
 
 /// Position in each VIP's selection table, shared by all CPUs (advanced
 /// atomically).

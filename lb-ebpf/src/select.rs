@@ -14,7 +14,7 @@ use lb_common::{
 
 use crate::{
     conntrack,
-    maps::{BACKENDS, CURSORS, HALF_OPEN, PENDING, RING, SESSIONS, VIPS},
+    maps::{BACKENDS, CURSORS, HALF_OPEN, MAGLEV, PENDING, RING, SESSIONS, VIPS},
     parse::Packet,
     stats, Flow,
 };
@@ -46,7 +46,12 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
     let (backend_id, backend, from_session) = match sticky {
         Some(hit) => hit,
         None => {
-            let picked = pick(&vip).ok_or(Reason::DROP_NO_BACKEND)?;
+            let picked = if vip.maglev == 0 {
+                pick(&vip)
+            } else {
+                pick_maglev(&vip, pkt, client, persistent)
+            }
+            .ok_or(Reason::DROP_NO_BACKEND)?;
             if persistent {
                 let pending = Session {
                     last_seen_ns: now,
@@ -157,6 +162,32 @@ pub fn confirm_session(c: &Conn, now: u64) {
     } else {
         pin(c.vip_id, c.session_client, c.backend_id, c.backend_gen, now);
     }
+}
+
+/// The Maglev table's backend for this client (with persistence) or this
+/// connection: the same on every host, also for a flow that moved here
+/// mid-way.
+#[inline(always)]
+fn pick_maglev(
+    vip: &VipInfo,
+    pkt: &Packet,
+    client: u32,
+    persistent: bool,
+) -> Option<(u32, BackendInfo)> {
+    let k = &pkt.key;
+    let slot = if persistent {
+        lb_common::maglev_slot(vip.id, client, 0, 0, 0)
+    } else {
+        lb_common::maglev_slot(
+            vip.id,
+            k.src_addr,
+            k.dst_addr,
+            (u32::from(k.src_port) << 16) | u32::from(k.dst_port),
+            k.proto,
+        )
+    };
+    let id = *MAGLEV.get((vip.maglev - 1) * lb_common::MAGLEV_SIZE + slot)?;
+    Some((id, *BACKENDS.get(id)?))
 }
 
 /// Pin (or re-pin) the client to a backend.

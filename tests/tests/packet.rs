@@ -934,6 +934,75 @@ fn udp_flow_is_confirmed_by_the_next_datagram_after_an_answer() {
     assert_eq!(b.reason(Reason::CONFIRMED), 1);
 }
 
+/// Where the controller's Maglev table sends connection `c` (no
+/// persistence: the whole 5-tuple is hashed).
+fn maglev_expected(b: &Bench, c: (Ipv4Addr, u16)) -> Ipv4Addr {
+    let v = b.services.vip(&vip_id(Protocol::Tcp)).unwrap();
+    let slot = lb_common::maglev_slot(
+        v.slot,
+        u32::from_ne_bytes(c.0.octets()),
+        u32::from_ne_bytes(VIP.octets()),
+        (u32::from(c.1.to_be()) << 16) | u32::from(80u16.to_be()),
+        6,
+    );
+    let id = v.table[slot as usize];
+    v.backends
+        .iter()
+        .find(|x| x.slot == id)
+        .unwrap()
+        .endpoint
+        .addr
+}
+
+/// A Maglev VIP sends each connection where the table built by the
+/// controller points, also a packet that arrives mid-flow with no entry
+/// (a flow that moved from another host); removing a backend moves only
+/// its own flows (and very few others).
+#[test]
+fn maglev_follows_the_table_and_removal_moves_few_flows() {
+    let mut b = Bench::new("maglev");
+    b.vip_with(
+        Protocol::Tcp,
+        Scheduler::Maglev,
+        0,
+        32,
+        &[(B1, 1), (B2, 1), (B3, 1)],
+    );
+    let flows: Vec<(Ipv4Addr, u16)> = (0..60u16)
+        .map(|i| (Ipv4Addr::new(198, 18, 0, 11 + (i % 2) as u8), 52000 + i))
+        .collect();
+    let mut before = Vec::new();
+    for (i, &c) in flows.iter().enumerate() {
+        let want = maglev_expected(&b, c);
+        // Half as new connections, half as packets of flows this host has
+        // never seen (mid-flow ACKs).
+        if i % 2 == 0 {
+            assert_eq!(new_conn(&b, c), want, "{c:?}");
+        } else {
+            assert_forwarded(&b, &to_vip(c, ACK), want, mac_of(want));
+        }
+        before.push(want);
+    }
+    let spread: std::collections::BTreeSet<_> = before.iter().collect();
+    assert_eq!(spread.len(), 3, "{before:?}");
+    b.change(|s| {
+        s.remove_backend(&vip_id(Protocol::Tcp), ep(B3, 8080))
+            .unwrap();
+    });
+    let mut moved = 0;
+    for (&c, &was) in flows.iter().zip(&before) {
+        let now = maglev_expected(&b, (c.0, c.1 + 1000));
+        let again = maglev_expected(&b, c);
+        assert_ne!(again, B3);
+        if was != B3 && again != was {
+            moved += 1;
+        }
+        // The data path agrees with the new table on new flows.
+        assert_eq!(new_conn(&b, (c.0, c.1 + 1000)), now);
+    }
+    assert!(moved <= 1, "{moved} flows of the other backends moved");
+}
+
 #[test]
 fn full_session_table_still_serves() {
     let mut b = Bench::with_limits("sfull", 1000, 1);

@@ -364,6 +364,34 @@ pub fn per_packet(plan: &Plan, samples: &mut Samples) -> Result<()> {
     Ok(())
 }
 
+/// How long building a Maglev table of 65 537 slots takes for 100
+/// backends (median of 11 builds).
+pub fn maglev(samples: &mut Samples) {
+    let backends: Vec<(u32, u32, String)> = (0..100u32)
+        .map(|i| (i, 1, format!("198.18.{}.{}:80", 4 + i / 250, 1 + i % 250)))
+        .collect();
+    let mut times: Vec<f64> = (0..11)
+        .map(|_| {
+            let t = Instant::now();
+            let table = lb_ctl::sched::build_maglev(&backends, lb_common::MAGLEV_SIZE);
+            std::hint::black_box(table);
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    eprintln!(
+        "maglev: building a {}-slot table for 100 backends takes {median:.2} ms",
+        lb_common::MAGLEV_SIZE
+    );
+    samples.add(
+        "maglev_build_100_ms",
+        "ms",
+        "building a 65 537-slot Maglev table for 100 backends (median of 11)",
+        median,
+    );
+}
+
 /// Established cost with 1k .. `max` entries in both tables, the sweeper
 /// over them, and memory per connection.
 ///

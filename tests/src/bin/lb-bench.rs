@@ -65,6 +65,7 @@ fn main() -> Result<()> {
     eprintln!("{machine} Plan: {plan:?}");
     if !cli.no_prog {
         prog::per_packet(&plan, &mut samples).context("per-packet benchmark")?;
+        prog::maglev(&mut samples);
         if !cli.no_scale {
             prog::scale(&plan, &mut samples).context("scale benchmark")?;
         }
