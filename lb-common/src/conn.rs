@@ -37,6 +37,10 @@ pub mod conn_flags {
     /// one or the scheduler): confirming the connection renews that session
     /// instead of starting a new one.
     pub const FROM_SESSION: u8 = 8;
+    /// Direct server return: the backend answers the client itself; only
+    /// the forward direction is seen and recorded, and packets keep their
+    /// addresses (only the MAC addresses are rewritten).
+    pub const DSR: u8 = 16;
 }
 
 /// Whether a reply packet (backend to client) with TCP `flags` answers an
@@ -55,10 +59,15 @@ pub const fn answers(is_tcp: bool, flags: u8) -> bool {
 #[inline(always)]
 #[must_use]
 pub const fn confirms(c: &Conn, is_tcp: bool, flags: u8) -> bool {
+    let completes = flags & tcp_flags::ACK != 0 && flags & (tcp_flags::SYN | tcp_flags::RST) == 0;
+    if c.flags & conn_flags::DSR != 0 {
+        // The answer never passes here: the client's ACK (TCP) or next
+        // datagram (UDP) is all there is to see.
+        return !is_tcp || completes;
+    }
     c.flags & conn_flags::REPLY == 0
         && c.flags & conn_flags::ANSWERED != 0
-        && (!is_tcp
-            || (flags & tcp_flags::ACK != 0 && flags & (tcp_flags::SYN | tcp_flags::RST) == 0))
+        && (!is_tcp || completes)
 }
 
 /// Values of [`Conn::state`].
@@ -285,6 +294,14 @@ mod tests {
         assert!(!answers(true, ACK));
         assert!(!answers(true, SYN));
         assert!(answers(false, 0));
+        // Direct server return: the answer is never seen.
+        let dsr = Conn {
+            flags: conn_flags::DSR,
+            ..Conn::default()
+        };
+        assert!(confirms(&dsr, true, ACK));
+        assert!(!confirms(&dsr, true, SYN));
+        assert!(confirms(&dsr, false, 0));
     }
 
     #[test]

@@ -91,7 +91,8 @@ pub mod map_names {
 /// carry their creation time and VIPs a session lifetime; 4 = unconfirmed
 /// flows and pending sessions in their own LRU tables (`HALF_OPEN`,
 /// `PENDING`), the connection and persistence tables hold confirmed ones;
-/// 5 = Maglev tables (`MAGLEV`, `VipInfo::maglev`).
+/// 5 = Maglev tables (`MAGLEV`, `VipInfo::maglev`) and direct server return
+/// (`VipInfo::flags`, forward-only entries).
 pub const LAYOUT_VERSION: u32 = 5;
 
 /// The Maglev slot of a flow: a hash of `client` (the masked client

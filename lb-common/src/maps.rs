@@ -36,8 +36,18 @@ pub struct VipInfo {
     /// A session ends this long after it was created, busy or not; 0: no
     /// limit.
     pub max_lifetime_ns: u64,
+    /// Bits of [`vip_flags`].
+    pub flags: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<VipInfo>() == 32);
+const _: () = assert!(core::mem::size_of::<VipInfo>() == 40);
+
+/// Bits of [`VipInfo::flags`].
+pub mod vip_flags {
+    /// `forwarding: dsr`: the backends hold the VIP and answer the clients
+    /// themselves; the balancer only rewrites MAC addresses.
+    pub const DSR: u32 = 1;
+}
 
 /// Bits of [`BackendInfo::flags`].
 pub mod backend_flags {

@@ -62,6 +62,9 @@ pub struct VipConfig {
     /// `tcp` (default): the XDP path; `http`: the layer-7 proxy.
     #[serde(default)]
     pub mode: crate::services::Mode,
+    /// `nat` (default) or `dsr` (direct server return).
+    #[serde(default)]
+    pub forwarding: crate::services::Forwarding,
     #[serde(default)]
     pub persistence: Persistence,
     /// Without one, every backend counts as up.
@@ -326,6 +329,7 @@ impl Config {
                     health_check: v.health_check.clone(),
                     mode: v.mode,
                     cookie: v.persistence.cookie.clone(),
+                    forwarding: v.forwarding,
                 })
                 .map_err(|e| (i, e))?;
             for b in &v.backends {

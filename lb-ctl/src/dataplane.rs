@@ -596,6 +596,12 @@ fn vip_info(v: &Vip) -> VipInfo {
         client_mask: lb_common::netmask(v.spec.persistence_netmask),
         maglev: v.maglev_slot.map_or(0, |m| m + 1),
         max_lifetime_ns: nanos(v.spec.max_lifetime),
+        flags: if v.spec.forwarding == crate::services::Forwarding::Dsr {
+            lb_common::maps::vip_flags::DSR
+        } else {
+            0
+        },
+        _pad: 0,
     }
 }
 
@@ -703,6 +709,11 @@ impl Tables {
                 persistence_timeout: Duration::from_nanos(info.persist_timeout_ns),
                 persistence_netmask: info.client_mask.count_ones() as u8,
                 max_lifetime: Duration::from_nanos(info.max_lifetime_ns),
+                forwarding: if info.flags & lb_common::maps::vip_flags::DSR != 0 {
+                    crate::services::Forwarding::Dsr
+                } else {
+                    crate::services::Forwarding::Nat
+                },
             });
         }
         for slot in 0..lb_common::MAX_BACKENDS {

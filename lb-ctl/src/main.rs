@@ -363,6 +363,7 @@ fn run(cli: Cli) -> Result<()> {
                 health_check: None,
                 mode,
                 cookie: cookie.as_deref().map(lb_ctl::cookie::CookieSpec::named),
+                forwarding: lb_ctl::services::Forwarding::Nat,
             };
             done(call("POST", "/v1/vips", Some(serde_json::to_value(spec)?))?)
         }

@@ -140,6 +140,23 @@ pub struct VipSpec {
     /// Cookie persistence (`mode: http` only).
     #[serde(default)]
     pub cookie: Option<crate::cookie::CookieSpec>,
+    /// `nat` (default): the balancer translates both directions; `dsr`:
+    /// the backends answer the clients directly.
+    #[serde(default)]
+    pub forwarding: Forwarding,
+}
+
+/// How packets reach the backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Forwarding {
+    /// Destination NAT to the backend; replies come back through the
+    /// balancer and are translated back.
+    #[default]
+    Nat,
+    /// Layer-2 direct server return: only the MAC addresses change; the
+    /// backends hold the VIP and answer the clients themselves.
+    Dsr,
 }
 
 /// Where a VIP is served.
@@ -260,6 +277,14 @@ pub enum ServiceError {
     },
     #[error("VIP {vip}: backend {backend} already exists")]
     DuplicateBackend { vip: VipId, backend: Endpoint },
+    #[error(
+        "VIP {vip}: backend {backend}: with forwarding: dsr the backend's port must be the VIP's ({port}): packets keep their destination"
+    )]
+    DsrPort {
+        vip: VipId,
+        backend: Endpoint,
+        port: u16,
+    },
     #[error("VIP {vip}: backend {backend} does not exist (see `lb-ctl backend list`)")]
     UnknownBackend { vip: VipId, backend: Endpoint },
     #[error("too many backends: at most {MAX_BACKENDS} over all VIPs")]
@@ -336,6 +361,12 @@ impl Services {
                 "mode: http needs protocol: tcp".into(),
             ));
         }
+        if spec.mode == Mode::Http && spec.forwarding == Forwarding::Dsr {
+            return Err(ServiceError::Http(
+                id,
+                "forwarding: dsr needs mode: tcp (the proxy ends the client's connection)".into(),
+            ));
+        }
         if self.vips.contains_key(&id) {
             return Err(ServiceError::DuplicateVip(id));
         }
@@ -407,6 +438,13 @@ impl Services {
         let v = self.vips.get(vip).ok_or(ServiceError::UnknownVip(*vip))?;
         if v.backends.iter().any(|b| b.endpoint == backend) {
             return Err(ServiceError::DuplicateBackend { vip: *vip, backend });
+        }
+        if v.spec.forwarding == Forwarding::Dsr && backend.port != vip.endpoint.port {
+            return Err(ServiceError::DsrPort {
+                vip: *vip,
+                backend,
+                port: vip.endpoint.port,
+            });
         }
         let slot = (0..MAX_BACKENDS)
             .find(|s| !used.contains(s))
@@ -547,6 +585,7 @@ pub struct KeptVip {
     pub persistence_timeout: Duration,
     pub persistence_netmask: u8,
     pub max_lifetime: Duration,
+    pub forwarding: Forwarding,
 }
 
 /// A backend slot found in kept tables.
@@ -587,6 +626,7 @@ impl Services {
                     persistence_timeout: v.spec.persistence_timeout,
                     persistence_netmask: v.spec.persistence_netmask,
                     max_lifetime: v.spec.max_lifetime,
+                    forwarding: v.spec.forwarding,
                 })
                 .collect(),
             backends: Vec::new(),
@@ -670,6 +710,7 @@ impl Services {
                         health_check: None,
                         mode: Mode::Tcp,
                         cookie: None,
+                        forwarding: v.forwarding,
                     },
                     slot: v.slot,
                     backends,
@@ -804,6 +845,7 @@ mod tests {
             health_check: None,
             mode: Mode::Tcp,
             cookie: None,
+            forwarding: Forwarding::Nat,
         }
     }
 
@@ -903,6 +945,7 @@ mod tests {
                     persistence_timeout: v.spec.persistence_timeout,
                     persistence_netmask: 32,
                     max_lifetime: Duration::ZERO,
+                    forwarding: Forwarding::Nat,
                 })
                 .collect(),
             backends: old

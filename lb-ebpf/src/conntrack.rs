@@ -135,6 +135,7 @@ fn flow(c: &Conn, entry: *mut Conn) -> Flow {
         vip_id: c.vip_id,
         backend_id: c.backend_id,
         new: false,
+        dsr: c.flags & conn_flags::DSR != 0,
         conn: entry,
     }
 }
@@ -146,6 +147,9 @@ fn refresh<T: FlowTable>(table: &T, c: &mut Conn, key: &FlowKey, state: u8, now:
     c.state = state;
     c.last_seen_ns = now;
     c.next_hop.ifindex = 0;
+    if c.flags & conn_flags::DSR != 0 {
+        return; // one direction only: no other half
+    }
     // Keep the other half as fresh as this one, so a flow that is busy in
     // one direction only stays alive in both; its next hop is looked up
     // again too, else a half kept fresh only by the other would keep its
@@ -188,6 +192,7 @@ fn confirm(pkt: &Packet, c: &Conn, state: u8, now: u64) -> Result<Flow, u32> {
         vip_id: fwd.vip_id,
         backend_id: fwd.backend_id,
         new: false,
+        dsr: fwd.flags & conn_flags::DSR != 0,
         conn: core::ptr::null_mut(),
     })
 }
@@ -202,6 +207,9 @@ pub fn record<T: FlowTable>(
     vip_port: u16,
 ) -> Result<(), ()> {
     table.put(key, fwd).map_err(|_| ())?;
+    if fwd.flags & conn_flags::DSR != 0 {
+        return Ok(()); // the backend answers the client directly
+    }
     let reply = Conn {
         nat_addr: vip_addr,
         nat_port: vip_port,

@@ -17,12 +17,13 @@ use crate::{maps::TX_PORTS, parse::Packet, stats};
 
 const AF_INET: u8 = 2;
 
-/// Send the (rewritten) packet on. An established flow's entry caches the
+/// Send the (rewritten) packet on, towards `to` when given (else its
+/// destination). An established flow's entry caches the
 /// FIB result: it is used while valid and filled on a miss; the entry's
 /// once-a-second refresh clears it, so routes and neighbours are at most a
 /// second stale.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, conn: *mut Conn) -> u32 {
+pub fn forward(ctx: &XdpContext, pkt: &Packet, conn: *mut Conn, to: Option<u32>) -> u32 {
     if !conn.is_null() {
         // SAFETY: a map value pointer stays valid for the rest of the program.
         let nh = unsafe { (*conn).next_hop };
@@ -42,7 +43,9 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, conn: *mut Conn) -> u32 {
     p.ifindex = ctx.ingress_ifindex() as u32;
     p.__bindgen_anon_2.tos = ip.tos;
     p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src_addr);
-    p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(ip.dst_addr);
+    // Direct server return looks the backend up, not the packet's (VIP)
+    // destination.
+    p.__bindgen_anon_4.ipv4_dst = to.unwrap_or(u32::from_ne_bytes(ip.dst_addr));
     // SAFETY: `p` is a valid, initialised lookup of the right size.
     let rc = unsafe { fib_lookup(ctx.as_ptr(), &mut p, size_of::<bpf_fib_lookup>() as i32, 0) };
     match rc as u32 {

@@ -70,12 +70,17 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
         None => select::new_flow(&pkt, now)?,
     };
     stats::traffic(&flow, pkt.len);
+    if flow.dsr {
+        // Direct server return: the packet keeps its addresses and goes to
+        // the backend's MAC address.
+        return Ok(forward::forward(ctx, &pkt, flow.conn, Some(flow.nat_addr)));
+    }
     if flow.reply {
         rewrite::snat(&pkt, flow.nat_addr, flow.nat_port);
     } else {
         rewrite::dnat(&pkt, flow.nat_addr, flow.nat_port);
     }
-    Ok(forward::forward(ctx, &pkt, flow.conn))
+    Ok(forward::forward(ctx, &pkt, flow.conn, None))
 }
 
 /// What the connection table or the scheduler decided for this packet.
@@ -88,6 +93,8 @@ pub struct Flow {
     pub backend_id: u32,
     /// A connection was created by this packet.
     pub new: bool,
+    /// Direct server return: forwarded to `nat_addr`'s MAC, unrewritten.
+    pub dsr: bool,
     /// The connection-table entry of an established flow (null for a new
     /// one): its cached next hop saves the FIB lookup.
     pub conn: *mut lb_common::Conn,

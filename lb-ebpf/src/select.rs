@@ -78,6 +78,10 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
             (false, _) => 0,
             (true, false) => conn_flags::SESSION,
             (true, true) => conn_flags::SESSION | conn_flags::FROM_SESSION,
+        } | if vip.flags & lb_common::maps::vip_flags::DSR != 0 {
+            conn_flags::DSR
+        } else {
+            0
         },
         backend_id,
         vip_id: vip.id,
@@ -95,6 +99,7 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
         vip_id: vip.id,
         backend_id,
         new: true,
+        dsr: fwd.flags & conn_flags::DSR != 0,
         conn: core::ptr::null_mut(),
     })
 }

@@ -129,6 +129,7 @@ impl Bench {
                 health_check: None,
                 mode: lb_ctl::services::Mode::Tcp,
                 cookie: None,
+                forwarding: lb_ctl::services::Forwarding::Nat,
             })
             .unwrap();
             for &(b, w) in backends {
@@ -1001,6 +1002,59 @@ fn maglev_follows_the_table_and_removal_moves_few_flows() {
         assert_eq!(new_conn(&b, (c.0, c.1 + 1000)), now);
     }
     assert!(moved <= 1, "{moved} flows of the other backends moved");
+}
+
+/// Direct server return: a packet to a `dsr` VIP leaves with its
+/// addresses, ports and checksums as they were, only the MAC addresses
+/// rewritten for the backend; only the forward direction is recorded, and
+/// the client's ACK confirms the flow (the SYN-ACK never passes here).
+#[test]
+fn dsr_rewrites_only_the_mac_addresses() {
+    let mut b = Bench::new("dsr");
+    b.change(|s| {
+        s.add_vip(VipSpec {
+            name: None,
+            id: vip_id(Protocol::Tcp),
+            scheduler: Scheduler::Rr,
+            persistence_timeout: Duration::from_secs(300),
+            persistence_netmask: 32,
+            max_lifetime: Duration::ZERO,
+            health_check: None,
+            mode: lb_ctl::services::Mode::Tcp,
+            cookie: None,
+            forwarding: lb_ctl::services::Forwarding::Dsr,
+        })
+        .unwrap();
+        for x in [B1, B2] {
+            s.add_backend(&vip_id(Protocol::Tcp), ep(x, 80), 1).unwrap();
+        }
+        // A backend port other than the VIP's is refused.
+        assert!(s
+            .add_backend(&vip_id(Protocol::Tcp), ep(B3, 8080), 1)
+            .unwrap_err()
+            .to_string()
+            .contains("must be the VIP's (80)"));
+    });
+    let c = (C1, 53000);
+    for (flags, what) in [(SYN, "SYN"), (ACK, "ACK"), (PSH | ACK, "data")] {
+        let f = to_vip(c, flags);
+        let (verdict, out) = b.run(&f.build());
+        assert_eq!(verdict, XDP_TX, "{what}");
+        assert_eq!(
+            out,
+            f.clone().macs(D0_MAC, B1_MAC).build(),
+            "{what}: only the MACs change"
+        );
+    }
+    let fwd = key(c, (VIP, 80), 6);
+    assert!(b.confirmed(fwd).is_some(), "the client's ACK confirmed it");
+    assert!(b.unconfirmed(fwd).is_none());
+    assert!(b.conn(key((B1, 80), c, 6)).is_none(), "no reply half");
+    assert!(b.session(C1, false).is_some());
+    // The client's next connection sticks to B1.
+    let f = to_vip((C1, 53001), SYN);
+    let (_, out) = b.run(&f.build());
+    assert_eq!(out, f.macs(D0_MAC, B1_MAC).build());
 }
 
 #[test]

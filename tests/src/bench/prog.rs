@@ -100,6 +100,7 @@ impl Rig {
             health_check: None,
             mode: lb_ctl::services::Mode::Tcp,
             cookie: None,
+            forwarding: lb_ctl::services::Forwarding::Nat,
         })?;
         for b in [B1, B2, B3] {
             services.add_backend(
