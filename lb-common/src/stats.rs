@@ -59,8 +59,13 @@ impl Reason {
     /// Not a verdict: a new connection of a client whose first connection
     /// is not confirmed yet went to the same backend (pending session).
     pub const PENDING_HIT: u32 = 17;
+    /// Dropped: a direct-server-return packet whose backend's neighbour
+    /// entry is not resolved yet (the kernel cannot forward a packet
+    /// addressed to its own VIP; the controller resolves the backends and
+    /// the client retransmits).
+    pub const DROP_DSR_NO_NEIGH: u32 = 18;
     /// Number of slots.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     /// Metric label of each slot, in slot order.
     pub const NAMES: [&'static str; Self::COUNT as usize] = [
@@ -82,5 +87,6 @@ impl Reason {
         "session_hit",
         "confirmed",
         "pending_hit",
+        "drop_dsr_no_neigh",
     ];
 }

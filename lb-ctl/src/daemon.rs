@@ -230,6 +230,26 @@ impl Controller {
         }
     }
 
+    /// Keep the neighbour entries of direct-server-return backends
+    /// resolved: a datagram to each (port 9, discard) makes the kernel
+    /// resolve its MAC address, which the data path needs and cannot ask
+    /// for itself (a DSR packet keeps the VIP as destination, so the
+    /// kernel cannot forward it).
+    pub fn resolve_dsr_backends(&self) {
+        let Ok(socket) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+            return;
+        };
+        for v in self
+            .services
+            .vips()
+            .filter(|v| v.spec.forwarding == crate::services::Forwarding::Dsr)
+        {
+            for b in &v.backends {
+                let _ = socket.send_to(b"", (b.endpoint.addr, 9));
+            }
+        }
+    }
+
     /// `lb-ctl status`.
     fn status(&self) -> control::Status {
         let t = &self.tables;
@@ -474,6 +494,7 @@ impl Controller {
         log_rotation_changes(&self.services, &next);
         self.services = next;
         self.publish_http(bound);
+        self.resolve_dsr_backends();
         log::info!("{message}");
         self.targets.send_if_modified(|t| {
             let new = targets(&self.services);
@@ -608,6 +629,7 @@ fn sweep_tables(controller: &Mutex<Controller>) {
                 r.elapsed
             );
             let mut c = lock(controller);
+            c.resolve_dsr_backends();
             c.report_drained(&r.live);
             c.account(&r);
             let deleted = [
@@ -776,6 +798,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     c.mode = (choice.mode.to_string(), choice.why.clone());
     c.cookie_key_file = config.http.cookie_key_file.clone();
     c.start_http(http_bound).map_err(anyhow::Error::msg)?;
+    c.resolve_dsr_backends();
     let controller = Arc::new(Mutex::new(c));
     tokio::spawn(crate::health::supervise(Arc::clone(&controller)));
     // The driver's XDP error counters: a warning while they grow.

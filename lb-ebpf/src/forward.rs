@@ -61,6 +61,10 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, conn: *mut Conn, to: Option<u32>)
             }
             emit(ctx, pkt, &nh)
         }
+        BPF_FIB_LKUP_RET_NO_NEIGH if to.is_some() => {
+            stats::reason(Reason::DROP_DSR_NO_NEIGH);
+            xdp_action::XDP_DROP
+        }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
             stats::reason(Reason::PASS_NO_NEIGH);
             xdp_action::XDP_PASS

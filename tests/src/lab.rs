@@ -506,6 +506,30 @@ impl Lab {
         }
     }
 
+    /// Set the backends up for direct server return, as the README says a
+    /// user does: the VIP on their loopback, `arp_ignore=1` and
+    /// `arp_announce=2` so that they neither answer nor announce it, and a
+    /// route to the clients' segment that does not go through the
+    /// balancer (one-arm: the clients are on the same bridge).
+    ///
+    /// # Errors
+    /// When a command fails.
+    pub fn prepare_dsr_backends(&self) -> Result<()> {
+        for b in &self.backends {
+            ip(&format!("-n {} addr add {VIP}/32 dev lo", b.ns))?;
+            in_ns(
+                &b.ns,
+                &[
+                    "sh",
+                    "-c",
+                    "for i in all eth0; do echo 1 > /proc/sys/net/ipv4/conf/$i/arp_ignore; echo 2 > /proc/sys/net/ipv4/conf/$i/arp_announce; done",
+                ],
+            )?;
+            ip(&format!("-n {} route add 198.18.0.0/24 dev eth0", b.ns))?;
+        }
+        Ok(())
+    }
+
     /// Send `signal` to the controller.
     ///
     /// # Errors

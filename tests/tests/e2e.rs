@@ -878,6 +878,62 @@ fn a_spoofed_syn_flood_does_not_deny_service() {
     );
 }
 
+/// Direct server return in the one-arm lab: the backends hold the VIP and
+/// answer the clients straight over the bridge; the client sees the VIP
+/// answer, the backend sees the client, the client sticks, and no reply
+/// passes through the balancer.
+#[test]
+fn direct_server_return_answers_from_the_backends() {
+    let _g = serial();
+    let mut lab = Lab::up("lbe-dsr", Layout::OneArm, 2, 3).unwrap();
+    lab.prepare_dsr_backends().unwrap();
+    lab.start_balancer(&format!(
+        "vips:\n  - address: {VIP}\n    port: 8080\n    forwarding: dsr\n    persistence: {{ timeout: 300s }}\n    backends:\n{}",
+        (1..=3)
+            .map(|b| format!("      - {{ address: 198.18.1.1{b}, port: 8080 }}\n"))
+            .collect::<String>()
+    ))
+    .unwrap();
+    let passed_before = metric(&lab, "lb_datapath_events_total{reason=\"pass_not_vip\"}");
+    let replies = lab.http(0, 8080, &["--count", "10"]).unwrap();
+    all_ok(&replies, &lab);
+    let first = replies[0].backend().unwrap().to_string();
+    for r in &replies {
+        let Reply::Ok {
+            backend,
+            seen,
+            from,
+        } = r
+        else {
+            unreachable!()
+        };
+        assert_eq!(*backend, first, "sticky");
+        assert_eq!(
+            seen.unwrap().ip(),
+            std::net::IpAddr::V4(lab.clients[0].addr)
+        );
+        assert_eq!(from.unwrap(), format!("{VIP}:8080").parse().unwrap());
+    }
+    let other = lab.http(1, 8080, &["--count", "3"]).unwrap();
+    all_ok(&other, &lab);
+    assert_ne!(
+        other[0].backend().unwrap(),
+        first,
+        "round robin for a new client"
+    );
+    assert_eq!(
+        metric(&lab, "lb_datapath_events_total{reason=\"pass_not_vip\"}"),
+        passed_before,
+        "no reply came through the balancer"
+    );
+    // A backend on another port is refused.
+    let err = lab
+        .ctl(&["backend", "add", &format!("{VIP}:8080"), "198.18.1.14:9090"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("must be the VIP's (8080)"), "{err}");
+}
+
 /// The id of the XDP program on the balancer's eth0 (0: none).
 fn xdp_prog_id(lab: &Lab) -> u32 {
     let out = lb_tests::netns::in_ns(

@@ -1055,6 +1055,19 @@ fn dsr_rewrites_only_the_mac_addresses() {
     let f = to_vip((C1, 53001), SYN);
     let (_, out) = b.run(&f.build());
     assert_eq!(out, f.macs(D0_MAC, B1_MAC).build());
+    // A backend whose neighbour is unresolved: dropped and counted (the
+    // kernel could not forward a packet addressed to its own VIP).
+    b.change(|s| {
+        s.remove_backend(&vip_id(Protocol::Tcp), ep(B1, 80))
+            .unwrap();
+        s.remove_backend(&vip_id(Protocol::Tcp), ep(B2, 80))
+            .unwrap();
+        s.add_backend(&vip_id(Protocol::Tcp), ep(UNRESOLVED, 80), 1)
+            .unwrap();
+    });
+    let (v, _) = b.run(&to_vip((C2, 53002), SYN).build());
+    assert_eq!(v, XDP_DROP);
+    assert_eq!(b.reason(Reason::DROP_DSR_NO_NEIGH), 1);
 }
 
 #[test]
