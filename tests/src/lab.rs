@@ -77,6 +77,12 @@ impl Reply {
         }
     }
 
+    /// Parse one line of `lb-lab-node`'s output.
+    #[must_use]
+    pub fn parse_line(line: &str) -> Self {
+        Self::parse(line)
+    }
+
     fn parse(line: &str) -> Self {
         let mut words = line.split_whitespace();
         match words.next() {

@@ -2,6 +2,7 @@
 //! ([`netns`]) and the veth lab ([`lab`]) used by the end-to-end tests and
 //! by `cargo xtask demo`.
 pub mod bench;
+pub mod ecmp;
 pub mod fib;
 pub mod lab;
 pub mod netns;

@@ -934,6 +934,70 @@ fn direct_server_return_answers_from_the_backends() {
     assert!(err.contains("must be the VIP's (8080)"), "{err}");
 }
 
+/// Two balancer hosts behind an ECMP router with the same config (a `dsr`
+/// VIP with `maglev`): both take clients, every client stays on one
+/// backend whichever host its connections reach, and when one host is
+/// withdrawn no client changes backend.
+#[test]
+fn two_hosts_behind_ecmp_agree_and_a_withdrawal_moves_no_client() {
+    let _g = serial();
+    let mut lab = lb_tests::ecmp::EcmpLab::up("lbm-ecmp", 6).unwrap();
+    lab.start_balancers(&format!(
+        "vips:\n  - address: {VIP}\n    port: {}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n{}",
+        lb_tests::ecmp::PORT,
+        (1..=3)
+            .map(|b| format!("      - {{ address: 198.18.1.1{b}, port: {} }}\n", lb_tests::ecmp::PORT))
+            .collect::<String>()
+    ))
+    .unwrap();
+    let mut backend_of = Vec::new();
+    for c in 0..3 {
+        let r = lab.http(c, 12).unwrap();
+        assert!(r.iter().all(|x| x.backend().is_some()), "client {c}: {r:?}");
+        let first = r[0].backend().unwrap().to_string();
+        assert!(
+            r.iter().all(|x| x.backend() == Some(first.as_str())),
+            "client {c} stays on one backend across both hosts: {r:?}"
+        );
+        backend_of.push(first);
+    }
+    let (a, b) = (lab.new_connections(0), lab.new_connections(1));
+    assert!(a > 0 && b > 0, "both hosts take connections: {a} and {b}");
+    // lb-b is withdrawn: every packet now reaches lb-a, which has never
+    // seen some of these clients; none changes backend.
+    lab.announce(&[0]).unwrap();
+    for (c, want) in backend_of.iter().enumerate() {
+        let r = lab.http(c, 6).unwrap();
+        assert!(
+            r.iter().all(|x| x.backend() == Some(want.as_str())),
+            "client {c} keeps {want}: {r:?}"
+        );
+    }
+    assert_eq!(lab.new_connections(1), b, "lb-b sees nothing any more");
+    // Clients that only lb-b knows (it alone is announced while they
+    // connect) move to lb-a, which has never seen them, arriving there in
+    // the opposite order: each keeps its backend (no shared state needed,
+    // while the backend set is unchanged).
+    lab.announce(&[1]).unwrap();
+    let mut on_b = Vec::new();
+    for c in 3..6 {
+        let r = lab.http(c, 2).unwrap();
+        assert!(r.iter().all(|x| x.backend().is_some()), "client {c}: {r:?}");
+        on_b.push(r[0].backend().unwrap().to_string());
+    }
+    let before_a = lab.new_connections(0);
+    lab.announce(&[0]).unwrap();
+    for c in (3..6).rev() {
+        let r = lab.http(c, 2).unwrap();
+        assert!(
+            r.iter().all(|x| x.backend() == Some(on_b[c - 3].as_str())),
+            "client {c} keeps {} on the other host: {r:?}",
+            on_b[c - 3]
+        );
+    }
+    assert!(lab.new_connections(0) > before_a, "lb-a served them");
+}
+
 /// The id of the XDP program on the balancer's eth0 (0: none).
 fn xdp_prog_id(lab: &Lab) -> u32 {
     let out = lb_tests::netns::in_ns(

@@ -1,0 +1,349 @@
+//! The `ecmp` lab: two balancer hosts behind a router that spreads the VIP
+//! over both by ECMP (a multipath route, layer-4 hash), as a BGP-announced
+//! VIP would be; three backends set up for direct server return on a
+//! segment both balancers reach.
+//!
+//! ```text
+//!  c1 c2 c3 ── brC ── r ══ eth0 [lb-a] eth1 ──┐
+//!                     ║                        ├─ brB ── b1 b2 b3 (VIP on lo)
+//!                     ╚═ eth0 [lb-b] eth1 ─────┘    (replies via r)
+//! ```
+//! Clients 198.18.3.11.. (gateway r, 198.18.3.1: the VIP, 198.18.0.100, is
+//! not on their segment); r–lb-a 198.18.2.0/30,
+//! r–lb-b 198.18.2.4/30; the backend segment 198.18.1.0/24 (r .1, lb-a .2,
+//! lb-b .3, backends .11..). Both balancers run `lb-ctl attach eth0 eth1`
+//! with the same config: a `dsr` VIP with the `maglev` scheduler, so both
+//! send every client to the same backend, and a client whose packets move
+//! to the other host keeps its backend.
+
+use std::{
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{
+    lab::{bin_dir, wait_for, Reply, VIP},
+    netns::{delete_all, in_ns, ip, sh},
+};
+
+/// The VIP's port (the backends serve on it: direct server return keeps
+/// the destination).
+pub const PORT: u16 = 8080;
+
+pub struct EcmpLab {
+    pub prefix: String,
+    pub workdir: PathBuf,
+    /// The two balancer hosts' namespaces.
+    pub balancers: [String; 2],
+    pub router: String,
+    pub clients: Vec<(String, Ipv4Addr)>,
+    children: Vec<Child>,
+    controllers: Vec<Option<Child>>,
+}
+
+impl EcmpLab {
+    /// Build the lab with `clients` clients and three backends.
+    ///
+    /// # Errors
+    /// When a namespace, link or server cannot be set up.
+    pub fn up(prefix: &str, clients: usize) -> Result<Self> {
+        delete_all(&format!("{prefix}-"));
+        let workdir = std::env::temp_dir().join(format!("{prefix}-lab"));
+        for i in 0..2 {
+            let _ = sh(&[
+                "umount",
+                &workdir.join(format!("bpffs{i}")).to_string_lossy(),
+            ]);
+        }
+        let _ = std::fs::remove_dir_all(&workdir);
+        std::fs::create_dir_all(&workdir)?;
+        let mut lab = Self {
+            prefix: prefix.into(),
+            workdir,
+            balancers: [format!("{prefix}-lba"), format!("{prefix}-lbb")],
+            router: format!("{prefix}-r"),
+            clients: (0..clients)
+                .map(|i| {
+                    (
+                        format!("{prefix}-c{}", i + 1),
+                        Ipv4Addr::new(198, 18, 3, 11 + i as u8),
+                    )
+                })
+                .collect(),
+            children: Vec::new(),
+            controllers: vec![None, None],
+        };
+        lab.build().context("building the ecmp lab")?;
+        Ok(lab)
+    }
+
+    fn build(&mut self) -> Result<()> {
+        let p = self.prefix.clone();
+        let sw = format!("{p}-sw");
+        let r = self.router.clone();
+        for ns in [&sw, &r, &self.balancers[0], &self.balancers[1]] {
+            ip(&format!("netns add {ns}"))?;
+            ip(&format!("-n {ns} link set lo up"))?;
+        }
+        for br in ["brC", "brB"] {
+            ip(&format!("-n {sw} link add {br} type bridge"))?;
+            ip(&format!("-n {sw} link set {br} up"))?;
+        }
+        // The router: clients' gateway, ECMP over the balancers, and the
+        // backends' gateway (their replies go straight to the clients).
+        ip(&format!(
+            "link add eth0 netns {r} type veth peer name r-c netns {sw}"
+        ))?;
+        ip(&format!("-n {sw} link set r-c master brC up"))?;
+        ip(&format!("-n {r} addr add 198.18.3.1/24 dev eth0"))?;
+        ip(&format!(
+            "link add eth3 netns {r} type veth peer name r-b netns {sw}"
+        ))?;
+        ip(&format!("-n {sw} link set r-b master brB up"))?;
+        ip(&format!("-n {r} addr add 198.18.1.1/24 dev eth3"))?;
+        for (i, lb) in self.balancers.iter().enumerate() {
+            let rif = format!("eth{}", i + 1);
+            let (raddr, laddr) = if i == 0 {
+                ("198.18.2.1/30", "198.18.2.2/30")
+            } else {
+                ("198.18.2.5/30", "198.18.2.6/30")
+            };
+            ip(&format!(
+                "link add {rif} netns {r} type veth peer name eth0 netns {lb}"
+            ))?;
+            ip(&format!("-n {r} addr add {raddr} dev {rif}"))?;
+            ip(&format!("-n {lb} addr add {laddr} dev eth0"))?;
+            ip(&format!("-n {r} link set {rif} up"))?;
+            ip(&format!("-n {lb} link set eth0 up"))?;
+            ip(&format!(
+                "link add eth1 netns {lb} type veth peer name lb{i} netns {sw}"
+            ))?;
+            ip(&format!("-n {sw} link set lb{i} master brB up"))?;
+            ip(&format!("-n {lb} addr add 198.18.1.{}/24 dev eth1", 2 + i))?;
+            ip(&format!("-n {lb} link set eth1 up"))?;
+            ip(&format!("-n {lb} addr add {VIP}/32 dev lo"))?;
+            let gw = if i == 0 { "198.18.2.1" } else { "198.18.2.5" };
+            ip(&format!("-n {lb} route add default via {gw}"))?;
+        }
+        for dev in ["eth0", "eth3"] {
+            ip(&format!("-n {r} link set {dev} up"))?;
+        }
+        in_ns(
+            &r,
+            &[
+                "sh",
+                "-c",
+                "echo 1 > /proc/sys/net/ipv4/ip_forward; echo 1 > /proc/sys/net/ipv4/fib_multipath_hash_policy; \
+                 for i in all default eth3; do echo 0 > /proc/sys/net/ipv4/conf/$i/rp_filter; done",
+            ],
+        )?;
+        self.announce(&[0, 1])?;
+        for (ns, addr) in self.clients.clone() {
+            let name = ns.trim_start_matches(&format!("{p}-")).to_string();
+            ip(&format!("netns add {ns}"))?;
+            ip(&format!("-n {ns} link set lo up"))?;
+            ip(&format!(
+                "link add eth0 netns {ns} type veth peer name {name} netns {sw}"
+            ))?;
+            ip(&format!("-n {sw} link set {name} master brC up"))?;
+            ip(&format!("-n {ns} addr add {addr}/24 dev eth0"))?;
+            ip(&format!("-n {ns} link set eth0 up"))?;
+            ip(&format!("-n {ns} route add default via 198.18.3.1"))?;
+        }
+        let node = bin_dir().join("lb-lab-node");
+        for i in 0..3u8 {
+            let ns = format!("{p}-b{}", i + 1);
+            let addr = Ipv4Addr::new(198, 18, 1, 11 + i);
+            ip(&format!("netns add {ns}"))?;
+            ip(&format!("-n {ns} link set lo up"))?;
+            ip(&format!(
+                "link add eth0 netns {ns} type veth peer name b{} netns {sw}",
+                i + 1
+            ))?;
+            ip(&format!("-n {sw} link set b{} master brB up", i + 1))?;
+            ip(&format!("-n {ns} addr add {addr}/24 dev eth0"))?;
+            ip(&format!("-n {ns} link set eth0 up"))?;
+            ip(&format!("-n {ns} route add default via 198.18.1.1"))?;
+            // Direct server return: the VIP on lo, never answered or
+            // announced by ARP.
+            ip(&format!("-n {ns} addr add {VIP}/32 dev lo"))?;
+            in_ns(
+                &ns,
+                &[
+                    "sh",
+                    "-c",
+                    "for i in all eth0; do echo 1 > /proc/sys/net/ipv4/conf/$i/arp_ignore; echo 2 > /proc/sys/net/ipv4/conf/$i/arp_announce; done",
+                ],
+            )?;
+            let child = Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .arg(&node)
+                .args(["serve", "--name", &format!("b{}", i + 1), "--port"])
+                .arg(PORT.to_string())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            self.children.push(child);
+            wait_for(Duration::from_secs(5), || {
+                in_ns(&ns, &["ss", "-ltn", &format!("sport = :{PORT}")])
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Route the VIP over these balancers (0: lb-a, 1: lb-b), as a BGP
+    /// announcement or withdrawal would.
+    ///
+    /// # Errors
+    /// When the route cannot be set.
+    pub fn announce(&self, hosts: &[usize]) -> Result<()> {
+        let hops: Vec<String> = hosts
+            .iter()
+            .map(|&i| {
+                let (gw, dev) = if i == 0 {
+                    ("198.18.2.2", "eth1")
+                } else {
+                    ("198.18.2.6", "eth2")
+                };
+                format!("nexthop via {gw} dev {dev}")
+            })
+            .collect();
+        let route = if hops.len() == 1 {
+            hops[0].trim_start_matches("nexthop ").to_string()
+        } else {
+            hops.join(" ")
+        };
+        ip(&format!(
+            "-n {} route replace {VIP}/32 {route}",
+            self.router
+        ))
+    }
+
+    fn socket(&self, i: usize) -> PathBuf {
+        PathBuf::from(format!("/run/lb/{}-{i}.sock", self.prefix))
+    }
+
+    /// Start `lb-ctl attach eth0 eth1` on both balancers with `config`.
+    ///
+    /// # Errors
+    /// When a controller does not come up.
+    pub fn start_balancers(&mut self, config: &str) -> Result<()> {
+        let path = self.workdir.join("lb.yaml");
+        std::fs::write(&path, config)?;
+        let ctl = bin_dir().join("lb-ctl");
+        for i in 0..2 {
+            let bpffs = self.workdir.join(format!("bpffs{i}"));
+            std::fs::create_dir_all(&bpffs)?;
+            sh(&["mount", "-t", "bpf", "bpf", &bpffs.to_string_lossy()])?;
+            let log = std::fs::File::create(self.workdir.join(format!("lb-{i}.log")))?;
+            let child = Command::new("ip")
+                .args(["netns", "exec", &self.balancers[i]])
+                .arg(&ctl)
+                .arg("--socket")
+                .arg(self.socket(i))
+                .args(["attach", "eth0", "eth1", "--config"])
+                .arg(&path)
+                .arg("--bpffs")
+                .arg(&bpffs)
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()?;
+            self.controllers[i] = Some(child);
+            let socket = self.socket(i);
+            if wait_for(Duration::from_secs(30), || {
+                crate::netns::sh(&[
+                    &ctl.to_string_lossy(),
+                    "--socket",
+                    &socket.to_string_lossy(),
+                    "vip",
+                    "list",
+                ])
+                .is_ok()
+            })
+            .is_err()
+            {
+                bail!(
+                    "lb-ctl on {} did not come up: {}",
+                    self.balancers[i],
+                    std::fs::read_to_string(self.workdir.join(format!("lb-{i}.log")))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// `lb-ctl ARGS` against balancer `i`.
+    ///
+    /// # Errors
+    /// With lb-ctl's message.
+    pub fn ctl(&self, i: usize, args: &[&str]) -> Result<String> {
+        let ctl = bin_dir().join("lb-ctl");
+        let socket = self.socket(i);
+        let mut v = vec![
+            ctl.to_str().unwrap_or_default(),
+            "--socket",
+            socket.to_str().unwrap_or_default(),
+        ];
+        v.extend_from_slice(args);
+        Ok(String::from_utf8_lossy(&sh(&v)?.stdout).into_owned())
+    }
+
+    /// New connections balancer `i` scheduled so far.
+    #[must_use]
+    pub fn new_connections(&self, i: usize) -> u64 {
+        self.ctl(i, &["stats"])
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("lb_datapath_events_total{reason=\"new_conn\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// `count` HTTP requests from client `c`, a new connection each.
+    ///
+    /// # Errors
+    /// When the client cannot run.
+    pub fn http(&self, c: usize, count: u32) -> Result<Vec<Reply>> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.clients[c].0])
+            .arg(bin_dir().join("lb-lab-node"))
+            .args(["http", &format!("{VIP}:{PORT}"), "--count"])
+            .arg(count.to_string())
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(Reply::parse_line)
+            .collect())
+    }
+}
+
+impl Drop for EcmpLab {
+    fn drop(&mut self) {
+        for c in self.controllers.iter_mut().filter_map(Option::take) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
+            let mut c = c;
+            let _ = c.wait();
+        }
+        for mut c in self.children.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        delete_all(&format!("{}-", self.prefix));
+        for i in 0..2 {
+            let _ = sh(&[
+                "umount",
+                &self.workdir.join(format!("bpffs{i}")).to_string_lossy(),
+            ]);
+            let _ = std::fs::remove_file(self.socket(i));
+        }
+    }
+}
