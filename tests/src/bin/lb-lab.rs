@@ -52,6 +52,9 @@ enum LayoutArg {
     /// One-arm as a user builds it: nothing prepared for XDP, default
     /// offloads, the VIP on eth0.
     Plain,
+    /// Two balancer hosts behind an ECMP router (a DSR VIP with maglev),
+    /// three backends set up for direct server return.
+    Ecmp,
 }
 
 impl From<LayoutArg> for Layout {
@@ -60,6 +63,9 @@ impl From<LayoutArg> for Layout {
             LayoutArg::OneArm => Self::OneArm,
             LayoutArg::TwoArm => Self::TwoArm,
             LayoutArg::Plain => Self::Plain,
+            // Not a single-balancer lab: `demo_ecmp` builds it, and `up`
+            // refuses it before getting here.
+            LayoutArg::Ecmp => Self::OneArm,
         }
     }
 }
@@ -71,13 +77,19 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Demo { layout, config } => {
-            let config = std::fs::read_to_string(&config)
-                .with_context(|| format!("reading {}", config.display()))?;
             ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst))
                 .context("installing the Ctrl-C handler")?;
+            if matches!(layout, LayoutArg::Ecmp) {
+                return demo_ecmp();
+            }
+            let config = std::fs::read_to_string(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
             demo(layout.into(), &config)
         }
         Cmd::Up { layout, config } => {
+            if matches!(layout, LayoutArg::Ecmp) {
+                bail!("the ecmp layout runs as `lb-lab demo --layout ecmp` (cargo xtask demo --layout ecmp) only");
+            }
             let mut lab = Lab::up(LAB_PREFIX, layout.into(), 2, 3)?;
             if let Some(c) = config {
                 lab.start_balancer(
@@ -209,6 +221,57 @@ fn failover(lab: &mut Lab, dead: &str) -> Result<usize> {
     println!("log: {}", log_line(lab, &up).unwrap_or_default());
     print!("{}", lab.ctl(&["backend", "list", &format!("{VIP}:80")])?);
     Ok(failures)
+}
+
+/// Two balancer hosts behind an ECMP router: both take clients, every
+/// client keeps one backend, and withdrawing a host moves no client.
+fn demo_ecmp() -> Result<()> {
+    use lb_tests::ecmp::{EcmpLab, PORT};
+    println!(
+        "== building the ecmp lab: a router spreading {VIP} over lb-a and lb-b, 3 DSR backends =="
+    );
+    let mut lab = EcmpLab::up("lbdemo-ecmp", 3)?;
+    let backends: String = (1..=3)
+        .map(|b| format!("      - {{ address: 198.18.1.1{b}, port: {PORT} }}\n"))
+        .collect();
+    let config = format!(
+        "vips:\n  - name: web\n    address: {VIP}\n    port: {PORT}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n{backends}"
+    );
+    println!("== lb-ctl attach eth0 eth1 on both hosts, the same config (forwarding: dsr, scheduler: maglev) ==");
+    lab.start_balancers(&config)?;
+    let mut failures = 0;
+    let show = |lab: &EcmpLab, failures: &mut usize| -> Result<()> {
+        for c in 0..lab.clients.len() {
+            let r = lab.http(c, 8)?;
+            *failures += r.iter().filter(|x| x.backend().is_none()).count();
+            println!(
+                "{} ({}) -> {}",
+                lab.clients[c].0.rsplit('-').next().unwrap_or(""),
+                lab.clients[c].1,
+                show(&r)
+            );
+        }
+        println!(
+            "new connections so far: lb-a {}, lb-b {}",
+            lab.new_connections(0),
+            lab.new_connections(1)
+        );
+        Ok(())
+    };
+    println!("\n== both hosts announced: each client opens 8 connections (spread over the hosts by ECMP) ==");
+    show(&lab, &mut failures)?;
+    interrupted()?;
+    println!(
+        "\n== lb-b withdrawn (ip route replace, as a BGP withdraw): the same clients again =="
+    );
+    lab.announce(&[0])?;
+    show(&lab, &mut failures)?;
+    println!("\n== tearing the lab down ==");
+    drop(lab);
+    if failures > 0 {
+        bail!("{failures} request(s) failed");
+    }
+    Ok(())
 }
 
 fn demo(layout: Layout, config: &str) -> Result<()> {
