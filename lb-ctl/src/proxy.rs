@@ -38,7 +38,7 @@ use hyper_util::{
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cookie::{unix_now, CookieSpec, Keys},
+    cookie::{unix_now, CookieSpec, Keys, Ticket},
     daemon::lock,
     services::{Endpoint, Services, VipId},
 };
@@ -211,7 +211,13 @@ impl Proxy {
     }
 
     /// The backend a valid cookie names, if it still keeps its clients.
-    fn pinned(&self, vip: &HttpVip, spec: &CookieSpec, value: &str, now: u32) -> Option<Endpoint> {
+    fn pinned(
+        &self,
+        vip: &HttpVip,
+        spec: &CookieSpec,
+        value: &str,
+        now: u32,
+    ) -> Option<(Endpoint, Ticket)> {
         let ticket = self.keys.read(&spec.name, value)?;
         if !ticket.honoured(spec, now) {
             return None;
@@ -223,7 +229,7 @@ impl Proxy {
             } else {
                 current
             };
-            (*keeps && id == ticket.backend).then_some(*b)
+            (*keeps && id == ticket.backend).then_some((*b, ticket))
         })
     }
 
@@ -253,9 +259,9 @@ impl Proxy {
                 .find(|(n, _)| *n == spec.name)
                 .map(|(_, v)| v.to_string())
         });
-        let pinned = match (&vip.cookie, &ours) {
-            (Some(spec), Some(value)) => self.pinned(vip, spec, value, now),
-            _ => None,
+        let (pinned, ticket) = match (&vip.cookie, &ours) {
+            (Some(spec), Some(value)) => self.pinned(vip, spec, value, now).unzip(),
+            _ => (None, None),
         };
         if ours.is_some() && pinned.is_none() {
             self.count(id, None, |c| c.cookie_invalid += 1);
@@ -340,11 +346,7 @@ impl Proxy {
         }
         if let Some(spec) = &vip.cookie {
             drop_set_cookie(response.headers_mut(), &spec.name);
-            let ticket = if hit {
-                ours.as_deref().and_then(|v| self.keys.read(&spec.name, v))
-            } else {
-                None
-            };
+            let ticket = ticket.filter(|_| hit);
             let refresh =
                 ticket.is_some_and(|t| t.needs_refresh(spec, now) || t.under_previous_key);
             if !hit || refresh {

@@ -40,35 +40,27 @@ pub trait FlowTable {
     fn drop_entry(&self, key: &FlowKey);
 }
 
-impl FlowTable for HashMap<FlowKey, Conn> {
-    #[inline(always)]
-    fn entry(&self, key: &FlowKey) -> Option<*mut Conn> {
-        self.get_ptr_mut(key)
-    }
-    #[inline(always)]
-    fn put(&self, key: &FlowKey, c: &Conn) -> Result<(), i32> {
-        self.insert(key, c, 0)
-    }
-    #[inline(always)]
-    fn drop_entry(&self, key: &FlowKey) {
-        let _ = self.remove(key);
-    }
+/// Both map types have the same three calls.
+macro_rules! flow_table {
+    ($map:ident) => {
+        impl FlowTable for $map<FlowKey, Conn> {
+            #[inline(always)]
+            fn entry(&self, key: &FlowKey) -> Option<*mut Conn> {
+                self.get_ptr_mut(key)
+            }
+            #[inline(always)]
+            fn put(&self, key: &FlowKey, c: &Conn) -> Result<(), i32> {
+                self.insert(key, c, 0)
+            }
+            #[inline(always)]
+            fn drop_entry(&self, key: &FlowKey) {
+                let _ = self.remove(key);
+            }
+        }
+    };
 }
-
-impl FlowTable for LruHashMap<FlowKey, Conn> {
-    #[inline(always)]
-    fn entry(&self, key: &FlowKey) -> Option<*mut Conn> {
-        self.get_ptr_mut(key)
-    }
-    #[inline(always)]
-    fn put(&self, key: &FlowKey, c: &Conn) -> Result<(), i32> {
-        self.insert(key, c, 0)
-    }
-    #[inline(always)]
-    fn drop_entry(&self, key: &FlowKey) {
-        let _ = self.remove(key);
-    }
-}
+flow_table!(HashMap);
+flow_table!(LruHashMap);
 
 /// The live entry of this packet, if any, after recording the packet in
 /// it: a confirmed connection, or an unconfirmed flow (which this packet

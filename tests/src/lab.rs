@@ -709,3 +709,32 @@ pub fn wait_for(timeout: Duration, mut ready: impl FnMut() -> bool) -> Result<()
     }
     bail!("timed out after {timeout:?}")
 }
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The lab tests of one test binary run one at a time (they share the
+/// machine's CPUs and the socket directory): each holds this guard.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The backend that answered each request ("FAILED" for a failure).
+#[must_use]
+pub fn backends_of(replies: &[Reply]) -> Vec<String> {
+    replies
+        .iter()
+        .map(|r| r.backend().unwrap_or("FAILED").to_string())
+        .collect()
+}
+
+/// Every request succeeded (else fail with the controller's log).
+#[track_caller]
+pub fn all_ok(replies: &[Reply], lab: &Lab) {
+    assert!(
+        replies.iter().all(|r| matches!(r, Reply::Ok { .. })),
+        "failed requests: {replies:?}\ncontroller log:\n{}",
+        lab.controller_log()
+    );
+}

@@ -4,20 +4,11 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Mutex, MutexGuard},
     thread,
     time::Duration,
 };
 
-use lb_tests::lab::{wait_for, Lab, Layout, Reply, VIP};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use lb_tests::lab::{all_ok, backends_of, serial, wait_for, Lab, Layout, Reply, VIP};
 
 fn config(vips: &str, extra: &str) -> String {
     format!("vips:\n{vips}\n{extra}")
@@ -42,22 +33,6 @@ fn vip(
         ));
     }
     s
-}
-
-fn backends_of(replies: &[Reply]) -> Vec<String> {
-    replies
-        .iter()
-        .map(|r| r.backend().unwrap_or("FAILED").to_string())
-        .collect()
-}
-
-#[track_caller]
-fn all_ok(replies: &[Reply], lab: &Lab) {
-    assert!(
-        replies.iter().all(|r| matches!(r, Reply::Ok { .. })),
-        "failed requests: {replies:?}\ncontroller log:\n{}",
-        lab.controller_log()
-    );
 }
 
 #[test]

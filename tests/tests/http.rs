@@ -6,19 +6,10 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
-use lb_tests::lab::{wait_for, Lab, Layout, VIP};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use lb_tests::lab::{serial, wait_for, Lab, Layout, VIP};
 
 const APP_PORT: u16 = 8081;
 

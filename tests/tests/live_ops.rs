@@ -3,20 +3,9 @@
 //! enable, and the session lifetime. Real servers are killed with
 //! `kill -9` and restarted. The tests run one at a time.
 
-use std::{
-    sync::{Mutex, MutexGuard},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use lb_tests::lab::{wait_for, Lab, Layout, Reply, VIP};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use lb_tests::lab::{all_ok, backends_of, serial, wait_for, Lab, Layout, VIP};
 
 /// A VIP block on 198.18.0.100:`port` with backends b`n` (198.18.1.1n:8080),
 /// round robin, and `extra` YAML lines (indented 4) before the backends.
@@ -31,22 +20,6 @@ fn vip(port: u16, persistence: &str, extra: &str, backends: &[u8]) -> String {
         ));
     }
     s
-}
-
-fn backends_of(replies: &[Reply]) -> Vec<String> {
-    replies
-        .iter()
-        .map(|r| r.backend().unwrap_or("FAILED").to_string())
-        .collect()
-}
-
-#[track_caller]
-fn all_ok(replies: &[Reply], lab: &Lab) {
-    assert!(
-        replies.iter().all(|r| matches!(r, Reply::Ok { .. })),
-        "failed requests: {replies:?}\ncontroller log:\n{}",
-        lab.controller_log()
-    );
 }
 
 /// Wait until the controller's log contains `text`; returns how long it

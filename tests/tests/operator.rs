@@ -3,23 +3,10 @@
 //! SIGHUP reloads, and the socket's permissions. The tests run one at a
 //! time.
 
-use std::{
-    os::unix::fs::PermissionsExt as _,
-    process::Command,
-    sync::{Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{os::unix::fs::PermissionsExt as _, process::Command, time::Duration};
 
-use lb_tests::lab::{wait_for, Lab, Layout, VIP};
+use lb_tests::lab::{serial, wait_for, Lab, Layout, VIP};
 use serde_json::Value;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 fn config(name: &str, backends: &[u8], weight: u32) -> String {
     let mut s = format!(
