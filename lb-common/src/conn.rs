@@ -41,6 +41,10 @@ pub mod conn_flags {
     /// the forward direction is seen and recorded, and packets keep their
     /// addresses (only the MAC addresses are rewritten).
     pub const DSR: u8 = 16;
+    /// The VIP's sessions are shared with the other balancer hosts
+    /// (`cluster:`): a session this connection records is announced on
+    /// the `SESSION_EVENTS` ring for the controller to publish.
+    pub const SHARED: u8 = 32;
 }
 
 /// Whether a reply packet (backend to client) with TCP `flags` answers an
@@ -257,6 +261,26 @@ impl Session {
     }
 }
 
+/// A session the data path recorded, as announced on the `SESSION_EVENTS`
+/// ring (`cluster:` only): the controller publishes it to the other hosts.
+/// The client is an address of `family` in the first bytes of `client`
+/// (IPv4: `client[0]`, network byte order), so that IPv6 needs no new type.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionEvent {
+    pub vip_id: u32,
+    pub backend_id: u32,
+    pub backend_gen: u32,
+    /// 4 or 6.
+    pub family: u8,
+    pub _pad: [u8; 3],
+    /// The client address masked by the VIP's persistence netmask.
+    pub client: [u32; 4],
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<SessionEvent>() == 48);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers with explicit padding.
@@ -264,6 +288,7 @@ mod pod {
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::SessionKey {}
     unsafe impl aya::Pod for super::Session {}
+    unsafe impl aya::Pod for super::SessionEvent {}
 }
 
 #[cfg(test)]

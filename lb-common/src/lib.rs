@@ -18,7 +18,8 @@ pub mod maps;
 pub mod stats;
 
 pub use conn::{
-    answers, confirms, tcp_next_state, Conn, ConnState, FlowKey, NextHop, Session, SessionKey,
+    answers, confirms, tcp_next_state, Conn, ConnState, FlowKey, NextHop, Session, SessionEvent,
+    SessionKey,
 };
 pub use maps::{BackendInfo, Settings, VipInfo, VipKey};
 pub use stats::{Counters, Reason};
@@ -63,6 +64,9 @@ pub mod map_names {
     pub const HALF_OPEN: &str = "HALF_OPEN";
     pub const PENDING: &str = "PENDING";
     pub const MAGLEV: &str = "MAGLEV";
+    /// Sessions recorded, for the controller to share (`cluster:`); a
+    /// channel, not state: never pinned, each program has its own.
+    pub const SESSION_EVENTS: &str = "SESSION_EVENTS";
     /// Every map, in the order `lb-ctl` pins them.
     pub const ALL: [&str; 14] = [
         VIPS,

@@ -47,6 +47,9 @@ pub mod vip_flags {
     /// `forwarding: dsr`: the backends hold the VIP and answer the clients
     /// themselves; the balancer only rewrites MAC addresses.
     pub const DSR: u32 = 1;
+    /// `cluster:` is configured: the VIP's new sessions are announced on
+    /// the `SESSION_EVENTS` ring, to be shared with the other hosts.
+    pub const SHARED: u32 = 2;
 }
 
 /// Bits of [`BackendInfo::flags`].

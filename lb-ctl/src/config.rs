@@ -23,6 +23,89 @@ pub struct Config {
     pub sweeper: Sweeper,
     #[serde(default)]
     pub http: Http,
+    /// Several balancer hosts sharing sticky state; without it, one host
+    /// and nothing shared.
+    #[serde(default)]
+    pub cluster: Option<Cluster>,
+}
+
+/// The `cluster:` block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// Where sessions are shared: `redis://HOST:PORT[/DB]`.
+    pub store: String,
+    /// This host's name in the store; default: the host name
+    /// (`lb-ctl attach --node` overrides it).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The Redis stream's key.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+    /// About how many entries the stream keeps: at least the sessions the
+    /// hosts publish within a quarter of the longest persistence timeout.
+    #[serde(default = "default_stream_max_len")]
+    pub stream_max_len: u64,
+}
+
+fn default_stream() -> String {
+    "lb:sessions".into()
+}
+
+const fn default_stream_max_len() -> u64 {
+    1_000_000
+}
+
+impl Cluster {
+    /// Check the block; `node` is the name to use when it names none.
+    ///
+    /// # Errors
+    /// Naming the field that is wrong.
+    pub fn settings(&self, node: Option<&str>) -> Result<crate::cluster::store::Settings, String> {
+        let url = redis::parse_redis_url(&self.store).ok_or_else(|| {
+            format!(
+                "cluster.store: {:?} is not a Redis URL (for example redis://198.18.4.10:6379)",
+                self.store
+            )
+        })?;
+        if !matches!(url.scheme(), "redis" | "valkey" | "redis+unix" | "valkey+unix" | "unix") {
+            return Err(format!(
+                "cluster.store: scheme {:?} is not supported (redis:// or redis+unix://)",
+                url.scheme()
+            ));
+        }
+        redis::Client::open(self.store.as_str())
+            .map_err(|e| format!("cluster.store: {:?}: {e}", self.store))?;
+        let node = node
+            .map(str::to_string)
+            .or_else(|| self.node.clone())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_default();
+        if node.is_empty() || node.len() > 64 || node.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "cluster.node: {node:?} must be 1 to 64 characters without spaces"
+            ));
+        }
+        if self.stream.is_empty() {
+            return Err("cluster.stream: must not be empty".into());
+        }
+        if self.stream_max_len < 1000 {
+            return Err(format!(
+                "cluster.stream_max_len: {} is too small (at least 1000)",
+                self.stream_max_len
+            ));
+        }
+        Ok(crate::cluster::store::Settings {
+            store: self.store.clone(),
+            node,
+            stream: self.stream.clone(),
+            stream_max_len: self.stream_max_len,
+        })
+    }
 }
 
 /// The `http:` block: settings of the layer-7 proxy.
@@ -248,6 +331,8 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {field} must be longer than zero")]
     Zero { path: String, field: &'static str },
+    #[error("config file {path}: {message}")]
+    Cluster { path: String, message: String },
 }
 
 impl Config {
@@ -297,6 +382,14 @@ impl Config {
             if value.is_zero() {
                 return Err(ConfigError::Zero { path, field });
             }
+        }
+        if let Some(cluster) = &config.cluster {
+            cluster
+                .settings(None)
+                .map_err(|message| ConfigError::Cluster {
+                    path: path.clone(),
+                    message,
+                })?;
         }
         let services = config
             .services()
@@ -406,6 +499,29 @@ mod tests {
             err("vips:\n  - {address: 198.18.0.100, port: 80, scheduler: lc}\n")
                 .contains("unknown variant `lc`")
         );
+    }
+
+    #[test]
+    fn the_cluster_block_is_checked_naming_the_field() {
+        for (block, want) in [
+            ("{ store: \"198.18.4.10:6379\" }", "cluster.store: \"198.18.4.10:6379\" is not a Redis URL"),
+            ("{ store: \"http://198.18.4.10\" }", "is not a Redis URL"),
+            ("{ store: \"rediss://198.18.4.10\" }", "scheme \"rediss\" is not supported"),
+            ("{ store: \"redis://198.18.4.10\", node: \"lb a\" }", "cluster.node: \"lb a\""),
+            ("{ store: \"redis://198.18.4.10\", stream: \"\" }", "cluster.stream: must not be empty"),
+            ("{ store: \"redis://198.18.4.10\", stream_max_len: 10 }", "cluster.stream_max_len: 10 is too small"),
+            ("{ store: \"redis://198.18.4.10\", peers: [] }", "unknown field `peers`"),
+        ] {
+            let e = err(&format!("cluster: {block}\n"));
+            assert!(e.contains(want), "{block}: {e}");
+        }
+        let (config, _) =
+            Config::parse("cluster: { store: \"redis://198.18.4.10:6379\", node: lb-a }\n", "t")
+                .unwrap();
+        let cluster = config.cluster.unwrap();
+        let s = cluster.settings(None).unwrap();
+        assert_eq!((s.node.as_str(), s.stream.as_str(), s.stream_max_len), ("lb-a", "lb:sessions", 1_000_000));
+        assert_eq!(cluster.settings(Some("lb-b")).unwrap().node, "lb-b", "--node wins");
     }
 
     #[test]

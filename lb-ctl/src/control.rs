@@ -121,6 +121,9 @@ pub struct Status {
     pub uptime_seconds: u64,
     pub vips: usize,
     pub backends: usize,
+    /// Sessions shared with the other hosts (`cluster:` only).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::store::Snapshot>,
 }
 
 /// One table in [`Status`].

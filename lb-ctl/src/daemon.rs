@@ -28,6 +28,8 @@ pub struct AttachOptions {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// Load this eBPF object instead of the built-in program.
     pub program: Option<PathBuf>,
+    /// This host's name in the cluster (overrides `cluster.node`).
+    pub node: Option<String>,
 }
 
 /// The controller's state: the model and the kernel tables it describes.
@@ -55,6 +57,8 @@ pub struct Controller {
     http: Option<HttpPart>,
     /// Where the cookie key is (`http.cookie_key_file`).
     pub cookie_key_file: PathBuf,
+    /// Sessions shared with the other hosts (`cluster:`).
+    pub cluster: Option<crate::cluster::store::Cluster>,
 }
 
 /// The proxy and what the controller keeps of it.
@@ -157,6 +161,7 @@ impl Controller {
             swept_total: [0; 4],
             http: None,
             cookie_key_file: crate::config::Http::default().cookie_key_file,
+            cluster: None,
         }
     }
 
@@ -285,6 +290,10 @@ impl Controller {
             uptime_seconds: self.started.elapsed().as_secs(),
             vips: self.services.vips().count(),
             backends: self.services.vips().map(|v| v.backends.len()).sum(),
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(crate::cluster::store::Cluster::snapshot),
         }
     }
 
@@ -295,16 +304,19 @@ impl Controller {
     ///
     /// # Errors
     /// Naming what is wrong; nothing is applied then.
-    pub fn reload(
-        &mut self,
-        path: &std::path::Path,
-        limits: &crate::config::Limits,
-    ) -> Result<String> {
+    pub fn reload(&mut self, path: &std::path::Path, running: &Config) -> Result<String> {
         let (config, services) = Config::load(path)?;
-        if config.limits != *limits {
+        if config.limits != running.limits {
             anyhow::bail!(
                 "{}: limits: cannot change while running (the tables are sized at attach); \
                  restart lb-ctl to resize them",
+                path.display()
+            );
+        }
+        if config.cluster != running.cluster {
+            anyhow::bail!(
+                "{}: cluster: cannot change while running; restart lb-ctl to join, leave or \
+                 move the cluster",
                 path.display()
             );
         }
@@ -417,6 +429,7 @@ impl Controller {
             ("pending".into(), t.pending),
         ];
         stats.half_open_evictions = t.evicted;
+        stats.cluster = self.cluster.as_ref().map(crate::cluster::store::Cluster::snapshot);
         if let Some(h) = &self.http {
             stats.http = lock(&h.stats)
                 .iter()
@@ -496,6 +509,9 @@ impl Controller {
         self.publish_http(bound);
         self.resolve_dsr_backends();
         log::info!("{message}");
+        if let Some(cluster) = &self.cluster {
+            cluster.update(crate::cluster::Directory::new(&self.services));
+        }
         self.targets.send_if_modified(|t| {
             let new = targets(&self.services);
             let changed = *t != new;
@@ -611,7 +627,11 @@ impl Controller {
 fn sweep_tables(controller: &Mutex<Controller>) {
     let sweeper = {
         let c = lock(controller);
-        c.dataplane.tables.sweeper(&c.services)
+        let share = match (&c.cluster, crate::dataplane::now_ns()) {
+            (Some(cluster), Ok(now)) => cluster.due(now),
+            _ => std::collections::HashMap::new(),
+        };
+        c.dataplane.tables.sweeper(&c.services, share)
     };
     match sweeper.and_then(crate::dataplane::Sweeper::run) {
         Ok(r) => {
@@ -629,6 +649,9 @@ fn sweep_tables(controller: &Mutex<Controller>) {
                 r.elapsed
             );
             let mut c = lock(controller);
+            if let Some(cluster) = &c.cluster {
+                cluster.publish(&r.to_share);
+            }
             c.resolve_dsr_backends();
             c.report_drained(&r.live);
             c.account(&r);
@@ -660,6 +683,12 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         Some(path) => Config::load(path)?,
         None => (Config::default(), Services::default()),
     };
+    let cluster = config
+        .cluster
+        .as_ref()
+        .map(|c| c.settings(opts.node.as_deref()))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let object = match &opts.program {
         Some(path) => Some(
             std::fs::read(path)
@@ -734,6 +763,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         max_half_open: config.limits.max_half_open,
         pin_dir: Some(dirs.maps.clone()),
         object,
+        shared: cluster.is_some(),
     }) {
         Ok(d) => d,
         Err(e) => {
@@ -754,6 +784,8 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         dataplane
             .tables
             .apply(&Services::from_kept(&kept), &services)?;
+        // Kept VIP entries carry the last controller's sharing flag.
+        dataplane.tables.rewrite_vips(&services)?;
         let attached = dataplane.attach(&opts.ifaces, choice.mode, Some(&dirs.links))?;
         Ok((services, attached))
     })();
@@ -798,6 +830,22 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
     c.mode = (choice.mode.to_string(), choice.why.clone());
     c.cookie_key_file = config.http.cookie_key_file.clone();
     c.start_http(http_bound).map_err(anyhow::Error::msg)?;
+    if let Some(settings) = cluster {
+        log::info!(
+            "cluster: sharing sessions through {} (stream {:?}) as node {:?}",
+            settings.store,
+            settings.stream,
+            settings.node
+        );
+        let sessions = c.dataplane.tables.sessions_handle()?;
+        let ring = c.dataplane.session_events.take();
+        c.cluster = Some(crate::cluster::store::Cluster::start(
+            settings,
+            crate::cluster::Directory::new(&c.services),
+            sessions,
+            ring,
+        )?);
+    }
     c.resolve_dsr_backends();
     let controller = Arc::new(Mutex::new(c));
     tokio::spawn(crate::health::supervise(Arc::clone(&controller)));
@@ -842,8 +890,8 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
                     continue;
                 };
                 let c = Arc::clone(&controller);
-                let limits = config.limits.clone();
-                let done = tokio::task::spawn_blocking(move || lock(&c).reload(&path, &limits)).await;
+                let running = config.clone();
+                let done = tokio::task::spawn_blocking(move || lock(&c).reload(&path, &running)).await;
                 match done {
                     Ok(Ok(_)) => {} // logged by the change itself
                     Ok(Err(e)) => log::error!("reload refused, nothing changed: {e:#}"),

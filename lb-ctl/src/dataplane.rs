@@ -95,6 +95,11 @@ pub enum DataplaneError {
     },
     #[error("reading the program's own map definitions: {0}")]
     Object(String),
+    #[error(
+        "the program has no SESSION_EVENTS ring, which `cluster:` needs: load lb's own \
+         program (no --program) or one built from this version"
+    )]
+    NoSessionRing,
     #[error("pinning the attachment of {name:?} at {path}: {source}")]
     PinLink {
         name: String,
@@ -132,12 +137,18 @@ pub struct LoadOptions {
     /// An eBPF object file's contents to load instead of the built-in
     /// program (`attach --program`).
     pub object: Option<Vec<u8>>,
+    /// Share sessions with other hosts (`cluster:`): the program must have
+    /// the `SESSION_EVENTS` ring.
+    pub shared: bool,
 }
 
 /// The loaded program and its maps.
 pub struct Dataplane {
     ebpf: Ebpf,
     pub tables: Tables,
+    /// The data path's session announcements (`cluster:` only), until the
+    /// cluster's reader takes them.
+    pub session_events: Option<aya::maps::RingBuf<MapData>>,
     links: Vec<(String, Held)>,
     pin_dir: Option<PathBuf>,
 }
@@ -178,6 +189,9 @@ pub struct Tables {
     pub max_connections: u32,
     pub max_sessions: u32,
     pub max_half_open: u32,
+    /// `cluster:` is configured: VIPs with persistence announce their new
+    /// sessions on the `SESSION_EVENTS` ring.
+    pub shared: bool,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
@@ -247,10 +261,20 @@ impl Dataplane {
             max_connections: opts.max_connections,
             max_sessions: opts.max_sessions,
             max_half_open: opts.max_half_open,
+            shared: opts.shared,
+        };
+        let session_events = if opts.shared {
+            Some(take(&mut ebpf, names::SESSION_EVENTS).map_err(|e| match e {
+                DataplaneError::MissingMap(_) => DataplaneError::NoSessionRing,
+                e => e,
+            })?)
+        } else {
+            None
         };
         Ok(Self {
             ebpf,
             tables,
+            session_events,
             links: Vec::new(),
             pin_dir: opts.pin_dir.clone(),
         })
@@ -588,7 +612,7 @@ fn vip_key(v: &Vip) -> VipKey {
     }
 }
 
-fn vip_info(v: &Vip) -> VipInfo {
+fn vip_info(v: &Vip, shared: bool) -> VipInfo {
     VipInfo {
         id: v.slot,
         ring_len: v.table.len() as u32,
@@ -598,6 +622,10 @@ fn vip_info(v: &Vip) -> VipInfo {
         max_lifetime_ns: nanos(v.spec.max_lifetime),
         flags: if v.spec.forwarding == crate::services::Forwarding::Dsr {
             lb_common::maps::vip_flags::DSR
+        } else {
+            0
+        } | if shared && !v.spec.persistence_timeout.is_zero() {
+            lb_common::maps::vip_flags::SHARED
         } else {
             0
         },
@@ -805,7 +833,7 @@ impl Tables {
                 self.reset_counters(v.slot, true)?;
             }
             self.vips
-                .insert(vip_key(v), vip_info(v), 0)
+                .insert(vip_key(v), vip_info(v, self.shared), 0)
                 .map_err(map_err(names::VIPS))?;
         }
         let new_backends = backends_of(new);
@@ -849,6 +877,34 @@ impl Tables {
             self.purge(|vip_id| slots.contains(&vip_id))?;
         }
         Ok(())
+    }
+
+    /// Write every VIP entry of `services` again (after tables were taken
+    /// over: their flags follow this controller's `cluster:`).
+    ///
+    /// # Errors
+    /// When the kernel refuses a write.
+    pub fn rewrite_vips(&mut self, services: &Services) -> Result<()> {
+        for v in services
+            .vips()
+            .filter(|v| v.spec.mode == crate::services::Mode::Tcp)
+        {
+            self.vips
+                .insert(vip_key(v), vip_info(v, self.shared), 0)
+                .map_err(map_err(names::VIPS))?;
+        }
+        Ok(())
+    }
+
+    /// A second handle on the persistence table, for work off the
+    /// controller (installing other hosts' sessions).
+    ///
+    /// # Errors
+    /// When the map cannot be opened again.
+    pub fn sessions_handle(&self) -> Result<HashMap<MapData, SessionKey, Session>> {
+        let fd = dup_fd(Self::fd(&self.sessions), names::SESSIONS)?;
+        let data = MapData::from_fd(fd).map_err(map_err(names::SESSIONS))?;
+        HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(map_err(names::SESSIONS))
     }
 
     /// Zero the counters of a reused VIP or backend slot.
@@ -898,18 +954,22 @@ impl Tables {
     /// # Errors
     /// When the clock or the settings cannot be read.
     pub fn sweep(&mut self, services: &Services) -> Result<SweepReport> {
-        self.sweeper(services)?.run()
+        self.sweeper(services, StdHashMap::new())?.run()
     }
 
     /// A [`Sweeper`] over these tables: it holds its own references to the
     /// two tables and what it needs of the model, so it runs without the
     /// controller (the control socket answers while a large sweep runs).
     ///
+    /// `share` names the VIP slots whose sessions used since the given
+    /// time the sweep hands back for publication (`cluster:`).
+    ///
     /// # Errors
     /// When the settings cannot be read or a map reference cannot be had.
-    pub fn sweeper(&self, services: &Services) -> Result<Sweeper> {
+    pub fn sweeper(&self, services: &Services, share: StdHashMap<u32, u64>) -> Result<Sweeper> {
         let dup = dup_fd;
         Ok(Sweeper {
+            share,
             conns: dup(Self::fd(&self.conns), names::CONNS)?,
             half_open: dup(Self::fd(&self.half_open), names::HALF_OPEN)?,
             sessions: dup(Self::fd(&self.sessions), names::SESSIONS)?,
@@ -1014,6 +1074,7 @@ impl Tables {
             backend_states: Vec::new(),
             table_entries: Vec::new(),
             half_open_evictions: 0,
+            cluster: None,
             max_half_open: self.max_half_open,
             last_sweep_seconds: None,
             sweep_deleted: Vec::new(),
@@ -1159,6 +1220,8 @@ impl Lister {
 
 /// One sweep of the two tables, runnable on its own thread.
 pub struct Sweeper {
+    /// VIP slot -> sessions used after this time are handed back.
+    share: StdHashMap<u32, u64>,
     conns: std::os::fd::OwnedFd,
     half_open: std::os::fd::OwnedFd,
     sessions: std::os::fd::OwnedFd,
@@ -1258,10 +1321,17 @@ impl Sweeper {
             sweep_map::<FlowKey, Conn>(self.half_open.as_raw_fd(), names::HALF_OPEN, |_, c| {
                 self.liveness.conn(c, &settings, now, &mut live)
             })?;
+        let mut to_share = Vec::new();
         let sessions = sweep_map::<SessionKey, Session>(
             self.sessions.as_raw_fd(),
             names::SESSIONS,
-            |k, s| self.liveness.session(k, s, now, &mut live),
+            |k, s| {
+                let expired = self.liveness.session(k, s, now, &mut live);
+                if !expired && self.share.get(&k.vip_id).is_some_and(|&t| s.last_seen_ns > t) {
+                    to_share.push((*k, *s));
+                }
+                expired
+            },
         )?;
         // Pending sessions are not counted as live ones.
         let pending =
@@ -1270,6 +1340,7 @@ impl Sweeper {
             })?;
         Ok(SweepReport {
             live,
+            to_share,
             connections,
             half_open,
             sessions,
@@ -1331,6 +1402,8 @@ fn sweep_map<K: aya::Pod + Default, V: aya::Pod + Default>(
 pub struct SweepReport {
     /// Live connections and sessions per backend (slot, generation).
     pub live: StdHashMap<(u32, u32), Live>,
+    /// Sessions to publish to the other hosts (see [`Tables::sweeper`]).
+    pub to_share: Vec<(SessionKey, Session)>,
     pub connections: Swept,
     pub half_open: Swept,
     pub sessions: Swept,
@@ -1401,6 +1474,9 @@ pub struct Stats {
     /// sweep from the counters and the table).
     #[serde(default)]
     pub half_open_evictions: u64,
+    /// Sessions shared with the other hosts (`cluster:` only).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::store::Snapshot>,
     pub max_half_open: u32,
     /// How long the last sweep took.
     #[serde(default)]

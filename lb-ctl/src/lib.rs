@@ -11,6 +11,7 @@
 //! - [`metrics`]: Prometheus text output; [`sysctl`]: host settings.
 pub mod api;
 pub mod batch;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod cookie;

@@ -81,6 +81,11 @@ enum Command {
         /// layout; a running program is replaced atomically.
         #[arg(long, value_name = "FILE")]
         program: Option<PathBuf>,
+        /// This host's name in the cluster (`cluster:` in the config), when
+        /// the hosts share one config file; default: `cluster.node`, else
+        /// the host name.
+        #[arg(long, env = "LB_NODE", value_name = "NAME")]
+        node: Option<String>,
     },
     /// Remove the program, its pinned attachments and tables left running by
     /// `attach --keep-state` or by a controller that died. Live connections
@@ -283,6 +288,7 @@ fn run(cli: Cli) -> Result<()> {
             keep_state,
             metrics_address,
             program,
+            node,
         } => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -298,6 +304,7 @@ fn run(cli: Cli) -> Result<()> {
                 keep_state,
                 metrics_address,
                 program,
+                node,
             }))
         }
         Command::Detach { ifaces, bpffs } => {
@@ -549,6 +556,26 @@ fn print_status(s: &control::Status) {
         }
     );
     println!("services:    {} VIP(s), {} backend(s)", s.vips, s.backends);
+    if let Some(c) = &s.cluster {
+        let received = |what: &str| {
+            c.received
+                .iter()
+                .find(|(n, _)| n == what)
+                .map_or(0, |(_, v)| *v)
+        };
+        println!(
+            "cluster:     node {}, store {} {}; published {} (dropped {}), installed {} of the others', \
+             publication lag p99 {}",
+            c.node,
+            c.store,
+            if c.up { "reachable" } else { "UNREACHABLE (going on alone)" },
+            c.published,
+            c.publish_dropped,
+            received("installed"),
+            c.lag_p99_ms
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms} ms"))
+        );
+    }
     println!("uptime:      {}s", s.uptime_seconds);
     println!(
         "{:<12} {:>12} {:>12} {:>6}",

@@ -236,6 +236,52 @@ pub fn render(stats: &Stats) -> String {
         "Unconfirmed flows (TCP half-open, UDP unanswered) evicted to make room for newer ones, estimated at each sweep.",
         vec![(String::new(), stats.half_open_evictions)],
     );
+    if let Some(c) = &stats.cluster {
+        let node = format!("node=\"{}\"", escape(&c.node));
+        family(
+            "lb_cluster_store_up",
+            "gauge",
+            "1 while the cluster's store (Redis) answers; 0: this host goes on alone.",
+            vec![(node.clone(), u64::from(c.up))],
+        );
+        family(
+            "lb_cluster_published_total",
+            "counter",
+            "Sessions published to the store (new ones and refreshes).",
+            vec![(node.clone(), c.published)],
+        );
+        family(
+            "lb_cluster_publish_dropped_total",
+            "counter",
+            "Sessions not published (store unreachable or queue full); live ones are published again on the next pass.",
+            vec![(node.clone(), c.publish_dropped)],
+        );
+        family(
+            "lb_cluster_received_total",
+            "counter",
+            "Other hosts' sessions read from the store, by result (installed, kept_local: this host's was newer, expired, unplaced: VIP or backend not here, malformed, install_failed: table full).",
+            c.received
+                .iter()
+                .map(|(r, v)| (format!("{node},result=\"{r}\""), *v))
+                .collect(),
+        );
+    }
+    if let Some(c) = stats.cluster.as_ref().filter(|c| c.lag_p50_ms.is_some()) {
+        let _ = writeln!(
+            out,
+            "# HELP lb_cluster_publish_lag_seconds Time from a new session on another host to its installation here, over the last {} such sessions.",
+            crate::cluster::store::LAGS
+        );
+        let _ = writeln!(out, "# TYPE lb_cluster_publish_lag_seconds summary");
+        for (q, v) in [("0.5", c.lag_p50_ms), ("0.99", c.lag_p99_ms)] {
+            let _ = writeln!(
+                out,
+                "lb_cluster_publish_lag_seconds{{node=\"{}\",quantile=\"{q}\"}} {}",
+                escape(&c.node),
+                f64::from(v.unwrap_or(0)) / 1e3
+            );
+        }
+    }
     let vips_http: Vec<_> = stats.http.iter().filter(|(_, b, _)| b.is_none()).collect();
     if !vips_http.is_empty() {
         let _ = writeln!(
@@ -324,6 +370,16 @@ mod tests {
             last_sweep_seconds: Some(0.25),
             sweep_deleted: vec![("connections".into(), 3)],
             http: Vec::new(),
+            cluster: Some(crate::cluster::store::Snapshot {
+                node: "lb-a".into(),
+                store: "redis://198.18.4.10:6379".into(),
+                up: true,
+                published: 5,
+                publish_dropped: 1,
+                received: vec![("installed".into(), 4)],
+                lag_p50_ms: Some(3),
+                lag_p99_ms: Some(40),
+            }),
         };
         let text = render(&stats);
         let scrape =
@@ -357,8 +413,28 @@ mod tests {
             .find(|s| s.metric == "lb_sweep_duration_seconds")
             .expect("the sweep's duration");
         assert!(matches!(sweep.value, prometheus_parse::Value::Gauge(v) if v == 0.25));
+        let value = |metric: &str, label: (&str, &str)| {
+            scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == metric && s.labels.get(label.0) == Some(label.1))
+                .map(|s| s.value.clone())
+        };
+        assert!(matches!(
+            value("lb_cluster_received_total", ("result", "installed")),
+            Some(prometheus_parse::Value::Counter(v)) if v == 4.0
+        ));
+        assert!(matches!(
+            value("lb_cluster_store_up", ("node", "lb-a")),
+            Some(prometheus_parse::Value::Gauge(v)) if v == 1.0
+        ));
+        assert!(text.contains("lb_cluster_publish_lag_seconds{node=\"lb-a\",quantile=\"0.99\"} 0.04"), "{text}");
         // Every sample line parsed (none was split by the newline).
-        let lines = text.lines().filter(|l| !l.starts_with('#')).count();
+        // (A summary's quantile lines make one sample.)
+        let lines = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.contains("quantile=\"0.5\""))
+            .count();
         assert_eq!(scrape.samples.len(), lines, "{text}");
     }
 }

@@ -4,7 +4,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
     BackendInfo, Conn, Counters, FlowKey, Reason, Session, SessionKey, Settings, VipInfo, VipKey,
@@ -77,3 +77,9 @@ pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(
 /// Per-CPU counters per [`Reason`].
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+/// Sessions recorded for VIPs whose sessions are shared (`cluster:`), read
+/// by the controller, which publishes them to the other hosts. 1 MiB: about
+/// 20 000 announcements.
+#[map]
+pub static SESSION_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);

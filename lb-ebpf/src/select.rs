@@ -8,13 +8,15 @@
 //! bounded `PENDING`, so spoofed SYNs cannot fill the persistence table.
 
 use lb_common::{
-    conn::conn_flags, tcp_next_state, BackendInfo, Conn, ConnState, NextHop, Reason, Session,
-    SessionKey, VipInfo, VipKey, RING_SIZE,
+    conn::conn_flags, maps::vip_flags, tcp_next_state, BackendInfo, Conn, ConnState, NextHop, Reason, Session,
+    SessionEvent, SessionKey, VipInfo, VipKey, RING_SIZE,
 };
 
 use crate::{
     conntrack,
-    maps::{BACKENDS, CURSORS, HALF_OPEN, MAGLEV, PENDING, RING, SESSIONS, VIPS},
+    maps::{
+        BACKENDS, CURSORS, HALF_OPEN, MAGLEV, PENDING, RING, SESSIONS, SESSION_EVENTS, VIPS,
+    },
     parse::Packet,
     stats, Flow,
 };
@@ -78,8 +80,12 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
             (false, _) => 0,
             (true, false) => conn_flags::SESSION,
             (true, true) => conn_flags::SESSION | conn_flags::FROM_SESSION,
-        } | if vip.flags & lb_common::maps::vip_flags::DSR != 0 {
+        } | if vip.flags & vip_flags::DSR != 0 {
             conn_flags::DSR
+        } else {
+            0
+        } | if vip.flags & vip_flags::SHARED != 0 {
+            conn_flags::SHARED
         } else {
             0
         },
@@ -165,7 +171,7 @@ pub fn confirm_session(c: &Conn, now: u64) {
     if c.flags & conn_flags::FROM_SESSION != 0 {
         keep_session(c, now);
     } else {
-        pin(c.vip_id, c.session_client, c.backend_id, c.backend_gen, now);
+        pin(c, now);
     }
 }
 
@@ -195,20 +201,38 @@ fn pick_maglev(
     Some((id, *BACKENDS.get(id)?))
 }
 
-/// Pin (or re-pin) the client to a backend.
+/// Pin (or re-pin) the client of `c` to its backend, and announce the
+/// session when the VIP's sessions are shared.
 #[inline(always)]
-fn pin(vip_id: u32, client: u32, backend_id: u32, backend_gen: u32, now: u64) {
+fn pin(c: &Conn, now: u64) {
     let session = Session {
         last_seen_ns: now,
-        backend_id,
-        backend_gen,
+        backend_id: c.backend_id,
+        backend_gen: c.backend_gen,
         created_ns: now,
     };
-    if SESSIONS
-        .insert(&SessionKey { vip_id, client }, &session, 0)
-        .is_err()
-    {
+    let key = SessionKey {
+        vip_id: c.vip_id,
+        client: c.session_client,
+    };
+    if SESSIONS.insert(&key, &session, 0).is_err() {
         stats::reason(Reason::SESSION_TABLE_FULL);
+        return;
+    }
+    if c.flags & conn_flags::SHARED != 0 {
+        let event = SessionEvent {
+            vip_id: c.vip_id,
+            backend_id: c.backend_id,
+            backend_gen: c.backend_gen,
+            family: 4,
+            _pad: [0; 3],
+            client: [c.session_client, 0, 0, 0],
+            created_ns: now,
+            last_seen_ns: now,
+        };
+        // A full ring (the controller is behind) loses the announcement
+        // only: the controller's next refresh pass publishes the session.
+        let _ = SESSION_EVENTS.output::<SessionEvent>(&event, 0);
     }
 }
 
@@ -229,6 +253,6 @@ pub fn keep_session(c: &Conn, now: u64) {
                 s.last_seen_ns = now;
             }
         }
-        None => pin(c.vip_id, c.session_client, c.backend_id, c.backend_gen, now),
+        None => pin(c, now),
     }
 }

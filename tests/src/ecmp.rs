@@ -5,16 +5,19 @@
 //!
 //! ```text
 //!  c1 c2 c3 ── brC ── r ══ eth0 [lb-a] eth1 ──┐
-//!                     ║                        ├─ brB ── b1 b2 b3 (VIP on lo)
-//!                     ╚═ eth0 [lb-b] eth1 ─────┘    (replies via r)
+//!                     ║                        ├─ brB ── b1 b2 b3 b4 (VIP on lo)
+//!                     ╚═ eth0 [lb-b] eth1 ─────┤    (replies via r)
+//!                                              └─ redis
 //! ```
 //! Clients 198.18.3.11.. (gateway r, 198.18.3.1: the VIP, 198.18.0.100, is
 //! not on their segment); r–lb-a 198.18.2.0/30,
 //! r–lb-b 198.18.2.4/30; the backend segment 198.18.1.0/24 (r .1, lb-a .2,
-//! lb-b .3, backends .11..). Both balancers run `lb-ctl attach eth0 eth1`
-//! with the same config: a `dsr` VIP with the `maglev` scheduler, so both
-//! send every client to the same backend, and a client whose packets move
-//! to the other host keeps its backend.
+//! lb-b .3, Redis .10, backends .11..; b4 serves but is in no config until
+//! a test adds it). Both balancers run `lb-ctl attach eth0 eth1` with the
+//! same config: a `dsr` VIP with the `maglev` scheduler, so both send every
+//! client to the same backend, and a client whose packets move to the
+//! other host keeps its backend. With `cluster:` (store [`REDIS`]) they
+//! also share sessions through Redis, which runs in its own namespace.
 
 use std::{
     net::Ipv4Addr,
@@ -34,6 +37,11 @@ use crate::{
 /// the destination).
 pub const PORT: u16 = 8080;
 
+/// The Redis server's address (`redis://198.18.1.10:6379`).
+pub const REDIS: &str = "redis://198.18.1.10:6379";
+
+/// The node names the balancers are started with (`--node`).
+pub const NODES: [&str; 2] = ["lb-a", "lb-b"];
 pub struct EcmpLab {
     pub prefix: String,
     pub workdir: PathBuf,
@@ -43,6 +51,7 @@ pub struct EcmpLab {
     pub clients: Vec<(String, Ipv4Addr)>,
     children: Vec<Child>,
     controllers: Vec<Option<Child>>,
+    redis: Option<Child>,
 }
 
 impl EcmpLab {
@@ -76,6 +85,7 @@ impl EcmpLab {
                 .collect(),
             children: Vec::new(),
             controllers: vec![None, None],
+            redis: None,
         };
         lab.build().context("building the ecmp lab")?;
         Ok(lab)
@@ -154,8 +164,17 @@ impl EcmpLab {
             ip(&format!("-n {ns} link set eth0 up"))?;
             ip(&format!("-n {ns} route add default via 198.18.3.1"))?;
         }
+        let redis = format!("{p}-redis");
+        ip(&format!("netns add {redis}"))?;
+        ip(&format!("-n {redis} link set lo up"))?;
+        ip(&format!(
+            "link add eth0 netns {redis} type veth peer name redis netns {sw}"
+        ))?;
+        ip(&format!("-n {sw} link set redis master brB up"))?;
+        ip(&format!("-n {redis} addr add 198.18.1.10/24 dev eth0"))?;
+        ip(&format!("-n {redis} link set eth0 up"))?;
         let node = bin_dir().join("lb-lab-node");
-        for i in 0..3u8 {
+        for i in 0..4u8 {
             let ns = format!("{p}-b{}", i + 1);
             let addr = Ipv4Addr::new(198, 18, 1, 11 + i);
             ip(&format!("netns add {ns}"))?;
@@ -224,6 +243,41 @@ impl EcmpLab {
         ))
     }
 
+    /// Start Redis (empty, nothing saved to disk) in its namespace.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    pub fn start_redis(&mut self) -> Result<()> {
+        let ns = format!("{}-redis", self.prefix);
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns, "redis-server", "--bind", "198.18.1.10"])
+            .args(["--port", "6379", "--save", "", "--appendonly", "no"])
+            .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting redis-server (scripts/setup.sh installs it)")?;
+        self.redis = Some(child);
+        wait_for(Duration::from_secs(10), || {
+            in_ns(&ns, &["ss", "-ltn", "sport = :6379"])
+                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
+        })
+    }
+
+    /// Kill Redis (`kill -9`): what it held is gone.
+    pub fn kill_redis(&mut self) {
+        if let Some(mut c) = self.redis.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Balancer `i`'s log so far.
+    #[must_use]
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.workdir.join(format!("lb-{i}.log"))).unwrap_or_default()
+    }
+
     fn socket(&self, i: usize) -> PathBuf {
         PathBuf::from(format!("/run/lb/{}-{i}.sock", self.prefix))
     }
@@ -246,7 +300,7 @@ impl EcmpLab {
                 .arg(&ctl)
                 .arg("--socket")
                 .arg(self.socket(i))
-                .args(["attach", "eth0", "eth1", "--config"])
+                .args(["attach", "eth0", "eth1", "--node", NODES[i], "--config"])
                 .arg(&path)
                 .arg("--bpffs")
                 .arg(&bpffs)
@@ -305,6 +359,22 @@ impl EcmpLab {
             .unwrap_or(0)
     }
 
+    /// `lb-lab-node http` from client `c` with `args`, running on its own
+    /// (read its output with `wait_with_output`).
+    ///
+    /// # Errors
+    /// When the client cannot start.
+    pub fn spawn_http(&self, c: usize, args: &[&str]) -> Result<Child> {
+        Ok(Command::new("ip")
+            .args(["netns", "exec", &self.clients[c].0])
+            .arg(bin_dir().join("lb-lab-node"))
+            .args(["http", &format!("{VIP}:{PORT}")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?)
+    }
+
     /// `count` HTTP requests from client `c`, a new connection each.
     ///
     /// # Errors
@@ -337,6 +407,7 @@ impl Drop for EcmpLab {
             let _ = c.kill();
             let _ = c.wait();
         }
+        self.kill_redis();
         delete_all(&format!("{}-", self.prefix));
         for i in 0..2 {
             let _ = sh(&[

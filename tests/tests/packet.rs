@@ -66,6 +66,7 @@ impl Bench {
             max_half_open,
             pin_dir: None,
             object: None,
+            shared: false,
         })
         .unwrap();
         dp.tables

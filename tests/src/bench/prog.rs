@@ -79,6 +79,7 @@ impl Rig {
             max_half_open: 131_072.min(max_entries),
             pin_dir: None,
             object: None,
+            shared: false,
         })?;
         dp.tables.set_settings(&settings(900_000_000_000))?;
         dp.attach(&FibNs::ifaces(), lb_ctl::xdpmode::Mode::Native, None)?;

@@ -1,0 +1,525 @@
+//! The cluster's moving parts: the reader of the data path's session
+//! announcements, the publisher and the subscriber, each a tokio task.
+//!
+//! Forwarding never waits for them: the data path writes its ring and goes
+//! on, and a full ring or a full queue loses only announcements, which the
+//! next refresh pass makes good. With Redis unreachable each host goes on
+//! alone (logged once, `lb_cluster_store_up 0`); when it returns, every
+//! host publishes all its live sessions again and reads the stream from
+//! where it stopped.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use lb_common::{Session, SessionEvent, SessionKey};
+use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Value};
+use tokio::sync::{mpsc, watch};
+
+use super::{merge, Clocks, Directory, Merge, Passes, Record, Unplaced};
+
+/// Records waiting for the publisher; more are dropped (and counted).
+const QUEUE: usize = 65_536;
+/// Records per pipelined `XADD` batch and per `XREAD`.
+const BATCH: usize = 1024;
+/// How long `XREAD` blocks waiting for new entries.
+const BLOCK: Duration = Duration::from_millis(500);
+/// Wait between attempts to reach an unreachable store.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// The `cluster:` block, as the controller runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `redis://HOST:PORT[/DB]`.
+    pub store: String,
+    /// This host's name (logs and the stream's entries).
+    pub node: String,
+    /// The stream's key.
+    pub stream: String,
+    /// About how many entries the stream keeps (`XADD MAXLEN ~`).
+    pub stream_max_len: u64,
+}
+
+/// What the tasks count, for metrics and `status`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Whether the store answered last time (publisher or subscriber).
+    pub up: AtomicBool,
+    /// Set when the store is reachable again after an outage (or at the
+    /// first contact): the next sweep publishes every live session.
+    pub resync: AtomicBool,
+    pub published: AtomicU64,
+    /// Records not published: the queue was full or the store down.
+    pub publish_dropped: AtomicU64,
+    pub installed: AtomicU64,
+    pub kept_local: AtomicU64,
+    pub expired: AtomicU64,
+    /// Records for a VIP, backend or client family this host does not have.
+    pub unplaced: AtomicU64,
+    /// Stream entries that are not records (named in the log once).
+    pub malformed: AtomicU64,
+    /// Installs the kernel refused (the persistence table is full).
+    pub install_failed: AtomicU64,
+    /// Milliseconds from creation on another host to installation here,
+    /// of the last [`LAGS`] new sessions installed.
+    pub lags: Mutex<std::collections::VecDeque<u32>>,
+}
+
+/// The counters at one moment, for metrics and `status`.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Snapshot {
+    pub node: String,
+    pub store: String,
+    pub up: bool,
+    pub published: u64,
+    pub publish_dropped: u64,
+    /// Received records by what became of them.
+    pub received: Vec<(String, u64)>,
+    /// Publication lag of recent new sessions (ms): median and 99th
+    /// percentile.
+    pub lag_p50_ms: Option<u32>,
+    pub lag_p99_ms: Option<u32>,
+}
+
+/// New sessions whose publication lag is kept (for the metric's
+/// quantiles and the benchmark).
+pub const LAGS: usize = 16_384;
+
+impl Counters {
+    /// The `q` quantile (0..=1) of the kept lags, in milliseconds.
+    #[must_use]
+    pub fn lag_quantile(&self, q: f64) -> Option<u32> {
+        let mut v: Vec<u32> = crate::daemon::lock(&self.lags).iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_unstable();
+        let i = ((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1;
+        Some(v[i])
+    }
+
+    fn lag(&self, ms: u64) {
+        let mut lags = crate::daemon::lock(&self.lags);
+        if lags.len() == LAGS {
+            lags.pop_front();
+        }
+        lags.push_back(u32::try_from(ms).unwrap_or(u32::MAX));
+    }
+}
+
+impl Counters {
+    /// Note whether the store answered; log once per change.
+    fn reached(&self, ok: bool, settings: &Settings, why: &dyn std::fmt::Display) {
+        let was = self.up.swap(ok, Relaxed);
+        if ok && !was {
+            self.resync.store(true, Relaxed);
+            log::info!(
+                "cluster: store {} reachable as node {:?}; publishing this host's live sessions \
+                 and reading the others' from where this host stopped",
+                settings.store,
+                settings.node
+            );
+        } else if !ok && was {
+            log::warn!(
+                "cluster: store {} unreachable ({why}); this host goes on alone, forwarding is not \
+                 affected; sessions created meanwhile are shared when it returns",
+                settings.store
+            );
+        }
+    }
+}
+
+/// The controller's handle on the cluster tasks.
+pub struct Cluster {
+    pub settings: Settings,
+    /// This controller's id in the stream (random at each start).
+    pub instance: u64,
+    pub counters: Arc<Counters>,
+    queue: mpsc::Sender<Record>,
+    directory: watch::Sender<Arc<Directory>>,
+    passes: Mutex<Passes>,
+}
+
+impl Cluster {
+    /// Start the tasks: the ring reader (when the program has the ring),
+    /// the publisher and the subscriber, which installs into `sessions`.
+    ///
+    /// # Errors
+    /// When the store's address is not a Redis URL.
+    pub fn start(
+        settings: Settings,
+        directory: Directory,
+        sessions: BpfHashMap<MapData, SessionKey, Session>,
+        ring: Option<RingBuf<MapData>>,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(settings.store.as_str())
+            .map_err(|e| anyhow::anyhow!("cluster.store {:?}: {e}", settings.store))?;
+        let instance = random_instance();
+        let counters = Arc::new(Counters::default());
+        // Unknown until the first contact, which is logged as reachable
+        // (or as unreachable, below).
+        let (queue, rx) = mpsc::channel(QUEUE);
+        let (directory, dir_rx) = watch::channel(Arc::new(directory));
+        let me = Me {
+            instance,
+            node: settings.node.clone(),
+        };
+        tokio::spawn(publish(
+            client.clone(),
+            settings.clone(),
+            rx,
+            Arc::clone(&counters),
+        ));
+        tokio::spawn(subscribe(
+            client,
+            settings.clone(),
+            me.clone(),
+            dir_rx.clone(),
+            sessions,
+            Arc::clone(&counters),
+        ));
+        if let Some(ring) = ring {
+            tokio::spawn(read_ring(
+                ring,
+                me,
+                dir_rx,
+                queue.clone(),
+                Arc::clone(&counters),
+            ));
+        }
+        Ok(Self {
+            settings,
+            instance,
+            counters,
+            queue,
+            directory,
+            passes: Mutex::new(Passes::default()),
+        })
+    }
+
+    /// The model changed: translate by the new one.
+    pub fn update(&self, directory: Directory) {
+        self.directory.send_if_modified(|d| {
+            let changed = **d != directory;
+            if changed {
+                *d = Arc::new(directory);
+            }
+            changed
+        });
+    }
+
+    /// The counters now.
+    #[must_use]
+    pub fn snapshot(&self) -> Snapshot {
+        let c = &self.counters;
+        Snapshot {
+            node: self.settings.node.clone(),
+            store: self.settings.store.clone(),
+            up: c.up.load(Relaxed),
+            published: c.published.load(Relaxed),
+            publish_dropped: c.publish_dropped.load(Relaxed),
+            received: [
+                ("installed", &c.installed),
+                ("kept_local", &c.kept_local),
+                ("expired", &c.expired),
+                ("unplaced", &c.unplaced),
+                ("malformed", &c.malformed),
+                ("install_failed", &c.install_failed),
+            ]
+            .into_iter()
+            .map(|(n, v)| (n.to_string(), v.load(Relaxed)))
+            .collect(),
+            lag_p50_ms: c.lag_quantile(0.5),
+            lag_p99_ms: c.lag_quantile(0.99),
+        }
+    }
+
+    /// The VIPs whose used sessions the next sweep publishes (see
+    /// [`Passes`]).
+    pub fn due(&self, now_ns: u64) -> HashMap<u32, u64> {
+        let mut passes = crate::daemon::lock(&self.passes);
+        if self.counters.resync.swap(false, Relaxed) {
+            passes.reset();
+        }
+        passes.due(&self.directory.borrow(), now_ns)
+    }
+
+    /// Queue sessions of this host's table for publication.
+    pub fn publish(&self, sessions: &[(SessionKey, Session)]) {
+        let Ok(clocks) = Clocks::now() else { return };
+        let directory = Arc::clone(&self.directory.borrow());
+        for (k, s) in sessions {
+            if let Some(r) = directory.record(k, s, &clocks, (self.instance, &self.settings.node)) {
+                offer(&self.queue, r, &self.counters);
+            }
+        }
+    }
+}
+
+/// Queue `r`, or count it as dropped when the queue is full.
+fn offer(queue: &mpsc::Sender<Record>, r: Record, counters: &Counters) {
+    if queue.try_send(r).is_err() {
+        counters.publish_dropped.fetch_add(1, Relaxed);
+    }
+}
+
+fn random_instance() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b = (t ^ u64::from(std::process::id()) << 32).to_ne_bytes();
+    }
+    u64::from_ne_bytes(b)
+}
+
+/// Who this controller is in the stream.
+#[derive(Clone, Debug)]
+struct Me {
+    instance: u64,
+    node: String,
+}
+
+/// A connection to the store, or why there is none.
+async fn connect(client: &redis::Client) -> redis::RedisResult<MultiplexedConnection> {
+    let config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Read the data path's announcements and queue them.
+async fn read_ring(
+    ring: RingBuf<MapData>,
+    me: Me,
+    directory: watch::Receiver<Arc<Directory>>,
+    queue: mpsc::Sender<Record>,
+    counters: Arc<Counters>,
+) {
+    // SAFETY: the ring owns its descriptor, which stays open and the same
+    // for as long as the `AsyncFd` holds the ring.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::error!("cluster: cannot watch the session ring: {e}; new sessions are shared by refresh passes only");
+            return;
+        }
+    };
+    loop {
+        let mut guard = match fd.readable_mut().await {
+            Ok(g) => g,
+            Err(e) => {
+                log::error!("cluster: session ring: {e}");
+                return;
+            }
+        };
+        let ring = guard.get_inner_mut();
+        let Ok(clocks) = Clocks::now() else { continue };
+        let dir = Arc::clone(&directory.borrow());
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<SessionEvent>() {
+                continue;
+            }
+            // SAFETY: the ring holds `SessionEvent`s written by the data
+            // path; the read copes with any alignment.
+            let event = unsafe { item.as_ptr().cast::<SessionEvent>().read_unaligned() };
+            if let Some(r) = dir.record_of_event(&event, &clocks, (me.instance, &me.node)) {
+                offer(&queue, r, &counters);
+            }
+        }
+        guard.clear_ready();
+    }
+}
+
+/// Publish queued records in pipelined batches.
+async fn publish(
+    client: redis::Client,
+    settings: Settings,
+    mut queue: mpsc::Receiver<Record>,
+    counters: Arc<Counters>,
+) {
+    let mut conn: Option<MultiplexedConnection> = None;
+    let mut retry_at = tokio::time::Instant::now();
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        batch.clear();
+        if queue.recv_many(&mut batch, BATCH).await == 0 {
+            return;
+        }
+        if conn.is_none() && tokio::time::Instant::now() >= retry_at {
+            match connect(&client).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    counters.reached(false, &settings, &e);
+                    retry_at = tokio::time::Instant::now() + RETRY;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            counters
+                .publish_dropped
+                .fetch_add(batch.len() as u64, Relaxed);
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for r in &batch {
+            let cmd = pipe
+                .cmd("XADD")
+                .arg(&settings.stream)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(settings.stream_max_len)
+                .arg("*");
+            for (name, value) in r.fields() {
+                cmd.arg(name).arg(value);
+            }
+            cmd.ignore();
+        }
+        match pipe.query_async::<()>(c).await {
+            Ok(()) => {
+                counters.reached(true, &settings, &"");
+                counters.published.fetch_add(batch.len() as u64, Relaxed);
+            }
+            Err(e) => {
+                counters.reached(false, &settings, &e);
+                counters
+                    .publish_dropped
+                    .fetch_add(batch.len() as u64, Relaxed);
+                conn = None;
+                retry_at = tokio::time::Instant::now() + RETRY;
+            }
+        }
+    }
+}
+
+/// Follow the stream and install the other hosts' sessions.
+async fn subscribe(
+    client: redis::Client,
+    settings: Settings,
+    me: Me,
+    directory: watch::Receiver<Arc<Directory>>,
+    mut sessions: BpfHashMap<MapData, SessionKey, Session>,
+    counters: Arc<Counters>,
+) {
+    // From the start of the stream: what the other hosts hold now is in
+    // its last entries (they re-publish used sessions regularly).
+    let mut last_id = "0-0".to_string();
+    let mut malformed_logged = false;
+    loop {
+        let mut conn = match connect(&client).await {
+            Ok(c) => c,
+            Err(e) => {
+                counters.reached(false, &settings, &e);
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+        };
+        loop {
+            let reply: redis::RedisResult<Option<redis::streams::StreamReadReply>> =
+                redis::cmd("XREAD")
+                    .arg("COUNT")
+                    .arg(BATCH)
+                    .arg("BLOCK")
+                    .arg(BLOCK.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(&settings.stream)
+                    .arg(&last_id)
+                    .query_async(&mut conn)
+                    .await;
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => {
+                    counters.reached(false, &settings, &e);
+                    tokio::time::sleep(RETRY).await;
+                    break;
+                }
+            };
+            counters.reached(true, &settings, &"");
+            let Some(reply) = reply else { continue };
+            let Ok(clocks) = Clocks::now() else { continue };
+            let dir = Arc::clone(&directory.borrow());
+            for entry in reply.keys.iter().flat_map(|k| &k.ids) {
+                last_id.clone_from(&entry.id);
+                let field = |name: &str| match entry.map.get(name) {
+                    Some(Value::BulkString(b)) => std::str::from_utf8(b).ok(),
+                    Some(Value::SimpleString(s)) => Some(s.as_str()),
+                    _ => None,
+                };
+                match Record::parse(field) {
+                    Ok(r) if r.instance == me.instance => {}
+                    Ok(r) => install(&r, &dir, &clocks, &mut sessions, &counters),
+                    Err(e) => {
+                        counters.malformed.fetch_add(1, Relaxed);
+                        if !malformed_logged {
+                            malformed_logged = true;
+                            log::warn!(
+                                "cluster: stream {} entry {} is not a session record ({e}); \
+                                 skipped (logged once)",
+                                settings.stream,
+                                entry.id
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Install one record if it belongs here and is newer than what is here.
+fn install(
+    r: &Record,
+    dir: &Directory,
+    clocks: &Clocks,
+    sessions: &mut BpfHashMap<MapData, SessionKey, Session>,
+    counters: &Counters,
+) {
+    let p = match dir.place(r, clocks) {
+        Ok(p) => p,
+        Err(Unplaced::Vip | Unplaced::Backend | Unplaced::Client) => {
+            counters.unplaced.fetch_add(1, Relaxed);
+            return;
+        }
+    };
+    let local = sessions.get(&p.key, 0).ok();
+    match merge(
+        local.as_ref(),
+        &p.session,
+        p.timeout_ns,
+        p.lifetime_ns,
+        clocks.mono_ns,
+    ) {
+        Merge::Install => {
+            if sessions.insert(p.key, p.session, 0).is_ok() {
+                counters.installed.fetch_add(1, Relaxed);
+                if r.created_ms == r.last_seen_ms {
+                    // A new session (not a refresh): how long it took.
+                    counters.lag(clocks.wall_ms.saturating_sub(r.created_ms));
+                }
+            } else {
+                counters.install_failed.fetch_add(1, Relaxed);
+            }
+        }
+        Merge::KeepLocal => {
+            counters.kept_local.fetch_add(1, Relaxed);
+        }
+        Merge::Expired => {
+            counters.expired.fetch_add(1, Relaxed);
+        }
+    }
+}

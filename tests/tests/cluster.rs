@@ -1,0 +1,196 @@
+//! Several balancer hosts in the `ecmp` lab: two hosts behind a router's
+//! multipath route, DSR backends, Redis in its own namespace. Real
+//! clients, real servers, real controllers, a real `redis-server`.
+
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+
+use lb_ctl::{config::Config, dataplane::SessionView, services::Services};
+use lb_tests::{
+    ecmp::{EcmpLab, PORT, REDIS},
+    lab::{serial, wait_for, VIP},
+};
+
+/// The ecmp lab's config: a `dsr` VIP with `maglev` and persistence over
+/// b1..b3, shared through Redis when `cluster` is true.
+fn config(cluster: bool) -> String {
+    let mut c = format!(
+        "sweeper: {{ interval: 1s }}\nvips:\n  - address: {VIP}\n    port: {PORT}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n"
+    );
+    for b in 1..=3 {
+        c.push_str(&format!("      - {{ address: 198.18.1.1{b}, port: {PORT} }}\n"));
+    }
+    if cluster {
+        c.push_str(&format!("cluster:\n  store: \"{REDIS}\"\n"));
+    }
+    c
+}
+
+/// The backend (its name, `b1`..) each client reaches, one new
+/// connection per request; every request must succeed on one backend.
+fn backends(lab: &EcmpLab, clients: std::ops::Range<usize>, requests: u32) -> Vec<String> {
+    clients
+        .map(|c| {
+            let r = lab.http(c, requests).unwrap();
+            let first = r[0].backend().unwrap_or("FAILED").to_string();
+            assert!(
+                r.iter().all(|x| x.backend() == Some(first.as_str())),
+                "client {c} stays on one backend: {r:?}"
+            );
+            first
+        })
+        .collect()
+}
+
+/// Balancer `i`'s sessions: client -> backend address.
+fn sessions(lab: &EcmpLab, i: usize) -> BTreeMap<Ipv4Addr, String> {
+    lab.ctl(i, &["sessions", "-o", "json"])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<SessionView>(l).ok())
+        .filter_map(|s| Some((s.client, s.backend?.to_string())))
+        .collect()
+}
+
+/// Which backend (name) the Maglev table of `services` gives `client`.
+fn maglev_choice(services: &Services, client: Ipv4Addr) -> String {
+    let v = services.vips().next().unwrap();
+    let slot = lb_common::maglev_slot(v.slot, u32::from_ne_bytes(client.octets()), 0, 0, 0);
+    let id = v.table[slot as usize];
+    let b = v.backends.iter().find(|b| b.slot == id).unwrap();
+    format!("b{}", b.endpoint.addr.octets()[3] - 10)
+}
+
+/// The point of sharing: a client pinned on lb-a keeps its backend on
+/// lb-b after the backend set changed (so Maglev alone would move it)
+/// and lb-a went away; a connection opened before the withdrawal still
+/// works after it.
+#[test]
+fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() {
+    let _g = serial();
+    let mut lab = EcmpLab::up("lbm-cls", 16).unwrap();
+    lab.start_redis().unwrap();
+    lab.start_balancers(&config(true)).unwrap();
+    lab.announce(&[0]).unwrap();
+    let pinned = backends(&lab, 0..16, 2);
+    // lb-b learns every session through Redis.
+    let addrs: Vec<Ipv4Addr> = lab.clients.iter().map(|c| c.1).collect();
+    wait_for(Duration::from_secs(10), || {
+        let s = sessions(&lab, 1);
+        addrs.iter().all(|a| s.contains_key(a))
+    })
+    .unwrap_or_else(|_| panic!("lb-b has lb-a's sessions: {:?}\n{}", sessions(&lab, 1), lab.log(1)));
+    // Adding b4 on both hosts changes the Maglev table: some clients'
+    // slots now point elsewhere.
+    let (_, mut model) = Config::parse(&config(false), "test").unwrap();
+    let vip = model.vips().next().unwrap().spec.id;
+    model
+        .add_backend(&vip, format!("198.18.1.14:{PORT}").parse().unwrap(), 1)
+        .unwrap();
+    let movers: Vec<usize> = (0..16)
+        .filter(|&c| maglev_choice(&model, addrs[c]) != pinned[c])
+        .collect();
+    assert!(!movers.is_empty(), "some client's Maglev slot changes with b4");
+    for i in 0..2 {
+        lab.ctl(i, &["backend", "add", &format!("{VIP}:{PORT}"), &format!("198.18.1.14:{PORT}")])
+            .unwrap();
+    }
+    // A long-lived connection through lb-a, across the withdrawal.
+    let long = lab
+        .spawn_http(movers[0], &["--keepalive", "--count", "40", "--interval-ms", "100"])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    lab.announce(&[1]).unwrap();
+    let before_b = lab.new_connections(1);
+    let after = backends(&lab, 0..16, 3);
+    assert_eq!(after, pinned, "every client keeps its backend on lb-b (movers: {movers:?})");
+    assert!(lab.new_connections(1) > before_b, "lb-b served them");
+    let out = long.wait_with_output().unwrap();
+    let replies: Vec<_> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(lb_tests::lab::Reply::parse_line)
+        .collect();
+    assert_eq!(replies.len(), 40, "{replies:?}");
+    assert!(
+        replies.iter().all(|r| r.backend() == Some(pinned[movers[0]].as_str())),
+        "the connection opened before the withdrawal goes on: {replies:?}"
+    );
+    // New clients (no session anywhere) follow the new table on lb-b.
+    let status = lab.ctl(1, &["status"]).unwrap();
+    assert!(status.contains("store redis://198.18.1.10:6379 reachable"), "{status}");
+}
+
+/// Redis dies (`kill -9`): both hosts go on forwarding, say so, and when
+/// it returns (empty), the sessions created meanwhile reach the other host.
+#[test]
+fn stopping_redis_keeps_forwarding_and_sessions_catch_up() {
+    let _g = serial();
+    let mut lab = EcmpLab::up("lbm-clr", 8).unwrap();
+    lab.start_redis().unwrap();
+    lab.start_balancers(&config(true)).unwrap();
+    let before = backends(&lab, 0..4, 4);
+    lab.kill_redis();
+    for i in 0..2 {
+        wait_for(Duration::from_secs(10), || lab.log(i).contains("unreachable"))
+            .unwrap_or_else(|_| panic!("host {i} says Redis is unreachable: {}", lab.log(i)));
+    }
+    assert!(lab.ctl(0, &["stats"]).unwrap().contains("lb_cluster_store_up{node=\"lb-a\"} 0"));
+    // Forwarding goes on, on both hosts, for known and new clients.
+    assert_eq!(backends(&lab, 0..4, 3), before, "known clients keep their backends");
+    lab.announce(&[0]).unwrap();
+    let during = backends(&lab, 4..8, 3);
+    assert!(during.iter().all(|b| b != "FAILED"));
+    let fresh: Vec<Ipv4Addr> = lab.clients[4..8].iter().map(|c| c.1).collect();
+    assert!(
+        fresh.iter().all(|a| !sessions(&lab, 1).contains_key(a)),
+        "lb-b cannot know them yet"
+    );
+    lab.start_redis().unwrap();
+    for i in 0..2 {
+        wait_for(Duration::from_secs(10), || lab.log(i).contains("reachable as node"))
+            .unwrap_or_else(|_| panic!("host {i} reconnects: {}", lab.log(i)));
+    }
+    // lb-a publishes its live sessions again; lb-b installs them.
+    wait_for(Duration::from_secs(15), || {
+        let s = sessions(&lab, 1);
+        fresh.iter().all(|a| s.contains_key(a))
+    })
+    .unwrap_or_else(|_| panic!("lb-b catches up: {:?}\n{}", sessions(&lab, 1), lab.log(1)));
+    let on_b = sessions(&lab, 1);
+    let on_a = sessions(&lab, 0);
+    for a in &fresh {
+        assert_eq!(on_b[a], on_a[a], "{a}: the same backend on both hosts");
+    }
+    assert!(lab.ctl(1, &["stats"]).unwrap().contains("lb_cluster_store_up{node=\"lb-b\"} 1"));
+}
+
+/// Removing a backend on both hosts moves only that backend's clients,
+/// whichever host they reach.
+#[test]
+fn removing_a_backend_on_both_hosts_moves_only_its_clients() {
+    let _g = serial();
+    let mut lab = EcmpLab::up("lbm-clm", 12).unwrap();
+    lab.start_redis().unwrap();
+    lab.start_balancers(&config(true)).unwrap();
+    let before = backends(&lab, 0..12, 3);
+    let (a, b) = (lab.new_connections(0), lab.new_connections(1));
+    assert!(a > 0 && b > 0, "both hosts take connections: {a} and {b}");
+    let gone = before[0].clone();
+    let addr = format!("198.18.1.1{}:{PORT}", &gone[1..]);
+    for i in 0..2 {
+        lab.ctl(i, &["backend", "remove", &format!("{VIP}:{PORT}"), &addr])
+            .unwrap();
+    }
+    let after = backends(&lab, 0..12, 3);
+    for c in 0..12 {
+        if before[c] == gone {
+            assert_ne!(after[c], gone, "client {c} leaves the removed {gone}");
+        } else {
+            assert_eq!(after[c], before[c], "client {c} keeps {}", before[c]);
+        }
+    }
+    // And stays put when its packets move to the other host.
+    lab.announce(&[1]).unwrap();
+    assert_eq!(backends(&lab, 0..12, 2), after);
+    lab.announce(&[0]).unwrap();
+    assert_eq!(backends(&lab, 0..12, 2), after);
+}
