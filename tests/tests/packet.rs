@@ -50,14 +50,16 @@ impl Bench {
     }
 
     fn with_limits(name: &str, max_connections: u32, max_sessions: u32) -> Self {
-        Self::with_all_limits(name, max_connections, max_sessions, 1000)
+        Self::with_all_limits(name, max_connections, max_sessions, 1000, false)
     }
 
+    /// `shared`: as with `cluster:` (sessions announced on the ring).
     fn with_all_limits(
         name: &str,
         max_connections: u32,
         max_sessions: u32,
         max_half_open: u32,
+        shared: bool,
     ) -> Self {
         let fib = lb_tests::fib::FibNs::new(&format!("lbt-pkt-{name}")).unwrap();
         let mut dp = Dataplane::load(&LoadOptions {
@@ -66,7 +68,7 @@ impl Bench {
             max_half_open,
             pin_dir: None,
             object: None,
-            shared: false,
+            shared,
         })
         .unwrap();
         dp.tables
@@ -496,6 +498,66 @@ fn persistence_pins_new_connections_of_a_client() {
     assert_eq!(s.backend_id, 0);
 }
 
+/// The announcements on the `SESSION_EVENTS` ring so far.
+fn announced(b: &mut Bench) -> Vec<lb_common::SessionEvent> {
+    let ring = b.dp.session_events.as_mut().expect("loaded with the ring");
+    let mut out = Vec::new();
+    while let Some(item) = ring.next() {
+        assert_eq!(item.len(), std::mem::size_of::<lb_common::SessionEvent>());
+        // SAFETY: the ring carries `SessionEvent`s; read unaligned.
+        out.push(unsafe { item.as_ptr().cast::<lb_common::SessionEvent>().read_unaligned() });
+    }
+    out
+}
+
+#[test]
+fn shared_vips_announce_each_new_session_once_at_confirmation() {
+    let mut b = Bench::with_all_limits("announce", 1000, 1000, 1000, true);
+    b.vip(Protocol::Tcp, 300, 24);
+    // Unconfirmed: a SYN only (a spoofed client) announces nothing.
+    let first = new_conn(&b, (C1, 42000));
+    assert!(announced(&mut b).is_empty(), "nothing before confirmation");
+    answer(&b, (C1, 42000), first);
+    assert_forwarded(&b, &to_vip((C1, 42000), ACK), first, mac_of(first));
+    let events = announced(&mut b);
+    assert_eq!(events.len(), 1, "{events:?}");
+    let prefix = Ipv4Addr::new(C1.octets()[0], C1.octets()[1], C1.octets()[2], 0);
+    let s = b.session(prefix, false).unwrap();
+    let slot = b.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot;
+    let client = u32::from_ne_bytes(prefix.octets());
+    assert_eq!(
+        events[0],
+        lb_common::SessionEvent {
+            vip_id: slot,
+            backend_id: s.backend_id,
+            backend_gen: s.backend_gen,
+            family: 4,
+            _pad: [0; 3],
+            client: [client, 0, 0, 0],
+            created_ns: s.created_ns,
+            last_seen_ns: s.created_ns,
+        }
+    );
+    // The client's next connections renew the session: no new
+    // announcement (refresh passes carry those).
+    assert_eq!(connect(&b, (C1, 42001)), first);
+    assert!(announced(&mut b).is_empty());
+}
+
+#[test]
+fn without_cluster_nothing_is_announced() {
+    let mut b = Bench::with_all_limits("quiet", 1000, 1000, 1000, false);
+    assert!(b.dp.session_events.is_none());
+    b.vip(Protocol::Tcp, 300, 32);
+    connect(&b, (C1, 42000));
+    // The gate the data path reads: neither the VIP nor its connections
+    // carry the sharing flag.
+    let vip = b.dp.tables.vips.iter().next().unwrap().unwrap().1;
+    assert_eq!(vip.flags & lb_common::maps::vip_flags::SHARED, 0);
+    let c = b.confirmed(key((C1, 42000), (VIP, 80), 6)).unwrap();
+    assert_eq!(c.flags & lb_common::conn::conn_flags::SHARED, 0);
+}
+
 #[test]
 fn persistence_netmask_groups_clients() {
     let mut b = Bench::new("mask");
@@ -847,7 +909,7 @@ fn full_connection_table_drops_new_flows_only() {
 /// expire on the half-open timeout.
 #[test]
 fn a_syn_flood_fills_only_the_half_open_table() {
-    let mut b = Bench::with_all_limits("flood", 1000, 1000, 64);
+    let mut b = Bench::with_all_limits("flood", 1000, 1000, 64, false);
     b.vip(Protocol::Tcp, 300, 32);
     let est = (C1, 50000);
     assert_eq!(connect(&b, est), B1);
