@@ -89,7 +89,7 @@ pub struct Snapshot {
 
 /// New sessions whose publication lag is kept (for the metric's
 /// quantiles and the benchmark).
-pub const LAGS: usize = 16_384;
+pub const LAGS: usize = 65_536;
 
 impl Counters {
     /// The `q` quantile (0..=1) of the kept lags, in milliseconds.

@@ -4,6 +4,7 @@
 //! variant is measured in rounds, the variants alternating within a round,
 //! after a discarded warm-up round; [`report`] keeps every sample and writes
 //! medians with min and max.
+pub mod cluster;
 pub mod lab;
 pub mod prog;
 pub mod report;

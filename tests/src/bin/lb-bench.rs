@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use lb_tests::bench::{lab, prog, report, Plan};
+use lb_tests::bench::{cluster, lab, prog, report, Plan};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +30,9 @@ struct Cli {
     /// BPF_PROG_TEST_RUN benchmark).
     #[arg(long)]
     no_scale: bool,
+    /// Skip the publication latency of shared sessions (Redis).
+    #[arg(long)]
+    no_cluster: bool,
     /// Of the lab part, run only this scenario.
     #[arg(long, value_enum)]
     only: Option<lab::Part>,
@@ -69,6 +72,9 @@ fn main() -> Result<()> {
         if !cli.no_scale {
             prog::scale(&plan, &mut samples).context("scale benchmark")?;
         }
+    }
+    if !cli.no_cluster {
+        cluster::publish_latency(&plan, &mut samples).context("cluster benchmark")?;
     }
     if !cli.no_lab {
         lab::run(&plan, &mut samples, cli.only).context("lab benchmark")?;
