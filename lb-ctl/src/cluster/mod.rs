@@ -53,6 +53,9 @@ pub struct Record {
     pub last_seen_ms: u64,
     /// Wall clock (ms since the Unix epoch) when the session began.
     pub created_ms: u64,
+    /// Announced by the data path as it was created (else a refresh pass
+    /// re-published it): only these measure the publication lag.
+    pub new: bool,
 }
 
 /// Why a stream entry could not be read.
@@ -71,7 +74,7 @@ pub enum RecordError {
 impl Record {
     /// The stream entry's fields.
     #[must_use]
-    pub fn fields(&self) -> [(&'static str, String); 7] {
+    pub fn fields(&self) -> [(&'static str, String); 8] {
         [
             ("i", format!("{:016x}", self.instance)),
             ("n", self.node.clone()),
@@ -80,6 +83,7 @@ impl Record {
             ("b", self.backend.to_string()),
             ("s", self.last_seen_ms.to_string()),
             ("t", self.created_ms.to_string()),
+            ("k", if self.new { "new" } else { "refresh" }.to_string()),
         ]
     }
 
@@ -117,6 +121,7 @@ impl Record {
             created_ms: created
                 .parse()
                 .map_err(|_| bad("t", created, "milliseconds"))?,
+            new: get("k") == Some("new"),
         })
     }
 }
@@ -295,6 +300,7 @@ impl Directory {
             backend,
             last_seen_ms: clocks.wall_of(s.last_seen_ns),
             created_ms: clocks.wall_of(s.created_ns),
+            new: false,
         })
     }
 
@@ -309,7 +315,7 @@ impl Directory {
         if e.family != 4 {
             return None;
         }
-        self.record(
+        let record = self.record(
             &SessionKey {
                 vip_id: e.vip_id,
                 client: e.client[0],
@@ -322,7 +328,11 @@ impl Directory {
             },
             clocks,
             me,
-        )
+        )?;
+        Some(Record {
+            new: true,
+            ..record
+        })
     }
 
     /// Where `r` goes here, on this host's ids and clock.

@@ -507,7 +507,7 @@ fn install(
         Merge::Install => {
             if sessions.insert(p.key, p.session, 0).is_ok() {
                 counters.installed.fetch_add(1, Relaxed);
-                if r.created_ms == r.last_seen_ms {
+                if r.new {
                     // A new session (not a refresh): how long it took.
                     counters.lag(clocks.wall_ms.saturating_sub(r.created_ms));
                 }

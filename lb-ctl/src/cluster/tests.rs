@@ -24,6 +24,7 @@ fn record() -> Record {
         backend: "198.18.1.12:80".parse().unwrap(),
         last_seen_ms: 1_700_000_010_000,
         created_ms: 1_700_000_000_000,
+        new: true,
     }
 }
 
@@ -40,6 +41,15 @@ fn records_survive_the_stream_fields() {
     .unwrap();
     assert_eq!(back, r);
     assert_eq!(fields[2].1, "198.18.0.100:80/tcp");
+    // Without the kind (an older publisher), a refresh.
+    let old = Record::parse(|name| {
+        fields
+            .iter()
+            .find(|(n, _)| *n == name && name != "k")
+            .map(|(_, v)| v.as_str())
+    })
+    .unwrap();
+    assert!(!old.new);
     // A broken entry names its field.
     let err = Record::parse(|name| match name {
         "s" => Some("yesterday"),

@@ -223,26 +223,29 @@ fn failover(lab: &mut Lab, dead: &str) -> Result<usize> {
     Ok(failures)
 }
 
-/// Two balancer hosts behind an ECMP router: both take clients, every
-/// client keeps one backend, and withdrawing a host moves no client.
+/// Two balancer hosts behind an ECMP router, sharing sessions through
+/// Redis: both take clients, every client keeps one backend, a backend
+/// added on both hosts and a host withdrawn move no client, and Redis
+/// dying stops nothing.
 fn demo_ecmp() -> Result<()> {
-    use lb_tests::ecmp::{EcmpLab, PORT};
+    use lb_tests::ecmp::{EcmpLab, PORT, REDIS};
     println!(
-        "== building the ecmp lab: a router spreading {VIP} over lb-a and lb-b, 3 DSR backends =="
+        "== building the ecmp lab: a router spreading {VIP} over lb-a and lb-b, DSR backends, Redis =="
     );
-    let mut lab = EcmpLab::up("lbdemo-ecmp", 3)?;
+    let mut lab = EcmpLab::up("lbdemo-ecmp", 4)?;
+    lab.start_redis()?;
     let backends: String = (1..=3)
         .map(|b| format!("      - {{ address: 198.18.1.1{b}, port: {PORT} }}\n"))
         .collect();
     let config = format!(
-        "vips:\n  - name: web\n    address: {VIP}\n    port: {PORT}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n{backends}"
+        "sweeper: {{ interval: 1s }}\nvips:\n  - name: web\n    address: {VIP}\n    port: {PORT}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n{backends}cluster:\n  store: \"{REDIS}\"\n"
     );
-    println!("== lb-ctl attach eth0 eth1 on both hosts, the same config (forwarding: dsr, scheduler: maglev) ==");
+    println!("== lb-ctl attach eth0 eth1 on both hosts, the same config (forwarding: dsr, scheduler: maglev, cluster.store: {REDIS}) ==");
     lab.start_balancers(&config)?;
     let mut failures = 0;
     let show = |lab: &EcmpLab, failures: &mut usize| -> Result<()> {
         for c in 0..lab.clients.len() {
-            let r = lab.http(c, 8)?;
+            let r = lab.http(c, 6)?;
             *failures += r.iter().filter(|x| x.backend().is_none()).count();
             println!(
                 "{} ({}) -> {}",
@@ -258,14 +261,33 @@ fn demo_ecmp() -> Result<()> {
         );
         Ok(())
     };
-    println!("\n== both hosts announced: each client opens 8 connections (spread over the hosts by ECMP) ==");
+    println!("\n== both hosts announced: each client opens 6 connections (spread over the hosts by ECMP) ==");
     show(&lab, &mut failures)?;
     interrupted()?;
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    println!("\n== lb-ctl sessions on lb-b (its own clients and lb-a's, through Redis) ==");
+    print!("{}", lab.ctl(1, &["sessions"])?);
+    println!("\n== backend b4 (198.18.1.14) added on both hosts: the Maglev table changes ==");
+    for i in 0..2 {
+        print!(
+            "{}: {}",
+            lb_tests::ecmp::NODES[i],
+            lab.ctl(i, &["backend", "add", &format!("{VIP}:{PORT}"), &format!("198.18.1.14:{PORT}")])?
+        );
+    }
     println!(
-        "\n== lb-b withdrawn (ip route replace, as a BGP withdraw): the same clients again =="
+        "\n== lb-b withdrawn (ip route replace, as a BGP withdraw): the same clients again, all on lb-a =="
     );
     lab.announce(&[0])?;
     show(&lab, &mut failures)?;
+    interrupted()?;
+    println!("\n== kill -9 Redis: both hosts go on alone ==");
+    lab.kill_redis();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    show(&lab, &mut failures)?;
+    for line in lab.ctl(0, &["status"])?.lines().filter(|l| l.starts_with("cluster:")) {
+        println!("lb-a {line}");
+    }
     println!("\n== tearing the lab down ==");
     drop(lab);
     if failures > 0 {
