@@ -310,6 +310,20 @@ impl Dataplane {
             .try_into()?)
     }
 
+    /// The program and the tables apart, to run the one while the other
+    /// changes (tests and benchmarks of changes under traffic).
+    ///
+    /// # Errors
+    /// When the object has no balancer program.
+    pub fn program_and_tables(&mut self) -> Result<(&Xdp, &mut Tables)> {
+        let program = self
+            .ebpf
+            .program(PROGRAM_NAME)
+            .ok_or(DataplaneError::MissingProgram)?
+            .try_into()?;
+        Ok((program, &mut self.tables))
+    }
+
     /// Attach to every interface, or to none: on failure the interfaces
     /// attached so far are detached again. With `link_dir`, each attachment
     /// is a BPF link pinned at `<link_dir>/<iface>`, which outlives this

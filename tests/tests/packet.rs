@@ -1067,6 +1067,72 @@ fn maglev_follows_the_table_and_removal_moves_few_flows() {
     assert!(moved <= 1, "{moved} flows of the other backends moved");
 }
 
+/// A Maglev table swap under traffic drops nothing: while one thread sends
+/// new flows through the program, another removes and re-adds a backend
+/// over and over (each change writes only the slots that change); every
+/// packet leaves for one of the backends, with that backend's MAC.
+#[test]
+fn maglev_table_swap_under_traffic_drops_nothing() {
+    let mut b = Bench::new("mgswap");
+    b.vip_with(
+        Protocol::Tcp,
+        Scheduler::Maglev,
+        0,
+        32,
+        &[(B1, 1), (B2, 1), (B3, 1)],
+    );
+    let with_b3 = b.services.clone();
+    let mut without_b3 = with_b3.clone();
+    without_b3
+        .remove_backend(&vip_id(Protocol::Tcp), ep(B3, 8080))
+        .unwrap();
+    let (prog, tables) = b.dp.program_and_tables().unwrap();
+    let swapping = std::sync::atomic::AtomicBool::new(true);
+    const SWAPS: usize = 40;
+    let (sent, verdicts) = std::thread::scope(|scope| {
+        let traffic = scope.spawn(|| {
+            let mut sent = 0u32;
+            let mut bad = Vec::new();
+            let mut seen = std::collections::BTreeMap::<Ipv4Addr, u32>::new();
+            // Until the swaps are done, and at least 5000 flows.
+            while swapping.load(std::sync::atomic::Ordering::Acquire) || sent < 5000 {
+                let client = (
+                    Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 8, 0)) + sent / 50_000),
+                    (10_000 + sent % 50_000) as u16,
+                );
+                let f = to_vip(client, SYN);
+                let (verdict, out, _) = lb_tests::fib::run(prog, &f.build(), 1).unwrap();
+                let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+                if verdict != XDP_TX
+                    || ![B1, B2, B3].contains(&backend)
+                    || out != expect_forward(&f, backend, mac_of(backend))
+                {
+                    bad.push((client, verdict, backend));
+                }
+                *seen.entry(backend).or_default() += 1;
+                sent += 1;
+            }
+            (sent, bad, seen)
+        });
+        for i in 0..SWAPS {
+            let (from, to) = if i % 2 == 0 {
+                (&with_b3, &without_b3)
+            } else {
+                (&without_b3, &with_b3)
+            };
+            tables.apply(from, to).unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        swapping.store(false, std::sync::atomic::Ordering::Release);
+        let (sent, bad, seen) = traffic.join().unwrap();
+        (sent, (bad, seen))
+    });
+    let (bad, seen) = verdicts;
+    assert!(bad.is_empty(), "{} of {sent} packets went wrong: {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert_eq!(seen.len(), 3, "all three backends took flows: {seen:?}");
+    assert_eq!(b.reason(Reason::DROP_NO_BACKEND), 0);
+}
+
 /// Direct server return: a packet to a `dsr` VIP leaves with its
 /// addresses, ports and checksums as they were, only the MAC addresses
 /// rewritten for the backend; only the forward direction is recorded, and
