@@ -194,3 +194,28 @@ fn removing_a_backend_on_both_hosts_moves_only_its_clients() {
     lab.announce(&[0]).unwrap();
     assert_eq!(backends(&lab, 0..12, 2), after);
 }
+
+/// A host whose Redis is not there yet starts and forwards anyway, says
+/// so, and joins when Redis comes: what it holds reaches the other host.
+#[test]
+fn hosts_start_without_redis_and_join_when_it_comes() {
+    let _g = serial();
+    let mut lab = EcmpLab::up("lbm-cln", 2).unwrap();
+    lab.start_balancers(&config(true)).unwrap();
+    lab.announce(&[0]).unwrap();
+    let pinned = backends(&lab, 0..2, 3);
+    assert!(pinned.iter().all(|b| b != "FAILED"));
+    wait_for(Duration::from_secs(10), || lab.log(0).contains("unreachable"))
+        .unwrap_or_else(|_| panic!("lb-a says Redis is unreachable: {}", lab.log(0)));
+    let status = lab.ctl(0, &["status"]).unwrap();
+    assert!(status.contains("UNREACHABLE (going on alone)"), "{status}");
+    lab.start_redis().unwrap();
+    let addrs: Vec<Ipv4Addr> = lab.clients.iter().map(|c| c.1).collect();
+    wait_for(Duration::from_secs(15), || {
+        let s = sessions(&lab, 1);
+        addrs.iter().all(|a| s.contains_key(a))
+    })
+    .unwrap_or_else(|_| panic!("lb-b gets lb-a's sessions: {}", lab.log(1)));
+    lab.announce(&[1]).unwrap();
+    assert_eq!(backends(&lab, 0..2, 2), pinned);
+}

@@ -275,6 +275,22 @@ fn sighup_reloads_the_config() {
     assert!(lab.http(0, 80, &["--count", "2"]).unwrap()[1]
         .backend()
         .is_some());
+    // Joining a cluster needs a restart: refused, named, nothing changed.
+    std::fs::write(
+        &path,
+        format!(
+            "{}cluster: {{ store: \"redis://198.18.1.10:6379\" }}\n",
+            config("shop", &[1], 1)
+        ),
+    )
+    .unwrap();
+    lab.signal_balancer(nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    wait_for(Duration::from_secs(5), || {
+        lab.controller_log().contains("cluster: cannot change while running")
+    })
+    .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
+    assert_eq!(lab.ctl(&["vip", "list"]).unwrap(), vips);
 }
 
 /// The socket is root's: mode 0600 in a 0700 directory, and another user is

@@ -11,7 +11,7 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed},
         Arc, Mutex,
     },
     time::Duration,
@@ -49,8 +49,9 @@ pub struct Settings {
 /// What the tasks count, for metrics and `status`.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Whether the store answered last time (publisher or subscriber).
-    pub up: AtomicBool,
+    /// Whether the store answered last time (publisher or subscriber):
+    /// [`UNKNOWN`] until the first contact, then [`UP`] or [`DOWN`].
+    pub state: AtomicU8,
     /// Set when the store is reachable again after an outage (or at the
     /// first contact): the next sweep publishes every live session.
     pub resync: AtomicBool,
@@ -70,6 +71,11 @@ pub struct Counters {
     /// of the last [`LAGS`] new sessions installed.
     pub lags: Mutex<std::collections::VecDeque<u32>>,
 }
+
+/// Values of [`Counters::state`].
+pub const UNKNOWN: u8 = 0;
+pub const UP: u8 = 1;
+pub const DOWN: u8 = 2;
 
 /// The counters at one moment, for metrics and `status`.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
@@ -116,8 +122,8 @@ impl Counters {
 impl Counters {
     /// Note whether the store answered; log once per change.
     fn reached(&self, ok: bool, settings: &Settings, why: &dyn std::fmt::Display) {
-        let was = self.up.swap(ok, Relaxed);
-        if ok && !was {
+        let was = self.state.swap(if ok { UP } else { DOWN }, Relaxed);
+        if ok && was != UP {
             self.resync.store(true, Relaxed);
             log::info!(
                 "cluster: store {} reachable as node {:?}; publishing this host's live sessions \
@@ -125,7 +131,7 @@ impl Counters {
                 settings.store,
                 settings.node
             );
-        } else if !ok && was {
+        } else if !ok && was != DOWN {
             log::warn!(
                 "cluster: store {} unreachable ({why}); this host goes on alone, forwarding is not \
                  affected; sessions created meanwhile are shared when it returns",
@@ -221,7 +227,7 @@ impl Cluster {
         Snapshot {
             node: self.settings.node.clone(),
             store: self.settings.store.clone(),
-            up: c.up.load(Relaxed),
+            up: c.state.load(Relaxed) == UP,
             published: c.published.load(Relaxed),
             publish_dropped: c.publish_dropped.load(Relaxed),
             received: [
