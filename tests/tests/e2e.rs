@@ -916,7 +916,7 @@ fn direct_server_return_answers_from_the_backends() {
 #[test]
 fn two_hosts_behind_ecmp_agree_and_a_withdrawal_moves_no_client() {
     let _g = serial();
-    let mut lab = lb_tests::ecmp::EcmpLab::up("lbm-ecmp", 6).unwrap();
+    let mut lab = lb_tests::ecmp::EcmpLab::up("lbm-ecmp", 23).unwrap();
     lab.start_balancers(&format!(
         "vips:\n  - address: {VIP}\n    port: {}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n{}",
         lb_tests::ecmp::PORT,
@@ -926,8 +926,9 @@ fn two_hosts_behind_ecmp_agree_and_a_withdrawal_moves_no_client() {
     ))
     .unwrap();
     let mut backend_of = Vec::new();
-    for c in 0..3 {
-        let r = lab.http(c, 12).unwrap();
+    // Twenty client addresses, five connections each.
+    for c in 0..20 {
+        let r = lab.http(c, 5).unwrap();
         assert!(r.iter().all(|x| x.backend().is_some()), "client {c}: {r:?}");
         let first = r[0].backend().unwrap().to_string();
         assert!(
@@ -942,7 +943,7 @@ fn two_hosts_behind_ecmp_agree_and_a_withdrawal_moves_no_client() {
     // seen some of these clients; none changes backend.
     lab.announce(&[0]).unwrap();
     for (c, want) in backend_of.iter().enumerate() {
-        let r = lab.http(c, 6).unwrap();
+        let r = lab.http(c, 3).unwrap();
         assert!(
             r.iter().all(|x| x.backend() == Some(want.as_str())),
             "client {c} keeps {want}: {r:?}"
@@ -955,19 +956,19 @@ fn two_hosts_behind_ecmp_agree_and_a_withdrawal_moves_no_client() {
     // while the backend set is unchanged).
     lab.announce(&[1]).unwrap();
     let mut on_b = Vec::new();
-    for c in 3..6 {
+    for c in 20..23 {
         let r = lab.http(c, 2).unwrap();
         assert!(r.iter().all(|x| x.backend().is_some()), "client {c}: {r:?}");
         on_b.push(r[0].backend().unwrap().to_string());
     }
     let before_a = lab.new_connections(0);
     lab.announce(&[0]).unwrap();
-    for c in (3..6).rev() {
+    for c in (20..23).rev() {
         let r = lab.http(c, 2).unwrap();
         assert!(
-            r.iter().all(|x| x.backend() == Some(on_b[c - 3].as_str())),
+            r.iter().all(|x| x.backend() == Some(on_b[c - 20].as_str())),
             "client {c} keeps {} on the other host: {r:?}",
-            on_b[c - 3]
+            on_b[c - 20]
         );
     }
     assert!(lab.new_connections(0) > before_a, "lb-a served them");
