@@ -390,6 +390,23 @@ impl Config {
                     path: path.clone(),
                     message,
                 })?;
+            // Shared sessions are re-published by the sweeps: they must
+            // come often enough for the other hosts' copies to stay alive.
+            let interval = config.sweeper.interval;
+            if let Some((i, v)) = config.vips.iter().enumerate().find(|(_, v)| {
+                !v.persistence.timeout.is_zero() && v.persistence.timeout <= 2 * interval
+            }) {
+                return Err(ConfigError::Cluster {
+                    path,
+                    message: format!(
+                        "vips[{i}]: persistence.timeout {} is too short to share with \
+                         sweeper.interval {}: the other hosts' copies would expire between \
+                         refreshes; make the timeout more than twice the interval",
+                        humantime::format_duration(v.persistence.timeout),
+                        humantime::format_duration(interval)
+                    ),
+                });
+            }
         }
         let services = config
             .services()
@@ -514,6 +531,18 @@ mod tests {
         ] {
             let e = err(&format!("cluster: {block}\n"));
             assert!(e.contains(want), "{block}: {e}");
+        }
+        for (block, want) in [
+            (
+                "vips:\n  - { address: 198.18.0.100, port: 80, persistence: { timeout: 10s } }\ncluster: { store: \"redis://198.18.4.10\" }\n",
+                "vips[0]: persistence.timeout 10s is too short to share with sweeper.interval 5s",
+            ),
+        ] {
+            let e = err(block);
+            assert!(e.contains(want), "{block}: {e}");
+        }
+        for block in ["{ store: \"redis://198.18.4.10\" }"] {
+            assert!(Config::parse(&format!("cluster: {block}\n"), "t").is_ok());
         }
         let (config, _) =
             Config::parse("cluster: { store: \"redis://198.18.4.10:6379\", node: lb-a }\n", "t")

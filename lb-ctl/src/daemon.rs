@@ -58,7 +58,7 @@ pub struct Controller {
     /// Where the cookie key is (`http.cookie_key_file`).
     pub cookie_key_file: PathBuf,
     /// Sessions shared with the other hosts (`cluster:`).
-    pub cluster: Option<crate::cluster::store::Cluster>,
+    pub cluster: Option<Arc<crate::cluster::store::Cluster>>,
 }
 
 /// The proxy and what the controller keeps of it.
@@ -290,10 +290,7 @@ impl Controller {
             uptime_seconds: self.started.elapsed().as_secs(),
             vips: self.services.vips().count(),
             backends: self.services.vips().map(|v| v.backends.len()).sum(),
-            cluster: self
-                .cluster
-                .as_ref()
-                .map(crate::cluster::store::Cluster::snapshot),
+            cluster: self.cluster.as_ref().map(|c| c.snapshot()),
         }
     }
 
@@ -429,7 +426,7 @@ impl Controller {
             ("pending".into(), t.pending),
         ];
         stats.half_open_evictions = t.evicted;
-        stats.cluster = self.cluster.as_ref().map(crate::cluster::store::Cluster::snapshot);
+        stats.cluster = self.cluster.as_ref().map(|c| c.snapshot());
         if let Some(h) = &self.http {
             stats.http = lock(&h.stats)
                 .iter()
@@ -625,16 +622,21 @@ impl Controller {
 /// setup (its own map references and the timeouts) takes the lock, so the
 /// control socket answers while millions of entries are scanned.
 fn sweep_tables(controller: &Mutex<Controller>) {
-    let sweeper = {
+    let (sweeper, cluster) = {
         let c = lock(controller);
         let share = match (&c.cluster, crate::dataplane::now_ns()) {
             (Some(cluster), Ok(now)) => cluster.due(now),
             _ => std::collections::HashMap::new(),
         };
-        c.dataplane.tables.sweeper(&c.services, share)
+        (c.dataplane.tables.sweeper(&c.services, share), c.cluster.clone())
     };
     match sweeper.and_then(crate::dataplane::Sweeper::run) {
         Ok(r) => {
+            // Without the controller: a pass over a million sessions
+            // takes a while.
+            if let Some(cluster) = cluster {
+                cluster.publish(&r.to_share);
+            }
             log::debug!(
                 "sweep: deleted {} of {} connection entries, {} of {} unconfirmed-flow entries, \
                  {} of {} sessions and {} of {} pending sessions in {:.3?}",
@@ -649,9 +651,6 @@ fn sweep_tables(controller: &Mutex<Controller>) {
                 r.elapsed
             );
             let mut c = lock(controller);
-            if let Some(cluster) = &c.cluster {
-                cluster.publish(&r.to_share);
-            }
             c.resolve_dsr_backends();
             c.report_drained(&r.live);
             c.account(&r);
@@ -839,12 +838,12 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         );
         let sessions = c.dataplane.tables.sessions_handle()?;
         let ring = c.dataplane.session_events.take();
-        c.cluster = Some(crate::cluster::store::Cluster::start(
+        c.cluster = Some(Arc::new(crate::cluster::store::Cluster::start(
             settings,
             crate::cluster::Directory::new(&c.services),
             sessions,
             ring,
-        )?);
+        )?));
     }
     c.resolve_dsr_backends();
     let controller = Arc::new(Mutex::new(c));

@@ -80,6 +80,6 @@ pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COU
 
 /// Sessions recorded for VIPs whose sessions are shared (`cluster:`), read
 /// by the controller, which publishes them to the other hosts. 1 MiB: about
-/// 20 000 announcements.
+/// 18 000 announcements (48 bytes and an 8-byte header each).
 #[map]
 pub static SESSION_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);

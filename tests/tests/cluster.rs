@@ -146,8 +146,11 @@ fn stopping_redis_keeps_forwarding_and_sessions_catch_up() {
     );
     lab.start_redis().unwrap();
     for i in 0..2 {
-        wait_for(Duration::from_secs(10), || lab.log(i).contains("reachable as node"))
-            .unwrap_or_else(|_| panic!("host {i} reconnects: {}", lab.log(i)));
+        // Once at the start, once now.
+        wait_for(Duration::from_secs(10), || {
+            lab.log(i).matches("reachable as node").count() >= 2
+        })
+        .unwrap_or_else(|_| panic!("host {i} reconnects: {}", lab.log(i)));
     }
     // lb-a publishes its live sessions again; lb-b installs them.
     wait_for(Duration::from_secs(15), || {
@@ -160,7 +163,13 @@ fn stopping_redis_keeps_forwarding_and_sessions_catch_up() {
     for a in &fresh {
         assert_eq!(on_b[a], on_a[a], "{a}: the same backend on both hosts");
     }
-    assert!(lab.ctl(1, &["stats"]).unwrap().contains("lb_cluster_store_up{node=\"lb-b\"} 1"));
+    let stats = lab.ctl(1, &["stats"]).unwrap();
+    assert!(
+        stats.contains("lb_cluster_store_up{node=\"lb-b\"} 1"),
+        "{}\n{}",
+        lab.log(1),
+        stats.lines().filter(|l| l.starts_with("lb_cluster")).collect::<Vec<_>>().join("\n")
+    );
 }
 
 /// Removing a backend on both hosts moves only that backend's clients,

@@ -187,19 +187,22 @@ pub enum Merge {
 }
 
 /// The newest `last_seen` wins; an expired session is never installed.
+/// Whether `incoming` is live is decided on the ages the wall clocks give
+/// (a session idle longer than this host has been up is still judged
+/// right); a local entry that is no longer live counts as absent.
 #[must_use]
-pub fn merge(
-    local: Option<&Session>,
-    incoming: &Session,
-    timeout_ns: u64,
-    lifetime_ns: u64,
-    now_ns: u64,
-) -> Merge {
-    if !incoming.is_live(timeout_ns, lifetime_ns, now_ns) {
+pub fn merge(local: Option<&Session>, incoming: &Placement, now_ns: u64) -> Merge {
+    let p = incoming;
+    if p.idle_ns >= p.timeout_ns || (p.lifetime_ns != 0 && p.age_ns >= p.lifetime_ns) {
         return Merge::Expired;
     }
     match local {
-        Some(l) if l.last_seen_ns >= incoming.last_seen_ns => Merge::KeepLocal,
+        Some(l)
+            if l.is_live(p.timeout_ns, p.lifetime_ns, now_ns)
+                && l.last_seen_ns >= p.session.last_seen_ns =>
+        {
+            Merge::KeepLocal
+        }
         _ => Merge::Install,
     }
 }
@@ -212,6 +215,8 @@ struct SharedVip {
     lifetime_ns: u64,
     /// Backends that keep sessions: address -> (slot, generation).
     backends: HashMap<Endpoint, (u32, u32)>,
+    /// The same, the other way.
+    by_id: HashMap<(u32, u32), Endpoint>,
 }
 
 /// Translation between this host's ids and the addresses that travel:
@@ -227,10 +232,14 @@ pub struct Directory {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Placement {
     pub key: SessionKey,
-    /// On this host's ids and clock.
+    /// On this host's ids and clock (a time before this host's boot
+    /// becomes 0: such a session lives here up to the timeout after boot).
     pub session: Session,
     pub timeout_ns: u64,
     pub lifetime_ns: u64,
+    /// Since its last use and since its creation, by the wall clocks.
+    pub idle_ns: u64,
+    pub age_ns: u64,
 }
 
 /// Why a record has no place here.
@@ -272,6 +281,12 @@ impl Directory {
                         .filter(|b| b.keeps_sessions())
                         .map(|b| (b.endpoint, (b.slot, b.gen)))
                         .collect(),
+                    by_id: v
+                        .backends
+                        .iter()
+                        .filter(|b| b.keeps_sessions())
+                        .map(|b| ((b.slot, b.gen), b.endpoint))
+                        .collect(),
                 },
             );
         }
@@ -289,9 +304,11 @@ impl Directory {
         (instance, node): (u64, &str),
     ) -> Option<Record> {
         let vip = self.by_slot.get(&key.vip_id)?;
-        let backend = self.vips.get(vip)?.backends.iter().find_map(|(e, id)| {
-            (*id == (s.backend_id, s.backend_gen)).then_some(*e)
-        })?;
+        let backend = *self
+            .vips
+            .get(vip)?
+            .by_id
+            .get(&(s.backend_id, s.backend_gen))?;
         Some(Record {
             instance,
             node: node.to_string(),
@@ -359,6 +376,14 @@ impl Directory {
             },
             timeout_ns: vip.timeout_ns,
             lifetime_ns: vip.lifetime_ns,
+            idle_ns: clocks
+                .wall_ms
+                .saturating_sub(r.last_seen_ms)
+                .saturating_mul(1_000_000),
+            age_ns: clocks
+                .wall_ms
+                .saturating_sub(r.created_ms)
+                .saturating_mul(1_000_000),
         })
     }
 

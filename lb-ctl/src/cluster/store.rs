@@ -24,8 +24,16 @@ use tokio::sync::{mpsc, watch};
 
 use super::{merge, Clocks, Directory, Merge, Passes, Record, Unplaced};
 
-/// Records waiting for the publisher; more are dropped (and counted).
-const QUEUE: usize = 65_536;
+/// Batches waiting for the publisher; more are dropped (and counted), and
+/// the next refresh pass publishes every live session again.
+const QUEUE: usize = 1024;
+/// Announcements read from the ring per wake-up before the reader lets
+/// other tasks run.
+const RING_BURST: usize = 4096;
+/// Sessions installed from other hosts whose re-publication is held back
+/// (their `last_seen` unchanged here) at most; beyond, the memory is
+/// dropped and some are published back once, harmlessly.
+const INSTALLED_MAX: usize = 1 << 20;
 /// Records per pipelined `XADD` batch and per `XREAD`.
 const BATCH: usize = 1024;
 /// How long `XREAD` blocks waiting for new entries.
@@ -49,9 +57,10 @@ pub struct Settings {
 /// What the tasks count, for metrics and `status`.
 #[derive(Debug, Default)]
 pub struct Counters {
-    /// Whether the store answered last time (publisher or subscriber):
-    /// [`UNKNOWN`] until the first contact, then [`UP`] or [`DOWN`].
-    pub state: AtomicU8,
+    /// Whether the store answered the publisher and the subscriber last
+    /// time: [`UNKNOWN`] until the first contact, then [`UP`] or [`DOWN`].
+    pub publisher: AtomicU8,
+    pub subscriber: AtomicU8,
     /// Set when the store is reachable again after an outage (or at the
     /// first contact): the next sweep publishes every live session.
     pub resync: AtomicBool,
@@ -119,22 +128,56 @@ impl Counters {
     }
 }
 
+/// Who talks to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Publisher,
+    Subscriber,
+}
+
 impl Counters {
-    /// Note whether the store answered; log once per change.
-    fn reached(&self, ok: bool, settings: &Settings, why: &dyn std::fmt::Display) {
-        let was = self.state.swap(if ok { UP } else { DOWN }, Relaxed);
-        if ok && was != UP {
+    /// [`UP`] when both roles are, [`DOWN`] when either is, else
+    /// [`UNKNOWN`].
+    #[must_use]
+    pub fn state(&self) -> u8 {
+        let (p, s) = (self.publisher.load(Relaxed), self.subscriber.load(Relaxed));
+        if p == DOWN || s == DOWN {
+            DOWN
+        } else if p == UP && s == UP {
+            UP
+        } else {
+            UNKNOWN
+        }
+    }
+
+    /// Note whether the store answered `role`; log once per change of the
+    /// whole. The publisher regaining the store publishes every live
+    /// session again (at the next sweep).
+    fn reached(&self, role: Role, ok: bool, settings: &Settings, why: &dyn std::fmt::Display) {
+        let before = self.state();
+        let mine = match role {
+            Role::Publisher => &self.publisher,
+            Role::Subscriber => &self.subscriber,
+        };
+        let was = mine.swap(if ok { UP } else { DOWN }, Relaxed);
+        if role == Role::Publisher && ok && was != UP {
             self.resync.store(true, Relaxed);
+        }
+        let now = self.state();
+        if now == before {
+            return;
+        }
+        if now == UP {
             log::info!(
                 "cluster: store {} reachable as node {:?}; publishing this host's live sessions \
                  and reading the others' from where this host stopped",
                 settings.store,
                 settings.node
             );
-        } else if !ok && was != DOWN {
+        } else if now == DOWN {
             log::warn!(
-                "cluster: store {} unreachable ({why}); this host goes on alone, forwarding is not \
-                 affected; sessions created meanwhile are shared when it returns",
+                "cluster: store {} unreachable ({role:?}: {why}); this host goes on alone, \
+                 forwarding is not affected; sessions created meanwhile are shared when it returns",
                 settings.store
             );
         }
@@ -147,9 +190,12 @@ pub struct Cluster {
     /// This controller's id in the stream (random at each start).
     pub instance: u64,
     pub counters: Arc<Counters>,
-    queue: mpsc::Sender<Record>,
+    queue: mpsc::Sender<Vec<Record>>,
     directory: watch::Sender<Arc<Directory>>,
     passes: Mutex<Passes>,
+    /// Sessions installed from other hosts, with the `last_seen` they were
+    /// installed with: not published back while it is unchanged.
+    installed: Arc<Mutex<HashMap<SessionKey, u64>>>,
 }
 
 impl Cluster {
@@ -172,6 +218,7 @@ impl Cluster {
         // (or as unreachable, below).
         let (queue, rx) = mpsc::channel(QUEUE);
         let (directory, dir_rx) = watch::channel(Arc::new(directory));
+        let installed = Arc::new(Mutex::new(HashMap::new()));
         let me = Me {
             instance,
             node: settings.node.clone(),
@@ -187,7 +234,10 @@ impl Cluster {
             settings.clone(),
             me.clone(),
             dir_rx.clone(),
-            sessions,
+            Install {
+                sessions,
+                installed: Arc::clone(&installed),
+            },
             Arc::clone(&counters),
         ));
         if let Some(ring) = ring {
@@ -206,6 +256,7 @@ impl Cluster {
             queue,
             directory,
             passes: Mutex::new(Passes::default()),
+            installed,
         })
     }
 
@@ -227,7 +278,7 @@ impl Cluster {
         Snapshot {
             node: self.settings.node.clone(),
             store: self.settings.store.clone(),
-            up: c.state.load(Relaxed) == UP,
+            up: c.state() == UP,
             published: c.published.load(Relaxed),
             publish_dropped: c.publish_dropped.load(Relaxed),
             received: [
@@ -256,22 +307,46 @@ impl Cluster {
         passes.due(&self.directory.borrow(), now_ns)
     }
 
-    /// Queue sessions of this host's table for publication.
+    /// Queue sessions of this host's table for publication (one batch),
+    /// leaving out those installed from other hosts and not used here since.
     pub fn publish(&self, sessions: &[(SessionKey, Session)]) {
         let Ok(clocks) = Clocks::now() else { return };
         let directory = Arc::clone(&self.directory.borrow());
-        for (k, s) in sessions {
-            if let Some(r) = directory.record(k, s, &clocks, (self.instance, &self.settings.node)) {
-                offer(&self.queue, r, &self.counters);
-            }
+        let mut installed = crate::daemon::lock(&self.installed);
+        let batch: Vec<Record> = sessions
+            .iter()
+            .filter(|(k, s)| match installed.get(k) {
+                Some(&t) if t == s.last_seen_ns => false,
+                Some(_) => {
+                    installed.remove(k);
+                    true
+                }
+                None => true,
+            })
+            .filter_map(|(k, s)| {
+                directory.record(k, s, &clocks, (self.instance, &self.settings.node))
+            })
+            .collect();
+        if installed.len() > INSTALLED_MAX {
+            installed.clear();
         }
+        drop(installed);
+        offer(&self.queue, batch, &self.counters);
     }
 }
 
-/// Queue `r`, or count it as dropped when the queue is full.
-fn offer(queue: &mpsc::Sender<Record>, r: Record, counters: &Counters) {
-    if queue.try_send(r).is_err() {
-        counters.publish_dropped.fetch_add(1, Relaxed);
+/// Queue a batch, or count it as dropped when the queue is full (the next
+/// refresh pass then publishes every live session).
+fn offer(queue: &mpsc::Sender<Vec<Record>>, batch: Vec<Record>, counters: &Counters) {
+    if batch.is_empty() {
+        return;
+    }
+    if let Err(e) = queue.try_send(batch) {
+        let lost = match e {
+            mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b.len(),
+        };
+        counters.publish_dropped.fetch_add(lost as u64, Relaxed);
+        counters.resync.store(true, Relaxed);
     }
 }
 
@@ -311,7 +386,7 @@ async fn read_ring(
     ring: RingBuf<MapData>,
     me: Me,
     directory: watch::Receiver<Arc<Directory>>,
-    queue: mpsc::Sender<Record>,
+    queue: mpsc::Sender<Vec<Record>>,
     counters: Arc<Counters>,
 ) {
     // SAFETY: the ring owns its descriptor, which stays open and the same
@@ -335,20 +410,35 @@ async fn read_ring(
             }
         };
         let ring = guard.get_inner_mut();
-        let Ok(clocks) = Clocks::now() else { continue };
+        let clocks = Clocks::now().ok();
         let dir = Arc::clone(&directory.borrow());
-        while let Some(item) = ring.next() {
+        let mut batch = Vec::new();
+        let mut read = 0;
+        while read < RING_BURST {
+            let Some(item) = ring.next() else { break };
+            read += 1;
             if item.len() < size_of::<SessionEvent>() {
                 continue;
             }
             // SAFETY: the ring holds `SessionEvent`s written by the data
             // path; the read copes with any alignment.
             let event = unsafe { item.as_ptr().cast::<SessionEvent>().read_unaligned() };
-            if let Some(r) = dir.record_of_event(&event, &clocks, (me.instance, &me.node)) {
-                offer(&queue, r, &counters);
+            if let Some(r) = clocks
+                .as_ref()
+                .and_then(|c| dir.record_of_event(&event, c, (me.instance, &me.node)))
+            {
+                batch.push(r);
             }
         }
-        guard.clear_ready();
+        offer(&queue, batch, &counters);
+        if read < RING_BURST {
+            // The ring is empty: wait for the next wake-up.
+            guard.clear_ready();
+        } else {
+            // A full burst: more may wait; let the other tasks run first.
+            drop(guard);
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -356,58 +446,77 @@ async fn read_ring(
 async fn publish(
     client: redis::Client,
     settings: Settings,
-    mut queue: mpsc::Receiver<Record>,
+    mut queue: mpsc::Receiver<Vec<Record>>,
     counters: Arc<Counters>,
 ) {
     let mut conn: Option<MultiplexedConnection> = None;
     let mut retry_at = tokio::time::Instant::now();
-    let mut batch = Vec::with_capacity(BATCH);
     loop {
-        batch.clear();
-        if queue.recv_many(&mut batch, BATCH).await == 0 {
-            return;
-        }
+        // Connected from the start, so that the store's state is known
+        // before the first session; again after a connection was lost.
         if conn.is_none() && tokio::time::Instant::now() >= retry_at {
             match connect(&client).await {
-                Ok(c) => conn = Some(c),
+                Ok(c) => {
+                    counters.reached(Role::Publisher, true, &settings, &"");
+                    conn = Some(c);
+                }
                 Err(e) => {
-                    counters.reached(false, &settings, &e);
+                    counters.reached(Role::Publisher, false, &settings, &e);
                     retry_at = tokio::time::Instant::now() + RETRY;
                 }
             }
         }
-        let Some(c) = conn.as_mut() else {
-            counters
-                .publish_dropped
-                .fetch_add(batch.len() as u64, Relaxed);
-            continue;
+        let next = if conn.is_some() {
+            queue.recv().await
+        } else {
+            match tokio::time::timeout_at(retry_at, queue.recv()).await {
+                Ok(next) => next,
+                Err(_) => continue,
+            }
         };
-        let mut pipe = redis::pipe();
-        for r in &batch {
-            let cmd = pipe
-                .cmd("XADD")
-                .arg(&settings.stream)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(settings.stream_max_len)
-                .arg("*");
-            for (name, value) in r.fields() {
-                cmd.arg(name).arg(value);
-            }
-            cmd.ignore();
-        }
-        match pipe.query_async::<()>(c).await {
-            Ok(()) => {
-                counters.reached(true, &settings, &"");
-                counters.published.fetch_add(batch.len() as u64, Relaxed);
-            }
-            Err(e) => {
-                counters.reached(false, &settings, &e);
+        let Some(records) = next else { return };
+        for batch in records.chunks(BATCH) {
+            let Some(c) = conn.as_mut() else {
                 counters
                     .publish_dropped
                     .fetch_add(batch.len() as u64, Relaxed);
-                conn = None;
-                retry_at = tokio::time::Instant::now() + RETRY;
+                continue;
+            };
+            let mut pipe = redis::pipe();
+            for r in batch {
+                let cmd = pipe
+                    .cmd("XADD")
+                    .arg(&settings.stream)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(settings.stream_max_len)
+                    .arg("*");
+                for (name, value) in r.fields() {
+                    cmd.arg(name).arg(value);
+                }
+                cmd.ignore();
+            }
+            match pipe.query_async::<()>(c).await {
+                Ok(()) => {
+                    counters.reached(Role::Publisher, true, &settings, &"");
+                    counters.published.fetch_add(batch.len() as u64, Relaxed);
+                }
+                Err(e) => {
+                    counters.reached(Role::Publisher, false, &settings, &e);
+                    counters
+                        .publish_dropped
+                        .fetch_add(batch.len() as u64, Relaxed);
+                    // A lost connection is made again; a refusal (a full or
+                    // read-only store) stays down until a write succeeds.
+                    if e.is_io_error()
+                        || e.is_connection_dropped()
+                        || e.is_connection_refusal()
+                        || e.is_timeout()
+                    {
+                        conn = None;
+                        retry_at = tokio::time::Instant::now() + RETRY;
+                    }
+                }
             }
         }
     }
@@ -419,18 +528,20 @@ async fn subscribe(
     settings: Settings,
     me: Me,
     directory: watch::Receiver<Arc<Directory>>,
-    mut sessions: BpfHashMap<MapData, SessionKey, Session>,
+    mut target: Install,
     counters: Arc<Counters>,
 ) {
     // From the start of the stream: what the other hosts hold now is in
-    // its last entries (they re-publish used sessions regularly).
+    // its last entries (they re-publish used sessions regularly). Stream
+    // ids grow with the store's clock, so a store that came back empty
+    // continues after `last_id`.
     let mut last_id = "0-0".to_string();
     let mut malformed_logged = false;
     loop {
         let mut conn = match connect(&client).await {
             Ok(c) => c,
             Err(e) => {
-                counters.reached(false, &settings, &e);
+                counters.reached(Role::Subscriber, false, &settings, &e);
                 tokio::time::sleep(RETRY).await;
                 continue;
             }
@@ -450,15 +561,16 @@ async fn subscribe(
             let reply = match reply {
                 Ok(r) => r,
                 Err(e) => {
-                    counters.reached(false, &settings, &e);
+                    counters.reached(Role::Subscriber, false, &settings, &e);
                     tokio::time::sleep(RETRY).await;
                     break;
                 }
             };
-            counters.reached(true, &settings, &"");
+            counters.reached(Role::Subscriber, true, &settings, &"");
             let Some(reply) = reply else { continue };
             let Ok(clocks) = Clocks::now() else { continue };
             let dir = Arc::clone(&directory.borrow());
+            let mut records = Vec::new();
             for entry in reply.keys.iter().flat_map(|k| &k.ids) {
                 last_id.clone_from(&entry.id);
                 let field = |name: &str| match entry.map.get(name) {
@@ -468,7 +580,7 @@ async fn subscribe(
                 };
                 match Record::parse(field) {
                     Ok(r) if r.instance == me.instance => {}
-                    Ok(r) => install(&r, &dir, &clocks, &mut sessions, &counters),
+                    Ok(r) => records.push(r),
                     Err(e) => {
                         counters.malformed.fetch_add(1, Relaxed);
                         if !malformed_logged {
@@ -483,49 +595,56 @@ async fn subscribe(
                     }
                 }
             }
+            // Map writes are system calls: off the async workers' hands.
+            tokio::task::block_in_place(|| {
+                for r in &records {
+                    target.install(r, &dir, &clocks, &counters);
+                }
+            });
         }
     }
 }
 
-/// Install one record if it belongs here and is newer than what is here.
-fn install(
-    r: &Record,
-    dir: &Directory,
-    clocks: &Clocks,
-    sessions: &mut BpfHashMap<MapData, SessionKey, Session>,
-    counters: &Counters,
-) {
-    let p = match dir.place(r, clocks) {
-        Ok(p) => p,
-        Err(Unplaced::Vip | Unplaced::Backend | Unplaced::Client) => {
-            counters.unplaced.fetch_add(1, Relaxed);
-            return;
-        }
-    };
-    let local = sessions.get(&p.key, 0).ok();
-    match merge(
-        local.as_ref(),
-        &p.session,
-        p.timeout_ns,
-        p.lifetime_ns,
-        clocks.mono_ns,
-    ) {
-        Merge::Install => {
-            if sessions.insert(p.key, p.session, 0).is_ok() {
-                counters.installed.fetch_add(1, Relaxed);
-                if r.new {
-                    // A new session (not a refresh): how long it took.
-                    counters.lag(clocks.wall_ms.saturating_sub(r.created_ms));
-                }
-            } else {
-                counters.install_failed.fetch_add(1, Relaxed);
+/// Where other hosts' sessions go: this host's persistence table.
+struct Install {
+    sessions: BpfHashMap<MapData, SessionKey, Session>,
+    /// Shared with [`Cluster::publish`], which does not publish them back.
+    installed: Arc<Mutex<HashMap<SessionKey, u64>>>,
+}
+
+impl Install {
+    /// Install one record if it belongs here, is live, and was used more
+    /// recently than this host's entry. (The data path may refresh its
+    /// entry between the read and the write here; it refreshes it again
+    /// at the client's next packet a second later at most.)
+    fn install(&mut self, r: &Record, dir: &Directory, clocks: &Clocks, counters: &Counters) {
+        let p = match dir.place(r, clocks) {
+            Ok(p) => p,
+            Err(Unplaced::Vip | Unplaced::Backend | Unplaced::Client) => {
+                counters.unplaced.fetch_add(1, Relaxed);
+                return;
             }
-        }
-        Merge::KeepLocal => {
-            counters.kept_local.fetch_add(1, Relaxed);
-        }
-        Merge::Expired => {
-            counters.expired.fetch_add(1, Relaxed);
+        };
+        let local = self.sessions.get(&p.key, 0).ok();
+        match merge(local.as_ref(), &p, clocks.mono_ns) {
+            Merge::Install => {
+                if self.sessions.insert(p.key, p.session, 0).is_ok() {
+                    counters.installed.fetch_add(1, Relaxed);
+                    crate::daemon::lock(&self.installed).insert(p.key, p.session.last_seen_ns);
+                    if r.new {
+                        // A new session (not a refresh): how long it took.
+                        counters.lag(clocks.wall_ms.saturating_sub(r.created_ms));
+                    }
+                } else {
+                    counters.install_failed.fetch_add(1, Relaxed);
+                }
+            }
+            Merge::KeepLocal => {
+                counters.kept_local.fetch_add(1, Relaxed);
+            }
+            Merge::Expired => {
+                counters.expired.fetch_add(1, Relaxed);
+            }
         }
     }
 }

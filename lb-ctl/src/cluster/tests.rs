@@ -88,15 +88,52 @@ fn the_newest_last_seen_wins_and_expired_ones_never_return() {
         created_ns: S,
     };
     let now = 100 * S;
-    assert_eq!(merge(None, &s(90, 1), 40 * S, 0, now), Merge::Install);
-    assert_eq!(merge(Some(&s(80, 2)), &s(90, 1), 40 * S, 0, now), Merge::Install);
-    assert_eq!(merge(Some(&s(95, 2)), &s(90, 1), 40 * S, 0, now), Merge::KeepLocal);
-    assert_eq!(merge(Some(&s(90, 2)), &s(90, 1), 40 * S, 0, now), Merge::KeepLocal);
+    // Arrived here: last used `last` (this host's clock), created at 1 s.
+    let p = |last: u64, lifetime: u64| Placement {
+        key: SessionKey::default(),
+        session: s(last, 1),
+        timeout_ns: 40 * S,
+        lifetime_ns: lifetime * S,
+        idle_ns: (now - last * S),
+        age_ns: now - S,
+    };
+    assert_eq!(merge(None, &p(90, 0), now), Merge::Install);
+    assert_eq!(merge(Some(&s(80, 2)), &p(90, 0), now), Merge::Install);
+    assert_eq!(merge(Some(&s(95, 2)), &p(90, 0), now), Merge::KeepLocal);
+    assert_eq!(merge(Some(&s(90, 2)), &p(90, 0), now), Merge::KeepLocal);
     // Idle past this host's timeout: not brought back, whatever is here.
-    assert_eq!(merge(None, &s(60, 1), 40 * S, 0, now), Merge::Expired);
-    assert_eq!(merge(Some(&s(50, 1)), &s(60, 1), 40 * S, 0, now), Merge::Expired);
+    assert_eq!(merge(None, &p(60, 0), now), Merge::Expired);
+    assert_eq!(merge(Some(&s(50, 1)), &p(60, 0), now), Merge::Expired);
     // Past its lifetime (created at 1 s).
-    assert_eq!(merge(None, &s(90, 1), 40 * S, 50 * S, now), Merge::Expired);
+    assert_eq!(merge(None, &p(90, 50), now), Merge::Expired);
+    // A local entry that is no longer live does not hold a live one off.
+    // (Here: created at 0, lifetime 95 s, over; the incoming one is 50 s old.)
+    let mut dead = s(95, 2);
+    dead.created_ns = 0;
+    let young = Placement {
+        age_ns: 50 * S,
+        ..p(90, 95)
+    };
+    assert_eq!(merge(Some(&dead), &young, now), Merge::Install);
+    let alive = Session {
+        created_ns: 10 * S,
+        ..s(95, 2)
+    };
+    assert_eq!(merge(Some(&alive), &young, now), Merge::KeepLocal);
+    // Judged by the wall clocks: an hour-old record on a host up for two
+    // minutes (its monotonic time clamps to 0) is still expired.
+    let booted = Clocks {
+        mono_ns: 120 * S,
+        wall_ms: 1_700_000_000_000,
+    };
+    let mut r = record();
+    r.last_seen_ms = booted.wall_ms - 3_600_000;
+    r.created_ms = r.last_seen_ms;
+    let d = Directory::new(&services(false));
+    r.vip = d.by_slot.values().next().copied().unwrap();
+    let placed = d.place(&r, &booted).unwrap();
+    assert_eq!(placed.session.last_seen_ns, 0);
+    assert_eq!(merge(None, &placed, booted.mono_ns), Merge::Expired);
 }
 
 #[test]

@@ -157,9 +157,7 @@ pub fn publish_latency(plan: &Plan, samples: &mut Samples) -> Result<()> {
         bail!("{per_round} sessions a round do not fit 198.19.0.0/16");
     }
     let reachable = Instant::now();
-    while host_b.counters.state.load(std::sync::atomic::Ordering::Relaxed)
-        != lb_ctl::cluster::store::UP
-    {
+    while host_b.counters.state() != lb_ctl::cluster::store::UP {
         if reachable.elapsed() > Duration::from_secs(10) {
             bail!("redis-server on 127.0.0.1:{REDIS_PORT} did not answer");
         }
