@@ -67,6 +67,9 @@ pub mod map_names {
     /// Sessions recorded, for the controller to share (`cluster:`); a
     /// channel, not state: never pinned, each program has its own.
     pub const SESSION_EVENTS: &str = "SESSION_EVENTS";
+    /// Announcements the full `SESSION_EVENTS` ring could not take; like
+    /// the ring, never pinned.
+    pub const SESSION_EVENTS_LOST: &str = "SESSION_EVENTS_LOST";
     /// Every map, in the order `lb-ctl` pins them.
     pub const ALL: [&str; 14] = [
         VIPS,

@@ -838,11 +838,13 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         );
         let sessions = c.dataplane.tables.sessions_handle()?;
         let ring = c.dataplane.session_events.take();
+        let lost = c.dataplane.session_events_lost.take();
         c.cluster = Some(Arc::new(crate::cluster::store::Cluster::start(
             settings,
             crate::cluster::Directory::new(&c.services),
             sessions,
             ring,
+            lost,
         )?));
     }
     c.resolve_dsr_backends();

@@ -149,6 +149,8 @@ pub struct Dataplane {
     /// The data path's session announcements (`cluster:` only), until the
     /// cluster's reader takes them.
     pub session_events: Option<aya::maps::RingBuf<MapData>>,
+    /// Announcements the full ring could not take, per CPU (`cluster:`).
+    pub session_events_lost: Option<PerCpuArray<MapData, u64>>,
     links: Vec<(String, Held)>,
     pin_dir: Option<PathBuf>,
 }
@@ -271,10 +273,19 @@ impl Dataplane {
         } else {
             None
         };
+        let session_events_lost = if opts.shared {
+            Some(take(&mut ebpf, names::SESSION_EVENTS_LOST).map_err(|e| match e {
+                DataplaneError::MissingMap(_) => DataplaneError::NoSessionRing,
+                e => e,
+            })?)
+        } else {
+            None
+        };
         Ok(Self {
             ebpf,
             tables,
             session_events,
+            session_events_lost,
             links: Vec::new(),
             pin_dir: opts.pin_dir.clone(),
         })

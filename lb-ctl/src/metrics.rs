@@ -253,7 +253,7 @@ pub fn render(stats: &Stats) -> String {
         family(
             "lb_cluster_publish_dropped_total",
             "counter",
-            "Sessions not published (store unreachable or queue full); live ones are published again on the next pass.",
+            "Sessions not published (store unreachable, queue or the data path's ring full); live ones are published again on the next pass.",
             vec![(node.clone(), c.publish_dropped)],
         );
         family(

@@ -83,3 +83,8 @@ pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COU
 /// 18 000 announcements (48 bytes and an 8-byte header each).
 #[map]
 pub static SESSION_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Announcements `SESSION_EVENTS` could not take (full: the controller is
+/// behind), per CPU; the controller then publishes every live session.
+#[map]
+pub static SESSION_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

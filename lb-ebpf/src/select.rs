@@ -15,7 +15,8 @@ use lb_common::{
 use crate::{
     conntrack,
     maps::{
-        BACKENDS, CURSORS, HALF_OPEN, MAGLEV, PENDING, RING, SESSIONS, SESSION_EVENTS, VIPS,
+        BACKENDS, CURSORS, HALF_OPEN, MAGLEV, PENDING, RING, SESSIONS, SESSION_EVENTS,
+        SESSION_EVENTS_LOST, VIPS,
     },
     parse::Packet,
     stats, Flow,
@@ -231,8 +232,14 @@ fn pin(c: &Conn, now: u64) {
             last_seen_ns: now,
         };
         // A full ring (the controller is behind) loses the announcement
-        // only: the controller's next refresh pass publishes the session.
-        let _ = SESSION_EVENTS.output::<SessionEvent>(&event, 0);
+        // only; counted, so that the controller publishes every live
+        // session at its next sweep.
+        if SESSION_EVENTS.output::<SessionEvent>(&event, 0).is_err() {
+            if let Some(lost) = SESSION_EVENTS_LOST.get_ptr_mut(0) {
+                // SAFETY: a per-CPU value, only this CPU writes it.
+                unsafe { *lost += 1 };
+            }
+        }
     }
 }
 

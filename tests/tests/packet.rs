@@ -544,6 +544,60 @@ fn shared_vips_announce_each_new_session_once_at_confirmation() {
     assert!(announced(&mut b).is_empty());
 }
 
+/// More new sessions than the ring holds while nobody reads it: every
+/// session is either announced or counted as lost, none vanishes, and the
+/// controller's next sweep then publishes every live session.
+#[test]
+fn a_full_ring_counts_what_it_loses() {
+    let mut b = Bench::with_all_limits("ringfull", 30_000, 30_000, 1000, true);
+    b.vip(Protocol::Tcp, 300, 32);
+    // The controller's side (its store unreachable: nothing listens on
+    // port 1 of loopback), with the data path's loss counter.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _in_runtime = runtime.enter();
+    let cluster = lb_ctl::cluster::store::Cluster::start(
+        lb_ctl::cluster::store::Settings {
+            store: "redis://127.0.0.1:1".into(),
+            node: "test".into(),
+            stream: "lb:test".into(),
+            stream_max_len: 1000,
+        },
+        lb_ctl::cluster::Directory::new(&b.services),
+        b.dp.tables.sessions_handle().unwrap(),
+        None,
+        b.dp.session_events_lost.take(),
+    )
+    .unwrap();
+    let now = lb_ctl::dataplane::now_ns().unwrap();
+    let slot = b.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot;
+    // The first pass takes every live session; the next is 75 s away.
+    assert_eq!(cluster.due(now).get(&slot), Some(&0));
+    assert!(cluster.due(now + 1).is_empty());
+    const SESSIONS: u32 = 20_000;
+    for i in 0..SESSIONS {
+        let client = (Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i), 40_000);
+        let (verdict, out) = b.run(&to_vip(client, SYN).build());
+        assert_eq!(verdict, XDP_TX);
+        let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+        let syn_ack = Frame::tcp((backend, 8080), client, SYN | ACK).macs(mac_of(backend), D0_MAC);
+        b.run(&syn_ack.build());
+        assert_eq!(b.run(&to_vip(client, ACK).build()).0, XDP_TX);
+    }
+    let announced = announced(&mut b).len() as u64;
+    // A loss makes the next sweep publish every live session.
+    assert_eq!(cluster.due(now + 2).get(&slot), Some(&0));
+    let lost = cluster
+        .counters
+        .ring_lost
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(lost > 0 && announced > 10_000, "announced {announced}, lost {lost}");
+    assert_eq!(announced + lost, u64::from(SESSIONS));
+}
+
 #[test]
 fn without_cluster_nothing_is_announced() {
     let mut b = Bench::with_all_limits("quiet", 1000, 1000, 1000, false);

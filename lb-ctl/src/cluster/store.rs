@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use lb_common::{Session, SessionEvent, SessionKey};
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Value};
 use tokio::sync::{mpsc, watch};
@@ -76,6 +76,8 @@ pub struct Counters {
     pub malformed: AtomicU64,
     /// Installs the kernel refused (the persistence table is full).
     pub install_failed: AtomicU64,
+    /// Announcements the data path could not put on the full ring.
+    pub ring_lost: AtomicU64,
     /// Milliseconds from creation on another host to installation here,
     /// of the last [`LAGS`] new sessions installed.
     pub lags: Mutex<std::collections::VecDeque<u32>>,
@@ -196,6 +198,8 @@ pub struct Cluster {
     /// Sessions installed from other hosts, with the `last_seen` they were
     /// installed with: not published back while it is unchanged.
     installed: Arc<Mutex<HashMap<SessionKey, u64>>>,
+    /// The data path's count of announcements lost on a full ring.
+    lost: Option<PerCpuArray<MapData, u64>>,
 }
 
 impl Cluster {
@@ -209,6 +213,7 @@ impl Cluster {
         directory: Directory,
         sessions: BpfHashMap<MapData, SessionKey, Session>,
         ring: Option<RingBuf<MapData>>,
+        lost: Option<PerCpuArray<MapData, u64>>,
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(settings.store.as_str())
             .map_err(|e| anyhow::anyhow!("cluster.store {:?}: {e}", settings.store))?;
@@ -257,6 +262,7 @@ impl Cluster {
             directory,
             passes: Mutex::new(Passes::default()),
             installed,
+            lost,
         })
     }
 
@@ -280,7 +286,7 @@ impl Cluster {
             store: self.settings.store.clone(),
             up: c.state() == UP,
             published: c.published.load(Relaxed),
-            publish_dropped: c.publish_dropped.load(Relaxed),
+            publish_dropped: c.publish_dropped.load(Relaxed) + c.ring_lost.load(Relaxed),
             received: [
                 ("installed", &c.installed),
                 ("kept_local", &c.kept_local),
@@ -300,6 +306,15 @@ impl Cluster {
     /// The VIPs whose used sessions the next sweep publishes (see
     /// [`Passes`]).
     pub fn due(&self, now_ns: u64) -> HashMap<u32, u64> {
+        // Announcements lost on a full ring: publish everything again.
+        let lost: u64 = self
+            .lost
+            .as_ref()
+            .and_then(|m| m.get(&0, 0).ok())
+            .map_or(0, |v| v.iter().sum());
+        if lost > self.counters.ring_lost.swap(lost, Relaxed) {
+            self.counters.resync.store(true, Relaxed);
+        }
         let mut passes = crate::daemon::lock(&self.passes);
         if self.counters.resync.swap(false, Relaxed) {
             passes.reset();

@@ -150,8 +150,21 @@ pub fn publish_latency(plan: &Plan, samples: &mut Samples) -> Result<()> {
     let a_ring = a.session_events.take();
     let a_sessions = a.tables.sessions_handle()?;
     let b_sessions = b.tables.sessions_handle()?;
-    let _a = Cluster::start(settings("bench-a"), Directory::new(&model), a_sessions, a_ring)?;
-    let host_b = Cluster::start(settings("bench-b"), Directory::new(&model), b_sessions, None)?;
+    let a_lost = a.session_events_lost.take();
+    let _a = Cluster::start(
+        settings("bench-a"),
+        Directory::new(&model),
+        a_sessions,
+        a_ring,
+        a_lost,
+    )?;
+    let host_b = Cluster::start(
+        settings("bench-b"),
+        Directory::new(&model),
+        b_sessions,
+        None,
+        None,
+    )?;
     let per_round = RATE * plan.seconds;
     if per_round > 65_536 {
         bail!("{per_round} sessions a round do not fit 198.19.0.0/16");
