@@ -194,12 +194,8 @@ impl Keys {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; KEY_LEN];
-                std::io::Read::read_exact(
-                    &mut std::fs::File::open("/dev/urandom")
-                        .map_err(|e| format!("http.cookie_key_file {name}: no random key: {e}"))?,
-                    &mut key,
-                )
-                .map_err(|e| format!("http.cookie_key_file {name}: no random key: {e}"))?;
+                getrandom::fill(&mut key)
+                    .map_err(|e| format!("http.cookie_key_file {name}: no random key: {e}"))?;
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| format!("http.cookie_key_file {name}: {e}"))?;

@@ -22,7 +22,7 @@ use lb_common::{Session, SessionEvent, SessionKey};
 use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Value};
 use tokio::sync::{mpsc, watch};
 
-use super::{merge, Clocks, Directory, Merge, Passes, Record, Unplaced};
+use super::{merge, Clocks, Directory, Merge, Passes, Record};
 
 /// Batches waiting for the publisher; more are dropped (and counted), and
 /// the next refresh pass publishes every live session again.
@@ -217,7 +217,7 @@ impl Cluster {
     ) -> anyhow::Result<Self> {
         let client = redis::Client::open(settings.store.as_str())
             .map_err(|e| anyhow::anyhow!("cluster.store {:?}: {e}", settings.store))?;
-        let instance = random_instance();
+        let instance = random_instance()?;
         let counters = Arc::new(Counters::default());
         // Unknown until the first contact, which is logged as reachable
         // (or as unreachable, below).
@@ -365,18 +365,8 @@ fn offer(queue: &mpsc::Sender<Vec<Record>>, batch: Vec<Record>, counters: &Count
     }
 }
 
-fn random_instance() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        b = (t ^ u64::from(std::process::id()) << 32).to_ne_bytes();
-    }
-    u64::from_ne_bytes(b)
+fn random_instance() -> anyhow::Result<u64> {
+    getrandom::u64().map_err(|e| anyhow::anyhow!("cluster: no random instance id: {e}"))
 }
 
 /// Who this controller is in the stream.
@@ -635,7 +625,7 @@ impl Install {
     fn install(&mut self, r: &Record, dir: &Directory, clocks: &Clocks, counters: &Counters) {
         let p = match dir.place(r, clocks) {
             Ok(p) => p,
-            Err(Unplaced::Vip | Unplaced::Backend | Unplaced::Client) => {
+            Err(_) => {
                 counters.unplaced.fetch_add(1, Relaxed);
                 return;
             }
