@@ -122,3 +122,27 @@ pub fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> Result<(u32, Vec<u8>, std::
     out.truncate(r.data_size_out as usize);
     Ok((r.return_value, out, r.duration))
 }
+
+/// A whole TCP handshake of `client` with the VIP (198.18.0.100:80) through
+/// the balancer's program: the client's SYN, the SYN-ACK of the backend it
+/// went to, the client's ACK (which confirms the flow and records the
+/// session). Returns the three verdicts.
+///
+/// # Errors
+/// When a run fails.
+pub fn handshake(prog: &Xdp, client: (Ipv4Addr, u16)) -> Result<[u32; 3]> {
+    use crate::packet::{Frame, ACK, SYN};
+    let syn = Frame::tcp(client, (VIP, 80), SYN).macs(C1_MAC, D0_MAC);
+    let (v1, out, _) = run(prog, &syn.build(), 1)?;
+    let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
+    let mac = match backend {
+        b if b == B1 => B1_MAC,
+        b if b == B2 => B2_MAC,
+        _ => B3_MAC,
+    };
+    let syn_ack = Frame::tcp((backend, 8080), client, SYN | ACK).macs(mac, D0_MAC);
+    let (v2, _, _) = run(prog, &syn_ack.build(), 1)?;
+    let ack = Frame::tcp(client, (VIP, 80), ACK).macs(C1_MAC, D0_MAC);
+    let (v3, _, _) = run(prog, &ack.build(), 1)?;
+    Ok([v1, v2, v3])
+}

@@ -580,12 +580,8 @@ fn a_full_ring_counts_what_it_loses() {
     const SESSIONS: u32 = 20_000;
     for i in 0..SESSIONS {
         let client = (Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i), 40_000);
-        let (verdict, out) = b.run(&to_vip(client, SYN).build());
-        assert_eq!(verdict, XDP_TX);
-        let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
-        let syn_ack = Frame::tcp((backend, 8080), client, SYN | ACK).macs(mac_of(backend), D0_MAC);
-        b.run(&syn_ack.build());
-        assert_eq!(b.run(&to_vip(client, ACK).build()).0, XDP_TX);
+        let [syn, _, ack] = lb_tests::fib::handshake(b.dp.program().unwrap(), client).unwrap();
+        assert_eq!((syn, ack), (XDP_TX, XDP_TX));
     }
     let announced = announced(&mut b).len() as u64;
     // A loss makes the next sweep publish every live session.

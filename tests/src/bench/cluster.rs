@@ -24,13 +24,12 @@ use lb_ctl::{
     cluster::{store::Cluster, store::Settings, Directory},
     dataplane::{Dataplane, LoadOptions},
     sched::Scheduler,
-    services::{Endpoint, Forwarding, Mode, Protocol, Services, VipId, VipSpec},
+    services::Services,
 };
 
 use super::{report::Samples, Plan};
 use crate::{
-    fib::{self, FibNs, B1, B1_MAC, B2, B2_MAC, B3, B3_MAC, C1_MAC, D0_MAC, VIP},
-    packet::{Frame, ACK, SYN},
+    fib::{self, FibNs},
 };
 
 /// New sessions per second on host A (the figure).
@@ -49,30 +48,6 @@ impl Drop for Redis {
     }
 }
 
-fn services() -> Result<Services> {
-    let mut s = Services::default();
-    let id = VipId {
-        endpoint: Endpoint { addr: VIP, port: 80 },
-        protocol: Protocol::Tcp,
-    };
-    s.add_vip(VipSpec {
-        name: None,
-        id,
-        scheduler: Scheduler::Maglev,
-        persistence_timeout: TIMEOUT,
-        persistence_netmask: 32,
-        max_lifetime: Duration::ZERO,
-        health_check: None,
-        mode: Mode::Tcp,
-        cookie: None,
-        forwarding: Forwarding::Nat,
-    })?;
-    for b in [B1, B2, B3] {
-        s.add_backend(&id, Endpoint { addr: b, port: 8080 }, 1)?;
-    }
-    Ok(s)
-}
-
 fn host(services: &Services, attach: bool) -> Result<Dataplane> {
     let mut dp = Dataplane::load(&LoadOptions {
         max_connections: 262_144,
@@ -82,12 +57,7 @@ fn host(services: &Services, attach: bool) -> Result<Dataplane> {
         object: None,
         shared: true,
     })?;
-    dp.tables.set_settings(&lb_common::Settings {
-        tcp_syn_ns: 60_000_000_000,
-        tcp_established_ns: 900_000_000_000,
-        tcp_closing_ns: 10_000_000_000,
-        udp_ns: 300_000_000_000,
-    })?;
+    dp.tables.set_settings(&super::prog::settings(900_000_000_000))?;
     if attach {
         dp.attach(&FibNs::ifaces(), lb_ctl::xdpmode::Mode::Native, None)?;
     }
@@ -102,25 +72,6 @@ fn settings(node: &str) -> Settings {
         stream: "lb-bench:sessions".into(),
         stream_max_len: 1_000_000,
     }
-}
-
-/// One handshake of `client` through A's program (SYN, the backend's
-/// SYN-ACK, the client's ACK): the session is confirmed and announced.
-fn handshake(a: &Dataplane, client: (Ipv4Addr, u16)) -> Result<()> {
-    let prog = a.program()?;
-    let syn = Frame::tcp(client, (VIP, 80), SYN).macs(C1_MAC, D0_MAC);
-    let (_, out, _) = fib::run(prog, &syn.build(), 1)?;
-    let backend = Ipv4Addr::new(out[30], out[31], out[32], out[33]);
-    let mac = match backend {
-        b if b == B1 => B1_MAC,
-        b if b == B2 => B2_MAC,
-        _ => B3_MAC,
-    };
-    let syn_ack = Frame::tcp((backend, 8080), client, SYN | ACK).macs(mac, D0_MAC);
-    fib::run(prog, &syn_ack.build(), 1)?;
-    let ack = Frame::tcp(client, (VIP, 80), ACK).macs(C1_MAC, D0_MAC);
-    fib::run(prog, &ack.build(), 1)?;
-    Ok(())
 }
 
 /// Measure: `plan.rounds` rounds (after a warm-up) of `plan.seconds` at
@@ -144,7 +95,7 @@ pub fn publish_latency(plan: &Plan, samples: &mut Samples) -> Result<()> {
         .build()?;
     let _in_runtime = runtime.enter();
     let fib_ns = FibNs::new("lbb-cluster")?;
-    let model = services()?;
+    let model = super::prog::model(Scheduler::Maglev, TIMEOUT)?;
     let mut a = host(&model, true)?;
     let b = host(&model, false)?;
     let a_ring = a.session_events.take();
@@ -187,7 +138,7 @@ pub fn publish_latency(plan: &Plan, samples: &mut Samples) -> Result<()> {
                 std::thread::sleep(wait);
             }
             let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 0)) + i as u32);
-            handshake(&a, (client, 40_000 + round as u16))?;
+            fib::handshake(a.program()?, (client, 40_000 + round as u16))?;
         }
         let offered = start.elapsed().as_secs_f64();
         // Every session arrives, or a second passes.

@@ -51,13 +51,52 @@ fn key(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> FlowKey {
     }
 }
 
-fn settings(established_ns: u64) -> Settings {
+pub(super) fn settings(established_ns: u64) -> Settings {
     Settings {
         tcp_syn_ns: 60_000_000_000,
         tcp_established_ns: established_ns,
         tcp_closing_ns: 10_000_000_000,
         udp_ns: 300_000_000_000,
     }
+}
+
+/// A VIP 198.18.0.100:80 (tcp, NAT) over B1..B3:8080 with `scheduler`
+/// and persistence `timeout` (/32).
+///
+/// # Errors
+/// When the model refuses it.
+pub(super) fn model(scheduler: Scheduler, timeout: std::time::Duration) -> Result<Services> {
+    let mut services = Services::default();
+    let id = VipId {
+        endpoint: Endpoint {
+            addr: VIP,
+            port: 80,
+        },
+        protocol: Protocol::Tcp,
+    };
+    services.add_vip(VipSpec {
+        name: None,
+        id,
+        scheduler,
+        persistence_timeout: timeout,
+        persistence_netmask: 32,
+        max_lifetime: std::time::Duration::ZERO,
+        health_check: None,
+        mode: lb_ctl::services::Mode::Tcp,
+        cookie: None,
+        forwarding: lb_ctl::services::Forwarding::Nat,
+    })?;
+    for b in [B1, B2, B3] {
+        services.add_backend(
+            &id,
+            Endpoint {
+                addr: b,
+                port: 8080,
+            },
+            1,
+        )?;
+    }
+    Ok(services)
 }
 
 /// The balancer's program with a persistent VIP 198.18.0.100:80 over
@@ -83,36 +122,7 @@ impl Rig {
         })?;
         dp.tables.set_settings(&settings(900_000_000_000))?;
         dp.attach(&FibNs::ifaces(), lb_ctl::xdpmode::Mode::Native, None)?;
-        let mut services = Services::default();
-        let id = VipId {
-            endpoint: Endpoint {
-                addr: VIP,
-                port: 80,
-            },
-            protocol: Protocol::Tcp,
-        };
-        services.add_vip(VipSpec {
-            name: None,
-            id,
-            scheduler: Scheduler::Rr,
-            persistence_timeout: std::time::Duration::from_secs(3600),
-            persistence_netmask: 32,
-            max_lifetime: std::time::Duration::ZERO,
-            health_check: None,
-            mode: lb_ctl::services::Mode::Tcp,
-            cookie: None,
-            forwarding: lb_ctl::services::Forwarding::Nat,
-        })?;
-        for b in [B1, B2, B3] {
-            services.add_backend(
-                &id,
-                Endpoint {
-                    addr: b,
-                    port: 8080,
-                },
-                1,
-            )?;
-        }
+        let services = model(Scheduler::Rr, std::time::Duration::from_secs(3600))?;
         dp.tables.apply(&Services::default(), &services)?;
         let mut floor = Ebpf::load(PASS_PROGRAM)?;
         for name in ["lb_tx", "lb_fresh"] {
