@@ -287,49 +287,75 @@ impl EcmpLab {
     /// # Errors
     /// When a controller does not come up.
     pub fn start_balancers(&mut self, config: &str) -> Result<()> {
-        let path = self.workdir.join("lb.yaml");
-        std::fs::write(&path, config)?;
-        let ctl = bin_dir().join("lb-ctl");
+        std::fs::write(self.workdir.join("lb.yaml"), config)?;
         for i in 0..2 {
-            let bpffs = self.workdir.join(format!("bpffs{i}"));
-            std::fs::create_dir_all(&bpffs)?;
-            sh(&["mount", "-t", "bpf", "bpf", &bpffs.to_string_lossy()])?;
-            let log = std::fs::File::create(self.workdir.join(format!("lb-{i}.log")))?;
-            let child = Command::new("ip")
-                .args(["netns", "exec", &self.balancers[i]])
-                .arg(&ctl)
-                .arg("--socket")
-                .arg(self.socket(i))
-                .args(["attach", "eth0", "eth1", "--node", NODES[i], "--config"])
-                .arg(&path)
-                .arg("--bpffs")
-                .arg(&bpffs)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()?;
-            self.controllers[i] = Some(child);
-            let socket = self.socket(i);
-            if wait_for(Duration::from_secs(30), || {
-                crate::netns::sh(&[
-                    &ctl.to_string_lossy(),
-                    "--socket",
-                    &socket.to_string_lossy(),
-                    "vip",
-                    "list",
-                ])
-                .is_ok()
-            })
-            .is_err()
-            {
-                bail!(
-                    "lb-ctl on {} did not come up: {}",
-                    self.balancers[i],
-                    std::fs::read_to_string(self.workdir.join(format!("lb-{i}.log")))
-                        .unwrap_or_default()
-                );
-            }
+            self.start_balancer(i)?;
         }
         Ok(())
+    }
+
+    /// Start (or restart, taking over its data path) the controller of
+    /// balancer `i` with the config `start_balancers` wrote.
+    ///
+    /// # Errors
+    /// When it does not come up.
+    pub fn start_balancer(&mut self, i: usize) -> Result<()> {
+        let path = self.workdir.join("lb.yaml");
+        let ctl = bin_dir().join("lb-ctl");
+        let bpffs = self.workdir.join(format!("bpffs{i}"));
+        if !std::fs::read_to_string("/proc/mounts")
+            .unwrap_or_default()
+            .contains(&format!(" {} bpf ", bpffs.display()))
+        {
+            std::fs::create_dir_all(&bpffs)?;
+            sh(&["mount", "-t", "bpf", "bpf", &bpffs.to_string_lossy()])?;
+        }
+        // Appended to: a restarted controller's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.workdir.join(format!("lb-{i}.log")))?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.balancers[i]])
+            .arg(&ctl)
+            .arg("--socket")
+            .arg(self.socket(i))
+            .args(["attach", "eth0", "eth1", "--node", NODES[i], "--config"])
+            .arg(&path)
+            .arg("--bpffs")
+            .arg(&bpffs)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.controllers[i] = Some(child);
+        let socket = self.socket(i);
+        if wait_for(Duration::from_secs(30), || {
+            crate::netns::sh(&[
+                &ctl.to_string_lossy(),
+                "--socket",
+                &socket.to_string_lossy(),
+                "vip",
+                "list",
+            ])
+            .is_ok()
+        })
+        .is_err()
+        {
+            bail!(
+                "lb-ctl on {} did not come up: {}",
+                self.balancers[i],
+                self.log(i)
+            );
+        }
+        Ok(())
+    }
+
+    /// `kill -9` the controller of balancer `i`: its data path goes on.
+    pub fn kill_balancer(&mut self, i: usize) {
+        if let Some(mut c) = self.controllers[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// `lb-ctl ARGS` against balancer `i`.

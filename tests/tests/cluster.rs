@@ -228,3 +228,36 @@ fn hosts_start_without_redis_and_join_when_it_comes() {
     lab.announce(&[1]).unwrap();
     assert_eq!(backends(&lab, 0..2, 2), pinned);
 }
+
+/// `kill -9` of a host's controller: its data path goes on forwarding and
+/// recording sessions nobody announces; the restarted controller takes
+/// over and its first sweep publishes them, so the other host learns them.
+#[test]
+fn sessions_made_while_a_controller_was_dead_are_shared_after_its_restart() {
+    let _g = serial();
+    let mut lab = EcmpLab::up("lbm-clk", 6).unwrap();
+    lab.start_redis().unwrap();
+    lab.start_balancers(&config(true)).unwrap();
+    lab.announce(&[0]).unwrap();
+    lab.kill_balancer(0);
+    let pinned = backends(&lab, 0..6, 3);
+    assert!(pinned.iter().all(|b| b != "FAILED"), "{pinned:?}");
+    let addrs: Vec<Ipv4Addr> = lab.clients.iter().map(|c| c.1).collect();
+    assert!(
+        addrs.iter().all(|a| !sessions(&lab, 1).contains_key(a)),
+        "nobody announced them"
+    );
+    lab.start_balancer(0).unwrap();
+    assert!(lab.log(0).contains("took over the running data path"), "{}", lab.log(0));
+    wait_for(Duration::from_secs(15), || {
+        let s = sessions(&lab, 1);
+        addrs.iter().all(|a| s.contains_key(a))
+    })
+    .unwrap_or_else(|_| panic!("lb-b learns them: {:?}\n{}", sessions(&lab, 1), lab.log(0)));
+    let on_b = sessions(&lab, 1);
+    for (c, a) in addrs.iter().enumerate() {
+        assert_eq!(on_b[a], format!("198.18.1.1{}:{PORT}", &pinned[c][1..]), "{a}");
+    }
+    lab.announce(&[1]).unwrap();
+    assert_eq!(backends(&lab, 0..6, 2), pinned);
+}
