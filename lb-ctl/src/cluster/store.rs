@@ -2,8 +2,8 @@
 //! announcements, the publisher and the subscriber, each a tokio task.
 //!
 //! Forwarding never waits for them: the data path writes its ring and goes
-//! on, and a full ring or a full queue loses only announcements, which the
-//! next refresh pass makes good. With Redis unreachable each host goes on
+//! on, and a full ring or a full queue loses only announcements (counted),
+//! after which the next sweep publishes every live session again. With Redis unreachable each host goes on
 //! alone (logged once, `lb_cluster_store_up 0`); when it returns, every
 //! host publishes all its live sessions again and reads the stream from
 //! where it stopped.
