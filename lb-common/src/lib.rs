@@ -22,11 +22,12 @@ pub use conn::{
     SessionKey,
 };
 pub use maps::{BackendInfo, Settings, VipInfo, VipKey};
-pub use stats::{Counters, Reason};
+pub use stats::{is_icmp_error, Counters, IcmpReason, Reason};
 
 /// IANA protocol numbers understood by the data path.
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMP: u8 = 1;
 
 /// Most virtual services (VIP, port, protocol) the data path holds.
 pub const MAX_VIPS: u32 = 256;
@@ -70,8 +71,12 @@ pub mod map_names {
     /// Announcements the full `SESSION_EVENTS` ring could not take; like
     /// the ring, never pinned.
     pub const SESSION_EVENTS_LOST: &str = "SESSION_EVENTS_LOST";
+    /// What became of ICMP errors ([`crate::IcmpReason`]). Added after
+    /// layout v5 was released: a kept v5 directory without it gets it
+    /// created (a new counter map changes nothing that is kept).
+    pub const ICMP_STATS: &str = "ICMP_STATS";
     /// Every map, in the order `lb-ctl` pins them.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         VIPS,
         BACKENDS,
         RING,
@@ -86,6 +91,7 @@ pub mod map_names {
         HALF_OPEN,
         PENDING,
         MAGLEV,
+        ICMP_STATS,
     ];
 }
 

@@ -90,3 +90,56 @@ impl Reason {
         "drop_dsr_no_neigh",
     ];
 }
+
+/// What the data path did with an ICMP error (destination unreachable,
+/// time exceeded, parameter problem): slots of the `ICMP_STATS` counter
+/// array. The first three are translations of an error about a balanced
+/// flow; the others left the error to the kernel untouched.
+pub struct IcmpReason;
+impl IcmpReason {
+    /// About a reply the balancer sent from the VIP (a router towards the
+    /// client could not deliver it): translated and sent to the backend.
+    pub const TO_BACKEND: u32 = 0;
+    /// From a backend (or a router towards it) about a packet the balancer
+    /// forwarded: translated and sent to the client.
+    pub const TO_CLIENT: u32 = 1;
+    /// About a packet a direct-server-return backend sent from the VIP:
+    /// sent unchanged to that backend's MAC address.
+    pub const TO_DSR_BACKEND: u32 = 2;
+    /// Passed: the embedded packet belongs to no live balanced flow.
+    pub const UNMATCHED: u32 = 3;
+    /// Passed: the embedded packet is neither TCP nor UDP.
+    pub const NOT_TCP_UDP: u32 = 4;
+    /// Passed: the error is shorter than an IPv4 header and 8 bytes of the
+    /// packet it is about.
+    pub const TRUNCATED: u32 = 5;
+    /// Passed: the embedded header is not IPv4 or has a bad length, or the
+    /// error is not addressed to the embedded packet's source.
+    pub const MALFORMED: u32 = 6;
+    /// Passed: the embedded header has options or is a non-first fragment
+    /// (no ports to match).
+    pub const UNSUPPORTED: u32 = 7;
+    /// Number of slots.
+    pub const COUNT: u32 = 8;
+
+    /// Metric label of each slot, in slot order.
+    pub const NAMES: [&'static str; Self::COUNT as usize] = [
+        "to_backend",
+        "to_client",
+        "to_dsr_backend",
+        "unmatched",
+        "not_tcp_udp",
+        "truncated",
+        "malformed",
+        "unsupported",
+    ];
+}
+
+/// ICMPv4 types that report an error about a packet and carry its header:
+/// destination unreachable (3, "fragmentation needed" included), time
+/// exceeded (11) and parameter problem (12).
+#[inline(always)]
+#[must_use]
+pub const fn is_icmp_error(icmp_type: u8) -> bool {
+    matches!(icmp_type, 3 | 11 | 12)
+}

@@ -68,7 +68,10 @@ impl Cluster {
                 self.store
             )
         })?;
-        if !matches!(url.scheme(), "redis" | "valkey" | "redis+unix" | "valkey+unix" | "unix") {
+        if !matches!(
+            url.scheme(),
+            "redis" | "valkey" | "redis+unix" | "valkey+unix" | "unix"
+        ) {
             return Err(format!(
                 "cluster.store: scheme {:?} is not supported (redis:// or redis+unix://)",
                 url.scheme()
@@ -85,7 +88,10 @@ impl Cluster {
                     .map(|h| h.trim().to_string())
             })
             .unwrap_or_default();
-        if node.is_empty() || node.len() > 64 || node.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if node.is_empty()
+            || node.len() > 64
+            || node.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(format!(
                 "cluster.node: {node:?} must be 1 to 64 characters without spaces"
             ));
@@ -521,13 +527,31 @@ mod tests {
     #[test]
     fn the_cluster_block_is_checked_naming_the_field() {
         for (block, want) in [
-            ("{ store: \"198.18.4.10:6379\" }", "cluster.store: \"198.18.4.10:6379\" is not a Redis URL"),
+            (
+                "{ store: \"198.18.4.10:6379\" }",
+                "cluster.store: \"198.18.4.10:6379\" is not a Redis URL",
+            ),
             ("{ store: \"http://198.18.4.10\" }", "is not a Redis URL"),
-            ("{ store: \"rediss://198.18.4.10\" }", "scheme \"rediss\" is not supported"),
-            ("{ store: \"redis://198.18.4.10\", node: \"lb a\" }", "cluster.node: \"lb a\""),
-            ("{ store: \"redis://198.18.4.10\", stream: \"\" }", "cluster.stream: must not be empty"),
-            ("{ store: \"redis://198.18.4.10\", stream_max_len: 10 }", "cluster.stream_max_len: 10 is too small"),
-            ("{ store: \"redis://198.18.4.10\", peers: [] }", "unknown field `peers`"),
+            (
+                "{ store: \"rediss://198.18.4.10\" }",
+                "scheme \"rediss\" is not supported",
+            ),
+            (
+                "{ store: \"redis://198.18.4.10\", node: \"lb a\" }",
+                "cluster.node: \"lb a\"",
+            ),
+            (
+                "{ store: \"redis://198.18.4.10\", stream: \"\" }",
+                "cluster.stream: must not be empty",
+            ),
+            (
+                "{ store: \"redis://198.18.4.10\", stream_max_len: 10 }",
+                "cluster.stream_max_len: 10 is too small",
+            ),
+            (
+                "{ store: \"redis://198.18.4.10\", peers: [] }",
+                "unknown field `peers`",
+            ),
         ] {
             let e = err(&format!("cluster: {block}\n"));
             assert!(e.contains(want), "{block}: {e}");
@@ -544,13 +568,22 @@ mod tests {
         for block in ["{ store: \"redis://198.18.4.10\" }"] {
             assert!(Config::parse(&format!("cluster: {block}\n"), "t").is_ok());
         }
-        let (config, _) =
-            Config::parse("cluster: { store: \"redis://198.18.4.10:6379\", node: lb-a }\n", "t")
-                .unwrap();
+        let (config, _) = Config::parse(
+            "cluster: { store: \"redis://198.18.4.10:6379\", node: lb-a }\n",
+            "t",
+        )
+        .unwrap();
         let cluster = config.cluster.unwrap();
         let s = cluster.settings(None).unwrap();
-        assert_eq!((s.node.as_str(), s.stream.as_str(), s.stream_max_len), ("lb-a", "lb:sessions", 1_000_000));
-        assert_eq!(cluster.settings(Some("lb-b")).unwrap().node, "lb-b", "--node wins");
+        assert_eq!(
+            (s.node.as_str(), s.stream.as_str(), s.stream_max_len),
+            ("lb-a", "lb:sessions", 1_000_000)
+        );
+        assert_eq!(
+            cluster.settings(Some("lb-b")).unwrap().node,
+            "lb-b",
+            "--node wins"
+        );
     }
 
     #[test]

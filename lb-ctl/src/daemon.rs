@@ -628,7 +628,10 @@ fn sweep_tables(controller: &Mutex<Controller>) {
             (Some(cluster), Ok(now)) => cluster.due(now),
             _ => std::collections::HashMap::new(),
         };
-        (c.dataplane.tables.sweeper(&c.services, share), c.cluster.clone())
+        (
+            c.dataplane.tables.sweeper(&c.services, share),
+            c.cluster.clone(),
+        )
     };
     match sweeper.and_then(crate::dataplane::Sweeper::run) {
         Ok(r) => {

@@ -188,6 +188,8 @@ pub struct Tables {
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub backend_stats: PerCpuArray<MapData, Counters>,
     pub reasons: PerCpuArray<MapData, u64>,
+    /// What became of ICMP errors, per [`lb_common::IcmpReason`].
+    pub icmp_stats: PerCpuArray<MapData, u64>,
     pub max_connections: u32,
     pub max_sessions: u32,
     pub max_half_open: u32,
@@ -260,6 +262,7 @@ impl Dataplane {
             vip_stats: take(&mut ebpf, names::VIP_STATS)?,
             backend_stats: take(&mut ebpf, names::BACKEND_STATS)?,
             reasons: take(&mut ebpf, names::REASONS)?,
+            icmp_stats: take(&mut ebpf, names::ICMP_STATS)?,
             max_connections: opts.max_connections,
             max_sessions: opts.max_sessions,
             max_half_open: opts.max_half_open,
@@ -274,10 +277,12 @@ impl Dataplane {
             None
         };
         let session_events_lost = if opts.shared {
-            Some(take(&mut ebpf, names::SESSION_EVENTS_LOST).map_err(|e| match e {
-                DataplaneError::MissingMap(_) => DataplaneError::NoSessionRing,
-                e => e,
-            })?)
+            Some(
+                take(&mut ebpf, names::SESSION_EVENTS_LOST).map_err(|e| match e {
+                    DataplaneError::MissingMap(_) => DataplaneError::NoSessionRing,
+                    e => e,
+                })?,
+            )
         } else {
             None
         };
@@ -1089,10 +1094,19 @@ impl Tables {
                 .map_err(map_err(names::REASONS))?;
             reasons.push(((*name).to_string(), values.iter().sum()));
         }
+        let mut icmp = Vec::new();
+        for (i, name) in lb_common::IcmpReason::NAMES.iter().enumerate() {
+            let values = self
+                .icmp_stats
+                .get(&(i as u32), 0)
+                .map_err(map_err(names::ICMP_STATS))?;
+            icmp.push(((*name).to_string(), values.iter().sum()));
+        }
         Ok(Stats {
             vips,
             backends,
             reasons,
+            icmp,
             max_conns: self.max_connections,
             max_sessions: self.max_sessions,
             device_xdp_errors: Vec::new(),
@@ -1352,7 +1366,12 @@ impl Sweeper {
             names::SESSIONS,
             |k, s| {
                 let expired = self.liveness.session(k, s, now, &mut live);
-                if !expired && self.share.get(&k.vip_id).is_some_and(|&t| s.last_seen_ns > t) {
+                if !expired
+                    && self
+                        .share
+                        .get(&k.vip_id)
+                        .is_some_and(|&t| s.last_seen_ns > t)
+                {
                     to_share.push((*k, *s));
                 }
                 expired
@@ -1483,6 +1502,9 @@ pub struct Stats {
     pub vips: Vec<(crate::services::VipId, Option<String>, Traffic)>,
     pub backends: Vec<(crate::services::VipId, Endpoint, Traffic)>,
     pub reasons: Vec<(String, u64)>,
+    /// ICMP errors translated (by direction) and passed (by reason).
+    #[serde(default)]
+    pub icmp: Vec<(String, u64)>,
     pub max_conns: u32,
     pub max_sessions: u32,
     /// The attached devices' own XDP error counters: `(interface,

@@ -96,6 +96,18 @@ pub fn render(stats: &Stats) -> String {
             .collect(),
     );
     family(
+        "lb_icmp_errors_total",
+        "counter",
+        "ICMP errors (destination unreachable, time exceeded, parameter problem) by outcome: \
+         translated for a balanced flow (to_backend, to_client, to_dsr_backend) or passed to \
+         the kernel untouched (unmatched, not_tcp_udp, truncated, malformed, unsupported).",
+        stats
+            .icmp
+            .iter()
+            .map(|(r, v)| (format!("outcome=\"{r}\""), *v))
+            .collect(),
+    );
+    family(
         "lb_backend_up",
         "gauge",
         "1 while the backend passes its health checks (or has none), 0 while it is down.",
@@ -360,6 +372,7 @@ mod tests {
             )],
             backends: Vec::new(),
             reasons: vec![("tx".into(), 7)],
+            icmp: vec![("to_backend".into(), 2)],
             max_conns: 10,
             max_sessions: 10,
             device_xdp_errors: Vec::new(),
@@ -428,7 +441,14 @@ mod tests {
             value("lb_cluster_store_up", ("node", "lb-a")),
             Some(prometheus_parse::Value::Gauge(v)) if v == 1.0
         ));
-        assert!(text.contains("lb_cluster_publish_lag_seconds{node=\"lb-a\",quantile=\"0.99\"} 0.04"), "{text}");
+        assert!(matches!(
+            value("lb_icmp_errors_total", ("outcome", "to_backend")),
+            Some(prometheus_parse::Value::Counter(v)) if v == 2.0
+        ));
+        assert!(
+            text.contains("lb_cluster_publish_lag_seconds{node=\"lb-a\",quantile=\"0.99\"} 0.04"),
+            "{text}"
+        );
         // Every sample line parsed (none was split by the newline).
         // (A summary's quantile lines make one sample.)
         let lines = text

@@ -109,6 +109,17 @@ pub fn lookup(pkt: &Packet, now: u64) -> Result<Option<Flow>, u32> {
     Ok(Some(flow(c, entry)))
 }
 
+/// A copy of the live entry of `key` in either flow table, without
+/// touching it: no state change, no refresh (ICMP errors must neither keep
+/// entries alive nor create them).
+#[inline(always)]
+pub fn peek(key: &FlowKey, now: u64) -> Option<Conn> {
+    let settings = settings()?;
+    // SAFETY: copied out at once.
+    let live = |c: Option<&Conn>| c.copied().filter(|c| !c.is_expired(settings, now));
+    live(unsafe { CONNS.get(key) }).or_else(|| live(unsafe { HALF_OPEN.get(key) }))
+}
+
 #[inline(always)]
 fn next_state(pkt: &Packet, state: u8) -> u8 {
     if pkt.is_tcp {

@@ -12,27 +12,36 @@ use aya_ebpf::{
     EbpfContext,
 };
 use lb_common::{Conn, NextHop, Reason};
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{maps::TX_PORTS, parse::Packet, stats};
+use crate::{maps::TX_PORTS, stats};
 
 const AF_INET: u8 = 2;
 
 /// Send the (rewritten) packet on, towards `to` when given (else its
-/// destination). An established flow's entry caches the
+/// destination). `ports` are the L4 ports for the route lookup (zero for
+/// ICMP). An established flow's entry caches the
 /// FIB result: it is used while valid and filled on a miss; the entry's
 /// once-a-second refresh clears it, so routes and neighbours are at most a
 /// second stale.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, conn: *mut Conn, to: Option<u32>) -> u32 {
+pub fn forward(
+    ctx: &XdpContext,
+    eth: *mut EthHdr,
+    ip: *const Ipv4Hdr,
+    ports: [u16; 2],
+    conn: *mut Conn,
+    to: Option<u32>,
+) -> u32 {
     if !conn.is_null() {
         // SAFETY: a map value pointer stays valid for the rest of the program.
         let nh = unsafe { (*conn).next_hop };
         if nh.ifindex != 0 {
-            return emit(ctx, pkt, &nh);
+            return emit(ctx, eth, &nh);
         }
     }
-    // SAFETY: the pointers were bounds-checked by `parse`.
-    let (ip, ports) = unsafe { (&*pkt.ip, *pkt.ports) };
+    // SAFETY: the pointer was bounds-checked by `parse`.
+    let ip = unsafe { &*ip };
     // SAFETY: all-zero is a valid `bpf_fib_lookup`.
     let mut p: bpf_fib_lookup = unsafe { core::mem::zeroed() };
     p.family = AF_INET;
@@ -59,7 +68,7 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, conn: *mut Conn, to: Option<u32>)
                 // SAFETY: as above.
                 unsafe { (*conn).next_hop = nh };
             }
-            emit(ctx, pkt, &nh)
+            emit(ctx, eth, &nh)
         }
         BPF_FIB_LKUP_RET_NO_NEIGH if to.is_some() => {
             stats::reason(Reason::DROP_DSR_NO_NEIGH);
@@ -80,9 +89,9 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, conn: *mut Conn, to: Option<u32>)
 /// interface, else a redirect to another attached interface, else (the
 /// egress interface is not ours) to the kernel.
 #[inline(always)]
-fn emit(ctx: &XdpContext, pkt: &Packet, nh: &NextHop) -> u32 {
+fn emit(ctx: &XdpContext, eth: *mut EthHdr, nh: &NextHop) -> u32 {
     // SAFETY: bounds-checked by `parse`.
-    let eth = unsafe { &mut *pkt.eth };
+    let eth = unsafe { &mut *eth };
     eth.dst_addr = nh.dmac;
     eth.src_addr = nh.smac;
     if nh.ifindex == ctx.ingress_ifindex() as u32 {

@@ -18,6 +18,11 @@
 //!    entry, renewed every second), out by XDP_TX or redirect, or to the
 //!    kernel while the neighbour is unresolved.
 //!
+//! ICMP errors take a side path: [`icmp`] finds the flow of the packet an
+//! error carries (read-only: no state is created or refreshed), rewrites
+//! both headers as the flow's own packets are rewritten, and forwards the
+//! error to the backend or the client.
+//!
 //! The maps live in [`maps`]; the decisions shared with the controller
 //! (expiry, TCP states, checksums) live in `lb-common`.
 #![no_std]
@@ -31,6 +36,7 @@
 
 mod conntrack;
 mod forward;
+mod icmp;
 mod maps;
 mod parse;
 mod rewrite;
@@ -60,7 +66,12 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
 /// (or dropping it).
 #[inline(always)]
 fn run(ctx: &XdpContext) -> Result<u32, u32> {
-    let pkt = parse::parse(ctx)?;
+    let pkt = match parse::parse(ctx)? {
+        parse::Parsed::Flow(pkt) => pkt,
+        parse::Parsed::IcmpError { eth, ip } => {
+            return icmp::handle(ctx, eth, ip, conntrack::now());
+        }
+    };
     // Another instruction stream, same behaviour (see Cargo.toml).
     #[cfg(feature = "build-variant")]
     let _ = conntrack::now();
@@ -73,14 +84,35 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
     if flow.dsr {
         // Direct server return: the packet keeps its addresses and goes to
         // the backend's MAC address.
-        return Ok(forward::forward(ctx, &pkt, flow.conn, Some(flow.nat_addr)));
+        return Ok(forward::forward(
+            ctx,
+            pkt.eth,
+            pkt.ip,
+            ports(&pkt),
+            flow.conn,
+            Some(flow.nat_addr),
+        ));
     }
     if flow.reply {
         rewrite::snat(&pkt, flow.nat_addr, flow.nat_port);
     } else {
         rewrite::dnat(&pkt, flow.nat_addr, flow.nat_port);
     }
-    Ok(forward::forward(ctx, &pkt, flow.conn, None))
+    Ok(forward::forward(
+        ctx,
+        pkt.eth,
+        pkt.ip,
+        ports(&pkt),
+        flow.conn,
+        None,
+    ))
+}
+
+/// The packet's ports as they are now (after the rewrite).
+#[inline(always)]
+fn ports(pkt: &parse::Packet) -> [u16; 2] {
+    // SAFETY: bounds-checked by `parse`.
+    unsafe { *pkt.ports }
 }
 
 /// What the connection table or the scheduler decided for this packet.

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    BackendInfo, Conn, Counters, FlowKey, Reason, Session, SessionKey, Settings, VipInfo, VipKey,
-    MAGLEV_SIZE, MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_PORTS, MAX_VIPS, RING_SIZE,
+    BackendInfo, Conn, Counters, FlowKey, IcmpReason, Reason, Session, SessionKey, Settings,
+    VipInfo, VipKey, MAGLEV_SIZE, MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_PORTS, MAX_VIPS, RING_SIZE,
 };
 
 /// (VIP address, port, protocol) -> the VIP's settings.
@@ -77,6 +77,11 @@ pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(
 /// Per-CPU counters per [`Reason`].
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
+
+/// Per-CPU counters per [`IcmpReason`]: ICMP errors translated, by
+/// direction, and passed, by reason.
+#[map]
+pub static ICMP_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(IcmpReason::COUNT, 0);
 
 /// Sessions recorded for VIPs whose sessions are shared (`cluster:`), read
 /// by the controller, which publishes them to the other hosts. 1 MiB: about

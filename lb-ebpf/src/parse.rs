@@ -5,8 +5,19 @@
 use core::mem::size_of;
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FlowKey, Reason, PROTO_TCP, PROTO_UDP};
+use lb_common::{is_icmp_error, FlowKey, Reason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr, tcp::TcpHdr, udp::UdpHdr};
+
+/// What [`parse`] found.
+pub enum Parsed {
+    /// A TCP or UDP packet: the balancer's traffic.
+    Flow(Packet),
+    /// An ICMP error (destination unreachable, time exceeded, parameter
+    /// problem), perhaps about a balanced flow: [`crate::icmp`] reads the
+    /// packet it carries. Both headers are bounds-checked, and the IPv4
+    /// total length lies inside the frame.
+    IcmpError { eth: *mut EthHdr, ip: *mut Ipv4Hdr },
+}
 
 /// A parsed IPv4 TCP/UDP packet without options or fragmentation.
 pub struct Packet {
@@ -38,10 +49,10 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, u32> {
 const ETH_P_IPV4: u16 = u16::from_ne_bytes([0x08, 0x00]);
 /// More-fragments flag and fragment offset, in the first byte of `frags`.
 const IP_MF: u8 = 0x20;
-const IP_OFFSET_HI: u8 = 0x1f;
+pub const IP_OFFSET_HI: u8 = 0x1f;
 
 #[inline(always)]
-pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
+pub fn parse(ctx: &XdpContext) -> Result<Parsed, u32> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: `ptr_at` checked the bounds.
     if unsafe { (*eth).ether_type } != ETH_P_IPV4 {
@@ -87,12 +98,20 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
             // SAFETY: `ptr_at` checked the bounds.
             (unsafe { (*udp).check.as_mut_ptr().cast() }, 0, false)
         }
+        PROTO_ICMP => {
+            let icmp_type: *const u8 = ptr_at(ctx, l4)?;
+            // SAFETY: `ptr_at` checked the bounds.
+            if is_icmp_error(unsafe { *icmp_type }) {
+                return Ok(Parsed::IcmpError { eth, ip });
+            }
+            return Err(Reason::PASS_NOT_TCP_UDP);
+        }
         _ => return Err(Reason::PASS_NOT_TCP_UDP),
     };
     let ports: *mut [u16; 2] = ptr_at(ctx, l4)?;
     // SAFETY: `ptr_at` checked the bounds.
     let [src_port, dst_port] = unsafe { *ports };
-    Ok(Packet {
+    Ok(Parsed::Flow(Packet {
         eth,
         ip,
         ports,
@@ -108,5 +127,5 @@ pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
         tcp_flags,
         is_tcp,
         len: (ctx.data_end() - ctx.data()) as u64,
-    })
+    }))
 }

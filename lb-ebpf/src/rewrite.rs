@@ -1,6 +1,8 @@
-//! NAT rewrites with incremental checksum updates.
+//! NAT rewrites with incremental checksum updates: of balanced packets,
+//! and of the ICMP errors about them.
 
 use lb_common::checksum::{replace2, replace4, udp_fixup};
+use network_types::ip::Ipv4Hdr;
 
 use crate::parse::Packet;
 
@@ -45,5 +47,81 @@ fn rewrite(pkt: &Packet, addr: u32, port: u16, which: usize) {
             udp_fixup(l4, patched)
         };
         pkt.l4_check.write_unaligned(patched);
+    }
+}
+
+/// The headers of an ICMP error that [`icmp_error`] rewrites, each
+/// bounds-checked by [`crate::icmp`].
+pub struct IcmpHeaders {
+    /// The error's own IPv4 header.
+    pub outer: *mut Ipv4Hdr,
+    /// The ICMP checksum (over the ICMP header and everything it carries).
+    pub icmp_check: *mut u16,
+    /// The IPv4 header of the packet the error is about.
+    pub inner: *mut Ipv4Hdr,
+    /// That packet's ports (source, destination).
+    pub inner_ports: *mut [u16; 2],
+    /// That packet's TCP/UDP checksum, or null when the error cut it off.
+    pub inner_check: *mut u16,
+    pub inner_is_tcp: bool,
+}
+
+/// Translate an ICMP error as the flow it is about is translated: the
+/// embedded packet's source (`which == 0`: an error about a reply, going to
+/// the backend) or destination (`which == 1`: an error about a forwarded
+/// packet, going to the client) becomes `addr:port`, and so does the other
+/// end of the outer header (its destination or its source). The embedded
+/// IPv4 and TCP/UDP checksums (when present) and the ICMP checksum are
+/// patched incrementally.
+#[inline(always)]
+pub fn icmp_error(h: &IcmpHeaders, which: usize, addr: u32, port: u16) {
+    // SAFETY: the pointers were bounds-checked by `icmp`; `inner_check` is
+    // used only when not null.
+    unsafe {
+        let outer = &mut *h.outer;
+        let outer_check = u16::from_ne_bytes(outer.check);
+        if which == 0 {
+            let old = u32::from_ne_bytes(outer.dst_addr);
+            outer.check = replace4(outer_check, old, addr).to_ne_bytes();
+            outer.dst_addr = addr.to_ne_bytes();
+        } else {
+            let old = u32::from_ne_bytes(outer.src_addr);
+            outer.check = replace4(outer_check, old, addr).to_ne_bytes();
+            outer.src_addr = addr.to_ne_bytes();
+        }
+
+        let inner = &mut *h.inner;
+        let old_addr = if which == 0 {
+            u32::from_ne_bytes(inner.src_addr)
+        } else {
+            u32::from_ne_bytes(inner.dst_addr)
+        };
+        let old_port = (*h.inner_ports)[which];
+        let old_ip_check = u16::from_ne_bytes(inner.check);
+        let ip_check = replace4(old_ip_check, old_addr, addr);
+        inner.check = ip_check.to_ne_bytes();
+        if which == 0 {
+            inner.src_addr = addr.to_ne_bytes();
+        } else {
+            inner.dst_addr = addr.to_ne_bytes();
+        }
+        (*h.inner_ports)[which] = port;
+
+        let mut icmp = h.icmp_check.read_unaligned();
+        icmp = replace4(icmp, old_addr, addr);
+        icmp = replace2(icmp, old_ip_check, ip_check);
+        icmp = replace2(icmp, old_port, port);
+        if !h.inner_check.is_null() {
+            let old = h.inner_check.read_unaligned();
+            let patched = replace2(replace4(old, old_addr, addr), old_port, port);
+            let patched = if h.inner_is_tcp {
+                patched
+            } else {
+                udp_fixup(old, patched)
+            };
+            h.inner_check.write_unaligned(patched);
+            icmp = replace2(icmp, old, patched);
+        }
+        h.icmp_check.write_unaligned(icmp);
     }
 }

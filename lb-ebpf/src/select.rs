@@ -8,8 +8,8 @@
 //! bounded `PENDING`, so spoofed SYNs cannot fill the persistence table.
 
 use lb_common::{
-    conn::conn_flags, maps::vip_flags, tcp_next_state, BackendInfo, Conn, ConnState, NextHop, Reason, Session,
-    SessionEvent, SessionKey, VipInfo, VipKey, RING_SIZE,
+    conn::conn_flags, maps::vip_flags, tcp_next_state, BackendInfo, Conn, ConnState, FlowKey,
+    NextHop, Reason, Session, SessionEvent, SessionKey, VipInfo, VipKey, RING_SIZE,
 };
 
 use crate::{
@@ -52,7 +52,7 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
             let picked = if vip.maglev == 0 {
                 pick(&vip)
             } else {
-                pick_maglev(&vip, pkt, client, persistent)
+                pick_maglev(&vip, &pkt.key, client, persistent)
             }
             .ok_or(Reason::DROP_NO_BACKEND)?;
             if persistent {
@@ -134,15 +134,61 @@ fn live_backend(
 ) -> Option<(u32, BackendInfo)> {
     // SAFETY: a map value pointer stays valid for the rest of the program.
     let s = unsafe { &mut *entry? };
+    let backend = serving(s, vip, now)?;
+    s.last_seen_ns = now;
+    Some((s.backend_id, backend))
+}
+
+/// The backend of session `s` if the session is live and its backend
+/// still serves the VIP.
+#[inline(always)]
+fn serving(s: &Session, vip: &VipInfo, now: u64) -> Option<BackendInfo> {
     if !s.is_live(vip.persist_timeout_ns, vip.max_lifetime_ns, now) {
         return None;
     }
     let backend = *BACKENDS.get(s.backend_id)?;
-    if !backend.serves(vip.id, s.backend_gen) {
+    backend.serves(vip.id, s.backend_gen).then_some(backend)
+}
+
+/// The backend a mid-flow packet of `key` (client to a `forwarding: dsr`
+/// VIP) would go to, found without recording or refreshing anything: the
+/// client's live or pending session, else the VIP's Maglev slot. `None`
+/// when `key` is not to a DSR VIP, or when only a round-robin turn could
+/// choose (which would be a guess). For ICMP errors about DSR flows the
+/// connection table does not hold.
+#[inline(always)]
+pub fn dsr_backend(key: &FlowKey, now: u64) -> Option<BackendInfo> {
+    let vip_key = VipKey {
+        addr: key.dst_addr,
+        port: key.dst_port,
+        proto: key.proto,
+        _pad: 0,
+    };
+    // SAFETY: copied out at once.
+    let vip = *unsafe { VIPS.get(&vip_key) }?;
+    if vip.flags & vip_flags::DSR == 0 {
         return None;
     }
-    s.last_seen_ns = now;
-    Some((s.backend_id, backend))
+    let client = key.src_addr & vip.client_mask;
+    let persistent = vip.persist_timeout_ns != 0;
+    if persistent {
+        let skey = SessionKey {
+            vip_id: vip.id,
+            client,
+        };
+        // SAFETY: map values, only read here.
+        let live = |s: Option<&Session>| s.and_then(|s| serving(s, &vip, now));
+        // SAFETY: as above.
+        if let Some(b) =
+            live(unsafe { SESSIONS.get(&skey) }).or_else(|| live(unsafe { PENDING.get(&skey) }))
+        {
+            return Some(b);
+        }
+    }
+    if vip.maglev == 0 || vip.ring_len == 0 {
+        return None;
+    }
+    pick_maglev(&vip, key, client, persistent).map(|(_, b)| b)
 }
 
 /// The next slot of the VIP's selection table. One cursor per VIP for the
@@ -182,11 +228,10 @@ pub fn confirm_session(c: &Conn, now: u64) {
 #[inline(always)]
 fn pick_maglev(
     vip: &VipInfo,
-    pkt: &Packet,
+    k: &FlowKey,
     client: u32,
     persistent: bool,
 ) -> Option<(u32, BackendInfo)> {
-    let k = &pkt.key;
     let slot = if persistent {
         lb_common::maglev_slot(vip.id, client, 0, 0, 0)
     } else {

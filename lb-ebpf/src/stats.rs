@@ -3,13 +3,22 @@
 use lb_common::Counters;
 
 use crate::{
-    maps::{BACKEND_STATS, REASONS, VIP_STATS},
+    maps::{BACKEND_STATS, ICMP_STATS, REASONS, VIP_STATS},
     Flow,
 };
 
 #[inline(always)]
 pub fn reason(slot: u32) {
     if let Some(c) = REASONS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, only this CPU writes it.
+        unsafe { *c += 1 };
+    }
+}
+
+/// What became of an ICMP error ([`lb_common::IcmpReason`]).
+#[inline(always)]
+pub fn icmp(slot: u32) {
+    if let Some(c) = ICMP_STATS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, only this CPU writes it.
         unsafe { *c += 1 };
     }

@@ -250,9 +250,23 @@ impl EcmpLab {
     pub fn start_redis(&mut self) -> Result<()> {
         let ns = format!("{}-redis", self.prefix);
         let child = Command::new("ip")
-            .args(["netns", "exec", &ns, "redis-server", "--bind", "198.18.1.10"])
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "redis-server",
+                "--bind",
+                "198.18.1.10",
+            ])
             .args(["--port", "6379", "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
+            .args([
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

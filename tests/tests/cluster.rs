@@ -17,7 +17,9 @@ fn config(cluster: bool) -> String {
         "sweeper: {{ interval: 1s }}\nvips:\n  - address: {VIP}\n    port: {PORT}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n"
     );
     for b in 1..=3 {
-        c.push_str(&format!("      - {{ address: 198.18.1.1{b}, port: {PORT} }}\n"));
+        c.push_str(&format!(
+            "      - {{ address: 198.18.1.1{b}, port: {PORT} }}\n"
+        ));
     }
     if cluster {
         c.push_str(&format!("cluster:\n  store: \"{REDIS}\"\n"));
@@ -78,7 +80,13 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
         let s = sessions(&lab, 1);
         addrs.iter().all(|a| s.contains_key(a))
     })
-    .unwrap_or_else(|_| panic!("lb-b has lb-a's sessions: {:?}\n{}", sessions(&lab, 1), lab.log(1)));
+    .unwrap_or_else(|_| {
+        panic!(
+            "lb-b has lb-a's sessions: {:?}\n{}",
+            sessions(&lab, 1),
+            lab.log(1)
+        )
+    });
     // Adding b4 on both hosts changes the Maglev table: some clients'
     // slots now point elsewhere.
     let (_, mut model) = Config::parse(&config(false), "test").unwrap();
@@ -89,20 +97,37 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
     let movers: Vec<usize> = (0..16)
         .filter(|&c| maglev_choice(&model, addrs[c]) != pinned[c])
         .collect();
-    assert!(!movers.is_empty(), "some client's Maglev slot changes with b4");
+    assert!(
+        !movers.is_empty(),
+        "some client's Maglev slot changes with b4"
+    );
     for i in 0..2 {
-        lab.ctl(i, &["backend", "add", &format!("{VIP}:{PORT}"), &format!("198.18.1.14:{PORT}")])
-            .unwrap();
+        lab.ctl(
+            i,
+            &[
+                "backend",
+                "add",
+                &format!("{VIP}:{PORT}"),
+                &format!("198.18.1.14:{PORT}"),
+            ],
+        )
+        .unwrap();
     }
     // A long-lived connection through lb-a, across the withdrawal.
     let long = lab
-        .spawn_http(movers[0], &["--keepalive", "--count", "40", "--interval-ms", "100"])
+        .spawn_http(
+            movers[0],
+            &["--keepalive", "--count", "40", "--interval-ms", "100"],
+        )
         .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     lab.announce(&[1]).unwrap();
     let before_b = lab.new_connections(1);
     let after = backends(&lab, 0..16, 3);
-    assert_eq!(after, pinned, "every client keeps its backend on lb-b (movers: {movers:?})");
+    assert_eq!(
+        after, pinned,
+        "every client keeps its backend on lb-b (movers: {movers:?})"
+    );
     assert!(lab.new_connections(1) > before_b, "lb-b served them");
     let out = long.wait_with_output().unwrap();
     let replies: Vec<_> = String::from_utf8_lossy(&out.stdout)
@@ -111,12 +136,17 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
         .collect();
     assert_eq!(replies.len(), 40, "{replies:?}");
     assert!(
-        replies.iter().all(|r| r.backend() == Some(pinned[movers[0]].as_str())),
+        replies
+            .iter()
+            .all(|r| r.backend() == Some(pinned[movers[0]].as_str())),
         "the connection opened before the withdrawal goes on: {replies:?}"
     );
     // New clients (no session anywhere) follow the new table on lb-b.
     let status = lab.ctl(1, &["status"]).unwrap();
-    assert!(status.contains("store redis://198.18.1.10:6379 reachable"), "{status}");
+    assert!(
+        status.contains("store redis://198.18.1.10:6379 reachable"),
+        "{status}"
+    );
 }
 
 /// Redis dies (`kill -9`): both hosts go on forwarding, say so, and when
@@ -130,12 +160,21 @@ fn stopping_redis_keeps_forwarding_and_sessions_catch_up() {
     let before = backends(&lab, 0..4, 4);
     lab.kill_redis();
     for i in 0..2 {
-        wait_for(Duration::from_secs(10), || lab.log(i).contains("unreachable"))
-            .unwrap_or_else(|_| panic!("host {i} says Redis is unreachable: {}", lab.log(i)));
+        wait_for(Duration::from_secs(10), || {
+            lab.log(i).contains("unreachable")
+        })
+        .unwrap_or_else(|_| panic!("host {i} says Redis is unreachable: {}", lab.log(i)));
     }
-    assert!(lab.ctl(0, &["stats"]).unwrap().contains("lb_cluster_store_up{node=\"lb-a\"} 0"));
+    assert!(lab
+        .ctl(0, &["stats"])
+        .unwrap()
+        .contains("lb_cluster_store_up{node=\"lb-a\"} 0"));
     // Forwarding goes on, on both hosts, for known and new clients.
-    assert_eq!(backends(&lab, 0..4, 3), before, "known clients keep their backends");
+    assert_eq!(
+        backends(&lab, 0..4, 3),
+        before,
+        "known clients keep their backends"
+    );
     lab.announce(&[0]).unwrap();
     let during = backends(&lab, 4..8, 3);
     assert!(during.iter().all(|b| b != "FAILED"));
@@ -168,7 +207,11 @@ fn stopping_redis_keeps_forwarding_and_sessions_catch_up() {
         stats.contains("lb_cluster_store_up{node=\"lb-b\"} 1"),
         "{}\n{}",
         lab.log(1),
-        stats.lines().filter(|l| l.starts_with("lb_cluster")).collect::<Vec<_>>().join("\n")
+        stats
+            .lines()
+            .filter(|l| l.starts_with("lb_cluster"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -214,8 +257,10 @@ fn hosts_start_without_redis_and_join_when_it_comes() {
     lab.announce(&[0]).unwrap();
     let pinned = backends(&lab, 0..2, 3);
     assert!(pinned.iter().all(|b| b != "FAILED"));
-    wait_for(Duration::from_secs(10), || lab.log(0).contains("unreachable"))
-        .unwrap_or_else(|_| panic!("lb-a says Redis is unreachable: {}", lab.log(0)));
+    wait_for(Duration::from_secs(10), || {
+        lab.log(0).contains("unreachable")
+    })
+    .unwrap_or_else(|_| panic!("lb-a says Redis is unreachable: {}", lab.log(0)));
     let status = lab.ctl(0, &["status"]).unwrap();
     assert!(status.contains("UNREACHABLE (going on alone)"), "{status}");
     lab.start_redis().unwrap();
@@ -248,7 +293,11 @@ fn sessions_made_while_a_controller_was_dead_are_shared_after_its_restart() {
         "nobody announced them"
     );
     lab.start_balancer(0).unwrap();
-    assert!(lab.log(0).contains("took over the running data path"), "{}", lab.log(0));
+    assert!(
+        lab.log(0).contains("took over the running data path"),
+        "{}",
+        lab.log(0)
+    );
     wait_for(Duration::from_secs(15), || {
         let s = sessions(&lab, 1);
         addrs.iter().all(|a| s.contains_key(a))
@@ -256,7 +305,11 @@ fn sessions_made_while_a_controller_was_dead_are_shared_after_its_restart() {
     .unwrap_or_else(|_| panic!("lb-b learns them: {:?}\n{}", sessions(&lab, 1), lab.log(0)));
     let on_b = sessions(&lab, 1);
     for (c, a) in addrs.iter().enumerate() {
-        assert_eq!(on_b[a], format!("198.18.1.1{}:{PORT}", &pinned[c][1..]), "{a}");
+        assert_eq!(
+            on_b[a],
+            format!("198.18.1.1{}:{PORT}", &pinned[c][1..]),
+            "{a}"
+        );
     }
     lab.announce(&[1]).unwrap();
     assert_eq!(backends(&lab, 0..6, 2), pinned);

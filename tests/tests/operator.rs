@@ -287,7 +287,8 @@ fn sighup_reloads_the_config() {
     lab.signal_balancer(nix::sys::signal::Signal::SIGHUP)
         .unwrap();
     wait_for(Duration::from_secs(5), || {
-        lab.controller_log().contains("cluster: cannot change while running")
+        lab.controller_log()
+            .contains("cluster: cannot change while running")
     })
     .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
     assert_eq!(lab.ctl(&["vip", "list"]).unwrap(), vips);

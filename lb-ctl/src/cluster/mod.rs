@@ -169,8 +169,11 @@ impl Clocks {
     /// this host's clock counts as now.
     #[must_use]
     pub const fn mono_of(&self, wall_ms: u64) -> u64 {
-        self.mono_ns
-            .saturating_sub(self.wall_ms.saturating_sub(wall_ms).saturating_mul(1_000_000))
+        self.mono_ns.saturating_sub(
+            self.wall_ms
+                .saturating_sub(wall_ms)
+                .saturating_mul(1_000_000),
+        )
     }
 }
 
@@ -358,8 +361,7 @@ impl Directory {
     /// Why it has no place here.
     pub fn place(&self, r: &Record, clocks: &Clocks) -> Result<Placement, Unplaced> {
         let vip = self.vips.get(&r.vip).ok_or(Unplaced::Vip)?;
-        let &(backend_id, backend_gen) =
-            vip.backends.get(&r.backend).ok_or(Unplaced::Backend)?;
+        let &(backend_id, backend_gen) = vip.backends.get(&r.backend).ok_or(Unplaced::Backend)?;
         let IpAddr::V4(client) = r.client else {
             return Err(Unplaced::Client);
         };

@@ -59,7 +59,10 @@ fn records_survive_the_stream_fields() {
             .map(|(_, v)| v.as_str()),
     })
     .unwrap_err();
-    assert_eq!(err.to_string(), "field \"s\": \"yesterday\" is not milliseconds");
+    assert_eq!(
+        err.to_string(),
+        "field \"s\": \"yesterday\" is not milliseconds"
+    );
     let err = Record::parse(|name| (name != "b").then_some("1")).unwrap_err();
     assert_eq!(err, RecordError::Missing("b"));
     assert!(parse_vip("198.18.0.100:80/sctp").is_none());
@@ -142,7 +145,11 @@ fn records_travel_by_address_and_land_on_the_receivers_ids() {
     let b = services(true);
     let (da, db) = (Directory::new(&a), Directory::new(&b));
     let vip = a.vips().next().unwrap();
-    let b12 = vip.backends.iter().find(|b| b.endpoint.port == 80 && b.endpoint.addr.octets()[3] == 12).unwrap();
+    let b12 = vip
+        .backends
+        .iter()
+        .find(|b| b.endpoint.port == 80 && b.endpoint.addr.octets()[3] == 12)
+        .unwrap();
     let clocks = Clocks {
         mono_ns: 1000 * S,
         wall_ms: 1_700_000_000_000,
@@ -168,9 +175,16 @@ fn records_travel_by_address_and_land_on_the_receivers_ids() {
     };
     let p = db.place(&r, &there).unwrap();
     let vb = b.vips().next().unwrap();
-    let b12b = vb.backends.iter().find(|x| x.endpoint == r.backend).unwrap();
+    let b12b = vb
+        .backends
+        .iter()
+        .find(|x| x.endpoint == r.backend)
+        .unwrap();
     assert_eq!(p.key.vip_id, vb.slot);
-    assert_eq!((p.session.backend_id, p.session.backend_gen), (b12b.slot, b12b.gen));
+    assert_eq!(
+        (p.session.backend_id, p.session.backend_gen),
+        (b12b.slot, b12b.gen)
+    );
     assert_eq!(p.session.last_seen_ns, 66 * S);
     assert_eq!(p.timeout_ns, 40 * S);
     // Not shared: a VIP without persistence, an unknown backend.
@@ -210,7 +224,10 @@ fn passes_come_a_quarter_timeout_apart() {
     let mut p = Passes::default();
     // The first pass publishes every live session.
     assert_eq!(p.due(&d, 100 * S).get(&slot), Some(&0));
-    assert!(p.due(&d, 105 * S).is_empty(), "timeout 40 s: not before 10 s");
+    assert!(
+        p.due(&d, 105 * S).is_empty(),
+        "timeout 40 s: not before 10 s"
+    );
     assert_eq!(p.due(&d, 110 * S).get(&slot), Some(&(100 * S)));
     p.reset();
     assert_eq!(p.due(&d, 111 * S).get(&slot), Some(&0));

@@ -28,9 +28,7 @@ use lb_ctl::{
 };
 
 use super::{report::Samples, Plan};
-use crate::{
-    fib::{self, FibNs},
-};
+use crate::fib::{self, FibNs};
 
 /// New sessions per second on host A (the figure).
 pub const RATE: u64 = 5_000;
@@ -57,7 +55,8 @@ fn host(services: &Services, attach: bool) -> Result<Dataplane> {
         object: None,
         shared: true,
     })?;
-    dp.tables.set_settings(&super::prog::settings(900_000_000_000))?;
+    dp.tables
+        .set_settings(&super::prog::settings(900_000_000_000))?;
     if attach {
         dp.attach(&FibNs::ifaces(), lb_ctl::xdpmode::Mode::Native, None)?;
     }
@@ -129,7 +128,10 @@ pub fn publish_latency(plan: &Plan, samples: &mut Samples) -> Result<()> {
     }
     for round in 0..=plan.rounds {
         lb_ctl::daemon::lock(&host_b.counters.lags).clear();
-        let installed_before = host_b.counters.installed.load(std::sync::atomic::Ordering::Relaxed);
+        let installed_before = host_b
+            .counters
+            .installed
+            .load(std::sync::atomic::Ordering::Relaxed);
         let start = Instant::now();
         for i in 0..per_round {
             // Paced: session i starts at i / RATE seconds.
@@ -144,7 +146,11 @@ pub fn publish_latency(plan: &Plan, samples: &mut Samples) -> Result<()> {
         // Every session arrives, or a second passes.
         let wait = Instant::now();
         let installed = || {
-            host_b.counters.installed.load(std::sync::atomic::Ordering::Relaxed) - installed_before
+            host_b
+                .counters
+                .installed
+                .load(std::sync::atomic::Ordering::Relaxed)
+                - installed_before
         };
         while installed() < per_round && wait.elapsed() < Duration::from_secs(1) {
             std::thread::sleep(Duration::from_millis(10));

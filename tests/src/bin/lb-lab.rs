@@ -272,7 +272,15 @@ fn demo_ecmp() -> Result<()> {
         print!(
             "{}: {}",
             lb_tests::ecmp::NODES[i],
-            lab.ctl(i, &["backend", "add", &format!("{VIP}:{PORT}"), &format!("198.18.1.14:{PORT}")])?
+            lab.ctl(
+                i,
+                &[
+                    "backend",
+                    "add",
+                    &format!("{VIP}:{PORT}"),
+                    &format!("198.18.1.14:{PORT}")
+                ]
+            )?
         );
     }
     println!(
@@ -285,7 +293,11 @@ fn demo_ecmp() -> Result<()> {
     lab.kill_redis();
     std::thread::sleep(std::time::Duration::from_secs(2));
     show(&lab, &mut failures)?;
-    for line in lab.ctl(0, &["status"])?.lines().filter(|l| l.starts_with("cluster:")) {
+    for line in lab
+        .ctl(0, &["status"])?
+        .lines()
+        .filter(|l| l.starts_with("cluster:"))
+    {
         println!("lb-a {line}");
     }
     println!("\n== tearing the lab down ==");
