@@ -149,6 +149,115 @@ impl Frame {
     }
 }
 
+pub const PROTO_ICMP: u8 = 1;
+
+/// An Ethernet + IPv4 + ICMP error frame: `embedded` is the IPv4 packet
+/// (or its first bytes) the error is about.
+#[derive(Clone, Debug)]
+pub struct IcmpError {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub icmp_type: u8,
+    pub code: u8,
+    /// The four bytes after the checksum (the next hop's MTU for
+    /// "fragmentation needed", the pointer for "parameter problem").
+    pub rest: [u8; 4],
+    pub embedded: Vec<u8>,
+}
+
+impl IcmpError {
+    /// "Fragmentation needed" (type 3, code 4) from `src` to `dst`, with
+    /// the next hop's `mtu`.
+    #[must_use]
+    pub fn frag_needed(src: Ipv4Addr, dst: Ipv4Addr, mtu: u16, embedded: &[u8]) -> Self {
+        let m = mtu.to_be_bytes();
+        Self {
+            src_mac: [0x02, 0, 0, 0, 0, 0xaa],
+            dst_mac: [0x02, 0, 0, 0, 0, 0x01],
+            src,
+            dst,
+            icmp_type: 3,
+            code: 4,
+            rest: [0, 0, m[0], m[1]],
+            embedded: embedded.to_vec(),
+        }
+    }
+
+    /// "Port unreachable" (type 3, code 3) from `src` to `dst`.
+    #[must_use]
+    pub fn port_unreachable(src: Ipv4Addr, dst: Ipv4Addr, embedded: &[u8]) -> Self {
+        Self {
+            code: 3,
+            rest: [0; 4],
+            ..Self::frag_needed(src, dst, 0, embedded)
+        }
+    }
+
+    #[must_use]
+    pub fn macs(mut self, src: [u8; 6], dst: [u8; 6]) -> Self {
+        self.src_mac = src;
+        self.dst_mac = dst;
+        self
+    }
+
+    /// The frame's bytes, every checksum computed over the whole header.
+    #[must_use]
+    pub fn build(&self) -> Vec<u8> {
+        let mut icmp = vec![self.icmp_type, self.code, 0, 0];
+        icmp.extend_from_slice(&self.rest);
+        icmp.extend_from_slice(&self.embedded);
+        let c = checksum(&icmp);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut f = Vec::new();
+        f.extend_from_slice(&self.dst_mac);
+        f.extend_from_slice(&self.src_mac);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let tot_len = (20 + icmp.len()) as u16;
+        let mut ip = vec![0x45, 0xc0];
+        ip.extend_from_slice(&tot_len.to_be_bytes());
+        ip.extend_from_slice(&[0x56, 0x78, 0, 0, 64, PROTO_ICMP, 0, 0]);
+        ip.extend_from_slice(&self.src.octets());
+        ip.extend_from_slice(&self.dst.octets());
+        let c = checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+        f.extend_from_slice(&icmp);
+        f
+    }
+}
+
+/// The IPv4 packet inside an Ethernet frame.
+#[must_use]
+pub fn ip_packet(frame: &[u8]) -> &[u8] {
+    &frame[14..]
+}
+
+/// Check the checksums of an ICMP error frame from scratch: its IPv4
+/// header, the ICMP message, and the embedded IPv4 header.
+///
+/// # Errors
+/// Saying which checksum is wrong.
+pub fn verify_icmp(frame: &[u8]) -> Result<(), String> {
+    let ip = frame.get(14..34).ok_or("frame too short")?;
+    if checksum(ip) != 0 {
+        return Err("bad IPv4 header checksum".into());
+    }
+    let tot = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let icmp = frame
+        .get(34..14 + tot)
+        .ok_or("frame shorter than its total length")?;
+    if checksum(icmp) != 0 {
+        return Err("bad ICMP checksum".into());
+    }
+    let inner = icmp.get(8..28).ok_or("no embedded IPv4 header")?;
+    if checksum(inner) != 0 {
+        return Err("bad embedded IPv4 header checksum".into());
+    }
+    Ok(())
+}
+
 /// Check every checksum of an IPv4 TCP/UDP frame from scratch.
 ///
 /// # Errors

@@ -136,6 +136,29 @@ impl Bench {
         });
     }
 
+    /// A `forwarding: dsr` TCP VIP on 198.18.0.100:80 with backends B1 and
+    /// B2 on port 80 (a DSR backend serves the VIP's own port).
+    pub fn dsr_vip(&mut self, scheduler: Scheduler, persistence_secs: u64) {
+        self.change(|s| {
+            s.add_vip(VipSpec {
+                name: Some("dsr".into()),
+                id: vip_id(Protocol::Tcp),
+                scheduler,
+                persistence_timeout: Duration::from_secs(persistence_secs),
+                persistence_netmask: 32,
+                max_lifetime: Duration::ZERO,
+                health_check: None,
+                mode: lb_ctl::services::Mode::Tcp,
+                cookie: None,
+                forwarding: lb_ctl::services::Forwarding::Dsr,
+            })
+            .unwrap();
+            for b in [B1, B2] {
+                s.add_backend(&vip_id(Protocol::Tcp), ep(b, 80), 1).unwrap();
+            }
+        });
+    }
+
     /// Rewrite the TCP VIP's persistence timeout in place (its sessions
     /// are kept, as after a configuration change).
     pub fn set_persistence_timeout(&mut self, timeout: Duration) {
@@ -179,6 +202,25 @@ impl Bench {
 
     pub fn reason(&self, slot: u32) -> u64 {
         self.dp.tables.reasons.get(&slot, 0).unwrap().iter().sum()
+    }
+
+    /// One ICMP counter ([`lb_common::IcmpReason`]), summed over the CPUs.
+    pub fn icmp(&self, slot: u32) -> u64 {
+        self.dp
+            .tables
+            .icmp_stats
+            .get(&slot, 0)
+            .unwrap()
+            .iter()
+            .sum()
+    }
+
+    /// Every ICMP counter that is not zero, by name.
+    pub fn icmp_counts(&self) -> Vec<(&'static str, u64)> {
+        (0..lb_common::IcmpReason::COUNT)
+            .map(|r| (lb_common::IcmpReason::NAMES[r as usize], self.icmp(r)))
+            .filter(|x| x.1 > 0)
+            .collect()
     }
 
     /// The entry of `key` in either flow table.
