@@ -197,7 +197,7 @@ impl Lab {
         Ok(lab)
     }
 
-    fn sw(&self) -> String {
+    pub(crate) fn sw(&self) -> String {
         format!("{}-sw", self.prefix)
     }
 

@@ -7,6 +7,7 @@ pub mod fib;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod routed;
 pub mod testbed;
 
 /// A variant build of the XDP program (`lb-ebpf` with `build-variant`:

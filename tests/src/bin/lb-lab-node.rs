@@ -113,6 +113,10 @@ enum Cmd {
         interval_ms: u64,
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// Connect the socket to TARGET (as most UDP clients do): an ICMP
+        /// "port unreachable" then fails the receive with ECONNREFUSED.
+        #[arg(long)]
+        connect: bool,
     },
 }
 
@@ -223,14 +227,27 @@ fn main() -> Result<()> {
             count,
             interval_ms,
             timeout_ms,
+            connect,
         } => {
             let sock = UdpSocket::bind("0.0.0.0:0")?;
             sock.set_read_timeout(Some(Duration::from_millis(timeout_ms)))?;
+            if connect {
+                sock.connect(target)?;
+            }
             for i in 0..count {
                 if i > 0 && interval_ms > 0 {
                     thread::sleep(Duration::from_millis(interval_ms));
                 }
-                sock.send_to(b"who", target)?;
+                if connect {
+                    // A refusal reported for the previous datagram fails
+                    // this send; the receive below reports it too.
+                    if let Err(e) = sock.send(b"who") {
+                        println!("err {e}");
+                        continue;
+                    }
+                } else {
+                    sock.send_to(b"who", target)?;
+                }
                 let mut buf = [0u8; 512];
                 match sock.recv_from(&mut buf) {
                     Ok((n, from)) => {
@@ -514,8 +531,16 @@ fn http_session(name: &str, stream: TcpStream, sick_file: Option<&Path>) -> Resu
             }
         }
         let sick = path == "/health" && sick_file.is_some_and(Path::exists);
+        // `/bytes/N`: a large answer (N bytes), for path-MTU tests.
+        let size = path
+            .strip_prefix("/bytes/")
+            .and_then(|n| n.parse::<usize>().ok());
         let (status, body) = if sick {
             ("500 Internal Server Error", format!("{name} sick\n"))
+        } else if let Some(n) = size {
+            let mut body = format!("{name} seen={peer}\n");
+            body.extend(std::iter::repeat_n('x', n.saturating_sub(body.len())));
+            ("200 OK", body)
         } else {
             ("200 OK", format!("{name} seen={peer}\n"))
         };
