@@ -845,12 +845,10 @@ impl Tables {
                     .filter(|o| o.maglev_slot == Some(m))
                     .map(|o| o.table.as_slice())
                     .unwrap_or_default();
-                for (i, slot) in v.table.iter().enumerate() {
-                    if before.get(i) != Some(slot) {
-                        self.maglev
-                            .set(m * lb_common::MAGLEV_SIZE + i as u32, slot, 0)
-                            .map_err(map_err(names::MAGLEV))?;
-                    }
+                for (i, slot) in crate::sched::changed_slots(before, &v.table) {
+                    self.maglev
+                        .set(m * lb_common::MAGLEV_SIZE + i as u32, slot, 0)
+                        .map_err(map_err(names::MAGLEV))?;
                 }
             } else {
                 for (i, slot) in v.table.iter().enumerate() {

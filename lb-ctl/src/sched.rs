@@ -156,8 +156,44 @@ pub fn build_maglev(backends: &[(u32, u32, String)], size: u32) -> Vec<u32> {
     }
 }
 
+/// The slots of a selection table that a change from `before` to `after`
+/// must write, with their new values: only those that differ (a slot past
+/// the end of `before` differs). Writing no other keeps a Maglev table
+/// swap under traffic from sending any packet anywhere but to its old or
+/// its new backend.
+pub fn changed_slots<'a>(
+    before: &'a [u32],
+    after: &'a [u32],
+) -> impl Iterator<Item = (usize, u32)> + 'a {
+    after
+        .iter()
+        .enumerate()
+        .filter(move |(i, slot)| before.get(*i) != Some(slot))
+        .map(|(i, slot)| (i, *slot))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_change_writes_only_the_slots_that_change() {
+        let ten: Vec<(u32, u32, String)> = (0..10)
+            .map(|i| (i, 1, format!("198.18.1.{i}:80")))
+            .collect();
+        let before = super::build_maglev(&ten, lb_common::MAGLEV_SIZE);
+        let after = super::build_maglev(&ten[1..], lb_common::MAGLEV_SIZE);
+        let written: Vec<(usize, u32)> = super::changed_slots(&before, &after).collect();
+        let differing = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert_eq!(written.len(), differing);
+        assert!(written
+            .iter()
+            .all(|&(i, v)| after[i] == v && before[i] != v));
+        // About a tenth moved (backend 0's slots), nothing else.
+        assert!(written.len() < before.len() / 9, "{}", written.len());
+        assert_eq!(super::changed_slots(&after, &after).count(), 0);
+        // A new table (nothing before) is written whole.
+        assert_eq!(super::changed_slots(&[], &after).count(), after.len());
+    }
+
     use super::*;
 
     fn keyed(n: u32) -> Vec<(u32, u32, String)> {

@@ -84,11 +84,13 @@ impl std::fmt::Display for Key {
     }
 }
 
-/// A setting lb-ctl changed, with the value it had before.
+/// A setting lb-ctl changed, with the value it had before and the one
+/// lb-ctl gave it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Changed {
     pub key: Key,
     pub before: String,
+    pub set_to: String,
 }
 
 fn set(key: &Key, value: &str, why: &str) -> Result<Option<Changed>> {
@@ -101,6 +103,7 @@ fn set(key: &Key, value: &str, why: &str) -> Result<Option<Changed>> {
     Ok(Some(Changed {
         key: key.clone(),
         before: current,
+        set_to: value.to_string(),
     }))
 }
 
@@ -151,24 +154,26 @@ pub fn check_iface_name(iface: &str) -> Result<()> {
 /// # Errors
 /// Naming the setting that could not be made.
 pub fn prepare_forwarding(ifaces: &[String]) -> Result<Vec<Changed>> {
-    set(
+    for iface in ifaces {
+        check_iface_name(iface)?;
+    }
+    let mut changed = Vec::new();
+    changed.extend(set(
         &Key::new(&["net", "ipv4", "ip_forward"]),
         "1",
         "the kernel forwards packets whose neighbour is unresolved",
-    )?;
-    set(
+    )?);
+    changed.extend(set(
         &Key::conf("all", "send_redirects"),
         "0",
         "one-arm forwarding must not send ICMP redirects",
-    )?;
-    let mut changed = Vec::new();
+    )?);
     for iface in ifaces {
-        check_iface_name(iface)?;
-        set(
+        changed.extend(set(
             &Key::conf(iface, "send_redirects"),
             "0",
             "one-arm forwarding must not send ICMP redirects",
-        )?;
+        )?);
         changed.extend(set(
             &Key::conf(iface, "accept_local"),
             "1",
@@ -187,9 +192,21 @@ pub fn prepare_forwarding(ifaces: &[String]) -> Result<Vec<Changed>> {
     Ok(changed)
 }
 
-/// Put back settings changed by [`prepare_forwarding`] (at detach).
+/// Put back settings changed by [`prepare_forwarding`] (at detach); a
+/// setting someone else changed since is theirs now, and left as it is.
 pub fn restore(changed: &[Changed]) {
     for c in changed.iter().rev() {
+        match c.key.read() {
+            Ok(now) if now != c.set_to => {
+                log::info!(
+                    "left {}={now}: changed by someone else since lb set it to {}",
+                    c.key,
+                    c.set_to
+                );
+                continue;
+            }
+            _ => {}
+        }
         match std::fs::write(c.key.path(), &c.before) {
             Ok(()) => log::info!("restored {}={}", c.key, c.before),
             Err(e) => log::warn!("restoring {}={}: {e}", c.key, c.before),

@@ -609,18 +609,33 @@ impl Lab {
         Ok(v)
     }
 
+    /// The value of one series of the balancer's metrics (`lb-ctl stats`),
+    /// written as in the exposition format: `name{label="value",…}`.
+    ///
+    /// # Errors
+    /// When lb-ctl fails, or the series is not there.
+    pub fn metric(&self, series: &str) -> Result<f64> {
+        let stats = self.ctl(&["stats"])?;
+        let prefix = format!("{series} ");
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .with_context(|| format!("no sample {series} in:\n{stats}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("the value of {series}"))
+    }
+
     /// Run HTTP requests from client `client` to the VIP and wait for them.
     ///
     /// # Errors
-    /// When the client cannot run.
+    /// When the client cannot run, or fails (a failed request is a reply,
+    /// not a failure of the client).
     pub fn http(&self, client: usize, port: u16, extra: &[&str]) -> Result<Vec<Reply>> {
         let out = Command::new("ip")
             .args(self.client_args("http", client, port, extra)?)
             .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(Reply::parse)
-            .collect())
+        parse_replies(&out)
     }
 
     /// Start HTTP requests from a client in the background.
@@ -640,11 +655,7 @@ impl Lab {
     /// # Errors
     /// When it cannot be waited for.
     pub fn replies(child: Child) -> Result<Vec<Reply>> {
-        let out = child.wait_with_output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(Reply::parse)
-            .collect())
+        parse_replies(&child.wait_with_output()?)
     }
 
     /// Send UDP datagrams from client `client` to the VIP.
@@ -655,11 +666,88 @@ impl Lab {
         let out = Command::new("ip")
             .args(self.client_args("udp", client, port, extra)?)
             .output()?;
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(Reply::parse)
-            .collect())
+        parse_replies(&out)
     }
+}
+
+/// A client running in the background, whose replies are read as they
+/// come: a test waits for the first one (the client is connected and
+/// served) instead of sleeping, and can check that it is still running.
+pub struct Running {
+    child: Child,
+    lines: std::io::BufReader<std::process::ChildStdout>,
+    replies: Vec<Reply>,
+}
+
+impl Running {
+    /// Follow `child`, started with a piped stdout.
+    ///
+    /// # Errors
+    /// When its stdout was not piped.
+    pub fn new(mut child: Child) -> Result<Self> {
+        let out = child
+            .stdout
+            .take()
+            .context("the client's stdout is not piped")?;
+        Ok(Self {
+            child,
+            lines: std::io::BufReader::new(out),
+            replies: Vec::new(),
+        })
+    }
+
+    /// Wait for the client's next reply.
+    ///
+    /// # Errors
+    /// When the client ended without one.
+    pub fn next_reply(&mut self) -> Result<Reply> {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut self.lines, &mut line)? == 0 {
+            bail!("the client ended after {} replies", self.replies.len());
+        }
+        let r = Reply::parse(line.trim_end());
+        self.replies.push(r.clone());
+        Ok(r)
+    }
+
+    /// Whether the client is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Every reply, once the client has ended.
+    ///
+    /// # Errors
+    /// When the client failed.
+    pub fn finish(mut self) -> Result<Vec<Reply>> {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.lines, &mut rest)?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("the lab client failed ({status})");
+        }
+        self.replies.extend(rest.lines().map(Reply::parse));
+        Ok(self.replies)
+    }
+}
+
+/// The replies a finished `lb-lab-node` client printed, one a line; an
+/// error when the client itself failed (its exit status and stderr).
+///
+/// # Errors
+/// When the client exited unsuccessfully.
+pub fn parse_replies(out: &std::process::Output) -> Result<Vec<Reply>> {
+    if !out.status.success() {
+        bail!(
+            "the lab client failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(Reply::parse)
+        .collect())
 }
 
 impl Drop for Lab {
@@ -729,9 +817,15 @@ pub fn backends_of(replies: &[Reply]) -> Vec<String> {
         .collect()
 }
 
-/// Every request succeeded (else fail with the controller's log).
+/// Every request succeeded, and there was at least one (else fail with
+/// the controller's log).
 #[track_caller]
 pub fn all_ok(replies: &[Reply], lab: &Lab) {
+    assert!(
+        !replies.is_empty(),
+        "the client printed no reply\ncontroller log:\n{}",
+        lab.controller_log()
+    );
     assert!(
         replies.iter().all(|r| matches!(r, Reply::Ok { .. })),
         "failed requests: {replies:?}\ncontroller log:\n{}",

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 use lb_ctl::{config::Config, dataplane::SessionView, services::Services};
 use lb_tests::{
     ecmp::{EcmpLab, PORT, REDIS},
-    lab::{serial, wait_for, VIP},
+    lab::{serial, wait_for, Running, VIP},
 };
 
 /// The ecmp lab's config: a `dsr` VIP with `maglev` and persistence over
@@ -28,17 +28,19 @@ fn config(cluster: bool) -> String {
 }
 
 /// The backend (its name, `b1`..) each client reaches, one new
-/// connection per request; every request must succeed on one backend.
+/// connection per request. Fails unless every request of every client
+/// succeeded, all of a client's on one backend.
 fn backends(lab: &EcmpLab, clients: std::ops::Range<usize>, requests: u32) -> Vec<String> {
     clients
         .map(|c| {
             let r = lab.http(c, requests).unwrap();
-            let first = r[0].backend().unwrap_or("FAILED").to_string();
+            assert_eq!(r.len(), requests as usize, "client {c}: {r:?}");
+            let first = r[0].backend();
             assert!(
-                r.iter().all(|x| x.backend() == Some(first.as_str())),
-                "client {c} stays on one backend: {r:?}"
+                first.is_some() && r.iter().all(|x| x.backend() == first),
+                "client {c}: every request succeeds, on one backend: {r:?}"
             );
-            first
+            first.unwrap_or_default().to_string()
         })
         .collect()
 }
@@ -69,7 +71,8 @@ fn maglev_choice(services: &Services, client: Ipv4Addr) -> String {
 #[test]
 fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() {
     let _g = serial();
-    let mut lab = EcmpLab::up("lbm-cls", 16).unwrap();
+    // Clients 16..20 come only at the end, as new clients.
+    let mut lab = EcmpLab::up("lbm-cls", 20).unwrap();
     lab.start_redis().unwrap();
     lab.start_balancers(&config(true)).unwrap();
     lab.announce(&[0]).unwrap();
@@ -113,15 +116,23 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
         )
         .unwrap();
     }
-    // A long-lived connection through lb-a, across the withdrawal.
-    let long = lab
-        .spawn_http(
+    // A long-lived connection through lb-a, across the withdrawal: its
+    // first answer comes before the withdrawal.
+    let mut long = Running::new(
+        lab.spawn_http(
             movers[0],
             &["--keepalive", "--count", "40", "--interval-ms", "100"],
         )
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        long.next_reply().unwrap().backend(),
+        Some(pinned[movers[0]].as_str()),
+        "the connection is open and served through lb-a"
+    );
     lab.announce(&[1]).unwrap();
+    assert!(long.is_running(), "the connection spans the withdrawal");
     let before_b = lab.new_connections(1);
     let after = backends(&lab, 0..16, 3);
     assert_eq!(
@@ -129,11 +140,7 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
         "every client keeps its backend on lb-b (movers: {movers:?})"
     );
     assert!(lab.new_connections(1) > before_b, "lb-b served them");
-    let out = long.wait_with_output().unwrap();
-    let replies: Vec<_> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(lb_tests::lab::Reply::parse_line)
-        .collect();
+    let replies = long.finish().unwrap();
     assert_eq!(replies.len(), 40, "{replies:?}");
     assert!(
         replies
@@ -142,6 +149,11 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
         "the connection opened before the withdrawal goes on: {replies:?}"
     );
     // New clients (no session anywhere) follow the new table on lb-b.
+    let fresh = backends(&lab, 16..20, 2);
+    let want: Vec<String> = (16..20)
+        .map(|c| maglev_choice(&model, lab.clients[c].1))
+        .collect();
+    assert_eq!(fresh, want, "new clients follow the table with b4");
     let status = lab.ctl(1, &["status"]).unwrap();
     assert!(
         status.contains("store redis://198.18.1.10:6379 reachable"),
@@ -165,10 +177,13 @@ fn stopping_redis_keeps_forwarding_and_sessions_catch_up() {
         })
         .unwrap_or_else(|_| panic!("host {i} says Redis is unreachable: {}", lab.log(i)));
     }
-    assert!(lab
-        .ctl(0, &["stats"])
-        .unwrap()
-        .contains("lb_cluster_store_up{node=\"lb-a\"} 0"));
+    for (i, node) in [(0, "lb-a"), (1, "lb-b")] {
+        let stats = lab.ctl(i, &["stats"]).unwrap();
+        assert!(
+            stats.contains(&format!("lb_cluster_store_up{{node=\"{node}\"}} 0")),
+            "{node} exports the store as down: {stats}"
+        );
+    }
     // Forwarding goes on, on both hosts, for known and new clients.
     assert_eq!(
         backends(&lab, 0..4, 3),
@@ -176,8 +191,8 @@ fn stopping_redis_keeps_forwarding_and_sessions_catch_up() {
         "known clients keep their backends"
     );
     lab.announce(&[0]).unwrap();
-    let during = backends(&lab, 4..8, 3);
-    assert!(during.iter().all(|b| b != "FAILED"));
+    // (`backends` fails unless every request succeeds.)
+    backends(&lab, 4..8, 3);
     let fresh: Vec<Ipv4Addr> = lab.clients[4..8].iter().map(|c| c.1).collect();
     assert!(
         fresh.iter().all(|a| !sessions(&lab, 1).contains_key(a)),
@@ -255,8 +270,8 @@ fn hosts_start_without_redis_and_join_when_it_comes() {
     let mut lab = EcmpLab::up("lbm-cln", 2).unwrap();
     lab.start_balancers(&config(true)).unwrap();
     lab.announce(&[0]).unwrap();
+    // (`backends` fails unless every request succeeds.)
     let pinned = backends(&lab, 0..2, 3);
-    assert!(pinned.iter().all(|b| b != "FAILED"));
     wait_for(Duration::from_secs(10), || {
         lab.log(0).contains("unreachable")
     })
@@ -285,8 +300,8 @@ fn sessions_made_while_a_controller_was_dead_are_shared_after_its_restart() {
     lab.start_balancers(&config(true)).unwrap();
     lab.announce(&[0]).unwrap();
     lab.kill_balancer(0);
+    // (`backends` fails unless every request succeeds.)
     let pinned = backends(&lab, 0..6, 3);
-    assert!(pinned.iter().all(|b| b != "FAILED"), "{pinned:?}");
     let addrs: Vec<Ipv4Addr> = lab.clients.iter().map(|c| c.1).collect();
     assert!(
         addrs.iter().all(|a| !sessions(&lab, 1).contains_key(a)),

@@ -275,8 +275,14 @@ fn bad_cookies_removed_backends_shared_connections_and_redispatch() {
     let (p, head) = visit(&lab, "alice", &[]);
     assert!(p.is_some(), "{head}");
     assert!(head.contains("set-cookie: srvid="), "a new cookie: {head}");
-    let stats = lab.ctl(&["stats"]).unwrap();
-    assert!(stats.contains("lb_http_cookie_invalid_total"), "{stats}");
+    assert_eq!(
+        lab.metric(&format!(
+            "lb_http_cookie_invalid_total{{vip=\"{VIP}:80\",protocol=\"tcp\"}}"
+        ))
+        .unwrap(),
+        1.0,
+        "the tampered cookie is counted once"
+    );
     // A removed backend: its user moves, no error.
     let (p, _) = visit(&lab, "bob", &[]);
     let bob_server = p.unwrap().server;
@@ -478,4 +484,121 @@ fn cookie_in_jar_at(jar: &Path) -> Option<String> {
     text.lines()
         .find(|l| l.split('\t').nth(5) == Some("SRVID"))
         .and_then(|l| l.split('\t').nth(6).map(String::from))
+}
+
+/// The status and body of a POST with a body, as a new user (no cookie).
+fn post(lab: &Lab, port: u16) -> (u16, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s"])
+        .args(["-o", "-", "-w", "\n%{http_code}", "--max-time", "5"])
+        .args(["-d", "item=book&qty=2"])
+        .arg(format!("http://{VIP}:{port}/session.php?login=poster"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// A cookie naming a backend that is down, or drained with `--repin`, is
+/// treated as absent: its user is balanced afresh, with a new cookie, and
+/// the down backend is not even tried. A plain drain keeps its users. A
+/// request with a body whose backend refuses the connection gets a 502 and
+/// is not retried elsewhere (the body may have been half sent).
+#[test]
+fn cookies_of_down_and_drained_backends_and_a_refused_body() {
+    let _g = serial();
+    let mut lab = Lab::up("lbw-state", Layout::Plain, 1, 3).unwrap();
+    let mut apps = Apps::start(&lab);
+    let checked = config(&lab, &[1, 2, 3]).replace(
+        "    backends:\n",
+        "    health_check: { kind: tcp, interval: 500ms, timeout: 500ms, rise: 2, fall: 2 }\n    backends:\n",
+    );
+    // A second VIP: b1 on a port nobody listens on, b2's application.
+    let refusing = format!(
+        "  - name: refusing\n    address: {VIP}\n    port: 81\n    mode: http\n    persistence:\n      cookie: {{ name: SRVID }}\n    backends:\n      - {{ address: 198.18.1.11, port: 9999 }}\n      - {{ address: 198.18.1.12, port: {APP_PORT} }}\n"
+    );
+    let cfg = checked.replacen("http:\n", &format!("{refusing}http:\n"), 1);
+    lab.start_balancer(&cfg).unwrap();
+    let mut server = std::collections::BTreeMap::new();
+    for user in ["alice", "bob", "carol"] {
+        let (p, head) = visit(&lab, user, &[]);
+        server.insert(user, p.unwrap_or_else(|| panic!("{head}")).server);
+    }
+    let distinct: std::collections::BTreeSet<_> = server.values().collect();
+    assert_eq!(distinct.len(), 3, "one user per server: {server:?}");
+    let addr = |name: &str| {
+        let b = lab.backends.iter().find(|b| b.name == name).unwrap();
+        format!("{}:{APP_PORT}", b.addr)
+    };
+    let vip = format!("{VIP}:80");
+    let metric = |what: &str| {
+        lab.metric(&format!(
+            "lb_http_{what}_total{{vip=\"{VIP}:80\",protocol=\"tcp\"}}"
+        ))
+        .unwrap()
+    };
+
+    // A plain drain: alice stays, with her session; new users go elsewhere.
+    lab.ctl(&["backend", "drain", &vip, &addr(&server["alice"])])
+        .unwrap();
+    let (p, head) = visit(&lab, "alice", &[]);
+    let p = p.unwrap();
+    assert_eq!((p.server.as_str(), p.n), (server["alice"].as_str(), 2));
+    assert!(!head.contains("set-cookie: srvid="), "{head}");
+    let (p, _) = visit(&lab, "dave", &[]);
+    assert_ne!(p.unwrap().server, server["alice"], "no new user");
+
+    // Drained with --repin: bob is balanced afresh, with a new cookie.
+    let invalid = metric("cookie_invalid");
+    lab.ctl(&["backend", "drain", "--repin", &vip, &addr(&server["bob"])])
+        .unwrap();
+    let (p, head) = visit(&lab, "bob", &[]);
+    let p = p.unwrap();
+    assert_ne!(p.server, server["bob"]);
+    assert_eq!(p.n, 1, "a new session on the new server");
+    assert!(head.contains("set-cookie: srvid="), "{head}");
+    assert_eq!(metric("cookie_invalid"), invalid + 1.0);
+
+    // alice's server enabled again: it takes new users.
+    lab.ctl(&["backend", "enable", &vip, &addr(&server["alice"])])
+        .unwrap();
+    // carol's server down by its checks: balanced afresh without trying it
+    // (bob's server, drained, takes no new user: she goes to alice's).
+    let carol = lab
+        .backends
+        .iter()
+        .position(|b| b.name == server["carol"])
+        .unwrap();
+    apps.kill(carol);
+    let down = format!("backend {} is down", addr(&server["carol"]));
+    wait_for(Duration::from_secs(10), || {
+        lab.controller_log().contains(&down)
+    })
+    .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
+    let redispatches = metric("redispatches");
+    let (p, head) = visit(&lab, "carol", &[]);
+    let p = p.unwrap_or_else(|| panic!("{head}"));
+    assert_eq!(p.server, server["alice"]);
+    assert!(head.contains("set-cookie: srvid="), "{head}");
+    assert_eq!(metric("cookie_invalid"), invalid + 2.0);
+    assert_eq!(
+        metric("redispatches"),
+        redispatches,
+        "the down backend is not tried"
+    );
+
+    // Bodies are not retried: of two new users' POSTs, the one sent to the
+    // refusing backend fails, the other succeeds.
+    let mut codes: Vec<u16> = (0..2).map(|_| post(&lab, 81).0).collect();
+    codes.sort_unstable();
+    assert_eq!(codes, [200, 502], "{}", lab.controller_log());
+    let on81 = |what: &str| {
+        lab.metric(&format!(
+            "lb_http_{what}_total{{vip=\"{VIP}:81\",protocol=\"tcp\"}}"
+        ))
+        .unwrap()
+    };
+    assert_eq!(on81("redispatches"), 0.0);
+    assert_eq!(on81("upstream_errors"), 1.0);
 }

@@ -5,7 +5,10 @@
 
 use std::{os::unix::fs::PermissionsExt as _, process::Command, time::Duration};
 
-use lb_tests::lab::{serial, wait_for, Lab, Layout, VIP};
+use lb_tests::{
+    lab::{serial, wait_for, Lab, Layout, VIP},
+    netns::in_ns,
+};
 use serde_json::Value;
 
 fn config(name: &str, backends: &[u8], weight: u32) -> String {
@@ -182,21 +185,46 @@ fn listings_stream_and_json_matches_text() {
         assert_eq!(cols[6], row["connections"].to_string());
         assert_eq!(cols[7], row["sessions"].to_string());
     }
+    // Each row's identity columns (the times move on between the two
+    // listings), as sorted lists: the text row of each JSON object.
     for what in ["conns", "sessions"] {
         let text = lab.ctl(&[what]).unwrap();
         let json = lab.ctl(&[what, "-o", "json"]).unwrap();
-        let rows: Vec<Value> = json
+        let mut from_text: Vec<Vec<String>> = text
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .skip(1)
+            .map(|l| {
+                let cols: Vec<String> = l.split_whitespace().map(String::from).collect();
+                let n = if what == "conns" { 5 } else { 4 };
+                cols[..n].to_vec()
+            })
             .collect();
-        assert_eq!(
-            rows.len(),
-            text.lines().count() - 1,
-            "{what}: {text}\n{json}"
-        );
-        for r in &rows {
-            assert!(text.contains(r["vip"].as_str().unwrap()));
-        }
+        let mut from_json: Vec<Vec<String>> = json
+            .lines()
+            .map(|l| {
+                let r: Value = serde_json::from_str(l).unwrap();
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+                if what == "conns" {
+                    let state = if r["confirmed"].as_bool().unwrap() {
+                        s("state")
+                    } else {
+                        format!("{}(new)", s("state"))
+                    };
+                    vec![s("client"), s("vip"), s("backend"), s("protocol"), state]
+                } else {
+                    vec![
+                        format!("{}/{}", s("client"), r["netmask"]),
+                        s("vip"),
+                        s("protocol"),
+                        s("backend"),
+                    ]
+                }
+            })
+            .collect();
+        from_text.sort();
+        from_json.sort();
+        assert!(!from_json.is_empty(), "{what}: nothing listed");
+        assert_eq!(from_text, from_json, "{what}: {text}\n{json}");
     }
     let status: Value = serde_json::from_str(&lab.ctl(&["status", "-o", "json"]).unwrap()).unwrap();
     assert!(status["program_id"].as_u64().unwrap() > 0);
@@ -349,4 +377,118 @@ fn completions_and_man_page_are_generated() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("tcsh"));
+}
+
+/// What lb changes on the interfaces is set at attach and put back at
+/// detach; SIGHUP keeps health verdicts and drain; a changed `limits:` is
+/// refused by SIGHUP and by a takeover of kept tables, naming the setting.
+#[test]
+fn interface_settings_reload_state_and_limits() {
+    let _g = serial();
+    let mut lab = Lab::up("lbo-state", Layout::Plain, 1, 3).unwrap();
+    let ns = lab.balancer.ns.clone();
+    let read = |key: &str| -> String {
+        let out = in_ns(&ns, &["sysctl", "-n", key]).unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // A strict reverse-path filter, as some distributions set.
+    in_ns(&ns, &["sysctl", "-qw", "net.ipv4.conf.eth0.rp_filter=1"]).unwrap();
+    let keys = [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.send_redirects", "0"),
+        ("net.ipv4.conf.eth0.send_redirects", "0"),
+        ("net.ipv4.conf.eth0.accept_local", "1"),
+        ("net.ipv4.conf.eth0.rp_filter", "2"),
+    ];
+    let before: Vec<String> = keys.iter().map(|(k, _)| read(k)).collect();
+    assert_eq!(before, ["0", "1", "1", "0", "1"], "a fresh namespace");
+    let cfg = |max_connections: u32| {
+        let mut s = format!(
+            "limits: {{ max_connections: {max_connections} }}\nvips:\n  - address: {VIP}\n    port: 80\n    persistence: {{ timeout: 300s }}\n    health_check: {{ kind: http, path: /health, interval: 500ms, timeout: 500ms, rise: 2, fall: 2 }}\n    backends:\n"
+        );
+        for b in 1..=3 {
+            s.push_str(&format!(
+                "      - {{ address: 198.18.1.1{b}, port: 8080 }}\n"
+            ));
+        }
+        s
+    };
+    lab.start_balancer(&cfg(1000)).unwrap();
+    for (k, want) in keys {
+        assert_eq!(read(k), want, "{k} at attach");
+    }
+    // b1 down by its checks, b2 drained by hand.
+    lab.set_sick(0, true).unwrap();
+    wait_for(Duration::from_secs(10), || {
+        lab.controller_log()
+            .contains("backend 198.18.1.11:8080 is down")
+    })
+    .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
+    lab.ctl(&["backend", "drain", &format!("{VIP}:80"), "198.18.1.12:8080"])
+        .unwrap();
+    let states = |lab: &Lab| -> Vec<String> {
+        lab.ctl(&["backend", "list"])
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                format!("{} {}", cols[2], cols[3])
+            })
+            .collect()
+    };
+    let held = states(&lab);
+    assert_eq!(
+        held,
+        [
+            "198.18.1.11:8080 down",
+            "198.18.1.12:8080 draining",
+            "198.18.1.13:8080 up"
+        ]
+    );
+    // SIGHUP with the same file keeps both.
+    let path = lab.workdir.join("lb.yaml");
+    lab.signal_balancer(nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    wait_for(Duration::from_secs(5), || {
+        lab.controller_log().contains("reloaded")
+    })
+    .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
+    assert_eq!(states(&lab), held, "the verdict and the drain are kept");
+    // A changed limits: refused, named, nothing changed.
+    std::fs::write(&path, cfg(2000)).unwrap();
+    lab.signal_balancer(nix::sys::signal::Signal::SIGHUP)
+        .unwrap();
+    wait_for(Duration::from_secs(5), || {
+        lab.controller_log()
+            .contains("limits: cannot change while running")
+    })
+    .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
+    assert_eq!(states(&lab), held);
+    // Stopped (without --keep-state): every setting is as it was.
+    assert!(lab.stop_balancer().unwrap().success());
+    let after: Vec<String> = keys.iter().map(|(k, _)| read(k)).collect();
+    assert_eq!(after, before, "put back at detach");
+
+    // Kept tables are not taken over with other limits.
+    lab.set_sick(0, false).unwrap();
+    lab.start_balancer_with(&cfg(1000), &["--keep-state"])
+        .unwrap();
+    assert!(lab.stop_balancer().unwrap().success());
+    let err = lab
+        .start_balancer_with(&cfg(2000), &["--keep-state"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds 1000, but limits.max_connections is 2000"),
+        "{err}"
+    );
+    lab.start_balancer_with(&cfg(1000), &["--keep-state"])
+        .unwrap();
+    assert!(
+        lab.controller_log()
+            .contains("took over the running data path on eth0"),
+        "{}",
+        lab.controller_log()
+    );
 }
