@@ -1,13 +1,14 @@
-//! Health checks: what a check is (config), how consecutive results move a
-//! backend up or down (pure, tested here), and the probes themselves (a TCP
-//! connect, or an HTTP GET answered 2xx/3xx), run from the balancer host on
-//! the controller's runtime, one task per backend.
+//! Health checks: how consecutive results move a backend up or down (pure,
+//! tested here), and the probes themselves (a TCP connect, or an HTTP GET
+//! answered 2xx/3xx), run from the balancer host, one task per backend.
+//! What a check is (its config) lives in `model::health`. The checks
+//! follow a list of targets and send verdicts on a channel; whoever owns
+//! the model (the daemon, through the controller) applies them.
 
 use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -18,104 +19,40 @@ use tokio::{
     task::JoinHandle,
 };
 
+use crate::model::health::{CheckKind, HealthCheck};
 use crate::{
-    daemon::{lock, Controller, HealthBook, Target},
-    services::{Endpoint, VipId},
+    model::{
+        endpoint::{Endpoint, VipId},
+        services::Services,
+    },
+    sync::lock,
 };
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckKind {
-    /// A TCP connect succeeds.
-    #[default]
-    Tcp,
-    /// `GET path` answers 2xx or 3xx.
-    Http,
+/// Health-check records per (VIP, backend).
+pub type HealthBook = std::collections::BTreeMap<(VipId, Endpoint), Record>;
+
+/// One backend to check, and how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub vip: VipId,
+    pub backend: Endpoint,
+    pub check: HealthCheck,
 }
 
-/// A VIP's `health_check` block.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HealthCheck {
-    #[serde(default)]
-    pub kind: CheckKind,
-    /// The path an http check requests.
-    #[serde(default = "default_path")]
-    pub path: String,
-    #[serde(with = "humantime_serde", default = "d2")]
-    pub interval: Duration,
-    #[serde(with = "humantime_serde", default = "d1")]
-    pub timeout: Duration,
-    /// Consecutive successes for a down backend to come up.
-    #[serde(default = "two")]
-    pub rise: u32,
-    /// Consecutive failures for an up backend to go down.
-    #[serde(default = "three")]
-    pub fall: u32,
-}
-
-fn default_path() -> String {
-    "/".into()
-}
-const fn d2() -> Duration {
-    Duration::from_secs(2)
-}
-const fn d1() -> Duration {
-    Duration::from_secs(1)
-}
-const fn two() -> u32 {
-    2
-}
-const fn three() -> u32 {
-    3
-}
-
-impl Default for HealthCheck {
-    fn default() -> Self {
-        Self {
-            kind: CheckKind::default(),
-            path: default_path(),
-            interval: d2(),
-            timeout: d1(),
-            rise: two(),
-            fall: three(),
-        }
-    }
-}
-
-impl HealthCheck {
-    /// # Errors
-    /// Naming the field (`health_check.<field>`) and what is wrong with it.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.rise == 0 {
-            return Err("health_check.rise must be 1 or more, not 0".into());
-        }
-        if self.fall == 0 {
-            return Err("health_check.fall must be 1 or more, not 0".into());
-        }
-        if self.interval.is_zero() {
-            return Err("health_check.interval must be longer than zero".into());
-        }
-        if self.timeout.is_zero() {
-            return Err("health_check.timeout must be longer than zero".into());
-        }
-        if self.timeout > self.interval {
-            return Err(format!(
-                "health_check.timeout ({}) must not be longer than health_check.interval ({})",
-                humantime::format_duration(self.timeout),
-                humantime::format_duration(self.interval)
-            ));
-        }
-        if self.kind == CheckKind::Http
-            && (!self.path.starts_with('/') || self.path.chars().any(char::is_whitespace))
-        {
-            return Err(format!(
-                "health_check.path {:?} must start with '/' and contain no spaces",
-                self.path
-            ));
-        }
-        Ok(())
-    }
+/// The backends of `services` that have a health check.
+#[must_use]
+pub fn targets(services: &Services) -> Vec<Target> {
+    services
+        .vips()
+        .filter_map(|v| v.spec.health_check.as_ref().map(|c| (v, c)))
+        .flat_map(|(v, check)| {
+            v.backends.iter().map(move |b| Target {
+                vip: v.spec.id,
+                backend: b.endpoint,
+                check: check.clone(),
+            })
+        })
+        .collect()
 }
 
 /// A backend's check record: its verdict and the run of equal results.
@@ -238,31 +175,19 @@ async fn probe_inner(check: &HealthCheck, target: SocketAddr) -> Result<(), Stri
     }
 }
 
+/// A change of a backend's verdict, for the owner of the model to apply.
+pub type Verdict = (Target, Transition);
+
 /// Run one checker task per backend that has a health check, following
-/// the controller's list of targets (backends added, removed, VIPs
-/// changed), and apply each verdict change to the controller. Each task
-/// checks on its own clock, so a slow or hung backend delays no other
-/// check, and the control socket is never waited on.
-pub async fn supervise(controller: Arc<Mutex<Controller>>) {
-    let (mut targets, book) = {
-        let c = lock(&controller);
-        (c.targets.subscribe(), Arc::clone(&c.health))
-    };
-    let (verdicts, mut incoming) = mpsc::unbounded_channel::<(Target, Transition)>();
-    let applier = Arc::clone(&controller);
-    tokio::spawn(async move {
-        while let Some((t, transition)) = incoming.recv().await {
-            let c = Arc::clone(&applier);
-            let _ = tokio::task::spawn_blocking(move || {
-                let (down, reason) = match transition {
-                    Transition::Down(r) => (true, r),
-                    Transition::Up(r) => (false, r),
-                };
-                lock(&c).set_down(t.vip, t.backend, down, &reason);
-            })
-            .await;
-        }
-    });
+/// the list of `targets` (backends added, removed, VIPs changed), keeping
+/// each backend's record in `book`, and sending each verdict change on
+/// `verdicts`. Each task checks on its own clock, so a slow or hung
+/// backend delays no other check.
+pub async fn supervise(
+    mut targets: tokio::sync::watch::Receiver<Vec<Target>>,
+    book: Arc<Mutex<HealthBook>>,
+    verdicts: mpsc::UnboundedSender<Verdict>,
+) {
     let mut running: HashMap<(VipId, Endpoint), (HealthCheck, JoinHandle<()>)> = HashMap::new();
     loop {
         let wanted = targets.borrow_and_update().clone();
@@ -318,61 +243,6 @@ async fn check_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bad_checks_are_refused_naming_the_field() {
-        let ok = HealthCheck::default();
-        assert!(ok.validate().is_ok());
-        let cases = [
-            (
-                HealthCheck {
-                    rise: 0,
-                    ..ok.clone()
-                },
-                "health_check.rise",
-            ),
-            (
-                HealthCheck {
-                    fall: 0,
-                    ..ok.clone()
-                },
-                "health_check.fall",
-            ),
-            (
-                HealthCheck {
-                    interval: Duration::ZERO,
-                    ..ok.clone()
-                },
-                "health_check.interval",
-            ),
-            (
-                HealthCheck {
-                    timeout: Duration::ZERO,
-                    ..ok.clone()
-                },
-                "health_check.timeout",
-            ),
-            (
-                HealthCheck {
-                    timeout: Duration::from_secs(3),
-                    ..ok.clone()
-                },
-                "must not be longer than health_check.interval",
-            ),
-            (
-                HealthCheck {
-                    kind: CheckKind::Http,
-                    path: "healthz".into(),
-                    ..ok.clone()
-                },
-                "health_check.path",
-            ),
-        ];
-        for (check, field) in cases {
-            let e = check.validate().unwrap_err();
-            assert!(e.contains(field), "{field}: {e}");
-        }
-    }
 
     #[test]
     fn fall_failures_take_it_down_and_rise_successes_bring_it_back() {

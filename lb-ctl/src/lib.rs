@@ -1,29 +1,28 @@
-//! lb-ctl: the controller and CLI of the lb XDP load balancer.
+//! lb-ctl: the controller and CLI of the lb XDP load balancer, in layers.
+//! Each layer imports only the layers below it (a test in `tests/` checks
+//! it), from the bottom up:
 //!
-//! - [`config`]: the YAML file and its validation;
-//! - [`services`]: the desired state (VIPs, backends, ids) every change is
-//!   validated against before it reaches the kernel;
-//! - [`sched`]: selection tables (rr, wrr) the data path indexes;
-//! - [`dataplane`]: loading and attaching the XDP program, writing and
-//!   reading its maps, sweeping expired entries;
-//! - [`control`]: the Unix-socket protocol between `lb-ctl attach` and the
-//!   other subcommands; [`daemon`] is `lb-ctl attach` itself;
-//! - [`metrics`]: Prometheus text output; [`sysctl`]: host settings.
+//! - [`model`]: the desired state, pure and tested on the host: endpoints,
+//!   services and their ids, the config file, schedulers, the health check
+//!   and cookie specs;
+//! - [`kernel`]: the XDP program and its maps (load, attach, apply the
+//!   model, sweep, list, count), pins, netlink, sysctl, ethtool;
+//! - [`health`], [`l7`] (the proxy and its cookie) and [`cluster`]: the
+//!   features, each on `model` and `kernel`, never on each other;
+//! - [`controller`]: keeps the model and the kernel in step, serves the
+//!   commands, composes the reports;
+//! - [`api`]: the control socket's server and client, and the metrics;
+//! - [`daemon`]: `lb-ctl attach`, wiring the tasks together;
+//! - [`cli`]: the command line.
+//!
+//! [`sync`] is a helper every layer may use.
 pub mod api;
-pub mod batch;
+pub mod cli;
 pub mod cluster;
-pub mod config;
-pub mod control;
-pub mod cookie;
+pub mod controller;
 pub mod daemon;
-pub mod dataplane;
-pub mod ethtool;
 pub mod health;
-pub mod metrics;
-pub mod netdev;
-pub mod pins;
-pub mod proxy;
-pub mod sched;
-pub mod services;
-pub mod sysctl;
-pub mod xdpmode;
+pub mod kernel;
+pub mod l7;
+pub mod model;
+pub mod sync;

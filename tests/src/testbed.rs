@@ -8,9 +8,12 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use lb_common::{FlowKey, Reason, SessionKey};
 use lb_ctl::{
-    dataplane::{Dataplane, LoadOptions},
-    sched::Scheduler,
-    services::{Endpoint, Protocol, Services, VipId, VipSpec},
+    kernel::program::{Dataplane, LoadOptions},
+    model::{
+        endpoint::{Endpoint, Protocol, VipId},
+        sched::Scheduler,
+        services::{Services, VipSpec},
+    },
 };
 
 use crate::packet::{verify, Frame, ACK, SYN};
@@ -78,7 +81,7 @@ impl Bench {
         // them for an ingress interface) and fills the redirect map.
         dp.attach(
             &["d0".to_string(), "e0".to_string()],
-            lb_ctl::xdpmode::Mode::Native,
+            lb_ctl::kernel::xdpmode::Mode::Native,
             None,
         )
         .unwrap();
@@ -125,9 +128,9 @@ impl Bench {
                 persistence_netmask: netmask,
                 max_lifetime: std::time::Duration::ZERO,
                 health_check: None,
-                mode: lb_ctl::services::Mode::Tcp,
+                mode: lb_ctl::model::services::Mode::Tcp,
                 cookie: None,
-                forwarding: lb_ctl::services::Forwarding::Nat,
+                forwarding: lb_ctl::model::services::Forwarding::Nat,
             })
             .unwrap();
             for &(b, w) in backends {
@@ -148,9 +151,9 @@ impl Bench {
                 persistence_netmask: 32,
                 max_lifetime: Duration::ZERO,
                 health_check: None,
-                mode: lb_ctl::services::Mode::Tcp,
+                mode: lb_ctl::model::services::Mode::Tcp,
                 cookie: None,
-                forwarding: lb_ctl::services::Forwarding::Dsr,
+                forwarding: lb_ctl::model::services::Forwarding::Dsr,
             })
             .unwrap();
             for b in [B1, B2] {

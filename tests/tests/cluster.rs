@@ -4,7 +4,10 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
-use lb_ctl::{config::Config, dataplane::SessionView, services::Services};
+use lb_ctl::{
+    kernel::lister::SessionView,
+    model::{config::Config, services::Services},
+};
 use lb_tests::{
     ecmp::{EcmpLab, PORT, REDIS},
     lab::{serial, wait_for, Running, VIP},

@@ -729,7 +729,7 @@ fn control_socket_answers_during_a_two_million_entry_sweep() {
     let data = aya::maps::MapData::from_pin(&path).unwrap();
     let mut conns: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::Conn> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
-    let now = lb_ctl::dataplane::now_ns().unwrap();
+    let now = lb_ctl::kernel::clock::now_ns().unwrap();
     const ENTRIES: u32 = 2_000_000;
     // The kernel may refuse the last few entries of a full preallocated
     // map (README, "Limits"): fill it as far as it goes.

@@ -11,7 +11,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use lb_common::IcmpReason;
-use lb_ctl::{sched::Scheduler, services::Protocol};
+use lb_ctl::model::{endpoint::Protocol, sched::Scheduler};
 use lb_tests::{
     fib::{B1_MAC, B2_MAC, C1, C1_MAC, C2, D0_MAC, VIP},
     packet::{ip_packet, verify_icmp, Frame, IcmpError, ACK, PSH, SYN},

@@ -236,7 +236,7 @@ fn listings_stream_and_json_matches_text() {
     let data = aya::maps::MapData::from_pin(&path).unwrap();
     let mut conns: aya::maps::HashMap<_, lb_common::FlowKey, lb_common::Conn> =
         aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data)).unwrap();
-    let now = lb_ctl::dataplane::now_ns().unwrap();
+    let now = lb_ctl::kernel::clock::now_ns().unwrap();
     const N: u32 = 200_000;
     for i in 0..N {
         let key = lb_common::FlowKey {

@@ -12,10 +12,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use lb_common::{conn::conn_flags, ConnState, Reason, SessionKey};
-use lb_ctl::{
-    sched::Scheduler,
-    services::{Protocol, VipSpec},
-};
+use lb_ctl::model::{endpoint::Protocol, sched::Scheduler, services::VipSpec};
 use lb_tests::{
     fib::{
         B1, B1_MAC, B2, B2_MAC, B3, C1, C1_MAC, C2, D0_MAC, E0_MAC, FAR, FAR_MAC, UNRESOLVED, VIP,
@@ -283,7 +280,7 @@ fn a_full_ring_counts_what_it_loses() {
         .unwrap();
     let _in_runtime = runtime.enter();
     let cluster = lb_ctl::cluster::store::Cluster::start(
-        lb_ctl::cluster::store::Settings {
+        lb_ctl::model::config::ClusterSettings {
             store: "redis://127.0.0.1:1".into(),
             node: "test".into(),
             stream: "lb:test".into(),
@@ -295,7 +292,7 @@ fn a_full_ring_counts_what_it_loses() {
         b.dp.session_events_lost.take(),
     )
     .unwrap();
-    let now = lb_ctl::dataplane::now_ns().unwrap();
+    let now = lb_ctl::kernel::clock::now_ns().unwrap();
     let slot = b.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot;
     // The first pass takes every live session; the next is 75 s away.
     assert_eq!(cluster.due(now).get(&slot), Some(&0));
@@ -948,9 +945,9 @@ fn dsr_rewrites_only_the_mac_addresses() {
             persistence_netmask: 32,
             max_lifetime: Duration::ZERO,
             health_check: None,
-            mode: lb_ctl::services::Mode::Tcp,
+            mode: lb_ctl::model::services::Mode::Tcp,
             cookie: None,
-            forwarding: lb_ctl::services::Forwarding::Dsr,
+            forwarding: lb_ctl::model::services::Forwarding::Dsr,
         })
         .unwrap();
         for x in [B1, B2] {

@@ -35,7 +35,10 @@ use std::{
 
 use lb_common::{Session, SessionEvent, SessionKey};
 
-use crate::services::{Endpoint, Mode, Protocol, Services, VipId};
+use crate::model::{
+    endpoint::{Endpoint, Protocol, VipId},
+    services::{Mode, Services},
+};
 
 /// One session as published: what any host needs to install it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,8 +153,8 @@ impl Clocks {
     ///
     /// # Errors
     /// When the monotonic clock cannot be read.
-    pub fn now() -> Result<Self, crate::dataplane::DataplaneError> {
-        let mono_ns = crate::dataplane::now_ns()?;
+    pub fn now() -> Result<Self, crate::kernel::error::DataplaneError> {
+        let mono_ns = crate::kernel::clock::now_ns()?;
         let wall_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));

@@ -23,6 +23,7 @@ use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, Value};
 use tokio::sync::{mpsc, watch};
 
 use super::{merge, Clocks, Directory, Merge, Passes, Record};
+use crate::model::config::ClusterSettings;
 
 /// Batches waiting for the publisher; more are dropped (and counted), and
 /// the next refresh pass publishes every live session again.
@@ -40,19 +41,6 @@ const BATCH: usize = 1024;
 const BLOCK: Duration = Duration::from_millis(500);
 /// Wait between attempts to reach an unreachable store.
 const RETRY: Duration = Duration::from_secs(1);
-
-/// The `cluster:` block, as the controller runs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    /// `redis://HOST:PORT[/DB]`.
-    pub store: String,
-    /// This host's name (logs and the stream's entries).
-    pub node: String,
-    /// The stream's key.
-    pub stream: String,
-    /// About how many entries the stream keeps (`XADD MAXLEN ~`).
-    pub stream_max_len: u64,
-}
 
 /// What the tasks count, for metrics and `status`.
 #[derive(Debug, Default)]
@@ -112,7 +100,7 @@ impl Counters {
     /// The `q` quantile (0..=1) of the kept lags, in milliseconds.
     #[must_use]
     pub fn lag_quantile(&self, q: f64) -> Option<u32> {
-        let mut v: Vec<u32> = crate::daemon::lock(&self.lags).iter().copied().collect();
+        let mut v: Vec<u32> = crate::sync::lock(&self.lags).iter().copied().collect();
         if v.is_empty() {
             return None;
         }
@@ -122,7 +110,7 @@ impl Counters {
     }
 
     fn lag(&self, ms: u64) {
-        let mut lags = crate::daemon::lock(&self.lags);
+        let mut lags = crate::sync::lock(&self.lags);
         if lags.len() == LAGS {
             lags.pop_front();
         }
@@ -155,7 +143,13 @@ impl Counters {
     /// Note whether the store answered `role`; log once per change of the
     /// whole. The publisher regaining the store publishes every live
     /// session again (at the next sweep).
-    fn reached(&self, role: Role, ok: bool, settings: &Settings, why: &dyn std::fmt::Display) {
+    fn reached(
+        &self,
+        role: Role,
+        ok: bool,
+        settings: &ClusterSettings,
+        why: &dyn std::fmt::Display,
+    ) {
         let before = self.state();
         let mine = match role {
             Role::Publisher => &self.publisher,
@@ -188,7 +182,7 @@ impl Counters {
 
 /// The controller's handle on the cluster tasks.
 pub struct Cluster {
-    pub settings: Settings,
+    pub settings: ClusterSettings,
     /// This controller's id in the stream (random at each start).
     pub instance: u64,
     pub counters: Arc<Counters>,
@@ -209,7 +203,7 @@ impl Cluster {
     /// # Errors
     /// When the store's address is not a Redis URL.
     pub fn start(
-        settings: Settings,
+        settings: ClusterSettings,
         directory: Directory,
         sessions: BpfHashMap<MapData, SessionKey, Session>,
         ring: Option<RingBuf<MapData>>,
@@ -315,7 +309,7 @@ impl Cluster {
         if lost > self.counters.ring_lost.swap(lost, Relaxed) {
             self.counters.resync.store(true, Relaxed);
         }
-        let mut passes = crate::daemon::lock(&self.passes);
+        let mut passes = crate::sync::lock(&self.passes);
         if self.counters.resync.swap(false, Relaxed) {
             passes.reset();
         }
@@ -327,7 +321,7 @@ impl Cluster {
     pub fn publish(&self, sessions: &[(SessionKey, Session)]) {
         let Ok(clocks) = Clocks::now() else { return };
         let directory = Arc::clone(&self.directory.borrow());
-        let mut installed = crate::daemon::lock(&self.installed);
+        let mut installed = crate::sync::lock(&self.installed);
         let batch: Vec<Record> = sessions
             .iter()
             .filter(|(k, s)| match installed.get(k) {
@@ -450,7 +444,7 @@ async fn read_ring(
 /// Publish queued records in pipelined batches.
 async fn publish(
     client: redis::Client,
-    settings: Settings,
+    settings: ClusterSettings,
     mut queue: mpsc::Receiver<Vec<Record>>,
     counters: Arc<Counters>,
 ) {
@@ -530,7 +524,7 @@ async fn publish(
 /// Follow the stream and install the other hosts' sessions.
 async fn subscribe(
     client: redis::Client,
-    settings: Settings,
+    settings: ClusterSettings,
     me: Me,
     directory: watch::Receiver<Arc<Directory>>,
     mut target: Install,
@@ -635,7 +629,7 @@ impl Install {
             Merge::Install => {
                 if self.sessions.insert(p.key, p.session, 0).is_ok() {
                     counters.installed.fetch_add(1, Relaxed);
-                    crate::daemon::lock(&self.installed).insert(p.key, p.session.last_seen_ns);
+                    crate::sync::lock(&self.installed).insert(p.key, p.session.last_seen_ns);
                     if r.new {
                         // A new session (not a refresh): how long it took.
                         counters.lag(clocks.wall_ms.saturating_sub(r.created_ms));

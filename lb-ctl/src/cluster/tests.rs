@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::Config;
+use crate::model::config::Config;
 
 const S: u64 = 1_000_000_000;
 

@@ -21,10 +21,9 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use lb_ctl::{
-    cluster::{store::Cluster, store::Settings, Directory},
-    dataplane::{Dataplane, LoadOptions},
-    sched::Scheduler,
-    services::Services,
+    cluster::{store::Cluster, Directory},
+    kernel::program::{Dataplane, LoadOptions},
+    model::{config::ClusterSettings as Settings, sched::Scheduler, services::Services},
 };
 
 use super::{report::Samples, Plan};
@@ -58,7 +57,11 @@ fn host(services: &Services, attach: bool) -> Result<Dataplane> {
     dp.tables
         .set_settings(&super::prog::settings(900_000_000_000))?;
     if attach {
-        dp.attach(&FibNs::ifaces(), lb_ctl::xdpmode::Mode::Native, None)?;
+        dp.attach(
+            &FibNs::ifaces(),
+            lb_ctl::kernel::xdpmode::Mode::Native,
+            None,
+        )?;
     }
     dp.tables.apply(&Services::default(), services)?;
     Ok(dp)
@@ -127,7 +130,7 @@ pub fn publish_latency(plan: &Plan, samples: &mut Samples) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     for round in 0..=plan.rounds {
-        lb_ctl::daemon::lock(&host_b.counters.lags).clear();
+        lb_ctl::sync::lock(&host_b.counters.lags).clear();
         let installed_before = host_b
             .counters
             .installed
@@ -156,7 +159,7 @@ pub fn publish_latency(plan: &Plan, samples: &mut Samples) -> Result<()> {
             std::thread::sleep(Duration::from_millis(10));
         }
         let arrived = installed();
-        let lags: Vec<f64> = lb_ctl::daemon::lock(&host_b.counters.lags)
+        let lags: Vec<f64> = lb_ctl::sync::lock(&host_b.counters.lags)
             .iter()
             .map(|&ms| f64::from(ms))
             .collect();

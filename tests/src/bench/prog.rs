@@ -22,9 +22,15 @@ use anyhow::{bail, Context as _, Result};
 use aya::{programs::Xdp, Ebpf};
 use lb_common::{conn::conn_flags, ConnState, FlowKey, Session, SessionKey, Settings};
 use lb_ctl::{
-    dataplane::{now_ns, Dataplane, LoadOptions, PASS_PROGRAM},
-    sched::Scheduler,
-    services::{Endpoint, Protocol, Services, VipId, VipSpec},
+    kernel::{
+        clock::now_ns,
+        program::{Dataplane, LoadOptions, PASS_PROGRAM},
+    },
+    model::{
+        endpoint::{Endpoint, Protocol, VipId},
+        sched::Scheduler,
+        services::{Services, VipSpec},
+    },
 };
 
 use super::{report::Samples, Plan};
@@ -82,9 +88,9 @@ pub(super) fn model(scheduler: Scheduler, timeout: std::time::Duration) -> Resul
         persistence_netmask: 32,
         max_lifetime: std::time::Duration::ZERO,
         health_check: None,
-        mode: lb_ctl::services::Mode::Tcp,
+        mode: lb_ctl::model::services::Mode::Tcp,
         cookie: None,
-        forwarding: lb_ctl::services::Forwarding::Nat,
+        forwarding: lb_ctl::model::services::Forwarding::Nat,
     })?;
     for b in [B1, B2, B3] {
         services.add_backend(
@@ -121,7 +127,11 @@ impl Rig {
             shared: false,
         })?;
         dp.tables.set_settings(&settings(900_000_000_000))?;
-        dp.attach(&FibNs::ifaces(), lb_ctl::xdpmode::Mode::Native, None)?;
+        dp.attach(
+            &FibNs::ifaces(),
+            lb_ctl::kernel::xdpmode::Mode::Native,
+            None,
+        )?;
         let services = model(Scheduler::Rr, std::time::Duration::from_secs(3600))?;
         dp.tables.apply(&Services::default(), &services)?;
         let mut floor = Ebpf::load(PASS_PROGRAM)?;
@@ -385,7 +395,7 @@ pub fn maglev(samples: &mut Samples) {
     let mut times: Vec<f64> = (0..11)
         .map(|_| {
             let t = Instant::now();
-            let table = lb_ctl::sched::build_maglev(&backends, lb_common::MAGLEV_SIZE);
+            let table = lb_ctl::model::sched::build_maglev(&backends, lb_common::MAGLEV_SIZE);
             std::hint::black_box(table);
             t.elapsed().as_secs_f64() * 1e3
         })
@@ -587,7 +597,9 @@ fn cpu_ms() -> f64 {
     })
 }
 
-fn timed(f: impl FnOnce() -> Result<(), lb_ctl::dataplane::DataplaneError>) -> Result<(f64, f64)> {
+fn timed(
+    f: impl FnOnce() -> Result<(), lb_ctl::kernel::error::DataplaneError>,
+) -> Result<(f64, f64)> {
     let c0 = cpu_ms();
     let t = Instant::now();
     f()?;

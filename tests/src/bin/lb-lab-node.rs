@@ -172,7 +172,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::XdpPass { ifaces, sink } => {
-            let mut ebpf = aya::Ebpf::load(lb_ctl::dataplane::PASS_PROGRAM)?;
+            let mut ebpf = aya::Ebpf::load(lb_ctl::kernel::program::PASS_PROGRAM)?;
             let name = if sink { "lb_sink" } else { "lb_pass" };
             let prog: &mut aya::programs::Xdp =
                 ebpf.program_mut(name).context("XDP program")?.try_into()?;
@@ -285,7 +285,7 @@ fn xdp_flood(
     use aya::programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode};
     let src_mac =
         parse_mac(std::fs::read_to_string(format!("/sys/class/net/{iface}/address"))?.trim())?;
-    let mut ebpf = aya::Ebpf::load(lb_ctl::dataplane::PASS_PROGRAM)?;
+    let mut ebpf = aya::Ebpf::load(lb_ctl::kernel::program::PASS_PROGRAM)?;
     let mut conf: aya::maps::Array<_, u32> =
         aya::maps::Array::try_from(ebpf.map_mut("GEN_FLOWS").context("GEN_FLOWS")?)?;
     conf.set(0, flows, 0)?;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::dataplane::Stats;
+use crate::controller::report::Stats;
 
 /// A label value as the text format wants it: backslash, double quote and
 /// line feed escaped.
@@ -35,7 +35,7 @@ pub fn render(stats: &Stats) -> String {
             }
         }
     };
-    let vip_label = |id: &crate::services::VipId, name: &Option<String>| {
+    let vip_label = |id: &crate::model::endpoint::VipId, name: &Option<String>| {
         format!(
             "vip=\"{}\",protocol=\"{}\",name=\"{}\"",
             id.endpoint,
@@ -43,7 +43,7 @@ pub fn render(stats: &Stats) -> String {
             escape(name.as_deref().unwrap_or(""))
         )
     };
-    let be_label = |id: &crate::services::VipId, b: &crate::services::Endpoint| {
+    let be_label = |id: &crate::model::endpoint::VipId, b: &crate::model::endpoint::Endpoint| {
         format!(
             "vip=\"{}\",protocol=\"{}\",backend=\"{b}\"",
             id.endpoint,
@@ -59,7 +59,7 @@ pub fn render(stats: &Stats) -> String {
         ("bytes", "Bytes forwarded for the VIP, both directions.", 1),
         ("connections", "New connections scheduled to the VIP.", 2),
     ] {
-        let value = |t: &crate::dataplane::Traffic| match pick {
+        let value = |t: &crate::kernel::stats::Traffic| match pick {
             0 => t.packets,
             1 => t.bytes,
             _ => t.new_conns,
@@ -150,7 +150,8 @@ pub fn render(stats: &Stats) -> String {
             })
             .collect(),
     );
-    let http_label = |vip: &crate::services::VipId, b: &Option<crate::services::Endpoint>| match b {
+    let http_label = |vip: &crate::model::endpoint::VipId,
+                      b: &Option<crate::model::endpoint::Endpoint>| match b {
         Some(b) => be_label(vip, b),
         None => format!(
             "vip=\"{}\",protocol=\"{}\"",
@@ -308,7 +309,7 @@ pub fn render(stats: &Stats) -> String {
                 vip.protocol.as_str()
             );
             let mut cumulative = 0;
-            for (i, bound) in crate::proxy::LATENCY_BUCKETS.iter().enumerate() {
+            for (i, bound) in crate::l7::proxy::LATENCY_BUCKETS.iter().enumerate() {
                 cumulative += c.latency[i];
                 let _ = writeln!(
                     out,
@@ -346,8 +347,9 @@ pub fn render(stats: &Stats) -> String {
 mod tests {
     use super::*;
     use crate::{
-        dataplane::{Stats, Traffic},
-        services::{Endpoint, Protocol, VipId},
+        controller::report::Stats,
+        kernel::stats::Traffic,
+        model::endpoint::{Endpoint, Protocol, VipId},
     };
 
     #[test]

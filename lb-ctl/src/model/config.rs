@@ -5,9 +5,10 @@ use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
+use super::{
+    endpoint::{Endpoint, Protocol, VipId},
     sched::Scheduler,
-    services::{Endpoint, Protocol, ServiceError, Services, VipId, VipSpec},
+    services::{ServiceError, Services, VipSpec},
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,7 +62,7 @@ impl Cluster {
     ///
     /// # Errors
     /// Naming the field that is wrong.
-    pub fn settings(&self, node: Option<&str>) -> Result<crate::cluster::store::Settings, String> {
+    pub fn settings(&self, node: Option<&str>) -> Result<ClusterSettings, String> {
         let url = redis::parse_redis_url(&self.store).ok_or_else(|| {
             format!(
                 "cluster.store: {:?} is not a Redis URL (for example redis://198.18.4.10:6379)",
@@ -105,7 +106,7 @@ impl Cluster {
                 self.stream_max_len
             ));
         }
-        Ok(crate::cluster::store::Settings {
+        Ok(ClusterSettings {
             store: self.store.clone(),
             node,
             stream: self.stream.clone(),
@@ -150,15 +151,15 @@ pub struct VipConfig {
     pub scheduler: Scheduler,
     /// `tcp` (default): the XDP path; `http`: the layer-7 proxy.
     #[serde(default)]
-    pub mode: crate::services::Mode,
+    pub mode: crate::model::services::Mode,
     /// `nat` (default) or `dsr` (direct server return).
     #[serde(default)]
-    pub forwarding: crate::services::Forwarding,
+    pub forwarding: crate::model::services::Forwarding,
     #[serde(default)]
     pub persistence: Persistence,
     /// Without one, every backend counts as up.
     #[serde(default)]
-    pub health_check: Option<crate::health::HealthCheck>,
+    pub health_check: Option<crate::model::health::HealthCheck>,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
 }
@@ -176,7 +177,7 @@ pub struct Persistence {
     pub max_lifetime: Duration,
     /// Cookie persistence (`mode: http` only).
     #[serde(default)]
-    pub cookie: Option<crate::cookie::CookieSpec>,
+    pub cookie: Option<crate::model::cookie::CookieSpec>,
 }
 
 impl Default for Persistence {
@@ -465,11 +466,25 @@ impl Config {
     }
 }
 
+/// The `cluster:` block, as the controller runs it (checked, with the
+/// node's name resolved).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis://HOST:PORT[/DB]`.
+    pub store: String,
+    /// This host's name (logs and the stream's entries).
+    pub node: String,
+    /// The stream's key.
+    pub stream: String,
+    /// About how many entries the stream keeps (`XADD MAXLEN ~`).
+    pub stream_max_len: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../../configs/example.yaml");
+    const EXAMPLE: &str = include_str!("../../../configs/example.yaml");
 
     #[test]
     fn the_example_config_is_valid() {
@@ -628,7 +643,7 @@ mod tests {
         )
         .unwrap();
         let check = c.vips[0].health_check.clone().unwrap();
-        assert_eq!(check, crate::health::HealthCheck::default());
+        assert_eq!(check, crate::model::health::HealthCheck::default());
         assert_eq!(
             (
                 check.interval,

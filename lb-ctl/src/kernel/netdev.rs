@@ -1,7 +1,7 @@
 //! What the kernel says about a network device, over netlink: its kind and
 //! veth peer and the XDP program attached to it (rtnetlink `RTM_GETLINK`),
 //! and the XDP actions its driver can carry out (the `netdev` generic
-//! netlink family, Linux 6.3+). [`crate::xdpmode`] decides from these.
+//! netlink family, Linux 6.3+). [`crate::kernel::xdpmode`] decides from these.
 
 use std::{fmt, io};
 
@@ -318,12 +318,12 @@ pub fn xdp_features(ifindex: u32) -> Result<Option<u64>> {
     }))
 }
 
-/// Everything [`crate::xdpmode::choose`] needs to know about `ifindex`.
+/// Everything [`crate::kernel::xdpmode::choose`] needs to know about `ifindex`.
 ///
 /// # Errors
 /// When the device cannot be read (its veth peer or features missing are
 /// not errors: they are recorded as unknown).
-pub fn facts(ifindex: u32) -> Result<crate::xdpmode::Facts> {
+pub fn facts(ifindex: u32) -> Result<crate::kernel::xdpmode::Facts> {
     let link = link(ifindex)?;
     let peer = match (link.is_veth(), link.peer_ifindex) {
         (true, Some(peer)) => link_in(peer, link.peer_netnsid)
@@ -335,7 +335,7 @@ pub fn facts(ifindex: u32) -> Result<crate::xdpmode::Facts> {
         log::debug!("reading the XDP features of {}: {e}", link.name);
         None
     });
-    Ok(crate::xdpmode::Facts {
+    Ok(crate::kernel::xdpmode::Facts {
         link,
         peer,
         features,

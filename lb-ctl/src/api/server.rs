@@ -26,6 +26,8 @@
 
 use std::{
     convert::Infallible,
+    os::unix::{fs::PermissionsExt as _, net::UnixStream},
+    path::PathBuf,
     sync::{Arc, Mutex},
 };
 
@@ -39,11 +41,18 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::ApiError;
 use crate::{
-    control::{ErrorKind, Request, Response as Answer},
-    daemon::{lock, Controller},
-    dataplane::Lister,
-    services::{Endpoint, Protocol, VipId, VipSpec},
+    controller::{
+        commands::{ErrorKind, Request, Response as Answer},
+        Controller,
+    },
+    kernel::lister::Lister,
+    model::{
+        endpoint::{Endpoint, Protocol, VipId},
+        services::VipSpec,
+    },
+    sync::lock,
 };
 
 type Shared = Arc<Mutex<Controller>>;
@@ -88,12 +97,6 @@ pub fn metrics_router(controller: Shared) -> Router {
         .with_state(controller)
 }
 
-/// The body of every error.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ApiError {
-    pub error: String,
-}
-
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(ApiError { error: message })).into_response()
 }
@@ -126,7 +129,7 @@ fn answer_response(answer: Answer) -> Response {
         Answer::Status { status } => Json(status).into_response(),
         Answer::Stats { stats } => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            crate::metrics::render(&stats),
+            super::metrics::render(&stats),
         )
             .into_response(),
     }
@@ -437,4 +440,48 @@ pub fn send_lines<T: Serialize>(
         }
     }
     chunk.is_empty() || send(chunk)
+}
+
+/// Why the control socket cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("another controller is already listening on {0}; stop it or choose another --socket")]
+    InUse(PathBuf),
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Create the listening socket: parent directory 0700, socket 0600. A stale
+/// socket file is replaced; a live controller on it is an error.
+///
+/// # Errors
+/// When the path is in use or cannot be created.
+pub fn bind(path: &std::path::Path) -> Result<tokio::net::UnixListener, SocketError> {
+    let bind_err = |source| SocketError::Bind {
+        path: path.to_owned(),
+        source,
+    };
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(SocketError::InUse(path.to_owned()));
+        }
+        std::fs::remove_file(path).map_err(bind_err)?;
+    }
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            if !dir.exists() {
+                std::fs::create_dir_all(dir).map_err(bind_err)?;
+            }
+            // Root's only: whoever can reach the socket controls the
+            // balancer.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(bind_err)?;
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
+    Ok(listener)
 }

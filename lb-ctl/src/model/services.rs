@@ -7,115 +7,13 @@
 //! backend slot's generation grows each time it is reused so old sessions
 //! never follow a slot to a different backend.
 
-use std::{collections::BTreeMap, fmt, net::Ipv4Addr, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
 
-use lb_common::{MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_VIPS, PROTO_TCP, PROTO_UDP};
+use lb_common::{MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_VIPS};
 use serde::{Deserialize, Serialize};
 
-use crate::sched::{build_table, SchedError, Scheduler, MAX_WEIGHT};
-
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    #[default]
-    Tcp,
-    Udp,
-}
-
-impl Protocol {
-    #[must_use]
-    pub const fn number(self) -> u8 {
-        match self {
-            Self::Tcp => PROTO_TCP,
-            Self::Udp => PROTO_UDP,
-        }
-    }
-
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcp => "tcp",
-            Self::Udp => "udp",
-        }
-    }
-
-    #[must_use]
-    pub const fn from_number(n: u8) -> Option<Self> {
-        match n {
-            PROTO_TCP => Some(Self::Tcp),
-            PROTO_UDP => Some(Self::Udp),
-            _ => None,
-        }
-    }
-}
-
-/// An IPv4 address and port, written `198.18.0.100:80` (also in JSON).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Endpoint {
-    pub addr: Ipv4Addr,
-    pub port: u16,
-}
-
-impl fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.addr, self.port)
-    }
-}
-
-impl Serialize for Endpoint {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Endpoint {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl FromStr for Endpoint {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not ADDRESS:PORT (for example 198.18.0.100:80)"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} in {s:?} is not an IPv4 address"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("{port:?} in {s:?} is not a port number (1-65535)"))?;
-        Ok(Self { addr, port })
-    }
-}
-
-/// Identifies a virtual service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct VipId {
-    pub endpoint: Endpoint,
-    pub protocol: Protocol,
-}
-
-impl fmt::Display for VipId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.endpoint, self.protocol.as_str())
-    }
-}
+use super::endpoint::{Endpoint, Protocol, VipId};
+use super::sched::{build_table, SchedError, Scheduler, MAX_WEIGHT};
 
 /// What an operator says about a virtual service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,13 +31,13 @@ pub struct VipSpec {
     pub max_lifetime: Duration,
     /// Without one, every backend counts as up.
     #[serde(default)]
-    pub health_check: Option<crate::health::HealthCheck>,
+    pub health_check: Option<crate::model::health::HealthCheck>,
     /// `tcp`: the XDP path; `http`: the layer-7 proxy.
     #[serde(default)]
     pub mode: Mode,
     /// Cookie persistence (`mode: http` only).
     #[serde(default)]
-    pub cookie: Option<crate::cookie::CookieSpec>,
+    pub cookie: Option<crate::model::cookie::CookieSpec>,
     /// `nat` (default): the balancer translates both directions; `dsr`:
     /// the backends answer the clients directly.
     #[serde(default)]
@@ -194,7 +92,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(endpoint: Endpoint, weight: u32, slot: u32, gen: u32) -> Self {
+    pub(super) fn new(endpoint: Endpoint, weight: u32, slot: u32, gen: u32) -> Self {
         Self {
             endpoint,
             weight,
@@ -306,9 +204,9 @@ fn usable(addr: Ipv4Addr) -> bool {
 /// All virtual services, keyed by (address, port, protocol).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Services {
-    vips: BTreeMap<VipId, Vip>,
+    pub(super) vips: BTreeMap<VipId, Vip>,
     /// Generation of every backend slot ever used.
-    backend_gens: BTreeMap<u32, u32>,
+    pub(super) backend_gens: BTreeMap<u32, u32>,
 }
 
 impl Services {
@@ -388,7 +286,7 @@ impl Services {
     }
 
     /// A Maglev table slot for `spec`, when it is a maglev VIP.
-    fn free_maglev_slot(&self, spec: &VipSpec) -> Result<Option<u32>, ServiceError> {
+    pub(super) fn free_maglev_slot(&self, spec: &VipSpec) -> Result<Option<u32>, ServiceError> {
         if spec.scheduler != Scheduler::Maglev || spec.mode == Mode::Http {
             return Ok(None);
         }
@@ -576,230 +474,10 @@ impl Services {
     }
 }
 
-/// A VIP found in the tables an earlier controller left (`--keep-state`,
-/// or a controller that died): the data path kept using them meanwhile.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeptVip {
-    pub id: VipId,
-    pub slot: u32,
-    pub persistence_timeout: Duration,
-    pub persistence_netmask: u8,
-    pub max_lifetime: Duration,
-    pub forwarding: Forwarding,
-}
-
-/// A backend slot found in kept tables.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeptBackend {
-    pub slot: u32,
-    pub vip_slot: u32,
-    pub endpoint: Endpoint,
-    pub gen: u32,
-    /// Still configured (not retired by a removal).
-    pub active: bool,
-}
-
-/// Everything the kept tables say about ids.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Kept {
-    pub vips: Vec<KeptVip>,
-    pub backends: Vec<KeptBackend>,
-}
-
-impl Kept {
-    fn vip_slot(&self, id: &VipId) -> Option<u32> {
-        self.vips.iter().find(|v| v.id == *id).map(|v| v.slot)
-    }
-}
-
-impl Services {
-    /// What this model says about ids, as kept tables would (every slot
-    /// ever used, with its last generation).
-    #[must_use]
-    pub fn as_kept(&self) -> Kept {
-        let mut kept = Kept {
-            vips: self
-                .vips()
-                .map(|v| KeptVip {
-                    id: v.spec.id,
-                    slot: v.slot,
-                    persistence_timeout: v.spec.persistence_timeout,
-                    persistence_netmask: v.spec.persistence_netmask,
-                    max_lifetime: v.spec.max_lifetime,
-                    forwarding: v.spec.forwarding,
-                })
-                .collect(),
-            backends: Vec::new(),
-        };
-        for (&slot, &gen) in &self.backend_gens {
-            let live = self
-                .vips()
-                .find_map(|v| v.backends.iter().find(|b| b.slot == slot).map(|b| (v, b)));
-            kept.backends.push(match live {
-                Some((v, b)) => KeptBackend {
-                    slot,
-                    vip_slot: v.slot,
-                    endpoint: b.endpoint,
-                    gen: b.gen,
-                    active: true,
-                },
-                None => KeptBackend {
-                    slot,
-                    vip_slot: u32::MAX,
-                    endpoint: Endpoint {
-                        addr: Ipv4Addr::UNSPECIFIED,
-                        port: 0,
-                    },
-                    gen,
-                    active: false,
-                },
-            });
-        }
-        kept
-    }
-
-    /// This model (a reloaded config) moved onto the ids of `current`, the
-    /// running one: as after a restart, kept VIPs and backends keep their
-    /// ids, and backends that stay keep their health and drain state.
-    ///
-    /// # Errors
-    /// When the ids run out.
-    pub fn on_current_ids(&self, current: &Self) -> Result<Self, ServiceError> {
-        let mut next = self.on_kept_ids(&current.as_kept())?;
-        for v in next.vips.values_mut() {
-            let Some(was) = current.vip(&v.spec.id) else {
-                continue;
-            };
-            for b in &mut v.backends {
-                if let Some(old) = was.backends.iter().find(|o| o.endpoint == b.endpoint) {
-                    b.down = old.down;
-                    b.drain = old.drain;
-                }
-            }
-            rebuild(v)?;
-        }
-        Ok(next)
-    }
-
-    /// The model the kept tables describe, as far as they tell: VIPs with
-    /// their slots and active backends (weights and selection tables are
-    /// not needed to move the tables on from it).
-    #[must_use]
-    pub fn from_kept(kept: &Kept) -> Self {
-        let mut s = Self::default();
-        for b in &kept.backends {
-            s.backend_gens.insert(b.slot, b.gen);
-        }
-        for v in &kept.vips {
-            let backends = kept
-                .backends
-                .iter()
-                .filter(|b| b.active && b.vip_slot == v.slot)
-                .map(|b| Backend::new(b.endpoint, 1, b.slot, b.gen))
-                .collect();
-            s.vips.insert(
-                v.id,
-                Vip {
-                    spec: VipSpec {
-                        name: None,
-                        id: v.id,
-                        scheduler: Scheduler::Rr,
-                        persistence_timeout: v.persistence_timeout,
-                        persistence_netmask: v.persistence_netmask,
-                        max_lifetime: v.max_lifetime,
-                        health_check: None,
-                        mode: Mode::Tcp,
-                        cookie: None,
-                        forwarding: v.forwarding,
-                    },
-                    slot: v.slot,
-                    backends,
-                    table: Vec::new(),
-                    maglev_slot: None,
-                },
-            );
-        }
-        s
-    }
-
-    /// This model with its ids moved onto the kept tables': a VIP keeps the
-    /// slot it had, a backend that still serves the same VIP keeps its slot
-    /// and generation (so kept sessions and connections stay valid whatever
-    /// order the config lists things in), and everything new takes slots
-    /// the kept tables do not use, with a generation above the slot's last.
-    ///
-    /// # Errors
-    /// When the ids run out.
-    pub fn on_kept_ids(&self, kept: &Kept) -> Result<Self, ServiceError> {
-        let mut out = Self::default();
-        for b in &kept.backends {
-            out.backend_gens.insert(b.slot, b.gen);
-        }
-        let kept_vip_slots: Vec<u32> = kept.vips.iter().map(|v| v.slot).collect();
-        let mut vip_slots: Vec<u32> = Vec::new();
-        // New backends take slots no kept active backend holds (its
-        // connections may still be draining); kept ones are reused.
-        let mut backend_slots: Vec<u32> = kept
-            .backends
-            .iter()
-            .filter(|k| k.active)
-            .map(|k| k.slot)
-            .collect();
-        // First the VIPs that keep their slot, then the others.
-        let mut order: Vec<&Vip> = self.vips.values().collect();
-        order.sort_by_key(|v| kept.vip_slot(&v.spec.id).is_none());
-        for v in order {
-            let slot = match kept.vip_slot(&v.spec.id) {
-                Some(s) => s,
-                None => (0..MAX_VIPS)
-                    .find(|s| !vip_slots.contains(s) && !kept_vip_slots.contains(s))
-                    .or_else(|| (0..MAX_VIPS).find(|s| !vip_slots.contains(s)))
-                    .ok_or(ServiceError::TooManyVips)?,
-            };
-            vip_slots.push(slot);
-            let maglev_slot = out.free_maglev_slot(&v.spec)?;
-            let mut nv = Vip {
-                spec: v.spec.clone(),
-                slot,
-                backends: Vec::with_capacity(v.backends.len()),
-                table: Vec::new(),
-                maglev_slot,
-            };
-            for b in &v.backends {
-                let reuse = kept.backends.iter().find(|k| {
-                    k.active
-                        && kept.vip_slot(&v.spec.id) == Some(k.vip_slot)
-                        && k.endpoint == b.endpoint
-                });
-                let (slot, gen) = match reuse {
-                    Some(k) => (k.slot, k.gen),
-                    None => {
-                        let slot = (0..MAX_BACKENDS)
-                            .find(|s| !backend_slots.contains(s))
-                            .ok_or(ServiceError::TooManyBackends)?;
-                        backend_slots.push(slot);
-                        let gen = out.backend_gens.get(&slot).map_or(1, |g| g.wrapping_add(1));
-                        out.backend_gens.insert(slot, gen);
-                        (slot, gen)
-                    }
-                };
-                nv.backends.push(Backend {
-                    slot,
-                    gen,
-                    ..b.clone()
-                });
-            }
-            rebuild(&mut nv)?;
-            out.vips.insert(v.spec.id, nv);
-        }
-        Ok(out)
-    }
-}
-
 /// The selection table holds the backends that take new clients (up and
 /// not draining); with none, it is empty and the data path drops new
 /// connections (counted as `drop_no_backend`).
-fn rebuild(v: &mut Vip) -> Result<(), ServiceError> {
+pub(super) fn rebuild(v: &mut Vip) -> Result<(), ServiceError> {
     if v.spec.scheduler == Scheduler::Maglev {
         let keyed: Vec<(u32, u32, String)> = v
             .backends
@@ -807,7 +485,7 @@ fn rebuild(v: &mut Vip) -> Result<(), ServiceError> {
             .filter(|b| b.takes_new_clients())
             .map(|b| (b.slot, b.weight, b.endpoint.to_string()))
             .collect();
-        v.table = crate::sched::build_maglev(&keyed, lb_common::MAGLEV_SIZE);
+        v.table = super::sched::build_maglev(&keyed, lb_common::MAGLEV_SIZE);
         return Ok(());
     }
     let pairs: Vec<(u32, u32)> = v
@@ -826,6 +504,7 @@ fn rebuild(v: &mut Vip) -> Result<(), ServiceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::kept::{Kept, KeptBackend, KeptVip};
 
     fn ep(s: &str) -> Endpoint {
         s.parse().unwrap()

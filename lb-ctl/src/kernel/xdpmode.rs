@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use crate::netdev::{xdp_act, Attached, Link};
+use crate::kernel::netdev::{xdp_act, Attached, Link};
 
 /// What the operator asked for (`--xdp-mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

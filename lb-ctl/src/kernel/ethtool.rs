@@ -144,13 +144,13 @@ impl Watch {
 
 /// The warning for frames lost on `iface`.
 #[must_use]
-pub fn warning(iface: &str, lost: u64, mode: crate::xdpmode::Mode) -> String {
+pub fn warning(iface: &str, lost: u64, mode: crate::kernel::xdpmode::Mode) -> String {
     let fix = match mode {
-        crate::xdpmode::Mode::Native => {
+        crate::kernel::xdpmode::Mode::Native => {
             "the device (or, on veth, its peer) no longer takes XDP frames; \
              re-attach with `--xdp-mode generic`, or give the veth peer an XDP program"
         }
-        crate::xdpmode::Mode::Generic => "the device's transmit queue is overrunning",
+        crate::kernel::xdpmode::Mode::Generic => "the device's transmit queue is overrunning",
     };
     format!(
         "{iface}: the driver dropped {lost} frame(s) the XDP program sent (ethtool -S {iface}: xdp errors); {fix}"

@@ -37,10 +37,14 @@ use hyper_util::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::cookie::{unix_now, Keys, Ticket};
 use crate::{
-    cookie::{unix_now, CookieSpec, Keys, Ticket},
-    daemon::lock,
-    services::{Endpoint, Services, VipId},
+    model::{
+        cookie::CookieSpec,
+        endpoint::{Endpoint, VipId},
+        services::Services,
+    },
+    sync::lock,
 };
 
 type Body = BoxBody<Bytes, hyper::Error>;
@@ -65,7 +69,7 @@ pub type View = BTreeMap<VipId, HttpVip>;
 pub fn view(services: &Services) -> View {
     services
         .vips()
-        .filter(|v| v.spec.mode == crate::services::Mode::Http)
+        .filter(|v| v.spec.mode == crate::model::services::Mode::Http)
         .map(|v| {
             let slot_ep: HashMap<u32, Endpoint> =
                 v.backends.iter().map(|b| (b.slot, b.endpoint)).collect();

@@ -1,0 +1,415 @@
+//! The controller: the model (`model::services`) and the kernel tables it
+//! describes, kept in step. Every change (API, SIGHUP, health verdict) is
+//! made on a copy of the model, validated, written to the maps, and only
+//! then becomes the model; the layer-7 proxy, the health checks and the
+//! cluster follow it.
+//!
+//! - [`commands`]: the requests it serves and their answers;
+//! - [`report`]: `status`, `stats` and `backend list`, composed here from
+//!   the kernel's counters and the features' own;
+//! - [`sweep`]: the sweep tick, run off the controller's lock.
+
+pub mod commands;
+pub mod report;
+pub mod sweep;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use anyhow::Result;
+
+use crate::{
+    health::{HealthBook, Target},
+    kernel::program::Dataplane,
+    model::{
+        config::Config,
+        endpoint::{Endpoint, VipId},
+        services::{ServiceError, Services},
+    },
+};
+use commands::{ErrorKind, Request, Response};
+use report::TableAccount;
+
+/// The controller's state: the model and the kernel tables it describes.
+pub struct Controller {
+    pub services: Services,
+    pub dataplane: Dataplane,
+    /// The interfaces the program is attached to.
+    pub ifaces: Vec<String>,
+    /// Health-check records, written by the checker tasks.
+    pub health: Arc<Mutex<HealthBook>>,
+    /// The backends to check, republished after every change.
+    pub targets: tokio::sync::watch::Sender<Vec<Target>>,
+    /// Draining backends already reported as safe to remove.
+    drained_reported: std::collections::HashSet<(VipId, Endpoint)>,
+    /// Table sizes and unconfirmed-flow evictions, as of the last sweep.
+    tables: TableAccount,
+    /// How the program is attached, and why.
+    pub mode: (String, String),
+    started: std::time::Instant,
+    /// When the last sweep ended, how long it took, what it deleted.
+    last_sweep: Option<(std::time::Instant, std::time::Duration, [u64; 4])>,
+    /// What the sweeps deleted so far, per table.
+    swept_total: [u64; 4],
+    /// The layer-7 proxy, once a `mode: http` VIP exists.
+    http: Option<HttpPart>,
+    /// Where the cookie key is (`http.cookie_key_file`).
+    pub cookie_key_file: PathBuf,
+    /// Sessions shared with the other hosts (`cluster:`).
+    pub cluster: Option<Arc<crate::cluster::store::Cluster>>,
+}
+
+/// The proxy and what the controller keeps of it.
+struct HttpPart {
+    view: tokio::sync::watch::Sender<Arc<crate::l7::proxy::View>>,
+    listeners: crate::l7::proxy::Listeners,
+    stats: crate::l7::proxy::HttpStats,
+}
+
+impl Controller {
+    /// A controller over `services` and `dataplane`.
+    #[must_use]
+    pub fn new(services: Services, dataplane: Dataplane, ifaces: Vec<String>) -> Self {
+        let (targets, _) = tokio::sync::watch::channel(crate::health::targets(&services));
+        Self {
+            services,
+            dataplane,
+            ifaces,
+            health: Arc::default(),
+            targets,
+            drained_reported: std::collections::HashSet::new(),
+            tables: TableAccount::default(),
+            mode: (String::new(), String::new()),
+            started: std::time::Instant::now(),
+            last_sweep: None,
+            swept_total: [0; 4],
+            http: None,
+            cookie_key_file: crate::model::config::Http::default().cookie_key_file,
+            cluster: None,
+        }
+    }
+
+    /// Serve the `mode: http` VIPs of `next` that are not served yet: bind
+    /// their sockets (and start the proxy, with its key, at the first).
+    /// Nothing is started when any of them cannot be.
+    ///
+    /// # Errors
+    /// Naming the VIP and the address, or the key file.
+    fn bind_new_http(
+        &mut self,
+        next: &Services,
+    ) -> Result<Vec<(VipId, std::net::TcpListener)>, String> {
+        let wanted: Vec<VipId> = next
+            .vips()
+            .filter(|v| v.spec.mode == crate::model::services::Mode::Http)
+            .map(|v| v.spec.id)
+            .filter(|id| !self.http.as_ref().is_some_and(|h| h.listeners.serves(id)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ensure_proxy()?;
+        wanted
+            .into_iter()
+            .map(|id| crate::l7::proxy::bind(id).map(|l| (id, l)))
+            .collect()
+    }
+
+    /// Start the proxy (with its cookie key) unless it runs.
+    fn ensure_proxy(&mut self) -> Result<(), String> {
+        if self.http.is_none() {
+            let keys = crate::l7::cookie::Keys::load_or_create(&self.cookie_key_file)?;
+            let (view, rx) =
+                tokio::sync::watch::channel(Arc::new(crate::l7::proxy::view(&self.services)));
+            let stats = crate::l7::proxy::HttpStats::default();
+            let proxy = crate::l7::proxy::Proxy::new(keys, rx, Arc::clone(&stats));
+            self.http = Some(HttpPart {
+                view,
+                listeners: crate::l7::proxy::Listeners::new(proxy),
+                stats,
+            });
+        }
+        Ok(())
+    }
+
+    /// Serve the `mode: http` VIPs whose sockets were bound before the
+    /// attach.
+    ///
+    /// # Errors
+    /// When the cookie key cannot be had.
+    pub fn start_http(&mut self, bound: Vec<(VipId, std::net::TcpListener)>) -> Result<(), String> {
+        if !bound.is_empty() {
+            self.ensure_proxy()?;
+            self.publish_http(bound);
+        }
+        Ok(())
+    }
+
+    /// Publish the model to the proxy, start the listeners just bound, stop
+    /// those of VIPs gone.
+    fn publish_http(&mut self, bound: Vec<(VipId, std::net::TcpListener)>) {
+        if let Some(h) = &mut self.http {
+            let view = crate::l7::proxy::view(&self.services);
+            h.listeners.retain(&view);
+            h.view.send_replace(Arc::new(view));
+            for (id, listener) in bound {
+                log::info!("VIP {id}: serving HTTP (layer-7 proxy) on {}", id.endpoint);
+                h.listeners.start(id, listener);
+            }
+        }
+    }
+
+    /// Keep the neighbour entries of direct-server-return backends
+    /// resolved: a datagram to each (port 9, discard) makes the kernel
+    /// resolve its MAC address, which the data path needs and cannot ask
+    /// for itself (a DSR packet keeps the VIP as destination, so the
+    /// kernel cannot forward it).
+    pub fn resolve_dsr_backends(&self) {
+        let Ok(socket) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+            return;
+        };
+        for v in self
+            .services
+            .vips()
+            .filter(|v| v.spec.forwarding == crate::model::services::Forwarding::Dsr)
+        {
+            for b in &v.backends {
+                let _ = socket.send_to(b"", (b.endpoint.addr, 9));
+            }
+        }
+    }
+
+    /// Apply the config file again (SIGHUP): its VIPs and backends become
+    /// the model, on the ids in use (kept sessions and connections stay
+    /// valid), and its timeouts are written; a change of `limits:` needs a
+    /// restart. A bad file changes nothing.
+    ///
+    /// # Errors
+    /// Naming what is wrong; nothing is applied then.
+    pub fn reload(&mut self, path: &std::path::Path, running: &Config) -> Result<String> {
+        let (config, services) = Config::load(path)?;
+        if config.limits != running.limits {
+            anyhow::bail!(
+                "{}: limits: cannot change while running (the tables are sized at attach); \
+                 restart lb-ctl to resize them",
+                path.display()
+            );
+        }
+        if config.cluster != running.cluster {
+            anyhow::bail!(
+                "{}: cluster: cannot change while running; restart lb-ctl to join, leave or \
+                 move the cluster",
+                path.display()
+            );
+        }
+        let next = services.on_current_ids(&self.services)?;
+        let message = format!(
+            "reloaded {}: {} VIP(s), {} backend(s)",
+            path.display(),
+            next.vips().count(),
+            next.vips().map(|v| v.backends.len()).sum::<usize>()
+        );
+        let old_settings = self.dataplane.tables.settings()?;
+        self.dataplane
+            .tables
+            .set_settings(&config.timeouts.to_settings())?;
+        match self.replace(next, message) {
+            Response::Done { message } => Ok(message),
+            Response::Error { message, .. } => {
+                let _ = self.dataplane.tables.set_settings(&old_settings);
+                anyhow::bail!("{message}")
+            }
+            _ => unreachable!("replace answers Done or Error"),
+        }
+    }
+
+    /// Apply a change to a copy of the model, then to the maps; on any error
+    /// neither changes.
+    fn change(
+        &mut self,
+        edit: impl FnOnce(&mut Services) -> Result<String, ServiceError>,
+    ) -> Response {
+        let mut next = self.services.clone();
+        let message = match edit(&mut next) {
+            Ok(m) => m,
+            Err(e) => {
+                return Response::Error {
+                    message: e.to_string(),
+                    kind: ErrorKind::of(&e),
+                }
+            }
+        };
+        self.replace(next, message)
+    }
+
+    /// Move the tables from the current model to `next`; on failure both
+    /// stay as they were.
+    fn replace(&mut self, next: Services, message: String) -> Response {
+        let bound = match self.bind_new_http(&next) {
+            Ok(b) => b,
+            Err(message) => {
+                return Response::Error {
+                    message,
+                    kind: ErrorKind::Conflict,
+                }
+            }
+        };
+        if let Err(e) = self.dataplane.tables.apply(&self.services, &next) {
+            if let Err(back) = self.dataplane.tables.apply(&next, &self.services) {
+                log::error!("restoring the tables after a failed change: {back}");
+            }
+            return Response::Error {
+                message: format!("the kernel refused the change: {e}"),
+                kind: ErrorKind::Kernel,
+            };
+        }
+        log_rotation_changes(&self.services, &next);
+        self.services = next;
+        self.publish_http(bound);
+        self.resolve_dsr_backends();
+        log::info!("{message}");
+        if let Some(cluster) = &self.cluster {
+            cluster.update(crate::cluster::Directory::new(&self.services));
+        }
+        self.targets.send_if_modified(|t| {
+            let new = crate::health::targets(&self.services);
+            let changed = *t != new;
+            *t = new;
+            changed
+        });
+        Response::Done { message }
+    }
+
+    /// Apply a health-check verdict.
+    pub fn set_down(&mut self, vip: VipId, backend: Endpoint, down: bool, reason: &str) {
+        let state = if down { "down" } else { "up" };
+        let response = self.change(|s| {
+            s.set_down(&vip, backend, down)
+                .map(|()| format!("VIP {vip}: backend {backend} is {state}: {reason}"))
+        });
+        if let Response::Error { message, .. } = response {
+            log::warn!("VIP {vip}: backend {backend} would be {state} ({reason}), but: {message}");
+        }
+    }
+
+    /// Serve one control request.
+    pub fn handle(&mut self, request: Request) -> Response {
+        let err = |e: &dyn std::fmt::Display| Response::Error {
+            message: e.to_string(),
+            kind: ErrorKind::Kernel,
+        };
+        match request {
+            Request::VipAdd { spec } => {
+                let id = spec.id;
+                self.change(|s| s.add_vip(*spec).map(|()| format!("added VIP {id}")))
+            }
+            Request::VipRemove { vip } => {
+                self.change(|s| s.remove_vip(&vip).map(|_| format!("removed VIP {vip}")))
+            }
+            Request::VipList => Response::Vips {
+                vips: self.services.vips().cloned().collect(),
+            },
+            Request::BackendAdd {
+                vip,
+                backend,
+                weight,
+            } => self.change(|s| {
+                s.add_backend(&vip, backend, weight)
+                    .map(|()| format!("added backend {backend} (weight {weight}) to VIP {vip}"))
+            }),
+            Request::BackendRemove { vip, backend } => self.change(|s| {
+                s.remove_backend(&vip, backend)
+                    .map(|_| format!("removed backend {backend} from VIP {vip}"))
+            }),
+            Request::BackendDrain {
+                vip,
+                backend,
+                repin,
+            } => self.change(|s| {
+                s.drain(&vip, backend, repin).map(|()| {
+                    format!(
+                        "VIP {vip}: backend {backend} is draining: no new client; {}",
+                        if repin {
+                            "its pinned clients move at their next connection"
+                        } else {
+                            "its pinned clients stay until their session ends"
+                        }
+                    )
+                })
+            }),
+            Request::BackendEnable { vip, backend } => self.change(|s| {
+                s.enable(&vip, backend)
+                    .map(|()| format!("VIP {vip}: backend {backend} is enabled: back in rotation"))
+            }),
+            Request::BackendList { vip, protocol } => {
+                let vips: Vec<_> = self
+                    .services
+                    .vips()
+                    .filter(|v| vip.is_none_or(|e| v.spec.id.endpoint == e))
+                    .filter(|v| protocol.is_none_or(|p| v.spec.id.protocol == p))
+                    .collect();
+                if vips.is_empty() {
+                    if let Some(e) = vip {
+                        return Response::Error {
+                            message: format!("no VIP on {e} (see `lb-ctl vip list`)"),
+                            kind: ErrorKind::NotFound,
+                        };
+                    }
+                }
+                match self.backend_rows(&vips) {
+                    Ok(backends) => Response::Backends { backends },
+                    Err(e) => err(&e),
+                }
+            }
+            Request::BackendWeight {
+                vip,
+                backend,
+                weight,
+            } => self.change(|s| {
+                s.set_weight(&vip, backend, weight)
+                    .map(|()| format!("VIP {vip}: backend {backend} has weight {weight}"))
+            }),
+            Request::Status => Response::Status {
+                status: self.status(),
+            },
+            Request::Stats => match self.stats() {
+                Ok(stats) => Response::Stats { stats },
+                Err(e) => err(&e),
+            },
+        }
+    }
+}
+
+/// Log the VIPs whose selection table becomes empty (no backend takes new
+/// clients: new connections are dropped) or usable again, once per
+/// transition.
+fn log_rotation_changes(old: &Services, new: &Services) {
+    for v in new.vips() {
+        let Some(before) = old.vip(&v.spec.id) else {
+            continue;
+        };
+        if v.backends.is_empty() {
+            continue;
+        }
+        match (before.table.is_empty(), v.table.is_empty()) {
+            (false, true) => log::warn!(
+                "VIP {}: no backend up{}; new connections are dropped (counted as drop_no_backend)",
+                v.spec.id,
+                if v.backends.iter().all(|b| b.down) {
+                    ""
+                } else {
+                    " and not draining"
+                }
+            ),
+            (true, false) => log::info!(
+                "VIP {}: a backend takes new clients again ({} of {})",
+                v.spec.id,
+                v.backends.iter().filter(|b| b.takes_new_clients()).count(),
+                v.backends.len()
+            ),
+            _ => {}
+        }
+    }
+}

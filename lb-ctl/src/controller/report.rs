@@ -1,0 +1,348 @@
+//! What the controller reports: `lb-ctl status`, `stats` (the metrics)
+//! and `backend list`, composed from the kernel's counters, the sweeps'
+//! figures, the health checks, the proxy and the cluster.
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::Controller;
+use crate::{
+    kernel::stats::Traffic,
+    model::endpoint::{Endpoint, VipId},
+    sync::lock,
+};
+
+/// The four state tables, in the order of the sweeps' figures.
+const TABLES: [&str; 4] = ["connections", "half_open", "sessions", "pending"];
+
+/// What the sweeps tell about the tables.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct TableAccount {
+    /// Entries left in each table after the last sweep.
+    connections: u64,
+    half_open: u64,
+    sessions: u64,
+    pending: u64,
+    /// Counters at the last sweep: new flows, confirmed flows, drops.
+    new_flows: u64,
+    confirmed: u64,
+    dropped_full: u64,
+    /// Unconfirmed flows evicted by the LRU so far (estimated).
+    evicted: u64,
+}
+
+impl TableAccount {
+    /// Account one sweep: an unconfirmed flow that was created since the
+    /// last one and was neither confirmed, nor dropped, nor swept as
+    /// expired, nor is still in the table, was evicted to make room.
+    pub(super) fn sweep(
+        &mut self,
+        r: &crate::kernel::sweeper::SweepReport,
+        new_flows: u64,
+        confirmed: u64,
+        dropped_full: u64,
+    ) {
+        let before = self.half_open / 2;
+        let after = r.half_open.left() / 2;
+        let gone = new_flows
+            .saturating_sub(self.new_flows)
+            .saturating_sub(confirmed.saturating_sub(self.confirmed))
+            .saturating_sub(dropped_full.saturating_sub(self.dropped_full))
+            .saturating_sub(r.half_open.deleted / 2);
+        self.evicted += gone.saturating_sub(after.saturating_sub(before));
+        self.connections = r.connections.left();
+        self.half_open = r.half_open.left();
+        self.sessions = r.sessions.left();
+        self.pending = r.pending.left();
+        self.new_flows = new_flows;
+        self.confirmed = confirmed;
+        self.dropped_full = dropped_full;
+    }
+}
+
+impl Controller {
+    /// `lb-ctl status`.
+    pub(super) fn status(&self) -> Status {
+        let t = &self.tables;
+        let d = &self.dataplane.tables;
+        let table = |name: &str, capacity: u32, entries: u64| TableStatus {
+            name: name.into(),
+            capacity: u64::from(capacity),
+            entries,
+        };
+        Status {
+            interfaces: self.ifaces.clone(),
+            mode: self.mode.0.clone(),
+            mode_reason: self.mode.1.clone(),
+            program_id: self.dataplane.program_id(),
+            link_ids: self.dataplane.link_ids(),
+            tables: vec![
+                table("connections", d.max_connections, t.connections / 2),
+                table("half_open", d.max_half_open, t.half_open / 2),
+                table("sessions", d.max_sessions, t.sessions),
+                table("pending", d.max_half_open, t.pending),
+            ],
+            last_sweep: self.last_sweep.map(|(at, took, deleted)| SweepStatus {
+                seconds_ago: at.elapsed().as_secs_f64(),
+                duration_seconds: took.as_secs_f64(),
+                deleted: TABLES
+                    .iter()
+                    .zip(deleted)
+                    .map(|(n, v)| ((*n).to_string(), v))
+                    .collect(),
+            }),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            vips: self.services.vips().count(),
+            backends: self.services.vips().map(|v| v.backends.len()).sum(),
+            cluster: self.cluster.as_ref().map(|c| c.snapshot()),
+        }
+    }
+    /// After a sweep: the tables' sizes and the evictions since the last.
+    pub(super) fn account(&mut self, r: &crate::kernel::sweeper::SweepReport) {
+        use lb_common::Reason;
+        let t = &self.dataplane.tables;
+        match (
+            t.reason_total(Reason::NEW_CONN),
+            t.reason_total(Reason::CONFIRMED),
+            t.reason_total(Reason::DROP_CONN_TABLE_FULL),
+        ) {
+            (Ok(new), Ok(confirmed), Ok(full)) => self.tables.sweep(r, new, confirmed, full),
+            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                log::warn!("reading the counters after a sweep: {e}");
+            }
+        }
+    }
+
+    /// The rows of `backend list` for `vips`.
+    pub(super) fn backend_rows(
+        &self,
+        vips: &[&crate::model::services::Vip],
+    ) -> Result<Vec<BackendRow>> {
+        let live = self.dataplane.tables.live(&self.services)?;
+        let book = lock(&self.health);
+        Ok(vips
+            .iter()
+            .flat_map(|v| {
+                let book = &book;
+                let live = &live;
+                v.backends.iter().map(move |b| {
+                    let l = live.get(&(b.slot, b.gen)).copied().unwrap_or_default();
+                    let record = book.get(&(v.spec.id, b.endpoint));
+                    let share = v.table.iter().filter(|&&s| s == b.slot).count();
+                    BackendRow {
+                        vip: v.spec.id,
+                        backend: b.endpoint,
+                        weight: b.weight,
+                        share: (share * 100 / v.table.len().max(1)) as u32,
+                        state: b.state().to_string(),
+                        connections: l.connections,
+                        sessions: l.sessions,
+                        checks: record.map(|r| (r.checks_ok, r.checks_failed)),
+                        last_error: record.and_then(|r| r.last_error.clone()),
+                    }
+                })
+            })
+            .collect())
+    }
+
+    /// After a sweep: report draining backends that have no live
+    /// connection or session left, once each.
+    pub(super) fn report_drained(
+        &mut self,
+        live: &std::collections::HashMap<(u32, u32), crate::kernel::sweeper::Live>,
+    ) {
+        let mut draining = std::collections::HashSet::new();
+        for v in self.services.vips() {
+            for b in v.backends.iter().filter(|b| b.drain.is_some()) {
+                let key = (v.spec.id, b.endpoint);
+                draining.insert(key);
+                let l = live.get(&(b.slot, b.gen)).copied().unwrap_or_default();
+                if l.connections == 0 && l.sessions == 0 && self.drained_reported.insert(key) {
+                    log::info!(
+                        "VIP {}: draining backend {} has no live connection or session left; \
+                         it can be removed safely (lb-ctl backend remove {} {} --protocol {})",
+                        v.spec.id,
+                        b.endpoint,
+                        v.spec.id.endpoint,
+                        b.endpoint,
+                        v.spec.id.protocol.as_str()
+                    );
+                }
+            }
+        }
+        self.drained_reported.retain(|k| draining.contains(k));
+    }
+
+    /// The data path's counters and the devices' XDP error counters.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn stats(&self) -> Result<Stats> {
+        let counted = self.dataplane.tables.stats(&self.services)?;
+        let d = &self.dataplane.tables;
+        let t = &self.tables;
+        let book = lock(&self.health);
+        let backend_states = self
+            .services
+            .vips()
+            .flat_map(|v| {
+                let book = &book;
+                v.backends.iter().map(move |b| BackendState {
+                    vip: v.spec.id,
+                    backend: b.endpoint,
+                    state: b.state().to_string(),
+                    up: !b.down,
+                    checks: book
+                        .get(&(v.spec.id, b.endpoint))
+                        .map(|r| (r.checks_ok, r.checks_failed)),
+                })
+            })
+            .collect();
+        let stats = Stats {
+            vips: counted.vips,
+            backends: counted.backends,
+            reasons: counted.reasons,
+            icmp: counted.icmp,
+            max_conns: d.max_connections,
+            max_sessions: d.max_sessions,
+            max_half_open: d.max_half_open,
+            device_xdp_errors: crate::kernel::ethtool::xdp_errors(&self.ifaces),
+            backend_states,
+            table_entries: vec![
+                ("connections".into(), t.connections),
+                ("half_open".into(), t.half_open),
+                ("sessions".into(), t.sessions),
+                ("pending".into(), t.pending),
+            ],
+            half_open_evictions: t.evicted,
+            cluster: self.cluster.as_ref().map(|c| c.snapshot()),
+            last_sweep_seconds: self.last_sweep.map(|(_, took, _)| took.as_secs_f64()),
+            sweep_deleted: TABLES
+                .iter()
+                .zip(self.swept_total)
+                .map(|(t, v)| ((*t).to_string(), v))
+                .collect(),
+            http: self.http.as_ref().map_or_else(Vec::new, |h| {
+                lock(&h.stats)
+                    .iter()
+                    .map(|((vip, b), c)| (*vip, *b, *c))
+                    .collect()
+            }),
+        };
+        Ok(stats)
+    }
+}
+
+/// `lb-ctl status`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    /// The interfaces the program is attached to.
+    pub interfaces: Vec<String>,
+    /// `native` or `generic`, and why.
+    pub mode: String,
+    pub mode_reason: String,
+    /// The XDP program's id (`bpftool prog show id N`).
+    pub program_id: Option<u32>,
+    /// The pinned links' ids, by interface.
+    pub link_ids: Vec<(String, u32)>,
+    pub tables: Vec<TableStatus>,
+    /// The last sweep: when it ended (seconds ago), how long it took and
+    /// what it deleted per table.
+    pub last_sweep: Option<SweepStatus>,
+    pub uptime_seconds: u64,
+    pub vips: usize,
+    pub backends: usize,
+    /// Sessions shared with the other hosts (`cluster:` only).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::store::Snapshot>,
+}
+
+/// One table in [`Status`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TableStatus {
+    pub name: String,
+    pub capacity: u64,
+    /// Entries after the last sweep.
+    pub entries: u64,
+}
+
+/// The last sweep in [`Status`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SweepStatus {
+    pub seconds_ago: f64,
+    pub duration_seconds: f64,
+    /// Entries deleted per table.
+    pub deleted: Vec<(String, u64)>,
+}
+
+/// One backend in `backend list`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendRow {
+    pub vip: VipId,
+    pub backend: Endpoint,
+    pub weight: u32,
+    /// Its share of new clients, in percent.
+    pub share: u32,
+    /// `up`, `down`, `draining` or `down, draining`.
+    pub state: String,
+    /// Live connections (client to backend).
+    pub connections: u64,
+    /// Live persistence sessions pinned to it.
+    pub sessions: u64,
+    /// Health checks passed and failed (none without a `health_check`).
+    pub checks: Option<(u64, u64)>,
+    /// Why its last failed check failed.
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stats {
+    pub vips: Vec<(VipId, Option<String>, Traffic)>,
+    pub backends: Vec<(VipId, Endpoint, Traffic)>,
+    pub reasons: Vec<(String, u64)>,
+    /// ICMP errors translated (by direction) and passed (by reason).
+    #[serde(default)]
+    pub icmp: Vec<(String, u64)>,
+    pub max_conns: u32,
+    pub max_sessions: u32,
+    /// The attached devices' own XDP error counters: `(interface,
+    /// statistic, value)` (see `ethtool`).
+    #[serde(default)]
+    pub device_xdp_errors: Vec<(String, String, u64)>,
+    /// Each backend's state and health-check counts.
+    #[serde(default)]
+    pub backend_states: Vec<BackendState>,
+    /// Entries in each table after the last sweep.
+    #[serde(default)]
+    pub table_entries: Vec<(String, u64)>,
+    /// Unconfirmed flows the LRU evicted to make room (estimated at each
+    /// sweep from the counters and the table).
+    #[serde(default)]
+    pub half_open_evictions: u64,
+    /// Sessions shared with the other hosts (`cluster:` only).
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::store::Snapshot>,
+    pub max_half_open: u32,
+    /// How long the last sweep took.
+    #[serde(default)]
+    pub last_sweep_seconds: Option<f64>,
+    /// Entries the sweeps deleted so far, by table.
+    #[serde(default)]
+    pub sweep_deleted: Vec<(String, u64)>,
+    /// The layer-7 proxy's counters per VIP (backend `None`) and backend.
+    #[serde(default)]
+    pub http: Vec<(VipId, Option<Endpoint>, crate::l7::proxy::HttpCounters)>,
+}
+
+/// A backend's state, for the metrics.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackendState {
+    pub vip: VipId,
+    pub backend: Endpoint,
+    /// `up`, `down`, `draining` or `down, draining`.
+    pub state: String,
+    /// Passes its health checks (or has none).
+    pub up: bool,
+    /// Checks passed and failed, with a health check.
+    pub checks: Option<(u64, u64)>,
+}

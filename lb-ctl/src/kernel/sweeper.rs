@@ -1,0 +1,279 @@
+//! The sweeper: expired connections, unconfirmed flows and sessions
+//! deleted in batches, off the controller; what is live, per backend.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    time::{Duration, Instant},
+};
+
+use lb_common::{
+    conn::conn_flags, is_expired, map_names as names, Conn, FlowKey, Session, SessionKey, Settings,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    clock::now_ns,
+    error::{map_err, DataplaneError, Result},
+    lister::dup_fd,
+    tables::{nanos, Tables},
+};
+use crate::model::services::Services;
+
+impl Tables {
+    /// Delete expired connections (both halves together) and sessions.
+    ///
+    /// # Errors
+    /// When the clock or the settings cannot be read.
+    pub fn sweep(&mut self, services: &Services) -> Result<SweepReport> {
+        self.sweeper(services, StdHashMap::new())?.run()
+    }
+
+    /// A [`Sweeper`] over these tables: it holds its own references to the
+    /// two tables and what it needs of the model, so it runs without the
+    /// controller (the control socket answers while a large sweep runs).
+    ///
+    /// `share` names the VIP slots whose sessions used since the given
+    /// time the sweep hands back for publication (`cluster:`).
+    ///
+    /// # Errors
+    /// When the settings cannot be read or a map reference cannot be had.
+    pub fn sweeper(&self, services: &Services, share: StdHashMap<u32, u64>) -> Result<Sweeper> {
+        let dup = dup_fd;
+        Ok(Sweeper {
+            share,
+            conns: dup(Self::fd(&self.conns), names::CONNS)?,
+            half_open: dup(Self::fd(&self.half_open), names::HALF_OPEN)?,
+            sessions: dup(Self::fd(&self.sessions), names::SESSIONS)?,
+            pending: dup(Self::fd(&self.pending), names::PENDING)?,
+            settings: self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?,
+            liveness: Liveness::new(services),
+        })
+    }
+
+    /// Live connections and sessions per backend (slot, generation).
+    ///
+    /// # Errors
+    /// When the clock, the settings or a table cannot be read.
+    pub fn live(&self, services: &Services) -> Result<StdHashMap<(u32, u32), Live>> {
+        let settings = self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?;
+        let now = now_ns()?;
+        let liveness = Liveness::new(services);
+        let mut live = StdHashMap::new();
+        for (_, c) in self
+            .conn_entries()?
+            .into_iter()
+            .chain(self.half_open_entries()?)
+        {
+            liveness.conn(&c, &settings, now, &mut live);
+        }
+        for (k, s) in self.session_entries()? {
+            liveness.session(&k, &s, now, &mut live);
+        }
+        Ok(live)
+    }
+}
+
+/// One sweep of the two tables, runnable on its own thread.
+pub struct Sweeper {
+    /// VIP slot -> sessions used after this time are handed back.
+    share: StdHashMap<u32, u64>,
+    conns: std::os::fd::OwnedFd,
+    half_open: std::os::fd::OwnedFd,
+    sessions: std::os::fd::OwnedFd,
+    pending: std::os::fd::OwnedFd,
+    settings: Settings,
+    liveness: Liveness,
+}
+
+/// Live connections and sessions of one backend.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Live {
+    pub connections: u64,
+    pub sessions: u64,
+}
+
+/// Tells live entries from expired ones, counting the live ones per
+/// backend (slot, generation).
+struct Liveness {
+    /// Persistence timeout and session lifetime (ns) per VIP slot.
+    persistence: StdHashMap<u32, (u64, u64)>,
+}
+
+impl Liveness {
+    fn new(services: &Services) -> Self {
+        Self {
+            persistence: services
+                .vips()
+                .map(|v| {
+                    (
+                        v.slot,
+                        (
+                            nanos(v.spec.persistence_timeout),
+                            nanos(v.spec.max_lifetime),
+                        ),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `c` has expired; a live forward half is counted.
+    fn conn(
+        &self,
+        c: &Conn,
+        settings: &Settings,
+        now: u64,
+        live: &mut StdHashMap<(u32, u32), Live>,
+    ) -> bool {
+        let expired = c.is_expired(settings, now);
+        if !expired && c.flags & conn_flags::REPLY == 0 {
+            live.entry((c.backend_id, c.backend_gen))
+                .or_default()
+                .connections += 1;
+        }
+        expired
+    }
+
+    /// Whether `s` is idle past its VIP's timeout (the sweeper deletes
+    /// those); a live one is counted. A session past its lifetime is not
+    /// live but is left in place: the client's long-lived connection would
+    /// otherwise recreate it as a new one, and its next connection
+    /// replaces it anyway.
+    fn session(
+        &self,
+        k: &SessionKey,
+        s: &Session,
+        now: u64,
+        live: &mut StdHashMap<(u32, u32), Live>,
+    ) -> bool {
+        let (timeout, lifetime) = self.persistence.get(&k.vip_id).copied().unwrap_or((0, 0));
+        if s.is_live(timeout, lifetime, now) {
+            live.entry((s.backend_id, s.backend_gen))
+                .or_default()
+                .sessions += 1;
+        }
+        is_expired(s.last_seen_ns, timeout, now)
+    }
+}
+
+impl Sweeper {
+    /// Delete expired connections (both halves together) and sessions.
+    ///
+    /// # Errors
+    /// When the clock cannot be read or the kernel refuses a batch.
+    pub fn run(self) -> Result<SweepReport> {
+        use std::os::fd::AsRawFd as _;
+        let start = Instant::now();
+        let now = now_ns()?;
+        let settings = self.settings;
+        let mut live = StdHashMap::new();
+        let connections =
+            sweep_map::<FlowKey, Conn>(self.conns.as_raw_fd(), names::CONNS, |_, c| {
+                self.liveness.conn(c, &settings, now, &mut live)
+            })?;
+        let connections_elapsed = start.elapsed();
+        let half_open =
+            sweep_map::<FlowKey, Conn>(self.half_open.as_raw_fd(), names::HALF_OPEN, |_, c| {
+                self.liveness.conn(c, &settings, now, &mut live)
+            })?;
+        let mut to_share = Vec::new();
+        let sessions = sweep_map::<SessionKey, Session>(
+            self.sessions.as_raw_fd(),
+            names::SESSIONS,
+            |k, s| {
+                let expired = self.liveness.session(k, s, now, &mut live);
+                if !expired
+                    && self
+                        .share
+                        .get(&k.vip_id)
+                        .is_some_and(|&t| s.last_seen_ns > t)
+                {
+                    to_share.push((*k, *s));
+                }
+                expired
+            },
+        )?;
+        // Pending sessions are not counted as live ones.
+        let pending =
+            sweep_map::<SessionKey, Session>(self.pending.as_raw_fd(), names::PENDING, |k, s| {
+                self.liveness.session(k, s, now, &mut StdHashMap::new())
+            })?;
+        Ok(SweepReport {
+            live,
+            to_share,
+            connections,
+            half_open,
+            sessions,
+            pending,
+            connections_elapsed,
+            elapsed: start.elapsed(),
+        })
+    }
+}
+
+/// Delete `keys` from the hash map behind `fd`, in batches.
+pub(crate) fn delete_keys<K: aya::Pod>(
+    fd: std::os::fd::RawFd,
+    name: &'static str,
+    keys: &[K],
+) -> Result<u64> {
+    crate::kernel::batch::delete(fd, keys).map_err(|source| DataplaneError::Batch { name, source })
+}
+
+/// What one sweep did to one table.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Swept {
+    /// Entries read.
+    pub scanned: u64,
+    /// Expired entries deleted.
+    pub deleted: u64,
+}
+
+impl Swept {
+    /// Entries left in the table.
+    #[must_use]
+    pub const fn left(&self) -> u64 {
+        self.scanned.saturating_sub(self.deleted)
+    }
+}
+
+/// Read the hash map behind `fd` in batches and delete the entries
+/// `expired` selects.
+fn sweep_map<K: aya::Pod + Default, V: aya::Pod + Default>(
+    fd: std::os::fd::RawFd,
+    name: &'static str,
+    mut expired: impl FnMut(&K, &V) -> bool,
+) -> Result<Swept> {
+    let mut scanned = 0;
+    let mut gone: Vec<K> = Vec::new();
+    crate::kernel::batch::for_each::<K, V>(fd, |keys, values| {
+        scanned += keys.len() as u64;
+        gone.extend(
+            keys.iter()
+                .zip(values)
+                .filter(|(k, v)| expired(k, v))
+                .map(|(k, _)| *k),
+        );
+    })
+    .map_err(|source| DataplaneError::Batch { name, source })?;
+    Ok(Swept {
+        scanned,
+        deleted: delete_keys(fd, name, &gone)?,
+    })
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SweepReport {
+    /// Live connections and sessions per backend (slot, generation).
+    pub live: StdHashMap<(u32, u32), Live>,
+    /// Sessions to publish to the other hosts (see [`Tables::sweeper`]).
+    pub to_share: Vec<(SessionKey, Session)>,
+    pub connections: Swept,
+    pub half_open: Swept,
+    pub sessions: Swept,
+    pub pending: Swept,
+    /// Time spent on the connection table.
+    pub connections_elapsed: Duration,
+    /// Time spent on both tables.
+    pub elapsed: Duration,
+}

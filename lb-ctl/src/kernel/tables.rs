@@ -1,0 +1,391 @@
+//! The maps, typed, and the model written into them: VIPs, backends and
+//! selection tables in a safe order, the timeouts, what kept tables hold.
+
+use std::{collections::HashSet, net::Ipv4Addr, time::Duration};
+
+use aya::maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues};
+use lb_common::{
+    map_names as names, maps::backend_flags, BackendInfo, Conn, Counters, FlowKey, Session,
+    SessionKey, Settings, VipInfo, VipKey, RING_SIZE,
+};
+
+use super::{
+    error::{map_err, DataplaneError, Result},
+    lister::dup_fd,
+    sweeper::delete_keys,
+};
+use crate::model::{
+    endpoint::{Endpoint, Protocol},
+    kept::{Kept, KeptBackend, KeptVip},
+    services::{Services, Vip},
+};
+
+/// The maps, typed.
+pub struct Tables {
+    pub vips: HashMap<MapData, VipKey, VipInfo>,
+    pub backends: Array<MapData, BackendInfo>,
+    pub ring: Array<MapData, u32>,
+    pub maglev: Array<MapData, u32>,
+    pub conns: HashMap<MapData, FlowKey, Conn>,
+    pub half_open: HashMap<MapData, FlowKey, Conn>,
+    pub sessions: HashMap<MapData, SessionKey, Session>,
+    pub pending: HashMap<MapData, SessionKey, Session>,
+    pub settings: Array<MapData, Settings>,
+    pub tx_ports: DevMapHash<MapData>,
+    pub vip_stats: PerCpuArray<MapData, Counters>,
+    pub backend_stats: PerCpuArray<MapData, Counters>,
+    pub reasons: PerCpuArray<MapData, u64>,
+    /// What became of ICMP errors, per [`lb_common::IcmpReason`].
+    pub icmp_stats: PerCpuArray<MapData, u64>,
+    pub max_connections: u32,
+    pub max_sessions: u32,
+    pub max_half_open: u32,
+    /// `cluster:` is configured: VIPs with persistence announce their new
+    /// sessions on the `SESSION_EVENTS` ring.
+    pub shared: bool,
+}
+
+pub(crate) fn vip_key(v: &Vip) -> VipKey {
+    VipKey {
+        addr: u32::from_ne_bytes(v.spec.id.endpoint.addr.octets()),
+        port: v.spec.id.endpoint.port.to_be(),
+        proto: v.spec.id.protocol.number(),
+        _pad: 0,
+    }
+}
+
+pub(crate) fn vip_info(v: &Vip, shared: bool) -> VipInfo {
+    VipInfo {
+        id: v.slot,
+        ring_len: v.table.len() as u32,
+        persist_timeout_ns: nanos(v.spec.persistence_timeout),
+        client_mask: lb_common::netmask(v.spec.persistence_netmask),
+        maglev: v.maglev_slot.map_or(0, |m| m + 1),
+        max_lifetime_ns: nanos(v.spec.max_lifetime),
+        flags: if v.spec.forwarding == crate::model::services::Forwarding::Dsr {
+            lb_common::maps::vip_flags::DSR
+        } else {
+            0
+        } | if shared && !v.spec.persistence_timeout.is_zero() {
+            lb_common::maps::vip_flags::SHARED
+        } else {
+            0
+        },
+        _pad: 0,
+    }
+}
+
+pub(crate) fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(crate) fn raw_addr(a: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(a.octets())
+}
+
+pub(crate) fn addr(raw: u32) -> Ipv4Addr {
+    Ipv4Addr::from(raw.to_ne_bytes())
+}
+
+impl Tables {
+    pub(crate) fn fd<K: aya::Pod, V: aya::Pod>(map: &HashMap<MapData, K, V>) -> std::os::fd::RawFd {
+        use std::os::fd::{AsFd as _, AsRawFd as _};
+        aya::maps::IterableMap::map(map).fd().as_fd().as_raw_fd()
+    }
+
+    /// Every entry of a hash map, read in batches.
+    pub(crate) fn entries<K: aya::Pod + Default, V: aya::Pod + Default>(
+        map: &HashMap<MapData, K, V>,
+        name: &'static str,
+    ) -> Result<Vec<(K, V)>> {
+        let mut all = Vec::new();
+        crate::kernel::batch::for_each::<K, V>(Self::fd(map), |k, v| {
+            all.extend(k.iter().copied().zip(v.iter().copied()));
+        })
+        .map_err(|source| DataplaneError::Batch { name, source })?;
+        Ok(all)
+    }
+
+    /// Every entry of the connection table.
+    ///
+    /// # Errors
+    /// When the kernel refuses the read.
+    pub fn conn_entries(&self) -> Result<Vec<(FlowKey, Conn)>> {
+        Self::entries(&self.conns, names::CONNS)
+    }
+
+    /// Every entry of the table of unconfirmed flows.
+    ///
+    /// # Errors
+    /// When the kernel refuses the read.
+    pub fn half_open_entries(&self) -> Result<Vec<(FlowKey, Conn)>> {
+        Self::entries(&self.half_open, names::HALF_OPEN)
+    }
+
+    /// Every entry of the persistence table.
+    ///
+    /// # Errors
+    /// When the kernel refuses the read.
+    pub fn session_entries(&self) -> Result<Vec<(SessionKey, Session)>> {
+        Self::entries(&self.sessions, names::SESSIONS)
+    }
+
+    /// Every pending session.
+    ///
+    /// # Errors
+    /// When the kernel refuses the read.
+    pub fn pending_entries(&self) -> Result<Vec<(SessionKey, Session)>> {
+        Self::entries(&self.pending, names::PENDING)
+    }
+
+    /// The timeouts in force.
+    ///
+    /// # Errors
+    /// When the map cannot be read.
+    pub fn settings(&self) -> Result<Settings> {
+        self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))
+    }
+
+    /// Write the timeouts.
+    ///
+    /// # Errors
+    /// When the kernel refuses the write.
+    pub fn set_settings(&mut self, settings: &Settings) -> Result<()> {
+        self.settings
+            .set(0, settings, 0)
+            .map_err(map_err(names::SETTINGS))
+    }
+
+    /// What kept (reused pinned) tables say about VIP and backend ids.
+    ///
+    /// # Errors
+    /// When a map cannot be read.
+    pub fn kept(&self) -> Result<Kept> {
+        let mut kept = Kept::default();
+        for entry in self.vips.iter() {
+            let (k, info) = entry.map_err(map_err(names::VIPS))?;
+            let Some(protocol) = Protocol::from_number(k.proto) else {
+                continue;
+            };
+            kept.vips.push(KeptVip {
+                id: crate::model::endpoint::VipId {
+                    endpoint: Endpoint {
+                        addr: addr(k.addr),
+                        port: u16::from_be(k.port),
+                    },
+                    protocol,
+                },
+                slot: info.id,
+                persistence_timeout: Duration::from_nanos(info.persist_timeout_ns),
+                persistence_netmask: info.client_mask.count_ones() as u8,
+                max_lifetime: Duration::from_nanos(info.max_lifetime_ns),
+                forwarding: if info.flags & lb_common::maps::vip_flags::DSR != 0 {
+                    crate::model::services::Forwarding::Dsr
+                } else {
+                    crate::model::services::Forwarding::Nat
+                },
+            });
+        }
+        for slot in 0..lb_common::MAX_BACKENDS {
+            let b = self
+                .backends
+                .get(&slot, 0)
+                .map_err(map_err(names::BACKENDS))?;
+            if b.gen == 0 {
+                continue;
+            }
+            kept.backends.push(KeptBackend {
+                slot,
+                vip_slot: b.vip_id,
+                endpoint: Endpoint {
+                    addr: addr(b.addr),
+                    port: u16::from_be(b.port),
+                },
+                gen: b.gen,
+                active: b.flags & backend_flags::CONFIGURED != 0,
+            });
+        }
+        Ok(kept)
+    }
+
+    /// Bring the maps from `old` to `new`. The order keeps every moment
+    /// consistent for the data path: new backends first, then selection
+    /// tables, then VIP entries, and only then are removed backends retired
+    /// and removed VIPs deleted (with their connections and sessions).
+    ///
+    /// # Errors
+    /// When the kernel refuses a write; the caller then applies `old` again.
+    pub fn apply(&mut self, old: &Services, new: &Services) -> Result<()> {
+        let backends_of = |s: &Services| -> HashSet<(u32, u32)> {
+            s.vips()
+                .flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen)))
+                .collect()
+        };
+        let old_backends = backends_of(old);
+        for v in new.vips() {
+            // The XDP program leaves a `mode: http` VIP's traffic to the
+            // kernel (and so to the proxy): it is not in its maps.
+            if old.vip(&v.spec.id) == Some(v) || v.spec.mode == crate::model::services::Mode::Http {
+                continue;
+            }
+            for b in &v.backends {
+                let info = BackendInfo {
+                    addr: raw_addr(b.endpoint.addr),
+                    port: b.endpoint.port.to_be(),
+                    _pad: 0,
+                    vip_id: v.slot,
+                    gen: b.gen,
+                    flags: if b.keeps_sessions() {
+                        backend_flags::CONFIGURED | backend_flags::ACTIVE
+                    } else {
+                        backend_flags::CONFIGURED
+                    },
+                    _pad2: 0,
+                };
+                if !old_backends.contains(&(b.slot, b.gen)) {
+                    self.reset_counters(b.slot, false)?;
+                }
+                self.backends
+                    .set(b.slot, info, 0)
+                    .map_err(map_err(names::BACKENDS))?;
+            }
+            if let Some(m) = v.maglev_slot {
+                // Only the slots that change: a table swap under traffic
+                // sends every packet to the old or the new backend.
+                let before = old
+                    .vip(&v.spec.id)
+                    .filter(|o| o.maglev_slot == Some(m))
+                    .map(|o| o.table.as_slice())
+                    .unwrap_or_default();
+                for (i, slot) in crate::model::sched::changed_slots(before, &v.table) {
+                    self.maglev
+                        .set(m * lb_common::MAGLEV_SIZE + i as u32, slot, 0)
+                        .map_err(map_err(names::MAGLEV))?;
+                }
+            } else {
+                for (i, slot) in v.table.iter().enumerate() {
+                    self.ring
+                        .set(v.slot * RING_SIZE + i as u32, slot, 0)
+                        .map_err(map_err(names::RING))?;
+                }
+            }
+            if old.vip(&v.spec.id).is_none() {
+                self.reset_counters(v.slot, true)?;
+            }
+            self.vips
+                .insert(vip_key(v), vip_info(v, self.shared), 0)
+                .map_err(map_err(names::VIPS))?;
+        }
+        let new_backends = backends_of(new);
+        for &(slot, gen) in old_backends.difference(&new_backends) {
+            // Retire: no new connection or session uses it; established
+            // connections keep their own copy of its address.
+            let still_used = new
+                .vips()
+                .any(|v| v.backends.iter().any(|b| b.slot == slot));
+            if !still_used {
+                let mut info = self
+                    .backends
+                    .get(&slot, 0)
+                    .map_err(map_err(names::BACKENDS))?;
+                if info.gen == gen {
+                    info.flags = 0;
+                    self.backends
+                        .set(slot, info, 0)
+                        .map_err(map_err(names::BACKENDS))?;
+                }
+            }
+        }
+        // Gone from the data path: removed, or now served by the proxy.
+        let removed: Vec<&Vip> = old
+            .vips()
+            .filter(|v| {
+                v.spec.mode == crate::model::services::Mode::Tcp
+                    && new
+                        .vip(&v.spec.id)
+                        .is_none_or(|n| n.spec.mode == crate::model::services::Mode::Http)
+            })
+            .collect();
+        for v in &removed {
+            match self.vips.remove(&vip_key(v)) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::VIPS)(e)),
+            }
+        }
+        if !removed.is_empty() {
+            let slots: HashSet<u32> = removed.iter().map(|v| v.slot).collect();
+            self.purge(|vip_id| slots.contains(&vip_id))?;
+        }
+        Ok(())
+    }
+
+    /// Write every VIP entry of `services` again (after tables were taken
+    /// over: their flags follow this controller's `cluster:`).
+    ///
+    /// # Errors
+    /// When the kernel refuses a write.
+    pub fn rewrite_vips(&mut self, services: &Services) -> Result<()> {
+        for v in services
+            .vips()
+            .filter(|v| v.spec.mode == crate::model::services::Mode::Tcp)
+        {
+            self.vips
+                .insert(vip_key(v), vip_info(v, self.shared), 0)
+                .map_err(map_err(names::VIPS))?;
+        }
+        Ok(())
+    }
+
+    /// A second handle on the persistence table, for work off the
+    /// controller (installing other hosts' sessions).
+    ///
+    /// # Errors
+    /// When the map cannot be opened again.
+    pub fn sessions_handle(&self) -> Result<HashMap<MapData, SessionKey, Session>> {
+        let fd = dup_fd(Self::fd(&self.sessions), names::SESSIONS)?;
+        let data = MapData::from_fd(fd).map_err(map_err(names::SESSIONS))?;
+        HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(map_err(names::SESSIONS))
+    }
+
+    /// Zero the counters of a reused VIP or backend slot.
+    fn reset_counters(&mut self, slot: u32, vip: bool) -> Result<()> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| DataplaneError::Cpus(format!("{what}: {e}")))?;
+        let zeros = PerCpuValues::try_from(vec![Counters::default(); cpus])
+            .map_err(|e| DataplaneError::Cpus(e.to_string()))?;
+        let (map, name) = if vip {
+            (&mut self.vip_stats, names::VIP_STATS)
+        } else {
+            (&mut self.backend_stats, names::BACKEND_STATS)
+        };
+        map.set(slot, zeros, 0).map_err(map_err(name))
+    }
+
+    /// Delete the connections and sessions of the VIPs `gone` selects, in
+    /// every table.
+    fn purge(&mut self, gone: impl Fn(u32) -> bool) -> Result<()> {
+        for (map, name) in [
+            (&self.conns, names::CONNS),
+            (&self.half_open, names::HALF_OPEN),
+        ] {
+            let keys: Vec<FlowKey> = Self::entries(map, name)?
+                .into_iter()
+                .filter(|(_, c)| gone(c.vip_id))
+                .map(|(k, _)| k)
+                .collect();
+            delete_keys(Self::fd(map), name, &keys)?;
+        }
+        for (map, name) in [
+            (&self.sessions, names::SESSIONS),
+            (&self.pending, names::PENDING),
+        ] {
+            let keys: Vec<SessionKey> = Self::entries(map, name)?
+                .into_iter()
+                .filter(|(k, _)| gone(k.vip_id))
+                .map(|(k, _)| k)
+                .collect();
+            delete_keys(Self::fd(map), name, &keys)?;
+        }
+        Ok(())
+    }
+}

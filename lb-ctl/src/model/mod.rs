@@ -1,0 +1,11 @@
+//! The desired state: what the operator asks for, validated before it
+//! reaches anything else. Pure: imports nothing of lb-ctl, tested on the
+//! host.
+
+pub mod config;
+pub mod cookie;
+pub mod endpoint;
+pub mod health;
+pub mod kept;
+pub mod sched;
+pub mod services;
