@@ -45,7 +45,7 @@ use super::ApiError;
 use crate::{
     controller::{
         commands::{ErrorKind, Request, Response as Answer},
-        Controller,
+        state::Controller,
     },
     kernel::lister::Lister,
     model::{

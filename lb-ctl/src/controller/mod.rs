@@ -4,93 +4,32 @@
 //! then becomes the model; the layer-7 proxy, the health checks and the
 //! cluster follow it.
 //!
+//! - [`state`]: what the controller holds;
+//! - [`account`]: what the sweeps tell about the tables;
 //! - [`commands`]: the requests it serves and their answers;
 //! - [`report`]: `status`, `stats` and `backend list`, composed here from
 //!   the kernel's counters and the features' own;
 //! - [`sweep`]: the sweep tick, run off the controller's lock.
 
+pub mod account;
 pub mod commands;
 pub mod report;
+pub mod state;
 pub mod sweep;
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::{
-    health::{HealthBook, Target},
-    kernel::program::Dataplane,
-    model::{
-        config::Config,
-        endpoint::{Endpoint, VipId},
-        services::{ServiceError, Services},
-    },
+use crate::model::{
+    config::Config,
+    endpoint::{Endpoint, VipId},
+    services::{ServiceError, Services},
 };
 use commands::{ErrorKind, Request, Response};
-use report::TableAccount;
-
-/// The controller's state: the model and the kernel tables it describes.
-pub struct Controller {
-    pub services: Services,
-    pub dataplane: Dataplane,
-    /// The interfaces the program is attached to.
-    pub ifaces: Vec<String>,
-    /// Health-check records, written by the checker tasks.
-    pub health: Arc<Mutex<HealthBook>>,
-    /// The backends to check, republished after every change.
-    pub targets: tokio::sync::watch::Sender<Vec<Target>>,
-    /// Draining backends already reported as safe to remove.
-    drained_reported: std::collections::HashSet<(VipId, Endpoint)>,
-    /// Table sizes and unconfirmed-flow evictions, as of the last sweep.
-    tables: TableAccount,
-    /// How the program is attached, and why.
-    pub mode: (String, String),
-    started: std::time::Instant,
-    /// When the last sweep ended, how long it took, what it deleted.
-    last_sweep: Option<(std::time::Instant, std::time::Duration, [u64; 4])>,
-    /// What the sweeps deleted so far, per table.
-    swept_total: [u64; 4],
-    /// The layer-7 proxy, once a `mode: http` VIP exists.
-    http: Option<HttpPart>,
-    /// Where the cookie key is (`http.cookie_key_file`).
-    pub cookie_key_file: PathBuf,
-    /// Sessions shared with the other hosts (`cluster:`).
-    pub cluster: Option<Arc<crate::cluster::store::Cluster>>,
-}
-
-/// The proxy and what the controller keeps of it.
-struct HttpPart {
-    view: tokio::sync::watch::Sender<Arc<crate::l7::proxy::View>>,
-    listeners: crate::l7::proxy::Listeners,
-    stats: crate::l7::proxy::HttpStats,
-}
+use state::{Controller, HttpPart};
 
 impl Controller {
-    /// A controller over `services` and `dataplane`.
-    #[must_use]
-    pub fn new(services: Services, dataplane: Dataplane, ifaces: Vec<String>) -> Self {
-        let (targets, _) = tokio::sync::watch::channel(crate::health::targets(&services));
-        Self {
-            services,
-            dataplane,
-            ifaces,
-            health: Arc::default(),
-            targets,
-            drained_reported: std::collections::HashSet::new(),
-            tables: TableAccount::default(),
-            mode: (String::new(), String::new()),
-            started: std::time::Instant::now(),
-            last_sweep: None,
-            swept_total: [0; 4],
-            http: None,
-            cookie_key_file: crate::model::config::Http::default().cookie_key_file,
-            cluster: None,
-        }
-    }
-
     /// Serve the `mode: http` VIPs of `next` that are not served yet: bind
     /// their sockets (and start the proxy, with its key, at the first).
     /// Nothing is started when any of them cannot be.

@@ -5,60 +5,12 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::Controller;
+use super::{account::TABLES, state::Controller};
 use crate::{
     kernel::stats::Traffic,
     model::endpoint::{Endpoint, VipId},
     sync::lock,
 };
-
-/// The four state tables, in the order of the sweeps' figures.
-const TABLES: [&str; 4] = ["connections", "half_open", "sessions", "pending"];
-
-/// What the sweeps tell about the tables.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct TableAccount {
-    /// Entries left in each table after the last sweep.
-    connections: u64,
-    half_open: u64,
-    sessions: u64,
-    pending: u64,
-    /// Counters at the last sweep: new flows, confirmed flows, drops.
-    new_flows: u64,
-    confirmed: u64,
-    dropped_full: u64,
-    /// Unconfirmed flows evicted by the LRU so far (estimated).
-    evicted: u64,
-}
-
-impl TableAccount {
-    /// Account one sweep: an unconfirmed flow that was created since the
-    /// last one and was neither confirmed, nor dropped, nor swept as
-    /// expired, nor is still in the table, was evicted to make room.
-    pub(super) fn sweep(
-        &mut self,
-        r: &crate::kernel::sweeper::SweepReport,
-        new_flows: u64,
-        confirmed: u64,
-        dropped_full: u64,
-    ) {
-        let before = self.half_open / 2;
-        let after = r.half_open.left() / 2;
-        let gone = new_flows
-            .saturating_sub(self.new_flows)
-            .saturating_sub(confirmed.saturating_sub(self.confirmed))
-            .saturating_sub(dropped_full.saturating_sub(self.dropped_full))
-            .saturating_sub(r.half_open.deleted / 2);
-        self.evicted += gone.saturating_sub(after.saturating_sub(before));
-        self.connections = r.connections.left();
-        self.half_open = r.half_open.left();
-        self.sessions = r.sessions.left();
-        self.pending = r.pending.left();
-        self.new_flows = new_flows;
-        self.confirmed = confirmed;
-        self.dropped_full = dropped_full;
-    }
-}
 
 impl Controller {
     /// `lb-ctl status`.

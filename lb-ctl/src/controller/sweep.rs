@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use super::Controller;
+use super::state::Controller;
 use crate::sync::lock;
 
 /// Sweep the tables without holding the controller: only the sweeper's

@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
-    controller::Controller,
+    controller::state::Controller,
     kernel::{
         program::{Dataplane, LoadOptions},
         sysctl,
@@ -71,7 +71,7 @@ pub async fn run(opts: AttachOptions) -> Result<()> {
         let index = nix::net::if_::if_nametoindex(name.as_str())
             .map_err(|_| anyhow::anyhow!("interface {name:?} does not exist"))?;
         facts.push(
-            crate::kernel::netdev::facts(index)
+            crate::kernel::xdpmode::facts(index)
                 .with_context(|| format!("inspecting interface {name}"))?,
         );
     }

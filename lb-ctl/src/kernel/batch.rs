@@ -8,6 +8,8 @@ use std::{io, mem::size_of, os::fd::RawFd};
 
 use aya::Pod;
 
+use super::error::{DataplaneError, Result as KernelResult};
+
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
@@ -120,4 +122,21 @@ pub fn delete<K: Pod>(fd: RawFd, keys: &[K]) -> io::Result<u64> {
         }
     }
     Ok(deleted)
+}
+
+/// Delete `keys` from the hash map behind `fd`, in batches.
+pub fn delete_keys<K: aya::Pod>(
+    fd: std::os::fd::RawFd,
+    name: &'static str,
+    keys: &[K],
+) -> KernelResult<u64> {
+    delete(fd, keys).map_err(|source| DataplaneError::Batch { name, source })
+}
+
+/// A second descriptor of a live map, for work off the controller.
+pub fn dup_fd(fd: std::os::fd::RawFd, name: &'static str) -> KernelResult<std::os::fd::OwnedFd> {
+    // SAFETY: `fd` is a live map descriptor owned by the tables.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+        .try_clone_to_owned()
+        .map_err(|source| DataplaneError::Batch { name, source })
 }

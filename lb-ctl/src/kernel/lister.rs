@@ -9,6 +9,7 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    batch::dup_fd,
     clock::now_ns,
     error::{map_err, DataplaneError, Result},
     tables::{addr, nanos, Tables},
@@ -33,14 +34,6 @@ impl Tables {
             services: services.clone(),
         })
     }
-}
-
-/// A second descriptor of a live map, for work off the controller.
-pub(crate) fn dup_fd(fd: std::os::fd::RawFd, name: &'static str) -> Result<std::os::fd::OwnedFd> {
-    // SAFETY: `fd` is a live map descriptor owned by the tables.
-    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
-        .try_clone_to_owned()
-        .map_err(|source| DataplaneError::Batch { name, source })
 }
 
 /// Listings of the connections and sessions, read in batches and handed

@@ -317,27 +317,3 @@ pub fn xdp_features(ifindex: u32) -> Result<Option<u64>> {
         })
     }))
 }
-
-/// Everything [`crate::kernel::xdpmode::choose`] needs to know about `ifindex`.
-///
-/// # Errors
-/// When the device cannot be read (its veth peer or features missing are
-/// not errors: they are recorded as unknown).
-pub fn facts(ifindex: u32) -> Result<crate::kernel::xdpmode::Facts> {
-    let link = link(ifindex)?;
-    let peer = match (link.is_veth(), link.peer_ifindex) {
-        (true, Some(peer)) => link_in(peer, link.peer_netnsid)
-            .map_err(|e| log::debug!("reading the veth peer of {}: {e}", link.name))
-            .ok(),
-        _ => None,
-    };
-    let features = xdp_features(ifindex).unwrap_or_else(|e| {
-        log::debug!("reading the XDP features of {}: {e}", link.name);
-        None
-    });
-    Ok(crate::kernel::xdpmode::Facts {
-        link,
-        peer,
-        features,
-    })
-}

@@ -12,9 +12,9 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    batch::{delete_keys, dup_fd},
     clock::now_ns,
     error::{map_err, DataplaneError, Result},
-    lister::dup_fd,
     tables::{nanos, Tables},
 };
 use crate::model::services::Services;
@@ -209,15 +209,6 @@ impl Sweeper {
             elapsed: start.elapsed(),
         })
     }
-}
-
-/// Delete `keys` from the hash map behind `fd`, in batches.
-pub(crate) fn delete_keys<K: aya::Pod>(
-    fd: std::os::fd::RawFd,
-    name: &'static str,
-    keys: &[K],
-) -> Result<u64> {
-    crate::kernel::batch::delete(fd, keys).map_err(|source| DataplaneError::Batch { name, source })
 }
 
 /// What one sweep did to one table.

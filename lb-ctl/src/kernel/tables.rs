@@ -10,9 +10,8 @@ use lb_common::{
 };
 
 use super::{
+    batch::{delete_keys, dup_fd},
     error::{map_err, DataplaneError, Result},
-    lister::dup_fd,
-    sweeper::delete_keys,
 };
 use crate::model::{
     endpoint::{Endpoint, Protocol},

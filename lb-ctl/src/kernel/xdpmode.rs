@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use crate::kernel::netdev::{xdp_act, Attached, Link};
+use super::netdev::{self, xdp_act, Attached, Link};
 
 /// What the operator asked for (`--xdp-mode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -57,6 +57,30 @@ pub struct Facts {
     pub peer: Option<Link>,
     /// `xdp-features` bits; `None` on kernels that do not report them.
     pub features: Option<u64>,
+}
+
+/// Everything [`choose`] needs to know about `ifindex`.
+///
+/// # Errors
+/// When the device cannot be read (its veth peer or features missing are
+/// not errors: they are recorded as unknown).
+pub fn facts(ifindex: u32) -> Result<Facts, netdev::NetdevError> {
+    let link = netdev::link(ifindex)?;
+    let peer = match (link.is_veth(), link.peer_ifindex) {
+        (true, Some(peer)) => netdev::link_in(peer, link.peer_netnsid)
+            .map_err(|e| log::debug!("reading the veth peer of {}: {e}", link.name))
+            .ok(),
+        _ => None,
+    };
+    let features = netdev::xdp_features(ifindex).unwrap_or_else(|e| {
+        log::debug!("reading the XDP features of {}: {e}", link.name);
+        None
+    });
+    Ok(Facts {
+        link,
+        peer,
+        features,
+    })
 }
 
 /// Why native mode would drop frames on this interface (`None`: it would
