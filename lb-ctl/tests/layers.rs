@@ -262,7 +262,7 @@ fn no_files_import_each_other_in_a_loop() {
 #[test]
 fn the_check_sees_imports() {
     let graph = imports();
-    let daemon = src().join("daemon/mod.rs");
+    let daemon = src().join("daemon/boot.rs");
     assert!(
         graph[&daemon].contains(&src().join("controller/state.rs")),
         "{:?}",

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use crate::{
     api::{client, DEFAULT_SOCKET},
     controller::report::{BackendRow, Status},
-    daemon::{self, AttachOptions},
+    daemon::{self, options::AttachOptions},
     kernel::lister::{ConnView, SessionView},
     model::{
         config::Config,

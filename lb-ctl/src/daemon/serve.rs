@@ -1,0 +1,206 @@
+//! The running controller's tasks — control socket, metrics, health
+//! checks, sweeps, the devices' XDP error counters — and its signals:
+//! SIGHUP reloads the config file, SIGINT/SIGTERM stop it.
+
+use std::{
+    sync::{atomic::AtomicBool, Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Result;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::{
+    boot::{Listeners, Owned, Running},
+    options::AttachOptions,
+};
+use crate::{
+    controller::state::Controller,
+    kernel::{ethtool, sysctl, xdpmode::Choice},
+    model::config::Config,
+    sync::lock,
+};
+
+/// How often the devices' XDP error counters are read.
+const XDP_ERROR_WATCH: Duration = Duration::from_secs(2);
+
+/// Serve until SIGINT/SIGTERM, then stop.
+///
+/// # Errors
+/// When a signal handler or a timer cannot be had.
+pub async fn serve(
+    opts: &AttachOptions,
+    owned: &Owned,
+    listeners: Listeners,
+    started: Running,
+) -> Result<()> {
+    let Running {
+        controller,
+        config,
+        sysctl_changes,
+        choice,
+    } = started;
+    let Listeners {
+        control,
+        metrics,
+        guard,
+    } = listeners;
+    spawn_health_checks(&controller);
+    spawn_servers(&controller, control, metrics)?;
+    signal_loop(opts, &controller, &config, &choice).await?;
+    stop(opts, owned, &controller, &sysctl_changes);
+    // The control socket's file goes last.
+    drop(guard);
+    Ok(())
+}
+
+/// The health checks follow the controller's targets; their verdicts are
+/// applied through it.
+fn spawn_health_checks(controller: &Arc<Mutex<Controller>>) {
+    let (targets, book) = {
+        let c = lock(controller);
+        (c.targets.subscribe(), Arc::clone(&c.health))
+    };
+    let (verdicts, incoming) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(crate::health::supervise(targets, book, verdicts));
+    tokio::spawn(apply_verdicts(Arc::clone(controller), incoming));
+}
+
+/// Apply the health checks' verdicts to the controller, one at a time, off
+/// the async threads.
+async fn apply_verdicts(
+    controller: Arc<Mutex<Controller>>,
+    mut incoming: tokio::sync::mpsc::UnboundedReceiver<crate::health::Verdict>,
+) {
+    while let Some((t, transition)) = incoming.recv().await {
+        let c = Arc::clone(&controller);
+        let _ = tokio::task::spawn_blocking(move || {
+            let (down, reason) = match transition {
+                crate::health::Transition::Down(r) => (true, r),
+                crate::health::Transition::Up(r) => (false, r),
+            };
+            lock(&c).set_down(t.vip, t.backend, down, &reason);
+        })
+        .await;
+    }
+}
+
+/// The API on the control socket, and the metrics on their address.
+fn spawn_servers(
+    controller: &Arc<Mutex<Controller>>,
+    control: tokio::net::UnixListener,
+    metrics: Option<tokio::net::TcpListener>,
+) -> Result<()> {
+    if let Some(metrics) = metrics {
+        log::info!(
+            "serving metrics on http://{}/metrics",
+            metrics.local_addr()?
+        );
+        let app = crate::api::server::metrics_router(Arc::clone(controller));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, app).await {
+                log::error!("metrics endpoint: {e}");
+            }
+        });
+    }
+    let api = crate::api::server::router(Arc::clone(controller));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(control, api).await {
+            log::error!("control socket: {e}");
+        }
+    });
+    Ok(())
+}
+
+/// Reload on SIGHUP, sweep and watch the devices' counters on their ticks,
+/// until SIGINT/SIGTERM.
+async fn signal_loop(
+    opts: &AttachOptions,
+    controller: &Arc<Mutex<Controller>>,
+    config: &Config,
+    choice: &Choice,
+) -> Result<()> {
+    // The driver's XDP error counters: a warning while they grow.
+    let mut xdp_watch = ethtool::Watch::default();
+    xdp_watch.observe(ethtool::xdp_errors(&opts.ifaces));
+    let mut watch_tick = tokio::time::interval(XDP_ERROR_WATCH);
+    watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    watch_tick.tick().await;
+    let sweeping = Arc::new(AtomicBool::new(false));
+    let mut sweep = tokio::time::interval(config.sweeper.interval);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sweep.tick().await;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => reload(opts, controller, config).await,
+            _ = watch_tick.tick() => {
+                for (iface, lost) in xdp_watch.observe(ethtool::xdp_errors(&opts.ifaces)) {
+                    log::warn!("{}", ethtool::warning(&iface, lost, choice.mode));
+                }
+            }
+            _ = sweep.tick() => start_sweep(controller, &sweeping),
+        }
+    }
+}
+
+/// SIGHUP: apply the config file again; a refused file changes nothing.
+async fn reload(opts: &AttachOptions, controller: &Arc<Mutex<Controller>>, config: &Config) {
+    let Some(path) = opts.config.clone() else {
+        log::warn!("SIGHUP: no --config file to reload");
+        return;
+    };
+    let c = Arc::clone(controller);
+    let running = config.clone();
+    let done = tokio::task::spawn_blocking(move || lock(&c).reload(&path, &running)).await;
+    match done {
+        Ok(Ok(_)) => {} // logged by the change itself
+        Ok(Err(e)) => log::error!("reload refused, nothing changed: {e:#}"),
+        Err(e) => log::error!("reload: {e}"),
+    }
+}
+
+/// Sweep off the loop, so that control requests are served meanwhile; a
+/// sweep still running skips this tick.
+fn start_sweep(controller: &Arc<Mutex<Controller>>, sweeping: &Arc<AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    if !sweeping.swap(true, Ordering::AcqRel) {
+        let c = Arc::clone(controller);
+        let busy = Arc::clone(sweeping);
+        tokio::task::spawn_blocking(move || {
+            crate::controller::sweep::sweep_tables(&c);
+            busy.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// Detach and put everything back, or (`--keep-state`) leave the data path
+/// running for the next controller.
+fn stop(
+    opts: &AttachOptions,
+    owned: &Owned,
+    controller: &Arc<Mutex<Controller>>,
+    sysctl_changes: &[sysctl::Changed],
+) {
+    let mut c = lock(controller);
+    if opts.keep_state {
+        c.dataplane.release();
+        log::info!(
+            "stopping with --keep-state: the program stays attached to {} and keeps forwarding \
+             with the tables pinned in {}; the next `lb-ctl attach` takes over, `lb-ctl detach` removes it",
+            opts.ifaces.join(", "),
+            owned.dirs.root.display()
+        );
+    } else {
+        log::info!("stopping: detaching from {}", opts.ifaces.join(", "));
+        c.dataplane.detach();
+        c.dataplane.unpin();
+        let _ = std::fs::remove_dir(&owned.dirs.links);
+        let _ = std::fs::remove_dir(&owned.dirs.root);
+        sysctl::restore(sysctl_changes);
+    }
+}
