@@ -16,3 +16,9 @@ pub const DEFAULT_SOCKET: &str = "/run/lb/lb.sock";
 pub struct ApiError {
     pub error: String,
 }
+
+/// The answer to a change that was made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Done {
+    pub message: String,
+}

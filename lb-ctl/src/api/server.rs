@@ -41,7 +41,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::ApiError;
+use super::{ApiError, Done};
 use crate::{
     controller::{
         commands::{ErrorKind, Request, Response as Answer},
@@ -133,12 +133,6 @@ fn answer_response(answer: Answer) -> Response {
         )
             .into_response(),
     }
-}
-
-/// A done change.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Done {
-    pub message: String,
 }
 
 /// Parse a path segment as `ADDRESS:PORT`, naming it when it is not.

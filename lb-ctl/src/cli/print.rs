@@ -1,0 +1,187 @@
+//! The answers printed as tables for people (`-o json` prints them as
+//! they came).
+
+use std::time::Duration;
+
+use crate::{
+    controller::report::{BackendRow, Status},
+    kernel::lister::{ConnView, SessionView},
+    model::{endpoint::VipId, services::Vip},
+};
+
+pub fn print_status(s: &Status) {
+    println!(
+        "interfaces:  {} ({} mode: {})",
+        s.interfaces.join(", "),
+        s.mode,
+        s.mode_reason
+    );
+    println!(
+        "program:     id {}; links {}",
+        s.program_id
+            .map_or_else(|| "?".to_string(), |i| i.to_string()),
+        if s.link_ids.is_empty() {
+            "-".to_string()
+        } else {
+            s.link_ids
+                .iter()
+                .map(|(i, id)| format!("{i}: {id}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    );
+    println!("services:    {} VIP(s), {} backend(s)", s.vips, s.backends);
+    if let Some(c) = &s.cluster {
+        let received = |what: &str| {
+            c.received
+                .iter()
+                .find(|(n, _)| n == what)
+                .map_or(0, |(_, v)| *v)
+        };
+        println!(
+            "cluster:     node {}, store {} {}; published {} (dropped {}), installed {} of the others', \
+             publication lag p99 {}",
+            c.node,
+            c.store,
+            if c.up { "reachable" } else { "UNREACHABLE (going on alone)" },
+            c.published,
+            c.publish_dropped,
+            received("installed"),
+            c.lag_p99_ms
+                .map_or_else(|| "-".to_string(), |ms| format!("{ms} ms"))
+        );
+    }
+    println!("uptime:      {}s", s.uptime_seconds);
+    println!(
+        "{:<12} {:>12} {:>12} {:>6}",
+        "TABLE", "ENTRIES", "CAPACITY", "USED"
+    );
+    for t in &s.tables {
+        println!(
+            "{:<12} {:>12} {:>12} {:>5.1}%",
+            t.name,
+            t.entries,
+            t.capacity,
+            100.0 * t.entries as f64 / t.capacity.max(1) as f64
+        );
+    }
+    match &s.last_sweep {
+        Some(w) => println!(
+            "last sweep:  {:.1}s ago, took {:.3}s, deleted {}",
+            w.seconds_ago,
+            w.duration_seconds,
+            w.deleted
+                .iter()
+                .map(|(t, n)| format!("{n} {t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => println!("last sweep:  none yet (table occupancy is counted by the sweeps)"),
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+pub fn print_vips(vips: &[Vip]) {
+    println!(
+        "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}",
+        "NAME", "VIP", "PROTO", "SCHED", "PERSISTENCE", "MASK", "BACKENDS"
+    );
+    for v in vips {
+        println!(
+            "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}",
+            v.spec.name.as_deref().unwrap_or("-"),
+            v.spec.id.endpoint.to_string(),
+            v.spec.id.protocol.as_str(),
+            v.spec.scheduler.as_str(),
+            if v.spec.persistence_timeout.is_zero() {
+                "off".to_string()
+            } else {
+                secs(v.spec.persistence_timeout)
+            },
+            format!("/{}", v.spec.persistence_netmask),
+            v.backends.len()
+        );
+    }
+}
+
+pub fn print_backends(rows: &[BackendRow]) {
+    println!(
+        "{:<22} {:<5} {:<22} {:<14} {:>6} {:>6} {:>6} {:>8} {:>11}  LAST FAILED CHECK",
+        "VIP", "PROTO", "BACKEND", "STATE", "WEIGHT", "SHARE", "CONNS", "SESSIONS", "CHECKS OK/F"
+    );
+    for r in rows {
+        println!(
+            "{:<22} {:<5} {:<22} {:<14} {:>6} {:>5}% {:>6} {:>8} {:>11}  {}",
+            r.vip.endpoint.to_string(),
+            r.vip.protocol.as_str(),
+            r.backend.to_string(),
+            r.state,
+            r.weight,
+            r.share,
+            r.connections,
+            r.sessions,
+            r.checks
+                .map_or_else(|| "-".to_string(), |(ok, failed)| format!("{ok}/{failed}")),
+            r.last_error.as_deref().unwrap_or("")
+        );
+    }
+    let mut vips: Vec<VipId> = rows.iter().map(|r| r.vip).collect();
+    vips.dedup();
+    for v in vips {
+        let mut of_vip = rows.iter().filter(|r| r.vip == v);
+        if of_vip.clone().all(|r| r.share == 0) {
+            if of_vip.all(|r| r.state.starts_with("down")) {
+                println!("VIP {v}: no backend up (new connections are dropped)");
+            } else {
+                println!("VIP {v}: no backend takes new clients (new connections are dropped)");
+            }
+        }
+    }
+}
+
+/// `lb-ctl conns`, as a table.
+pub fn print_conns(conns: &[ConnView]) {
+    println!(
+        "{:<22} {:<22} {:<22} {:<5} {:<16} {:>8} {:>9}",
+        "CLIENT", "VIP", "BACKEND", "PROTO", "STATE", "IDLE", "EXPIRES"
+    );
+    for c in conns {
+        println!(
+            "{:<22} {:<22} {:<22} {:<5} {:<16} {:>8} {:>9}",
+            c.client.to_string(),
+            c.vip.to_string(),
+            c.backend.to_string(),
+            c.protocol.as_str(),
+            if c.confirmed {
+                c.state.clone()
+            } else {
+                format!("{}(new)", c.state)
+            },
+            secs(c.idle),
+            secs(c.expires_in)
+        );
+    }
+}
+
+/// `lb-ctl sessions`, as a table.
+pub fn print_sessions(sessions: &[SessionView]) {
+    println!(
+        "{:<20} {:<22} {:<5} {:<22} {:>9} {:>9}",
+        "CLIENT", "VIP", "PROTO", "BACKEND", "TIME LEFT", "AGE"
+    );
+    for s in sessions {
+        println!(
+            "{:<20} {:<22} {:<5} {:<22} {:>9} {:>9}",
+            format!("{}/{}", s.client, s.netmask),
+            s.vip.to_string(),
+            s.protocol.as_str(),
+            s.backend
+                .map_or_else(|| "(removed)".to_string(), |b| b.to_string()),
+            secs(s.time_left),
+            secs(s.age)
+        );
+    }
+}
