@@ -154,7 +154,10 @@ fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.unwrap().path();
         if p.is_dir() {
             rs_files(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
+        } else if p.extension().is_some_and(|x| x == "rs")
+            // Unit tests kept in files of their own.
+            && !p.file_name().is_some_and(|n| n.to_string_lossy().ends_with("tests.rs"))
+        {
             out.push(p);
         }
     }

@@ -2,7 +2,10 @@
 
 use std::fmt::Write as _;
 
-use crate::controller::report::Stats;
+use crate::{
+    controller::report::Stats,
+    model::endpoint::{Endpoint, VipId},
+};
 
 /// A label value as the text format wants it: backslash, double quote and
 /// line feed escaped.
@@ -20,36 +23,58 @@ pub fn escape(value: &str) -> String {
     out
 }
 
+/// The exposition being written.
+#[derive(Default)]
+struct Text(String);
+
+impl Text {
+    /// One metric family: its help, its type and its samples.
+    fn family(&mut self, name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+        for (labels, value) in rows {
+            if labels.is_empty() {
+                let _ = writeln!(self.0, "{name} {value}");
+            } else {
+                let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+            }
+        }
+    }
+}
+
+fn vip_label(id: &VipId, name: &Option<String>) -> String {
+    format!(
+        "vip=\"{}\",protocol=\"{}\",name=\"{}\"",
+        id.endpoint,
+        id.protocol.as_str(),
+        escape(name.as_deref().unwrap_or(""))
+    )
+}
+
+fn be_label(id: &VipId, b: &Endpoint) -> String {
+    format!(
+        "vip=\"{}\",protocol=\"{}\",backend=\"{b}\"",
+        id.endpoint,
+        id.protocol.as_str()
+    )
+}
+
 /// Render `stats` in the Prometheus text format (version 0.0.4).
 #[must_use]
 pub fn render(stats: &Stats) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        for (labels, value) in rows {
-            if labels.is_empty() {
-                let _ = writeln!(out, "{name} {value}");
-            } else {
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
-        }
-    };
-    let vip_label = |id: &crate::model::endpoint::VipId, name: &Option<String>| {
-        format!(
-            "vip=\"{}\",protocol=\"{}\",name=\"{}\"",
-            id.endpoint,
-            id.protocol.as_str(),
-            escape(name.as_deref().unwrap_or(""))
-        )
-    };
-    let be_label = |id: &crate::model::endpoint::VipId, b: &crate::model::endpoint::Endpoint| {
-        format!(
-            "vip=\"{}\",protocol=\"{}\",backend=\"{b}\"",
-            id.endpoint,
-            id.protocol.as_str()
-        )
-    };
+    let mut t = Text::default();
+    traffic(&mut t, stats);
+    datapath(&mut t, stats);
+    http(&mut t, stats);
+    tables(&mut t, stats);
+    cluster(&mut t, stats);
+    http_latency(&mut t, stats);
+    sweep(&mut t, stats);
+    t.0
+}
+
+/// Packets, bytes and new connections per VIP and per backend.
+fn traffic(t: &mut Text, stats: &Stats) {
     for (what, help, pick) in [
         (
             "packets",
@@ -64,7 +89,7 @@ pub fn render(stats: &Stats) -> String {
             1 => t.bytes,
             _ => t.new_conns,
         };
-        family(
+        t.family(
             &format!("lb_vip_{what}_total"),
             "counter",
             help,
@@ -74,7 +99,7 @@ pub fn render(stats: &Stats) -> String {
                 .map(|(id, n, t)| (vip_label(id, n), value(t)))
                 .collect(),
         );
-        family(
+        t.family(
             &format!("lb_backend_{what}_total"),
             "counter",
             &help.replace("the VIP", "the backend"),
@@ -85,7 +110,11 @@ pub fn render(stats: &Stats) -> String {
                 .collect(),
         );
     }
-    family(
+}
+
+/// What the data path did, by reason; ICMP errors; the backends' states and checks.
+fn datapath(t: &mut Text, stats: &Stats) {
+    t.family(
         "lb_datapath_events_total",
         "counter",
         "Data-path outcomes by reason (verdicts, passes, drops, table events).",
@@ -95,7 +124,7 @@ pub fn render(stats: &Stats) -> String {
             .map(|(r, v)| (format!("reason=\"{r}\""), *v))
             .collect(),
     );
-    family(
+    t.family(
         "lb_icmp_errors_total",
         "counter",
         "ICMP errors (destination unreachable, time exceeded, parameter problem) by outcome: \
@@ -107,7 +136,7 @@ pub fn render(stats: &Stats) -> String {
             .map(|(r, v)| (format!("outcome=\"{r}\""), *v))
             .collect(),
     );
-    family(
+    t.family(
         "lb_backend_up",
         "gauge",
         "1 while the backend passes its health checks (or has none), 0 while it is down.",
@@ -117,7 +146,7 @@ pub fn render(stats: &Stats) -> String {
             .map(|b| (be_label(&b.vip, &b.backend), u64::from(b.up)))
             .collect(),
     );
-    family(
+    t.family(
         "lb_backend_state",
         "gauge",
         "1 for the backend's current state: up, down, draining, or down, draining.",
@@ -132,7 +161,7 @@ pub fn render(stats: &Stats) -> String {
             })
             .collect(),
     );
-    family(
+    t.family(
         "lb_backend_checks_total",
         "counter",
         "Health checks of the backend by result (ok, failed).",
@@ -150,6 +179,10 @@ pub fn render(stats: &Stats) -> String {
             })
             .collect(),
     );
+}
+
+/// The layer-7 proxy's counters.
+fn http(t: &mut Text, stats: &Stats) {
     let http_label = |vip: &crate::model::endpoint::VipId,
                       b: &Option<crate::model::endpoint::Endpoint>| match b {
         Some(b) => be_label(vip, b),
@@ -168,7 +201,7 @@ pub fn render(stats: &Stats) -> String {
         ("upstream_errors", "Requests that failed upstream (502/503).", 5),
         ("bad_requests", "Malformed requests, answered 400 by the proxy.", 6),
     ] {
-        family(
+        t.family(
             &format!("lb_http_{what}_total"),
             "counter",
             help,
@@ -190,7 +223,11 @@ pub fn render(stats: &Stats) -> String {
                 .collect(),
         );
     }
-    family(
+}
+
+/// The devices' XDP errors and the tables: capacity, entries, what the sweeps deleted, evictions.
+fn tables(t: &mut Text, stats: &Stats) {
+    t.family(
         "lb_device_xdp_errors_total",
         "counter",
         "Frames the XDP program sent (XDP_TX or redirect) that the device's driver dropped, by driver statistic (ethtool -S).",
@@ -200,7 +237,7 @@ pub fn render(stats: &Stats) -> String {
             .map(|(iface, stat, v)| (format!("interface=\"{iface}\",statistic=\"{stat}\""), *v))
             .collect(),
     );
-    family(
+    t.family(
         "lb_table_capacity",
         "gauge",
         "Size limit of each table: connections (confirmed), half_open (unconfirmed flows), sessions, pending (sessions of unconfirmed first connections).",
@@ -223,7 +260,7 @@ pub fn render(stats: &Stats) -> String {
             ),
         ],
     );
-    family(
+    t.family(
         "lb_table_entries",
         "gauge",
         "Entries in each table after the last sweep (connection tables: two per connection).",
@@ -233,7 +270,7 @@ pub fn render(stats: &Stats) -> String {
             .map(|(t, v)| (format!("table=\"{t}\""), *v))
             .collect(),
     );
-    family(
+    t.family(
         "lb_sweep_deleted_total",
         "counter",
         "Expired entries the sweeps deleted, by table.",
@@ -243,33 +280,37 @@ pub fn render(stats: &Stats) -> String {
             .map(|(t, v)| (format!("table=\"{t}\""), *v))
             .collect(),
     );
-    family(
+    t.family(
         "lb_half_open_evictions_total",
         "counter",
         "Unconfirmed flows (TCP half-open, UDP unanswered) evicted to make room for newer ones, estimated at each sweep.",
         vec![(String::new(), stats.half_open_evictions)],
     );
+}
+
+/// Sessions shared with the other hosts.
+fn cluster(t: &mut Text, stats: &Stats) {
     if let Some(c) = &stats.cluster {
         let node = format!("node=\"{}\"", escape(&c.node));
-        family(
+        t.family(
             "lb_cluster_store_up",
             "gauge",
             "1 while the cluster's store (Redis) answers; 0: this host goes on alone.",
             vec![(node.clone(), u64::from(c.up))],
         );
-        family(
+        t.family(
             "lb_cluster_published_total",
             "counter",
             "Sessions published to the store (new ones and refreshes).",
             vec![(node.clone(), c.published)],
         );
-        family(
+        t.family(
             "lb_cluster_publish_dropped_total",
             "counter",
             "Sessions not published (store unreachable, queue or the data path's ring full); live ones are published again on the next pass.",
             vec![(node.clone(), c.publish_dropped)],
         );
-        family(
+        t.family(
             "lb_cluster_received_total",
             "counter",
             "Other hosts' sessions read from the store, by result (installed, kept_local: this host's was newer, expired, unplaced: VIP or backend not here, malformed, install_failed: table full).",
@@ -281,27 +322,31 @@ pub fn render(stats: &Stats) -> String {
     }
     if let Some(c) = stats.cluster.as_ref().filter(|c| c.lag_p50_ms.is_some()) {
         let _ = writeln!(
-            out,
+            t.0,
             "# HELP lb_cluster_publish_lag_seconds Time from a new session on another host to its installation here, over the last {} such sessions.",
             crate::cluster::store::LAGS
         );
-        let _ = writeln!(out, "# TYPE lb_cluster_publish_lag_seconds summary");
+        let _ = writeln!(t.0, "# TYPE lb_cluster_publish_lag_seconds summary");
         for (q, v) in [("0.5", c.lag_p50_ms), ("0.99", c.lag_p99_ms)] {
             let _ = writeln!(
-                out,
+                t.0,
                 "lb_cluster_publish_lag_seconds{{node=\"{}\",quantile=\"{q}\"}} {}",
                 escape(&c.node),
                 f64::from(v.unwrap_or(0)) / 1e3
             );
         }
     }
+}
+
+/// The proxy's request durations, as a histogram.
+fn http_latency(t: &mut Text, stats: &Stats) {
     let vips_http: Vec<_> = stats.http.iter().filter(|(_, b, _)| b.is_none()).collect();
     if !vips_http.is_empty() {
         let _ = writeln!(
-            out,
+            t.0,
             "# HELP lb_http_request_duration_seconds Time from a request's arrival to its response head, through the proxy."
         );
-        let _ = writeln!(out, "# TYPE lb_http_request_duration_seconds histogram");
+        let _ = writeln!(t.0, "# TYPE lb_http_request_duration_seconds histogram");
         for (vip, _, c) in vips_http {
             let label = format!(
                 "vip=\"{}\",protocol=\"{}\"",
@@ -312,35 +357,38 @@ pub fn render(stats: &Stats) -> String {
             for (i, bound) in crate::l7::proxy::LATENCY_BUCKETS.iter().enumerate() {
                 cumulative += c.latency[i];
                 let _ = writeln!(
-                    out,
+                    t.0,
                     "lb_http_request_duration_seconds_bucket{{{label},le=\"{bound}\"}} {cumulative}"
                 );
             }
             cumulative += c.latency[7];
             let _ = writeln!(
-                out,
+                t.0,
                 "lb_http_request_duration_seconds_bucket{{{label},le=\"+Inf\"}} {cumulative}"
             );
             let _ = writeln!(
-                out,
+                t.0,
                 "lb_http_request_duration_seconds_sum{{{label}}} {}",
                 c.latency_sum_us as f64 / 1e6
             );
             let _ = writeln!(
-                out,
+                t.0,
                 "lb_http_request_duration_seconds_count{{{label}}} {cumulative}"
             );
         }
     }
+}
+
+/// The last sweep.
+fn sweep(t: &mut Text, stats: &Stats) {
     if let Some(seconds) = stats.last_sweep_seconds {
         let _ = writeln!(
-            out,
+            t.0,
             "# HELP lb_sweep_duration_seconds How long the last sweep of the tables took."
         );
-        let _ = writeln!(out, "# TYPE lb_sweep_duration_seconds gauge");
-        let _ = writeln!(out, "lb_sweep_duration_seconds {seconds}");
+        let _ = writeln!(t.0, "# TYPE lb_sweep_duration_seconds gauge");
+        let _ = writeln!(t.0, "lb_sweep_duration_seconds {seconds}");
     }
-    out
 }
 
 #[cfg(test)]

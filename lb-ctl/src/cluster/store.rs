@@ -7,6 +7,10 @@
 //! alone (logged once, `lb_cluster_store_up 0`); when it returns, every
 //! host publishes all its live sessions again and reads the stream from
 //! where it stopped.
+//!
+//! About 650 lines: the three tasks share the counters, the connection
+//! handling and the resync flag defined here, and are read best side by
+//! side.
 
 use std::{
     collections::HashMap,

@@ -16,7 +16,7 @@ use super::{
 use crate::model::{
     endpoint::{Endpoint, Protocol},
     kept::{Kept, KeptBackend, KeptVip},
-    services::{Services, Vip},
+    services::{Mode, Services, Vip},
 };
 
 /// The maps, typed.
@@ -42,6 +42,13 @@ pub struct Tables {
     /// `cluster:` is configured: VIPs with persistence announce their new
     /// sessions on the `SESSION_EVENTS` ring.
     pub shared: bool,
+}
+
+/// Every backend (slot, generation) of `s`.
+fn backends_of(s: &Services) -> HashSet<(u32, u32)> {
+    s.vips()
+        .flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen)))
+        .collect()
 }
 
 pub(crate) fn vip_key(v: &Vip) -> VipKey {
@@ -215,70 +222,100 @@ impl Tables {
     /// # Errors
     /// When the kernel refuses a write; the caller then applies `old` again.
     pub fn apply(&mut self, old: &Services, new: &Services) -> Result<()> {
-        let backends_of = |s: &Services| -> HashSet<(u32, u32)> {
-            s.vips()
-                .flat_map(|v| v.backends.iter().map(|b| (b.slot, b.gen)))
-                .collect()
-        };
         let old_backends = backends_of(old);
         for v in new.vips() {
             // The XDP program leaves a `mode: http` VIP's traffic to the
             // kernel (and so to the proxy): it is not in its maps.
-            if old.vip(&v.spec.id) == Some(v) || v.spec.mode == crate::model::services::Mode::Http {
+            if old.vip(&v.spec.id) == Some(v) || v.spec.mode == Mode::Http {
                 continue;
             }
-            for b in &v.backends {
-                let info = BackendInfo {
-                    addr: raw_addr(b.endpoint.addr),
-                    port: b.endpoint.port.to_be(),
-                    _pad: 0,
-                    vip_id: v.slot,
-                    gen: b.gen,
-                    flags: if b.keeps_sessions() {
-                        backend_flags::CONFIGURED | backend_flags::ACTIVE
-                    } else {
-                        backend_flags::CONFIGURED
-                    },
-                    _pad2: 0,
-                };
-                if !old_backends.contains(&(b.slot, b.gen)) {
-                    self.reset_counters(b.slot, false)?;
-                }
-                self.backends
-                    .set(b.slot, info, 0)
-                    .map_err(map_err(names::BACKENDS))?;
-            }
-            if let Some(m) = v.maglev_slot {
-                // Only the slots that change: a table swap under traffic
-                // sends every packet to the old or the new backend.
-                let before = old
-                    .vip(&v.spec.id)
-                    .filter(|o| o.maglev_slot == Some(m))
-                    .map(|o| o.table.as_slice())
-                    .unwrap_or_default();
-                for (i, slot) in crate::model::sched::changed_slots(before, &v.table) {
-                    self.maglev
-                        .set(m * lb_common::MAGLEV_SIZE + i as u32, slot, 0)
-                        .map_err(map_err(names::MAGLEV))?;
-                }
-            } else {
-                for (i, slot) in v.table.iter().enumerate() {
-                    self.ring
-                        .set(v.slot * RING_SIZE + i as u32, slot, 0)
-                        .map_err(map_err(names::RING))?;
-                }
-            }
-            if old.vip(&v.spec.id).is_none() {
-                self.reset_counters(v.slot, true)?;
-            }
-            self.vips
-                .insert(vip_key(v), vip_info(v, self.shared), 0)
-                .map_err(map_err(names::VIPS))?;
+            self.write_vip(v, old.vip(&v.spec.id), &old_backends)?;
         }
-        let new_backends = backends_of(new);
-        for &(slot, gen) in old_backends.difference(&new_backends) {
-            // Retire: no new connection or session uses it; established
-            // connections keep their own copy of its address.
+        self.retire(&old_backends, new)?;
+        // Gone from the data path: removed, or now served by the proxy.
+        let removed: Vec<&Vip> = old
+            .vips()
+            .filter(|v| {
+                v.spec.mode == Mode::Tcp
+                    && new
+                        .vip(&v.spec.id)
+                        .is_none_or(|n| n.spec.mode == Mode::Http)
+            })
+            .collect();
+        for v in &removed {
+            match self.vips.remove(&vip_key(v)) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(names::VIPS)(e)),
+            }
+        }
+        if !removed.is_empty() {
+            let slots: HashSet<u32> = removed.iter().map(|v| v.slot).collect();
+            self.purge(|vip_id| slots.contains(&vip_id))?;
+        }
+        Ok(())
+    }
+
+    /// One VIP, new or changed (`before`): its backends, then its selection
+    /// table, then its entry.
+    fn write_vip(
+        &mut self,
+        v: &Vip,
+        before: Option<&Vip>,
+        old_backends: &HashSet<(u32, u32)>,
+    ) -> Result<()> {
+        for b in &v.backends {
+            let info = BackendInfo {
+                addr: raw_addr(b.endpoint.addr),
+                port: b.endpoint.port.to_be(),
+                _pad: 0,
+                vip_id: v.slot,
+                gen: b.gen,
+                flags: if b.keeps_sessions() {
+                    backend_flags::CONFIGURED | backend_flags::ACTIVE
+                } else {
+                    backend_flags::CONFIGURED
+                },
+                _pad2: 0,
+            };
+            if !old_backends.contains(&(b.slot, b.gen)) {
+                self.reset_counters(b.slot, false)?;
+            }
+            self.backends
+                .set(b.slot, info, 0)
+                .map_err(map_err(names::BACKENDS))?;
+        }
+        if let Some(m) = v.maglev_slot {
+            // Only the slots that change: a table swap under traffic
+            // sends every packet to the old or the new backend.
+            let table_before = before
+                .filter(|o| o.maglev_slot == Some(m))
+                .map(|o| o.table.as_slice())
+                .unwrap_or_default();
+            for (i, slot) in crate::model::sched::changed_slots(table_before, &v.table) {
+                self.maglev
+                    .set(m * lb_common::MAGLEV_SIZE + i as u32, slot, 0)
+                    .map_err(map_err(names::MAGLEV))?;
+            }
+        } else {
+            for (i, slot) in v.table.iter().enumerate() {
+                self.ring
+                    .set(v.slot * RING_SIZE + i as u32, slot, 0)
+                    .map_err(map_err(names::RING))?;
+            }
+        }
+        if before.is_none() {
+            self.reset_counters(v.slot, true)?;
+        }
+        self.vips
+            .insert(vip_key(v), vip_info(v, self.shared), 0)
+            .map_err(map_err(names::VIPS))
+    }
+
+    /// Retire the backends of `old_backends` that `new` no longer has: no
+    /// new connection or session uses them; established connections keep
+    /// their own copy of the address.
+    fn retire(&mut self, old_backends: &HashSet<(u32, u32)>, new: &Services) -> Result<()> {
+        for &(slot, gen) in old_backends.difference(&backends_of(new)) {
             let still_used = new
                 .vips()
                 .any(|v| v.backends.iter().any(|b| b.slot == slot));
@@ -294,26 +331,6 @@ impl Tables {
                         .map_err(map_err(names::BACKENDS))?;
                 }
             }
-        }
-        // Gone from the data path: removed, or now served by the proxy.
-        let removed: Vec<&Vip> = old
-            .vips()
-            .filter(|v| {
-                v.spec.mode == crate::model::services::Mode::Tcp
-                    && new
-                        .vip(&v.spec.id)
-                        .is_none_or(|n| n.spec.mode == crate::model::services::Mode::Http)
-            })
-            .collect();
-        for v in &removed {
-            match self.vips.remove(&vip_key(v)) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_err(names::VIPS)(e)),
-            }
-        }
-        if !removed.is_empty() {
-            let slots: HashSet<u32> = removed.iter().map(|v| v.slot).collect();
-            self.purge(|vip_id| slots.contains(&vip_id))?;
         }
         Ok(())
     }

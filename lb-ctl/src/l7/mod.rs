@@ -2,4 +2,5 @@
 //! persistence cookie ([`cookie`]). Imports `model` and `sync`.
 
 pub mod cookie;
+pub mod headers;
 pub mod proxy;

@@ -28,7 +28,8 @@ use axum::body::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt as _, Empty, Full};
 use hyper::{
     body::Incoming,
-    header::{HeaderValue, CACHE_CONTROL, COOKIE, SET_COOKIE},
+    header::{HeaderValue, CACHE_CONTROL, SET_COOKIE},
+    upgrade::OnUpgrade,
     Request, Response, StatusCode,
 };
 use hyper_util::{
@@ -37,7 +38,13 @@ use hyper_util::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::cookie::{unix_now, Keys, Ticket};
+use super::{
+    cookie::{unix_now, Keys, Ticket},
+    headers::{
+        connection_has, drop_set_cookie, forwarded_headers, our_cookie, strip_cookie,
+        strip_hop_by_hop,
+    },
+};
 use crate::{
     model::{
         cookie::CookieSpec,
@@ -252,17 +259,10 @@ impl Proxy {
             );
         };
         let now = unix_now();
-        // Our cookie, if any: the one a request carries under our name.
-        let ours = vip.cookie.as_ref().and_then(|spec| {
-            req.headers()
-                .get_all(COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|c| c.trim().split_once('='))
-                .find(|(n, _)| *n == spec.name)
-                .map(|(_, v)| v.to_string())
-        });
+        let ours = vip
+            .cookie
+            .as_ref()
+            .and_then(|spec| our_cookie(req.headers(), &spec.name));
         let (pinned, ticket) = match (&vip.cookie, &ours) {
             (Some(spec), Some(value)) => self.pinned(vip, spec, value, now).unzip(),
             _ => (None, None),
@@ -270,7 +270,7 @@ impl Proxy {
         if ours.is_some() && pinned.is_none() {
             self.count(id, None, |c| c.cookie_invalid += 1);
         }
-        let Some(mut backend) = pinned.or_else(|| self.pick(id, vip, None)) else {
+        let Some(backend) = pinned.or_else(|| self.pick(id, vip, None)) else {
             self.count(id, None, |c| {
                 c.requests += 1;
                 c.upstream_errors += 1;
@@ -280,34 +280,60 @@ impl Proxy {
         if let Some(spec) = &vip.cookie {
             strip_cookie(req.headers_mut(), &spec.name);
         }
-        // A protocol switch (WebSocket): routed like any request, then the
-        // two upgraded connections are joined.
-        let upgrade = req
-            .headers()
-            .get(hyper::header::UPGRADE)
-            .cloned()
-            .filter(|_| connection_has(req.headers(), "upgrade"));
-        let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-        strip_hop_by_hop(req.headers_mut());
-        if let Some(u) = &upgrade {
-            req.headers_mut().insert(hyper::header::UPGRADE, u.clone());
-            req.headers_mut().insert(
-                hyper::header::CONNECTION,
-                HeaderValue::from_static("upgrade"),
-            );
+        let client_side = prepare_upstream(&mut req, peer);
+        let (backend, mut response) = match self.send(id, vip, backend, req).await {
+            Ok(sent) => sent,
+            Err(backend) => {
+                self.count(id, Some(backend), |c| {
+                    c.requests += 1;
+                    c.upstream_errors += 1;
+                });
+                return plain(StatusCode::BAD_GATEWAY, "the backend did not answer\n");
+            }
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_side) = client_side {
+                join_upgraded(client_side, hyper::upgrade::on(&mut response));
+            }
+        } else {
+            strip_hop_by_hop(response.headers_mut());
         }
-        forwarded_headers(req.headers_mut(), peer);
+        let hit = pinned == Some(backend);
+        if let Some(spec) = &vip.cookie {
+            self.set_cookie(spec, &mut response, ticket.filter(|_| hit), backend, now);
+        }
+        self.record(
+            id,
+            backend,
+            hit,
+            vip.cookie.is_some() && !hit,
+            started.elapsed(),
+        );
+        response
+    }
+
+    /// Send the request to `backend`; a bodiless request whose backend
+    /// refuses the connection is redispatched once to another. Returns the
+    /// backend that answered, or `Err` with the one that failed.
+    async fn send(
+        &self,
+        id: VipId,
+        vip: &HttpVip,
+        mut backend: Endpoint,
+        req: Request<Incoming>,
+    ) -> Result<(Endpoint, Response<Body>), Endpoint> {
         let (parts, body) = req.into_parts();
         let bodiless = hyper::body::Body::size_hint(&body).exact() == Some(0);
         let mut body = Some(body.boxed());
         let mut redispatched = false;
-        let response = loop {
+        loop {
             let upstream = upstream_request(&parts, backend, body.take().unwrap_or_else(empty));
             match self.client.request(upstream).await {
-                Ok(r) => break Ok(r),
+                Ok(r) => return Ok((backend, r.map(http_body_util::BodyExt::boxed))),
                 Err(e) if e.is_connect() && !redispatched && bodiless => {
                     let Some(next) = self.pick(id, vip, Some(backend)) else {
-                        break Err(e);
+                        log::debug!("VIP {id}: upstream {backend}: {e}");
+                        return Err(backend);
                     };
                     log::warn!(
                         "VIP {id}: {backend} refused the connection ({e}); redispatched to {next}"
@@ -317,59 +343,47 @@ impl Proxy {
                     redispatched = true;
                     backend = next;
                 }
-                Err(e) => break Err(e),
-            }
-        };
-        let mut response = match response {
-            Ok(r) => r.map(http_body_util::BodyExt::boxed),
-            Err(e) => {
-                self.count(id, Some(backend), |c| {
-                    c.requests += 1;
-                    c.upstream_errors += 1;
-                });
-                log::debug!("VIP {id}: upstream {backend}: {e}");
-                return plain(StatusCode::BAD_GATEWAY, "the backend did not answer\n");
-            }
-        };
-        let hit = pinned == Some(backend);
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_side) = client_side {
-                let upstream = hyper::upgrade::on(&mut response);
-                tokio::spawn(async move {
-                    if let (Ok(a), Ok(b)) = (client_side.await, upstream.await) {
-                        let _ = tokio::io::copy_bidirectional(
-                            &mut TokioIo::new(a),
-                            &mut TokioIo::new(b),
-                        )
-                        .await;
-                    }
-                });
-            }
-        } else {
-            strip_hop_by_hop(response.headers_mut());
-        }
-        if let Some(spec) = &vip.cookie {
-            drop_set_cookie(response.headers_mut(), &spec.name);
-            let ticket = ticket.filter(|_| hit);
-            let refresh =
-                ticket.is_some_and(|t| t.needs_refresh(spec, now) || t.under_previous_key);
-            if !hit || refresh {
-                let issued = ticket.map_or(now, |t| t.issued);
-                let value = self
-                    .keys
-                    .issue_for(&spec.name, self.ids_of(backend).0, issued, now);
-                if let Ok(v) = HeaderValue::from_str(&spec.set_cookie(&value, false)) {
-                    response.headers_mut().append(SET_COOKIE, v);
-                }
-                if !hit && !response.headers().contains_key(CACHE_CONTROL) {
-                    response
-                        .headers_mut()
-                        .insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+                Err(e) => {
+                    log::debug!("VIP {id}: upstream {backend}: {e}");
+                    return Err(backend);
                 }
             }
         }
-        let inserted = vip.cookie.is_some() && !hit;
-        let elapsed = started.elapsed();
+    }
+
+    /// Our cookie on the response: a new one for a user not (validly)
+    /// pinned to `backend`, a refreshed one when the ticket asks; the
+    /// backend's own `Set-Cookie` of our name is dropped.
+    fn set_cookie(
+        &self,
+        spec: &CookieSpec,
+        response: &mut Response<Body>,
+        ticket: Option<Ticket>,
+        backend: Endpoint,
+        now: u32,
+    ) {
+        drop_set_cookie(response.headers_mut(), &spec.name);
+        let hit = ticket.is_some();
+        let refresh = ticket.is_some_and(|t| t.needs_refresh(spec, now) || t.under_previous_key);
+        if hit && !refresh {
+            return;
+        }
+        let issued = ticket.map_or(now, |t| t.issued);
+        let value = self
+            .keys
+            .issue_for(&spec.name, self.ids_of(backend).0, issued, now);
+        if let Ok(v) = HeaderValue::from_str(&spec.set_cookie(&value, false)) {
+            response.headers_mut().append(SET_COOKIE, v);
+        }
+        if !hit && !response.headers().contains_key(CACHE_CONTROL) {
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("private"));
+        }
+    }
+
+    /// Count a served request and its duration.
+    fn record(&self, id: VipId, backend: Endpoint, hit: bool, inserted: bool, elapsed: Duration) {
         self.count(id, Some(backend), |c| {
             c.requests += 1;
             if hit {
@@ -383,8 +397,38 @@ impl Proxy {
             c.latency[bucket] += 1;
             c.latency_sum_us += u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         });
-        response
     }
+}
+
+/// Make the request the backend gets: hop-by-hop headers out (a protocol
+/// switch kept), `X-Forwarded-*` in. Returns the client side of a protocol
+/// switch (WebSocket), to be joined with the backend's.
+fn prepare_upstream(req: &mut Request<Incoming>, peer: SocketAddr) -> Option<OnUpgrade> {
+    let upgrade = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .cloned()
+        .filter(|_| connection_has(req.headers(), "upgrade"));
+    let client_side = upgrade.is_some().then(|| hyper::upgrade::on(&mut *req));
+    strip_hop_by_hop(req.headers_mut());
+    if let Some(u) = &upgrade {
+        req.headers_mut().insert(hyper::header::UPGRADE, u.clone());
+        req.headers_mut().insert(
+            hyper::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+    }
+    forwarded_headers(req.headers_mut(), peer);
+    client_side
+}
+
+/// Join the two sides of a protocol switch once both are upgraded.
+fn join_upgraded(client_side: OnUpgrade, upstream: OnUpgrade) {
+    tokio::spawn(async move {
+        if let (Ok(a), Ok(b)) = (client_side.await, upstream.await) {
+            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(a), &mut TokioIo::new(b)).await;
+        }
+    });
 }
 
 fn empty() -> Body {
@@ -426,101 +470,6 @@ fn upstream_request(
     *req.version_mut() = hyper::Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
     req
-}
-
-/// Remove the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the
-/// headers it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
-/// `Upgrade`. Each side's connection is managed on its own (keep-alive to
-/// the client whatever the backend does).
-pub fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|h| h.trim().to_ascii_lowercase())
-        .filter(|h| !h.is_empty())
-        .collect();
-    for h in named {
-        headers.remove(h.as_str());
-    }
-    for h in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-    ] {
-        headers.remove(h);
-    }
-}
-
-/// Whether the `Connection` header lists `token`.
-fn connection_has(headers: &hyper::HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
-}
-
-/// Remove cookie `name` from the `Cookie` header(s), keeping the others.
-pub fn strip_cookie(headers: &mut hyper::HeaderMap, name: &str) {
-    let kept: Vec<String> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(n, _)| n) != name)
-        .map(String::from)
-        .collect();
-    headers.remove(COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(COOKIE, v);
-        }
-    }
-}
-
-/// Drop every `Set-Cookie` of cookie `name`.
-pub fn drop_set_cookie(headers: &mut hyper::HeaderMap, name: &str) {
-    let kept: Vec<HeaderValue> = headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.split_once('='))
-                .is_none_or(|(n, _)| n.trim() != name)
-        })
-        .cloned()
-        .collect();
-    headers.remove(SET_COOKIE);
-    for v in kept {
-        headers.append(SET_COOKIE, v);
-    }
-}
-
-/// Append the client to `X-Forwarded-For` and `Forwarded`.
-pub fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.clone(),
-    };
-    let fwd = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, for={ip};proto=http"),
-        None => format!("for={ip};proto=http"),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&fwd) {
-        headers.insert("forwarded", v);
-    }
 }
 
 /// The listeners of the `mode: http` VIPs, started and stopped as the view
@@ -585,60 +534,4 @@ pub fn bind(vip: VipId) -> Result<std::net::TcpListener, String> {
 fn socket2_free_bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let listener = std::net::TcpListener::bind(addr)?;
     Ok(listener)
-}
-
-/// The proxy's view of the request's body, for tests of the pure parts.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_stay_on_their_hop() {
-        let mut h = hyper::HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close, X-Secret"));
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("content-type", HeaderValue::from_static("text/plain"));
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key("content-type"));
-    }
-
-    #[test]
-    fn our_cookie_is_stripped_and_the_others_kept() {
-        let mut h = hyper::HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_static("a=1; SRVID=xyz; b=2"));
-        h.append(COOKIE, HeaderValue::from_static("SRVID=again"));
-        strip_cookie(&mut h, "SRVID");
-        assert_eq!(h.get(COOKIE).unwrap(), "a=1; b=2");
-        let mut h = hyper::HeaderMap::new();
-        h.append(COOKIE, HeaderValue::from_static("SRVID=xyz"));
-        strip_cookie(&mut h, "SRVID");
-        assert!(h.get(COOKIE).is_none());
-    }
-
-    #[test]
-    fn a_backends_set_cookie_of_our_name_is_dropped() {
-        let mut h = hyper::HeaderMap::new();
-        h.append(SET_COOKIE, HeaderValue::from_static("PHPSESSID=1; path=/"));
-        h.append(SET_COOKIE, HeaderValue::from_static("SRVID=evil; path=/"));
-        drop_set_cookie(&mut h, "SRVID");
-        let left: Vec<_> = h.get_all(SET_COOKIE).iter().collect();
-        assert_eq!(left, vec!["PHPSESSID=1; path=/"]);
-    }
-
-    #[test]
-    fn the_client_is_appended_to_the_forwarding_headers() {
-        let mut h = hyper::HeaderMap::new();
-        let peer: SocketAddr = "198.18.0.11:5000".parse().unwrap();
-        forwarded_headers(&mut h, peer);
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "198.18.0.11");
-        assert_eq!(h.get("forwarded").unwrap(), "for=198.18.0.11;proto=http");
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        forwarded_headers(&mut h, peer);
-        assert_eq!(
-            h.get("x-forwarded-for").unwrap(),
-            "203.0.113.9, 198.18.0.11"
-        );
-    }
 }

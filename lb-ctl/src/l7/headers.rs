@@ -1,0 +1,170 @@
+//! The headers the proxy changes on their way through: hop-by-hop
+//! headers kept on their hop, our cookie kept from the backend (and the
+//! backend's `Set-Cookie` of its name dropped), the client added to the
+//! forwarding headers.
+
+use std::net::SocketAddr;
+
+use hyper::header::{HeaderMap, HeaderValue, COOKIE, SET_COOKIE};
+
+/// The value of the cookie called `name`, if the request carries one.
+pub fn our_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Remove the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the
+/// headers it names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`,
+/// `Upgrade`. Each side's connection is managed on its own (keep-alive to
+/// the client whatever the backend does).
+pub fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    let named: Vec<String> = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .collect();
+    for h in named {
+        headers.remove(h.as_str());
+    }
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        headers.remove(h);
+    }
+}
+
+/// Whether the `Connection` header lists `token`.
+pub fn connection_has(headers: &hyper::HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Remove cookie `name` from the `Cookie` header(s), keeping the others.
+pub fn strip_cookie(headers: &mut hyper::HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(n, _)| n) != name)
+        .map(String::from)
+        .collect();
+    headers.remove(COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(COOKIE, v);
+        }
+    }
+}
+
+/// Drop every `Set-Cookie` of cookie `name`.
+pub fn drop_set_cookie(headers: &mut hyper::HeaderMap, name: &str) {
+    let kept: Vec<HeaderValue> = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.split_once('='))
+                .is_none_or(|(n, _)| n.trim() != name)
+        })
+        .cloned()
+        .collect();
+    headers.remove(SET_COOKIE);
+    for v in kept {
+        headers.append(SET_COOKIE, v);
+    }
+}
+
+/// Append the client to `X-Forwarded-For` and `Forwarded`.
+pub fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.clone(),
+    };
+    let fwd = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, for={ip};proto=http"),
+        None => format!("for={ip};proto=http"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&fwd) {
+        headers.insert("forwarded", v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_stay_on_their_hop() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn our_cookie_is_stripped_and_the_others_kept() {
+        let mut h = hyper::HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1; SRVID=xyz; b=2"));
+        h.append(COOKIE, HeaderValue::from_static("SRVID=again"));
+        strip_cookie(&mut h, "SRVID");
+        assert_eq!(h.get(COOKIE).unwrap(), "a=1; b=2");
+        let mut h = hyper::HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("SRVID=xyz"));
+        strip_cookie(&mut h, "SRVID");
+        assert!(h.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn a_backends_set_cookie_of_our_name_is_dropped() {
+        let mut h = hyper::HeaderMap::new();
+        h.append(SET_COOKIE, HeaderValue::from_static("PHPSESSID=1; path=/"));
+        h.append(SET_COOKIE, HeaderValue::from_static("SRVID=evil; path=/"));
+        drop_set_cookie(&mut h, "SRVID");
+        let left: Vec<_> = h.get_all(SET_COOKIE).iter().collect();
+        assert_eq!(left, vec!["PHPSESSID=1; path=/"]);
+    }
+
+    #[test]
+    fn the_client_is_appended_to_the_forwarding_headers() {
+        let mut h = hyper::HeaderMap::new();
+        let peer: SocketAddr = "198.18.0.11:5000".parse().unwrap();
+        forwarded_headers(&mut h, peer);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "198.18.0.11");
+        assert_eq!(h.get("forwarded").unwrap(), "for=198.18.0.11;proto=http");
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        forwarded_headers(&mut h, peer);
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "203.0.113.9, 198.18.0.11"
+        );
+    }
+}

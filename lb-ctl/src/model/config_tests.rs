@@ -1,0 +1,178 @@
+//! Unit tests of `config`.
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../configs/example.yaml");
+
+#[test]
+fn the_example_config_is_valid() {
+    let (config, services) = Config::parse(EXAMPLE, "example.yaml").unwrap();
+    assert_eq!(config.timeouts.tcp_established, Duration::from_secs(900));
+    assert_eq!(config.sweeper.interval, Duration::from_secs(5));
+    let vip = services.vips().next().unwrap();
+    assert_eq!(vip.spec.persistence_timeout, Duration::from_secs(300));
+    assert_eq!(vip.backends.len(), 3);
+}
+
+#[test]
+fn defaults_apply_to_an_empty_file() {
+    let (config, services) = Config::parse("", "empty.yaml").unwrap();
+    assert_eq!(config, Config::default());
+    assert_eq!(services.vips().count(), 0);
+    assert_eq!(config.timeouts.udp, Duration::from_secs(300));
+}
+
+#[test]
+fn durations_take_units() {
+    let (c, _) = Config::parse("timeouts:\n  udp: 5m\n  tcp_syn: 1h 30m\n", "t").unwrap();
+    assert_eq!(c.timeouts.udp, Duration::from_secs(300));
+    assert_eq!(c.timeouts.tcp_syn, Duration::from_secs(5400));
+}
+
+fn err(text: &str) -> String {
+    Config::parse(text, "lb.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn errors_name_the_field() {
+    assert!(err("vips: []\nbogus: 1\n").contains("unknown field `bogus`"));
+    assert!(
+        err("vips:\n  - {address: 198.18.0.100, port: 80, color: red}\n")
+            .contains("unknown field `color`")
+    );
+    assert!(err("vips:\n  - {address: 198.18.0.300, port: 80}\n").contains("vips[0]"));
+    assert!(err("timeouts:\n  udp: 5 parsecs\n").contains("timeouts.udp"));
+    assert!(err("limits:\n  max_connections: 0\n").contains("limits.max_connections"));
+    assert!(err("sweeper:\n  interval: 0s\n").contains("sweeper.interval"));
+    let e = err("vips:\n  - {address: 198.18.0.100, port: 80, backends: [{address: 198.18.1.1, port: 80, weight: 0}]}\n");
+    assert!(e.contains("vips[0]") && e.contains("weight 0"), "{e}");
+    let e = err(
+        "vips:\n  - {address: 198.18.0.100, port: 80}\n  - {address: 198.18.0.100, port: 80}\n",
+    );
+    assert!(e.contains("vips[1]") && e.contains("already exists"), "{e}");
+    assert!(err("vips:\n  - {address: 198.18.0.100, port: 0}\n").contains("port 0"));
+    assert!(
+        err("vips:\n  - {address: 198.18.0.100, port: 80, scheduler: lc}\n")
+            .contains("unknown variant `lc`")
+    );
+}
+
+#[test]
+fn the_cluster_block_is_checked_naming_the_field() {
+    for (block, want) in [
+        (
+            "{ store: \"198.18.4.10:6379\" }",
+            "cluster.store: \"198.18.4.10:6379\" is not a Redis URL",
+        ),
+        ("{ store: \"http://198.18.4.10\" }", "is not a Redis URL"),
+        (
+            "{ store: \"rediss://198.18.4.10\" }",
+            "scheme \"rediss\" is not supported",
+        ),
+        (
+            "{ store: \"redis://198.18.4.10\", node: \"lb a\" }",
+            "cluster.node: \"lb a\"",
+        ),
+        (
+            "{ store: \"redis://198.18.4.10\", stream: \"\" }",
+            "cluster.stream: must not be empty",
+        ),
+        (
+            "{ store: \"redis://198.18.4.10\", stream_max_len: 10 }",
+            "cluster.stream_max_len: 10 is too small",
+        ),
+        (
+            "{ store: \"redis://198.18.4.10\", peers: [] }",
+            "unknown field `peers`",
+        ),
+    ] {
+        let e = err(&format!("cluster: {block}\n"));
+        assert!(e.contains(want), "{block}: {e}");
+    }
+    for (block, want) in [
+        (
+            "vips:\n  - { address: 198.18.0.100, port: 80, persistence: { timeout: 10s } }\ncluster: { store: \"redis://198.18.4.10\" }\n",
+            "vips[0]: persistence.timeout 10s is too short to share with sweeper.interval 5s",
+        ),
+    ] {
+        let e = err(block);
+        assert!(e.contains(want), "{block}: {e}");
+    }
+    for block in ["{ store: \"redis://198.18.4.10\" }"] {
+        assert!(Config::parse(&format!("cluster: {block}\n"), "t").is_ok());
+    }
+    let (config, _) = Config::parse(
+        "cluster: { store: \"redis://198.18.4.10:6379\", node: lb-a }\n",
+        "t",
+    )
+    .unwrap();
+    let cluster = config.cluster.unwrap();
+    let s = cluster.settings(None).unwrap();
+    assert_eq!(
+        (s.node.as_str(), s.stream.as_str(), s.stream_max_len),
+        ("lb-a", "lb:sessions", 1_000_000)
+    );
+    assert_eq!(
+        cluster.settings(Some("lb-b")).unwrap().node,
+        "lb-b",
+        "--node wins"
+    );
+}
+
+#[test]
+fn bad_health_checks_are_refused_naming_the_field() {
+    let with = |check: &str| {
+        err(&format!(
+            "vips:\n  - address: 198.18.0.100\n    port: 80\n    health_check: {{ {check} }}\n"
+        ))
+    };
+    for (check, want) in [
+        ("rise: 0", "health_check.rise must be 1 or more, not 0"),
+        ("fall: 0", "health_check.fall must be 1 or more, not 0"),
+        (
+            "interval: 0s",
+            "health_check.interval must be longer than zero",
+        ),
+        (
+            "timeout: 0s",
+            "health_check.timeout must be longer than zero",
+        ),
+        (
+            "interval: 1s, timeout: 2s",
+            "health_check.timeout (2s) must not be longer than health_check.interval (1s)",
+        ),
+        (
+            "kind: http, path: health",
+            "health_check.path \"health\" must start with '/'",
+        ),
+        ("kind: smtp", "unknown variant `smtp`"),
+        ("retries: 3", "unknown field `retries`"),
+    ] {
+        let e = with(check);
+        assert!(e.contains(want), "{check}: {e}");
+        if !want.starts_with("unknown") {
+            assert!(e.contains("vips[0]: VIP 198.18.0.100:80/tcp"), "{e}");
+        }
+    }
+    // The defaults of the contract.
+    let (c, s) = Config::parse(
+        "vips:\n  - address: 198.18.0.100\n    port: 80\n    health_check: {}\n    persistence: { timeout: 300s, max_lifetime: 8h }\n",
+        "t",
+    )
+    .unwrap();
+    let check = c.vips[0].health_check.clone().unwrap();
+    assert_eq!(check, crate::model::health::HealthCheck::default());
+    assert_eq!(
+        (
+            check.interval,
+            check.timeout,
+            check.rise,
+            check.fall,
+            check.path.as_str()
+        ),
+        (Duration::from_secs(2), Duration::from_secs(1), 2, 3, "/")
+    );
+    let v = s.vips().next().unwrap();
+    assert_eq!(v.spec.max_lifetime, Duration::from_secs(8 * 3600));
+    assert_eq!(v.spec.health_check, Some(check));
+}
