@@ -1,22 +1,8 @@
-//! Builds the XDP program (`lb-ebpf`) for the BPF target with aya-build and
-//! leaves it in OUT_DIR, where `src/dataplane.rs` embeds it.
-use anyhow::{anyhow, Context as _};
+//! Builds the XDP program (`lb-ebpf`) for the BPF target and leaves it in
+//! OUT_DIR, where `src/kernel/program.rs` embeds it.
+
+include!("../lb-ebpf/embed.rs");
 
 fn main() -> anyhow::Result<()> {
-    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR").context("CARGO_MANIFEST_DIR")?;
-    let root = std::path::Path::new(&manifest_dir)
-        .parent()
-        .ok_or_else(|| anyhow!("lb-ctl has no parent directory"))?
-        .join("lb-ebpf");
-    let root = root
-        .to_str()
-        .ok_or_else(|| anyhow!("non-UTF-8 path {root:?}"))?;
-    println!("cargo:rerun-if-changed={root}/src");
-    println!("cargo:rerun-if-changed=../lb-common/src");
-    let package = aya_build::Package {
-        name: "lb-ebpf",
-        root_dir: root,
-        ..Default::default()
-    };
-    aya_build::build_ebpf([package], aya_build::Toolchain::Nightly)
+    build_lb_ebpf(&[], "program")
 }
