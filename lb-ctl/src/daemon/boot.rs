@@ -39,13 +39,14 @@ pub struct Plan {
     http_bound: Vec<(VipId, std::net::TcpListener)>,
 }
 
-/// Read the config, choose the attach mode, bind the `mode: http` VIPs'
+/// Check the kernel, read the config, choose the attach mode, bind the `mode: http` VIPs'
 /// sockets and check the cookie key: an impossible native attach, a port
 /// taken or a key file unreadable is refused with nothing changed.
 ///
 /// # Errors
 /// Naming what is refused.
 pub fn preflight(opts: &AttachOptions) -> Result<Plan> {
+    crate::kernel::release::check_running().map_err(anyhow::Error::msg)?;
     let (config, services) = match &opts.config {
         Some(path) => Config::load(path)?,
         None => (Config::default(), Services::default()),

@@ -9,6 +9,7 @@ pub mod lister;
 pub mod netdev;
 pub mod pins;
 pub mod program;
+pub mod release;
 pub mod stats;
 pub mod sweeper;
 pub mod sysctl;

@@ -6,12 +6,38 @@ const EXAMPLE: &str = include_str!("../../../configs/example.yaml");
 
 #[test]
 fn the_example_config_is_valid() {
+    use crate::model::services::{Forwarding, Mode};
+
     let (config, services) = Config::parse(EXAMPLE, "example.yaml").unwrap();
     assert_eq!(config.timeouts.tcp_established, Duration::from_secs(900));
     assert_eq!(config.sweeper.interval, Duration::from_secs(5));
-    let vip = services.vips().next().unwrap();
-    assert_eq!(vip.spec.persistence_timeout, Duration::from_secs(300));
-    assert_eq!(vip.backends.len(), 3);
+    assert_eq!(config.vips.len(), 3);
+    assert_eq!(services.vips().count(), 3);
+    assert_eq!(services.vips().map(|v| v.backends.len()).sum::<usize>(), 8);
+    // The cluster block stays commented out: it needs a Redis server.
+    assert!(config.cluster.is_none());
+    let vip = |name: &str| {
+        services
+            .vips()
+            .find(|v| v.spec.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no VIP named {name}"))
+    };
+    let web = vip("web");
+    assert_eq!(web.spec.persistence_timeout, Duration::from_secs(300));
+    assert_eq!(web.backends.len(), 3);
+    let dsr = vip("web-dsr");
+    assert_eq!(
+        (dsr.spec.scheduler, dsr.spec.forwarding),
+        (Scheduler::Maglev, Forwarding::Dsr)
+    );
+    assert_eq!(dsr.backends.len(), 2);
+    let shop = vip("shop");
+    assert_eq!(shop.spec.mode, Mode::Http);
+    assert_eq!(shop.backends.len(), 3);
+    assert_eq!(
+        shop.spec.cookie.as_ref().map(|c| c.name.as_str()),
+        Some("SRVID")
+    );
 }
 
 #[test]

@@ -1,9 +1,12 @@
-//! Selection tables. The data path walks a VIP's table with a per-CPU
-//! cursor, so the table alone decides how new connections spread:
+//! Selection tables. The data path walks a VIP's table with one cursor for
+//! the whole balancer, so the table alone decides how new connections
+//! spread:
 //! - `rr`: each backend once, in order;
 //! - `wrr`: each backend in proportion to its weight, smoothly interleaved
 //!   (the smooth weighted round robin of nginx), weights reduced by their
-//!   greatest common divisor to keep the table short.
+//!   greatest common divisor to keep the table short;
+//! - `maglev`: the Maglev lookup table, indexed by a hash of the client (or
+//!   of the connection) instead of a cursor.
 
 use lb_common::RING_SIZE;
 use serde::{Deserialize, Serialize};
