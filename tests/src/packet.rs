@@ -50,6 +50,38 @@ pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, segment: &[u8]) -> u
     checksum(&pseudo)
 }
 
+/// The fields of an IPv4 header a test chooses (no options).
+struct Ipv4Header {
+    tos: u8,
+    /// Identification, flags and fragment offset, as on the wire.
+    id_and_flags: [u8; 4],
+    ttl: u8,
+    proto: u8,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+}
+
+/// An Ethernet frame carrying an IPv4 packet with `payload`, the header
+/// checksum computed over the whole header.
+fn ethernet_ipv4(src_mac: [u8; 6], dst_mac: [u8; 6], h: &Ipv4Header, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let tot_len = (20 + payload.len()) as u16;
+    let mut ip = vec![0x45, h.tos];
+    ip.extend_from_slice(&tot_len.to_be_bytes());
+    ip.extend_from_slice(&h.id_and_flags);
+    ip.extend_from_slice(&[h.ttl, h.proto, 0, 0]);
+    ip.extend_from_slice(&h.src.octets());
+    ip.extend_from_slice(&h.dst.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(payload);
+    f
+}
+
 /// An Ethernet + IPv4 + TCP/UDP frame description.
 #[derive(Clone, Debug)]
 pub struct Frame {
@@ -105,22 +137,15 @@ impl Frame {
     /// The frame's bytes, every checksum computed over the whole header.
     #[must_use]
     pub fn build(&self) -> Vec<u8> {
-        let l4 = self.l4_bytes();
-        let mut f = Vec::new();
-        f.extend_from_slice(&self.dst_mac);
-        f.extend_from_slice(&self.src_mac);
-        f.extend_from_slice(&[0x08, 0x00]);
-        let tot_len = (20 + l4.len()) as u16;
-        let mut ip = vec![0x45, 0];
-        ip.extend_from_slice(&tot_len.to_be_bytes());
-        ip.extend_from_slice(&[0x12, 0x34, 0x40, 0x00, self.ttl, self.proto, 0, 0]);
-        ip.extend_from_slice(&self.src.octets());
-        ip.extend_from_slice(&self.dst.octets());
-        let c = checksum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&l4);
-        f
+        let header = Ipv4Header {
+            tos: 0,
+            id_and_flags: [0x12, 0x34, 0x40, 0x00],
+            ttl: self.ttl,
+            proto: self.proto,
+            src: self.src,
+            dst: self.dst,
+        };
+        ethernet_ipv4(self.src_mac, self.dst_mac, &header, &self.l4_bytes())
     }
 
     fn l4_bytes(&self) -> Vec<u8> {
@@ -210,21 +235,15 @@ impl IcmpError {
         icmp.extend_from_slice(&self.embedded);
         let c = checksum(&icmp);
         icmp[2..4].copy_from_slice(&c.to_be_bytes());
-        let mut f = Vec::new();
-        f.extend_from_slice(&self.dst_mac);
-        f.extend_from_slice(&self.src_mac);
-        f.extend_from_slice(&[0x08, 0x00]);
-        let tot_len = (20 + icmp.len()) as u16;
-        let mut ip = vec![0x45, 0xc0];
-        ip.extend_from_slice(&tot_len.to_be_bytes());
-        ip.extend_from_slice(&[0x56, 0x78, 0, 0, 64, PROTO_ICMP, 0, 0]);
-        ip.extend_from_slice(&self.src.octets());
-        ip.extend_from_slice(&self.dst.octets());
-        let c = checksum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-        f.extend_from_slice(&icmp);
-        f
+        let header = Ipv4Header {
+            tos: 0xc0,
+            id_and_flags: [0x56, 0x78, 0, 0],
+            ttl: 64,
+            proto: PROTO_ICMP,
+            src: self.src,
+            dst: self.dst,
+        };
+        ethernet_ipv4(self.src_mac, self.dst_mac, &header, &icmp)
     }
 }
 

@@ -936,23 +936,8 @@ fn maglev_table_swap_under_traffic_drops_nothing() {
 #[test]
 fn dsr_rewrites_only_the_mac_addresses() {
     let mut b = Bench::new("dsr");
+    b.dsr_vip(Scheduler::Rr, 300);
     b.change(|s| {
-        s.add_vip(VipSpec {
-            name: None,
-            id: vip_id(Protocol::Tcp),
-            scheduler: Scheduler::Rr,
-            persistence_timeout: Duration::from_secs(300),
-            persistence_netmask: 32,
-            max_lifetime: Duration::ZERO,
-            health_check: None,
-            mode: lb_ctl::model::services::Mode::Tcp,
-            cookie: None,
-            forwarding: lb_ctl::model::services::Forwarding::Dsr,
-        })
-        .unwrap();
-        for x in [B1, B2] {
-            s.add_backend(&vip_id(Protocol::Tcp), ep(x, 80), 1).unwrap();
-        }
         // A backend port other than the VIP's is refused.
         assert!(s
             .add_backend(&vip_id(Protocol::Tcp), ep(B3, 8080), 1)
