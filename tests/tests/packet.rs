@@ -12,7 +12,7 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use lb_common::{conn::conn_flags, ConnState, Reason, SessionKey};
-use lb_ctl::model::{endpoint::Protocol, sched::Scheduler, services::VipSpec};
+use lb_ctl::model::{endpoint::Protocol, sched::Scheduler};
 use lb_tests::{
     fib::{
         B1, B1_MAC, B2, B2_MAC, B3, C1, C1_MAC, C2, D0_MAC, E0_MAC, FAR, FAR_MAC, UNRESOLVED, VIP,
