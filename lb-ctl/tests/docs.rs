@@ -4,6 +4,7 @@
 //! its full path in backticks (`vips[].persistence.timeout`), and every
 //! option path the reference names is in the example. The example itself
 //! must parse (a unit test of `model::config` checks it).
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::{collections::BTreeSet, path::Path};
 

@@ -3,6 +3,7 @@
 //! l7, cluster) never import each other, and no files import each other
 //! in a loop. The layers, from the bottom up, are described in `lib.rs`
 //! and in the README's architecture section.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::{
     collections::{BTreeMap, BTreeSet},

@@ -52,47 +52,96 @@ fn ioctl(iface: &str, data: &mut [u64]) -> io::Result<()> {
     Ok(())
 }
 
+/// Room for this many statistics more than the device reported when
+/// asked: a driver whose count grows between that question and the reads
+/// (the kernel writes its count of the moment, whatever length it is
+/// given) still writes inside the buffers.
+const HEADROOM: usize = 256;
+
+/// How many entries to allocate for a device that reported `count`.
+#[must_use]
+pub fn capacity(count: usize) -> usize {
+    count.saturating_mul(2).saturating_add(HEADROOM)
+}
+
+/// The number of entries the kernel says it wrote, checked against the
+/// buffer's room `room` (more would have been written past its end).
+///
+/// # Errors
+/// When the kernel reports more than the buffer holds.
+pub fn written(returned: u64, room: usize) -> io::Result<usize> {
+    let n = usize::try_from(returned).unwrap_or(usize::MAX);
+    if n > room {
+        return Err(io::Error::other(format!(
+            "the device reported {n} statistics, more than the {room} the buffer holds"
+        )));
+    }
+    Ok(n)
+}
+
 /// Every driver statistic of `iface`, by name (`ethtool -S`). A device
 /// without statistics gives an empty list.
 ///
 /// # Errors
-/// When the interface does not exist or the ioctl fails otherwise.
+/// When the interface does not exist, the ioctl fails otherwise, or the
+/// device's statistics keep changing while they are read.
 pub fn statistics(iface: &str) -> io::Result<Vec<(String, u64)>> {
+    for _ in 0..3 {
+        if let Some(read) = statistics_once(iface)? {
+            return Ok(read);
+        }
+    }
+    Err(io::Error::other(format!(
+        "the statistics of {iface} changed while they were read, three times"
+    )))
+}
+
+/// One reading; `None` when the names and the values came back in
+/// different numbers (the device's set changed in between).
+fn statistics_once(iface: &str) -> io::Result<Option<Vec<(String, u64)>>> {
     // struct ethtool_sset_info { u32 cmd; u32 reserved; u64 sset_mask; u32 data[1]; }
     let mut info = [0u64; 3];
     info[0] = u64::from(ETHTOOL_GSSET_INFO);
     info[1] = 1 << ETH_SS_STATS;
     match ioctl(iface, &mut info) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(Vec::new()),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(Some(Vec::new())),
         Err(e) => return Err(e),
     }
     if info[1] & (1 << ETH_SS_STATS) == 0 {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     let count = (info[2] & 0xffff_ffff) as usize;
     if count == 0 {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
+    let room = capacity(count);
     // struct ethtool_gstrings { u32 cmd; u32 string_set; u32 len; u8 data[]; }
-    let mut strings = vec![0u64; 2 + (count * ETH_GSTRING_LEN).div_ceil(8)];
+    let mut strings = vec![0u64; 2 + (room * ETH_GSTRING_LEN).div_ceil(8)];
     strings[0] = u64::from(ETHTOOL_GSTRINGS) | (u64::from(ETH_SS_STATS) << 32);
     strings[1] = count as u64;
     ioctl(iface, &mut strings)?;
+    let names_written = written(strings[1] & 0xffff_ffff, room)?;
     // struct ethtool_stats { u32 cmd; u32 n_stats; u64 data[]; }
-    let mut stats = vec![0u64; 1 + count];
+    let mut stats = vec![0u64; 1 + room];
     stats[0] = u64::from(ETHTOOL_GSTATS) | ((count as u64) << 32);
     ioctl(iface, &mut stats)?;
+    let values_written = written(stats[0] >> 32, room)?;
+    if names_written != values_written {
+        return Ok(None);
+    }
     let bytes: Vec<u8> = strings.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let names = &bytes[12..12 + count * ETH_GSTRING_LEN];
-    Ok(names
-        .chunks(ETH_GSTRING_LEN)
-        .zip(&stats[1..])
-        .map(|(name, v)| {
-            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-            (String::from_utf8_lossy(&name[..end]).into_owned(), *v)
-        })
-        .collect())
+    let names = &bytes[12..12 + names_written * ETH_GSTRING_LEN];
+    Ok(Some(
+        names
+            .chunks(ETH_GSTRING_LEN)
+            .zip(&stats[1..=values_written])
+            .map(|(name, v)| {
+                let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+                (String::from_utf8_lossy(&name[..end]).into_owned(), *v)
+            })
+            .collect(),
+    ))
 }
 
 /// The XDP error counters of each interface: `(interface, statistic,
@@ -160,6 +209,19 @@ pub fn warning(iface: &str, lost: u64, mode: crate::kernel::xdpmode::Mode) -> St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buffers_have_room_for_a_count_that_grows_and_the_count_is_checked() {
+        // A device that reported 10 statistics and has 40 by the read: the
+        // kernel writes 40, inside the room allocated for 10.
+        let room = capacity(10);
+        assert!(room >= 40, "{room}");
+        assert_eq!(written(40, room).unwrap(), 40);
+        // More than the room: refused, never read past the buffer.
+        assert!(written(room as u64 + 1, room).is_err());
+        assert_eq!(written(0, capacity(0)).unwrap(), 0);
+        assert!(capacity(usize::MAX) == usize::MAX, "no overflow");
+    }
 
     #[test]
     fn recognises_drivers_xdp_error_statistics() {

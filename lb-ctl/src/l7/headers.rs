@@ -12,11 +12,29 @@ pub fn our_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.to_string())
+        .flat_map(|v| cookies(v.as_bytes()))
+        .find(|c| cookie_name(c) == name.as_bytes())
+        .and_then(|c| c.splitn(2, |&b| b == b'=').nth(1))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(String::from)
+}
+
+/// The `name=value` pairs of a `Cookie` header, as bytes: a header may
+/// carry bytes that are not ASCII (RFC 6265 asks servers to cope), and
+/// they must reach the backend as they came.
+fn cookies(header: &[u8]) -> impl Iterator<Item = &[u8]> {
+    header
+        .split(|&b| b == b';')
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+}
+
+/// The name of a `name=value` pair (the whole pair when it has no `=`).
+fn cookie_name(pair: &[u8]) -> &[u8] {
+    pair.split(|&b| b == b'=')
+        .next()
+        .unwrap_or(pair)
+        .trim_ascii()
 }
 
 /// Remove the hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the
@@ -59,19 +77,24 @@ pub fn connection_has(headers: &hyper::HeaderMap, token: &str) -> bool {
 
 /// Remove cookie `name` from the `Cookie` header(s), keeping the others.
 pub fn strip_cookie(headers: &mut hyper::HeaderMap, name: &str) {
-    let kept: Vec<String> = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .map(str::trim)
-        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(n, _)| n) != name)
-        .map(String::from)
-        .collect();
+    let ours = |v: &HeaderValue| cookies(v.as_bytes()).any(|c| cookie_name(c) == name.as_bytes());
+    let values: Vec<HeaderValue> = headers.get_all(COOKIE).iter().cloned().collect();
+    if !values.iter().any(ours) {
+        return;
+    }
     headers.remove(COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(COOKIE, v);
+    for v in values {
+        if !ours(&v) {
+            headers.append(COOKIE, v);
+            continue;
+        }
+        let kept: Vec<&[u8]> = cookies(v.as_bytes())
+            .filter(|c| cookie_name(c) != name.as_bytes())
+            .collect();
+        if !kept.is_empty() {
+            if let Ok(v) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
+                headers.append(COOKIE, v);
+            }
         }
     }
 }
@@ -141,6 +164,39 @@ mod tests {
         h.append(COOKIE, HeaderValue::from_static("SRVID=xyz"));
         strip_cookie(&mut h, "SRVID");
         assert!(h.get(COOKIE).is_none());
+    }
+
+    #[test]
+    fn cookies_that_are_not_ascii_pass_untouched() {
+        let mut h = hyper::HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"name=Jos\xc3\xa9; SRVID=xyz; cart=\xff\xfe").unwrap(),
+        );
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"lang=fran\xc3\xa7ais").unwrap(),
+        );
+        assert_eq!(our_cookie(&h, "SRVID").as_deref(), Some("xyz"));
+        strip_cookie(&mut h, "SRVID");
+        let left: Vec<&[u8]> = h
+            .get_all(COOKIE)
+            .iter()
+            .map(HeaderValue::as_bytes)
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                &b"name=Jos\xc3\xa9; cart=\xff\xfe"[..],
+                &b"lang=fran\xc3\xa7ais"[..]
+            ]
+        );
+        // Without our cookie, nothing is touched.
+        let mut h = hyper::HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_bytes(b"a=\xe9t\xe9;b").unwrap());
+        let before = h.clone();
+        strip_cookie(&mut h, "SRVID");
+        assert_eq!(h, before);
     }
 
     #[test]
