@@ -602,3 +602,41 @@ fn cookies_of_down_and_drained_backends_and_a_refused_body() {
     assert_eq!(on81("redispatches"), 0.0);
     assert_eq!(on81("upstream_errors"), 1.0);
 }
+
+/// A `Cookie` header with bytes that are not ASCII reaches the backend as
+/// it was sent, our cookie alone taken out.
+#[test]
+fn non_ascii_cookies_reach_the_backend_intact() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let _g = serial();
+    let mut lab = Lab::up("lbw-bytes", Layout::Plain, 1, 2).unwrap();
+    let _apps = Apps::start(&lab);
+    lab.start_balancer(&config(&lab, &[1, 2])).unwrap();
+    let (p, head) = visit(&lab, "alice", &[]);
+    assert!(p.is_some(), "{head}");
+    let ours = cookie_in_jar(&lab, "alice").unwrap();
+    let seen = |header: &[u8]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s", "--max-time", "5"])
+            .arg("-H")
+            .arg(std::ffi::OsStr::from_bytes(header))
+            .arg(format!("http://{VIP}/cookie.php"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.trim()
+            .strip_prefix("cookie=")
+            .unwrap_or_else(|| panic!("{text}"))
+            .to_string()
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut with_ours = b"Cookie: name=Jos\xc3\xa9; SRVID=".to_vec();
+    with_ours.extend_from_slice(ours.as_bytes());
+    with_ours.extend_from_slice(b"; cart=\xff\xfe");
+    assert_eq!(seen(&with_ours), hex(b"name=Jos\xc3\xa9; cart=\xff\xfe"));
+    assert_eq!(
+        seen(b"Cookie: lang=fran\xc3\xa7ais"),
+        hex(b"lang=fran\xc3\xa7ais"),
+        "without our cookie: untouched"
+    );
+}
