@@ -15,12 +15,13 @@
 //! - [`daemon`]: `lb-ctl attach`, wiring the tasks together;
 //! - [`cli`]: the command line.
 //!
-//! [`sync`] is a helper every layer may use.
+//! [`sync`] and [`error_text`] are helpers every layer may use.
 pub mod api;
 pub mod cli;
 pub mod cluster;
 pub mod controller;
 pub mod daemon;
+pub mod error_text;
 pub mod health;
 pub mod kernel;
 pub mod l7;

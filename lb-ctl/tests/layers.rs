@@ -15,7 +15,7 @@ use syn::visit::Visit;
 /// The layer of a top-level module; modules of one layer number are peers.
 fn layer(top: &str) -> Option<u32> {
     Some(match top {
-        "sync" => 0,
+        "sync" | "error_text" => 0,
         "model" => 1,
         "kernel" => 2,
         "health" | "l7" | "cluster" => 3,

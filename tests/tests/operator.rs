@@ -294,7 +294,23 @@ fn sighup_reloads_the_config() {
     })
     .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
     let log = lab.controller_log();
-    assert!(log.contains("weight 0 is out of range"), "{log}");
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(
+        refusal.matches("weight 0 is out of range").count(),
+        1,
+        "the reason once: {refusal}"
+    );
+    // The same text once from check-config, with its causes in order.
+    let out = lab
+        .ctl_in_ns(&["check-config", path.to_str().unwrap()])
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("weight 0 is out of range").count(), 1, "{err}");
+    assert!(err.contains("lb.yaml: vips[0]: "), "{err}");
     assert_eq!(lab.ctl(&["vip", "list"]).unwrap(), vips);
     assert_eq!(
         lab.ctl(&["backend", "list"]).unwrap().lines().count(),

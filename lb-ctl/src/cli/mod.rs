@@ -32,7 +32,7 @@ pub fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lb-ctl: error: {e:#}");
+            eprintln!("lb-ctl: error: {}", crate::error_text::text(e.as_ref()));
             ExitCode::FAILURE
         }
     }

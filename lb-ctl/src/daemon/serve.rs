@@ -159,7 +159,10 @@ async fn reload(opts: &AttachOptions, controller: &Arc<Mutex<Controller>>, confi
     let done = tokio::task::spawn_blocking(move || lock(&c).reload(&path, &running)).await;
     match done {
         Ok(Ok(_)) => {} // logged by the change itself
-        Ok(Err(e)) => log::error!("reload refused, nothing changed: {e:#}"),
+        Ok(Err(e)) => log::error!(
+            "reload refused, nothing changed: {}",
+            crate::error_text::text(e.as_ref())
+        ),
         Err(e) => log::error!("reload: {e}"),
     }
 }
