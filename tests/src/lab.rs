@@ -145,6 +145,8 @@ pub struct Lab {
     xdp_helpers: Vec<Child>,
     /// `RUST_LOG` for the controller (default: its own, info).
     pub log_filter: Option<String>,
+    /// More environment for the controller (`NOTIFY_SOCKET`, …).
+    pub env: Vec<(String, String)>,
     controller: Option<Child>,
 }
 
@@ -190,6 +192,7 @@ impl Lab {
             servers: Vec::new(),
             xdp_helpers: Vec::new(),
             log_filter: None,
+            env: Vec::new(),
             controller: None,
         };
         lab.build()
@@ -450,6 +453,7 @@ impl Lab {
         args.extend(extra.iter().map(|s| (*s).to_string()));
         let mut cmd = Command::new("ip");
         cmd.args(&args).stdout(Stdio::null()).stderr(log);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if let Some(filter) = &self.log_filter {
             cmd.env("RUST_LOG", filter);
         }

@@ -617,7 +617,15 @@ fn non_ascii_cookies_reach_the_backend_intact() {
     let ours = cookie_in_jar(&lab, "alice").unwrap();
     let seen = |header: &[u8]| {
         let out = Command::new("ip")
-            .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s", "--max-time", "5"])
+            .args([
+                "netns",
+                "exec",
+                &lab.clients[0].ns,
+                "curl",
+                "-s",
+                "--max-time",
+                "5",
+            ])
             .arg("-H")
             .arg(std::ffi::OsStr::from_bytes(header))
             .arg(format!("http://{VIP}/cookie.php"))

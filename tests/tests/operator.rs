@@ -371,7 +371,7 @@ fn the_socket_is_for_root_only() {
 
 /// Shell completions and the man page come from the command line.
 #[test]
-fn completions_and_man_page_are_generated() {
+fn completions_and_man_pages_are_generated() {
     let ctl = lb_tests::lab::bin_dir().join("lb-ctl");
     for shell in ["bash", "zsh", "fish"] {
         let out = Command::new(&ctl)
@@ -382,11 +382,46 @@ fn completions_and_man_page_are_generated() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("attach") && text.contains("drain"), "{shell}");
     }
-    let out = Command::new(&ctl).arg("man").output().unwrap();
-    assert!(out.status.success());
-    let man = String::from_utf8_lossy(&out.stdout);
-    assert!(man.starts_with(".ie") || man.contains(".TH"), "{man}");
-    assert!(man.contains("lb\\-ctl") || man.contains("lb-ctl"));
+    // One page per command, and every page a page refers to exists.
+    let dir = std::env::temp_dir().join(format!("lbo-man-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(&ctl).arg("man").arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "lb-ctl.1",
+        "lb-ctl-attach.1",
+        "lb-ctl-vip-add.1",
+        "lb-ctl-backend-drain.1",
+        "lb-ctl-config-diff.1",
+        "lb-ctl-reload.1",
+    ] {
+        assert!(pages.iter().any(|p| p == want), "{want}: {pages:?}");
+    }
+    for page in &pages {
+        let text = std::fs::read_to_string(dir.join(page)).unwrap();
+        assert!(text.contains(".TH"), "{page}");
+        // References look like `lb\-ctl\-attach(1)`.
+        for (i, _) in text.match_indices("(1)") {
+            let start = text[..i]
+                .rfind(|c: char| c.is_whitespace() || c == ',')
+                .map_or(0, |p| p + 1);
+            let name = text[start..i]
+                .replace("\\-", "-")
+                .replace("\\fB", "")
+                .replace("\\fR", "");
+            if name.starts_with("lb-ctl") {
+                assert!(
+                    pages.contains(&format!("{name}.1")),
+                    "{page} refers to {name}(1), which was not written: {pages:?}"
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     let bad = Command::new(&ctl)
         .args(["completions", "tcsh"])
         .output()
@@ -507,4 +542,131 @@ fn interface_settings_reload_state_and_limits() {
         "{}",
         lab.controller_log()
     );
+}
+
+/// `lb-ctl reload` applies a good file and refuses a bad one (non-zero
+/// exit, the reason, nothing changed); `config dump` round-trips through
+/// `check-config` and a reload with no change; `config diff` shows an
+/// added backend; READY reaches the service manager once the program is
+/// attached, and log lines carry their journal priority under systemd.
+#[test]
+fn reload_config_dump_and_diff_and_readiness() {
+    let _g = serial();
+    let mut lab = Lab::up("lbo-reload", Layout::Plain, 1, 3).unwrap();
+    // A service manager's notification socket, and the journal's marker.
+    let notify = lab.workdir.join("notify.sock");
+    let _ = std::fs::remove_file(&notify);
+    let manager = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    manager
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    lab.env = vec![
+        (
+            "NOTIFY_SOCKET".into(),
+            notify.to_string_lossy().into_owned(),
+        ),
+        ("JOURNAL_STREAM".into(), "8:12345".into()),
+    ];
+    lab.start_balancer(&config("web", &[1, 2], 1)).unwrap();
+    let mut buf = [0u8; 512];
+    let n = manager.recv(&mut buf).unwrap();
+    let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(message.contains("READY=1"), "{message}");
+    assert!(message.contains("STATUS=forwarding on eth0"), "{message}");
+    // Sent once attached: the program runs and the VIP answers.
+    assert!(xdp_attached(&lab), "attached before READY");
+    let log = lab.controller_log();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("<6>lb_ctl") && l.contains("attached to eth0")),
+        "info lines carry <6>: {log}"
+    );
+    let path = lab.workdir.join("lb.yaml");
+    let ctl = |args: &[&str]| lab.ctl_in_ns(args).unwrap();
+    // A good file: applied.
+    std::fs::write(&path, config("web", &[1, 2, 3], 1)).unwrap();
+    let out = ctl(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 VIP(s), 3 backend(s)"));
+    let listing = lab.ctl(&["backend", "list"]).unwrap();
+    assert!(listing.contains("198.18.1.13:8080"), "{listing}");
+    // A bad file: non-zero, the reason, nothing changed.
+    std::fs::write(&path, config("web", &[1], 0)).unwrap();
+    let out = ctl(&["reload"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("weight 0 is out of range"), "{err}");
+    assert_eq!(
+        lab.ctl(&["backend", "list"]).unwrap().lines().count(),
+        listing.lines().count()
+    );
+    let log = lab.controller_log();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("<3>") && l.contains("reload refused")),
+        "errors carry <3>: {log}"
+    );
+    // A runtime change, then the dump: it holds the change, check-config
+    // accepts it, and reloading it changes nothing.
+    lab.ctl(&[
+        "backend",
+        "add",
+        &format!("{VIP}:80"),
+        "198.18.1.14:8080",
+        "--weight",
+        "3",
+    ])
+    .unwrap();
+    let dump = lab.ctl(&["config", "dump"]).unwrap();
+    assert!(
+        dump.contains("198.18.1.14") && dump.contains("weight: 3"),
+        "{dump}"
+    );
+    std::fs::write(&path, &dump).unwrap();
+    let out = ctl(&["check-config", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}\n{dump}");
+    let diff = lab
+        .ctl(&["config", "diff", path.to_str().unwrap()])
+        .unwrap();
+    assert!(diff.contains("no change"), "{diff}");
+    let before = lab.ctl(&["backend", "list", "-o", "json"]).unwrap();
+    let out = ctl(&["reload"]);
+    assert!(out.status.success(), "{out:?}");
+    let after = lab.ctl(&["backend", "list", "-o", "json"]).unwrap();
+    let ids = |j: &str| -> Vec<(String, String)> {
+        serde_json::from_str::<Vec<Value>>(j)
+            .unwrap()
+            .iter()
+            .map(|r| (r["backend"].to_string(), r["weight"].to_string()))
+            .collect()
+    };
+    assert_eq!(
+        ids(&before),
+        ids(&after),
+        "the dump recreates the running config"
+    );
+    // The diff of a file with one more backend shows it.
+    let mut more: lb_ctl::model::config::Config = serde_yaml::from_str(&dump).unwrap();
+    more.vips[0]
+        .backends
+        .push(lb_ctl::model::config::BackendConfig {
+            address: "198.18.1.15".parse().unwrap(),
+            port: 8080,
+            weight: 1,
+        });
+    std::fs::write(&path, serde_yaml::to_string(&more).unwrap()).unwrap();
+    let diff = lab
+        .ctl(&["config", "diff", path.to_str().unwrap()])
+        .unwrap();
+    assert_eq!(
+        diff.trim(),
+        format!("+ VIP {VIP}:80/tcp: backend 198.18.1.15:8080 (weight 1)"),
+        "{diff}"
+    );
+}
+
+/// Whether an XDP program is attached to the balancer's eth0.
+fn xdp_attached(lab: &Lab) -> bool {
+    let out = in_ns(&lab.balancer.ns, &["ip", "-d", "link", "show", "eth0"]).unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }

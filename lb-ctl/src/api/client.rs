@@ -75,6 +75,22 @@ impl Client {
         self.call("GET", "/v1/status", None)?.json()
     }
 
+    /// `POST /v1/reload`: the controller re-reads its config file.
+    ///
+    /// # Errors
+    /// As [`Client::status`], with the reason a file is refused.
+    pub fn reload(&self) -> anyhow::Result<String> {
+        self.done("POST", "/v1/reload", None)
+    }
+
+    /// `GET /v1/config`: the running configuration.
+    ///
+    /// # Errors
+    /// As [`Client::status`].
+    pub fn config(&self) -> anyhow::Result<crate::model::config::Config> {
+        self.call("GET", "/v1/config", None)?.json()
+    }
+
     /// `GET /v1/vips`.
     ///
     /// # Errors

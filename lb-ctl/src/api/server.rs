@@ -6,6 +6,8 @@
 //! | method and path | what |
 //! |---|---|
 //! | `GET /v1/status` | interfaces, mode, program, tables, last sweep, uptime |
+//! | `POST /v1/reload` | re-read the config file: `{"message": …}`, or 400 with the reason (nothing applied) |
+//! | `GET /v1/config` | the running configuration (what `lb-ctl config dump` prints as YAML) |
 //! | `GET /v1/vips` · `POST /v1/vips` | list · add (a `VipSpec`) |
 //! | `DELETE /v1/vips/{vip}?protocol=` | remove, with its connections and sessions |
 //! | `GET /v1/backends?vip=&protocol=` | backends with state, share, live counts |
@@ -61,6 +63,8 @@ type Shared = Arc<Mutex<Controller>>;
 pub fn router(controller: Shared) -> Router {
     Router::new()
         .route("/v1/status", get(status))
+        .route("/v1/reload", post(reload))
+        .route("/v1/config", get(config))
         .route("/v1/vips", get(vips).post(vip_add))
         .route("/v1/vips/{vip}", axum::routing::delete(vip_remove))
         .route("/v1/backends", get(backends))
@@ -127,6 +131,7 @@ fn answer_response(answer: Answer) -> Response {
         Answer::Vips { vips } => Json(vips).into_response(),
         Answer::Backends { backends } => Json(backends).into_response(),
         Answer::Status { status } => Json(status).into_response(),
+        Answer::Config { config } => Json(config).into_response(),
         Answer::Stats { stats } => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             super::metrics::render(&stats),
@@ -157,6 +162,14 @@ fn vip_id(vip: &str, q: &ProtocolQuery) -> Result<VipId, Response> {
 fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
     serde_json::from_slice(bytes)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+async fn reload(State(c): State<Shared>) -> Response {
+    run(c, Request::Reload).await
+}
+
+async fn config(State(c): State<Shared>) -> Response {
+    run(c, Request::Config).await
 }
 
 async fn status(State(c): State<Shared>) -> Response {

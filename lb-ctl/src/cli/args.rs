@@ -91,6 +91,7 @@ pub enum Command {
     /// and sessions are dropped. Refused while a controller runs (stop it
     /// with SIGTERM instead).
     Detach {
+        /// Interfaces to detach from.
         #[arg(required = true, value_name = "IFACE")]
         ifaces: Vec<String>,
         /// Mount point of the BPF filesystem the state is pinned in.
@@ -105,29 +106,66 @@ pub enum Command {
     Backend(BackendCommand),
     /// List live connections: client, VIP, backend, protocol, state, idle time.
     Conns {
+        /// How to print: text (columns for people) or json (for scripts).
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },
     /// List live persistence sessions: client (prefix), VIP, backend, time left.
     Sessions {
+        /// How to print: text (columns for people) or json (for scripts).
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },
     /// The attachment (interfaces, mode, program and link ids), the tables'
     /// capacity and occupancy, the last sweep, the uptime.
     Status {
+        /// How to print: text (columns for people) or json (for scripts).
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },
     /// Print the data path's counters in the Prometheus text format.
     Stats,
+    /// Re-read the config file of the running controller and apply it (as
+    /// SIGHUP does), saying what happened; a refused file changes nothing,
+    /// gives its reason and a non-zero exit status. Runtime changes (vip,
+    /// backend) not in the file are replaced by it.
+    Reload,
+    /// The running configuration: dump it, or compare it with a file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Validate a config file without touching the kernel.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        /// The YAML config file to check.
+        file: PathBuf,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish,
     /// powershell), e.g. `lb-ctl completions bash > /etc/bash_completion.d/lb-ctl`.
-    Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff), e.g. `lb-ctl man > /usr/local/share/man/man1/lb-ctl.1`.
-    Man,
+    Completions {
+        /// The shell to write the script for.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages, one per command (lb-ctl.1, lb-ctl-attach.1,
+    /// lb-ctl-vip-add.1, …), into DIR.
+    Man {
+        /// Where to write them, e.g. /usr/local/share/man/man1.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Print the running configuration as YAML that `check-config` accepts
+    /// and that recreates it: the file's settings with the VIPs and
+    /// backends as they are now, runtime changes included. Keep runtime
+    /// changes by writing it to the config file (drain and health
+    /// verdicts are state, not configuration).
+    Dump,
+    /// Show what `lb-ctl reload` of FILE would change in the running
+    /// configuration (+ added, - removed, ~ changed, ! refused by a reload).
+    Diff {
+        /// The YAML config file to compare with the running configuration.
+        file: PathBuf,
+    },
 }
 
 /// How listings are printed.
@@ -146,9 +184,12 @@ pub enum VipCommand {
     Add {
         /// VIP address and port, e.g. 198.18.0.100:80.
         vip: Endpoint,
+        /// The VIP's protocol: tcp or udp.
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
-        /// rr: backends take turns; wrr: turns in proportion to their weights.
+        /// rr: backends take turns; wrr: turns in proportion to their
+        /// weights; maglev: a consistent hash of the client (the same
+        /// backend on every balancer host).
         #[arg(long, value_enum, default_value = "rr")]
         scheduler: Scheduler,
         /// How long a client stays with its backend after its last packet
@@ -178,12 +219,15 @@ pub enum VipCommand {
     },
     /// Remove a virtual service, its connections and sessions.
     Remove {
+        /// The VIP's address and port, e.g. 198.18.0.100:80.
         vip: Endpoint,
+        /// The VIP's protocol: tcp or udp.
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
     },
     /// List virtual services.
     List {
+        /// How to print: text (columns for people) or json (for scripts).
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -193,19 +237,25 @@ pub enum VipCommand {
 pub enum BackendCommand {
     /// Add a backend to a virtual service.
     Add {
+        /// The VIP's address and port, e.g. 198.18.0.100:80.
         vip: Endpoint,
+        /// The backend's address and port, e.g. 198.18.1.11:8080.
         backend: Endpoint,
-        /// Share of new clients under wrr (1-256).
+        /// Share of new clients under wrr and maglev (1-256).
         #[arg(long, default_value_t = 1)]
         weight: u32,
+        /// The VIP's protocol: tcp or udp.
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
     },
     /// Remove a backend: it gets no new connection, its sessions move on the
     /// clients' next connection, its established connections continue.
     Remove {
+        /// The VIP's address and port, e.g. 198.18.0.100:80.
         vip: Endpoint,
+        /// The backend's address and port, e.g. 198.18.1.11:8080.
         backend: Endpoint,
+        /// The VIP's protocol: tcp or udp.
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
     },
@@ -214,8 +264,11 @@ pub enum BackendCommand {
     /// established connections continue. The log says when it has no live
     /// connection or session left and can be removed safely.
     Drain {
+        /// The VIP's address and port, e.g. 198.18.0.100:80.
         vip: Endpoint,
+        /// The backend's address and port, e.g. 198.18.1.11:8080.
         backend: Endpoint,
+        /// The VIP's protocol: tcp or udp.
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
         /// Move its pinned clients at their next new connection instead.
@@ -224,25 +277,35 @@ pub enum BackendCommand {
     },
     /// Put a draining backend back in rotation.
     Enable {
+        /// The VIP's address and port, e.g. 198.18.0.100:80.
         vip: Endpoint,
+        /// The backend's address and port, e.g. 198.18.1.11:8080.
         backend: Endpoint,
+        /// The VIP's protocol: tcp or udp.
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
     },
     /// Change a backend's weight (its share of new clients under wrr).
     Weight {
+        /// The VIP's address and port, e.g. 198.18.0.100:80.
         vip: Endpoint,
+        /// The backend's address and port, e.g. 198.18.1.11:8080.
         backend: Endpoint,
+        /// The backend's weight, 1-256: its share of new clients under wrr and maglev.
         weight: u32,
+        /// The VIP's protocol: tcp or udp.
         #[arg(long, value_enum, default_value = "tcp")]
         protocol: Protocol,
     },
     /// List backends, of all VIPs or of one: state (up, down, draining),
     /// share of new clients, live connections and sessions, health checks.
     List {
+        /// Only the backends of this VIP (address and port, e.g. 198.18.0.100:80).
         vip: Option<Endpoint>,
+        /// Only VIPs of this protocol: tcp or udp.
         #[arg(long, value_enum)]
         protocol: Option<Protocol>,
+        /// How to print: text (columns for people) or json (for scripts).
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },

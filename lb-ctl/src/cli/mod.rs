@@ -21,20 +21,48 @@ use crate::{
         services::{Forwarding, VipSpec},
     },
 };
-use args::{BackendCommand, Cli, Command, Output, VipCommand};
+use args::{BackendCommand, Cli, Command, ConfigCommand, Output, VipCommand};
 
 /// Run the command line.
 #[must_use]
 pub fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
+    let mut logger =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // Under systemd, on the journal: each line starts with its syslog
+        // priority (`<4>` for a warning), which the journal reads, and
+        // carries no timestamp of its own.
+        logger.format(|f, record| {
+            use std::io::Write as _;
+            writeln!(
+                f,
+                "<{}>{}: {}",
+                syslog_priority(record.level()),
+                record.target(),
+                record.args()
+            )
+        });
+    } else {
+        logger.format_timestamp_millis();
+    }
+    logger.init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lb-ctl: error: {}", crate::error_text::text(e.as_ref()));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The syslog priority of a log level (`sd-daemon(3)`'s prefixes).
+#[must_use]
+pub const fn syslog_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
     }
 }
 
@@ -57,6 +85,11 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", client.metrics()?);
             Ok(())
         }
+        Command::Reload => {
+            println!("{}", client.reload()?);
+            Ok(())
+        }
+        Command::Config(c) => config(&client, c),
         offline => local(cli.socket, &client, offline),
     }
 }
@@ -126,9 +159,11 @@ fn local(socket: std::path::PathBuf, client: &Client, command: Command) -> Resul
             );
             Ok(())
         }
-        Command::Man => {
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut std::io::stdout())?;
+        Command::Man { dir } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir)
+                .with_context(|| format!("writing the manual pages into {}", dir.display()))?;
+            println!("wrote the manual pages into {}", dir.display());
             Ok(())
         }
         _ => unreachable!("online commands are run by `run`"),
@@ -253,4 +288,73 @@ fn sessions(client: &Client, output: Output) -> Result<()> {
         print::print_sessions(&reply.lines::<SessionView>()?);
     }
     Ok(())
+}
+
+fn config(client: &Client, command: ConfigCommand) -> Result<()> {
+    let running = client.config()?;
+    match command {
+        ConfigCommand::Dump => {
+            println!(
+                "# The running configuration of lb (`lb-ctl config dump`): the config file's\n\
+                 # settings with the VIPs and backends in effect. Drain and health verdicts\n\
+                 # are state, not configuration."
+            );
+            print!("{}", serde_yaml::to_string(&running)?);
+        }
+        ConfigCommand::Diff { file } => {
+            let (next, _) = Config::load(&file)?;
+            let lines = crate::model::diff::diff(&running, &next);
+            if lines.is_empty() {
+                println!("{}: no change", file.display());
+            }
+            for line in lines {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::{args::Cli, syslog_priority};
+
+    #[test]
+    fn levels_map_to_syslog_priorities() {
+        assert_eq!(syslog_priority(log::Level::Error), 3);
+        assert_eq!(syslog_priority(log::Level::Warn), 4);
+        assert_eq!(syslog_priority(log::Level::Info), 6);
+        assert_eq!(syslog_priority(log::Level::Debug), 7);
+    }
+
+    /// Every command and every argument says what it is for.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn check(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if cmd.get_about().is_none() && path != "lb-ctl" {
+                missing.push(format!("{path}: the command"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path}: {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "lb-ctl", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:?}");
+        let help = Cli::command()
+            .find_subcommand_mut("vip")
+            .and_then(|v| v.find_subcommand_mut("add"))
+            .map(|a| a.render_long_help().to_string())
+            .unwrap_or_default();
+        assert!(!help.contains("[`"), "no rustdoc links in help: {help}");
+        assert!(help.contains("maglev"), "{help}");
+    }
 }

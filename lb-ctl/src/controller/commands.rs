@@ -52,6 +52,10 @@ pub enum Request {
     },
     Stats,
     Status,
+    /// Re-read the config file.
+    Reload,
+    /// The running configuration.
+    Config,
 }
 
 /// Kinds of failure, each with its HTTP status (see [`crate::api`]).
@@ -85,10 +89,26 @@ impl ErrorKind {
 /// The controller's answer.
 #[derive(Clone, Debug)]
 pub enum Response {
-    Done { message: String },
-    Vips { vips: Vec<Vip> },
-    Backends { backends: Vec<BackendRow> },
-    Stats { stats: Stats },
-    Status { status: Status },
-    Error { message: String, kind: ErrorKind },
+    Done {
+        message: String,
+    },
+    Vips {
+        vips: Vec<Vip>,
+    },
+    Backends {
+        backends: Vec<BackendRow>,
+    },
+    Stats {
+        stats: Stats,
+    },
+    Status {
+        status: Status,
+    },
+    Config {
+        config: Box<crate::model::config::Config>,
+    },
+    Error {
+        message: String,
+        kind: ErrorKind,
+    },
 }

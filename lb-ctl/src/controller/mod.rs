@@ -120,15 +120,32 @@ impl Controller {
         }
     }
 
-    /// Apply the config file again (SIGHUP): its VIPs and backends become
-    /// the model, on the ids in use (kept sessions and connections stay
-    /// valid), and its timeouts are written; a change of `limits:` needs a
-    /// restart. A bad file changes nothing.
+    /// Apply the config file again (`lb-ctl reload`, SIGHUP): its VIPs and
+    /// backends become the model, on the ids in use (kept sessions and
+    /// connections stay valid), and its timeouts are written. A change of
+    /// `limits:` or `cluster:` needs a restart and is refused; one of
+    /// `sweeper:` or `http:` takes effect at the next restart (said in the
+    /// answer). A refused file changes nothing, and the refusal is logged.
     ///
     /// # Errors
     /// Naming what is wrong; nothing is applied then.
-    pub fn reload(&mut self, path: &std::path::Path, running: &Config) -> Result<String> {
-        let (config, services) = Config::load(path)?;
+    pub fn reload(&mut self) -> Result<String> {
+        let done = self.reload_file();
+        if let Err(e) = &done {
+            log::error!(
+                "reload refused, nothing changed: {}",
+                crate::error_text::text(e.as_ref())
+            );
+        }
+        done
+    }
+
+    fn reload_file(&mut self) -> Result<String> {
+        let Some(path) = self.config_file.clone() else {
+            anyhow::bail!("no config file to reload: lb-ctl attach was started without --config");
+        };
+        let running = &self.running;
+        let (config, services) = Config::load(&path)?;
         if config.limits != running.limits {
             anyhow::bail!(
                 "{}: limits: cannot change while running (the tables are sized at attach); \
@@ -143,19 +160,35 @@ impl Controller {
                 path.display()
             );
         }
+        let mut later = Vec::new();
+        if config.sweeper != running.sweeper {
+            later.push("sweeper");
+        }
+        if config.http != running.http {
+            later.push("http");
+        }
         let next = services.on_current_ids(&self.services)?;
-        let message = format!(
+        let mut message = format!(
             "reloaded {}: {} VIP(s), {} backend(s)",
             path.display(),
             next.vips().count(),
             next.vips().map(|v| v.backends.len()).sum::<usize>()
         );
+        if !later.is_empty() {
+            message.push_str(&format!(
+                "; the changes to {} take effect at the next restart",
+                later.join(" and ")
+            ));
+        }
         let old_settings = self.dataplane.tables.settings()?;
         self.dataplane
             .tables
             .set_settings(&config.timeouts.to_settings())?;
         match self.replace(next, message) {
-            Response::Done { message } => Ok(message),
+            Response::Done { message } => {
+                self.running.timeouts = config.timeouts;
+                Ok(message)
+            }
             Response::Error { message, .. } => {
                 let _ = self.dataplane.tables.set_settings(&old_settings);
                 anyhow::bail!("{message}")
@@ -312,6 +345,16 @@ impl Controller {
             }),
             Request::Status => Response::Status {
                 status: self.status(),
+            },
+            Request::Reload => match self.reload() {
+                Ok(message) => Response::Done { message },
+                Err(e) => Response::Error {
+                    message: crate::error_text::text(e.as_ref()),
+                    kind: ErrorKind::Invalid,
+                },
+            },
+            Request::Config => Response::Config {
+                config: Box::new(Config::of_running(&self.services, &self.running)),
             },
             Request::Stats => match self.stats() {
                 Ok(stats) => Response::Stats { stats },

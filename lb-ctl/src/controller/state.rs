@@ -43,6 +43,11 @@ pub struct Controller {
     pub cookie_key_file: PathBuf,
     /// Sessions shared with the other hosts (`cluster:`).
     pub cluster: Option<Arc<crate::cluster::store::Cluster>>,
+    /// The config file `reload` re-reads (`attach --config`).
+    pub config_file: Option<PathBuf>,
+    /// The settings in effect (timeouts, limits, sweeper, http, cluster);
+    /// the VIPs in effect are the model.
+    pub running: crate::model::config::Config,
 }
 
 /// The proxy and what the controller keeps of it.
@@ -72,6 +77,8 @@ impl Controller {
             http: None,
             cookie_key_file: crate::model::config::Http::default().cookie_key_file,
             cluster: None,
+            config_file: None,
+            running: crate::model::config::Config::default(),
         }
     }
 }

@@ -275,6 +275,11 @@ pub fn start_controller(opts: &AttachOptions, plan: Plan, loaded: Loaded) -> Res
     let mut c = Controller::new(loaded.services, loaded.dataplane, opts.ifaces.clone());
     c.mode = (plan.choice.mode.to_string(), plan.choice.why.clone());
     c.cookie_key_file = plan.config.http.cookie_key_file.clone();
+    c.config_file = opts.config.clone();
+    c.running = Config {
+        vips: Vec::new(),
+        ..plan.config.clone()
+    };
     c.start_http(plan.http_bound).map_err(anyhow::Error::msg)?;
     if let Some(settings) = plan.cluster {
         log::info!(

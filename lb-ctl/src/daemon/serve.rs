@@ -47,7 +47,17 @@ pub async fn serve(
     } = listeners;
     spawn_health_checks(&controller);
     spawn_servers(&controller, control, metrics)?;
+    // Attached, the config applied, the socket answering: ready (for a
+    // `Type=notify` service; nothing happens without NOTIFY_SOCKET).
+    let status = format!("forwarding on {}", opts.ifaces.join(", "));
+    if let Err(e) = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&status),
+    ]) {
+        log::warn!("telling the service manager that lb is ready: {e}");
+    }
     signal_loop(opts, &controller, &config, &choice).await?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop(opts, owned, &controller, &sysctl_changes);
     // The control socket's file goes last.
     drop(guard);
@@ -137,7 +147,7 @@ async fn signal_loop(
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => reload(opts, controller, config).await,
+            _ = hup.recv() => reload(controller).await,
             _ = watch_tick.tick() => {
                 for (iface, lost) in xdp_watch.observe(ethtool::xdp_errors(&opts.ifaces)) {
                     log::warn!("{}", ethtool::warning(&iface, lost, choice.mode));
@@ -148,22 +158,12 @@ async fn signal_loop(
     }
 }
 
-/// SIGHUP: apply the config file again; a refused file changes nothing.
-async fn reload(opts: &AttachOptions, controller: &Arc<Mutex<Controller>>, config: &Config) {
-    let Some(path) = opts.config.clone() else {
-        log::warn!("SIGHUP: no --config file to reload");
-        return;
-    };
+/// SIGHUP: apply the config file again (as `lb-ctl reload` does); a
+/// refused file changes nothing, and the controller logs why.
+async fn reload(controller: &Arc<Mutex<Controller>>) {
     let c = Arc::clone(controller);
-    let running = config.clone();
-    let done = tokio::task::spawn_blocking(move || lock(&c).reload(&path, &running)).await;
-    match done {
-        Ok(Ok(_)) => {} // logged by the change itself
-        Ok(Err(e)) => log::error!(
-            "reload refused, nothing changed: {}",
-            crate::error_text::text(e.as_ref())
-        ),
-        Err(e) => log::error!("reload: {e}"),
+    if let Err(e) = tokio::task::spawn_blocking(move || lock(&c).reload()).await {
+        log::error!("reload: {e}");
     }
 }
 

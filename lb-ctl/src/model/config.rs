@@ -466,6 +466,51 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The configuration that recreates `services` with `base`'s settings
+    /// (timeouts, limits, sweeper, http, cluster): what `lb-ctl config
+    /// dump` prints. VIPs and backends come out in the model's order; drain
+    /// and health verdicts are state, not configuration, and are left out.
+    #[must_use]
+    pub fn of_running(services: &Services, base: &Self) -> Self {
+        let vips = services
+            .vips()
+            .map(|v| {
+                let s = &v.spec;
+                VipConfig {
+                    name: s.name.clone(),
+                    address: s.id.endpoint.addr,
+                    port: s.id.endpoint.port,
+                    protocol: s.id.protocol,
+                    scheduler: s.scheduler,
+                    mode: s.mode,
+                    forwarding: s.forwarding,
+                    persistence: Persistence {
+                        timeout: s.persistence_timeout,
+                        netmask: s.persistence_netmask,
+                        max_lifetime: s.max_lifetime,
+                        cookie: s.cookie.clone(),
+                    },
+                    health_check: s.health_check.clone(),
+                    backends: v
+                        .backends
+                        .iter()
+                        .map(|b| BackendConfig {
+                            address: b.endpoint.addr,
+                            port: b.endpoint.port,
+                            weight: b.weight,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Self {
+            vips,
+            ..base.clone()
+        }
+    }
+}
+
 /// The `cluster:` block, as the controller runs it (checked, with the
 /// node's name resolved).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod cookie;
+pub mod diff;
 pub mod endpoint;
 pub mod health;
 pub mod kept;

@@ -20,9 +20,9 @@ pub enum Scheduler {
     /// Weighted round robin: turns in proportion to the weights.
     Wrr,
     /// Maglev consistent hashing: a client (or, without persistence, a
-    /// connection) is hashed onto a lookup table of
-    /// [`lb_common::MAGLEV_SIZE`] slots built identically on every host for
-    /// the same backends, in any order; a backend change moves few others.
+    /// connection) is hashed onto a lookup table of 65 537 slots, built
+    /// alike on every host for the same backends; a backend change moves
+    /// few other clients.
     Maglev,
 }
 
