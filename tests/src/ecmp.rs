@@ -248,6 +248,15 @@ impl EcmpLab {
     /// # Errors
     /// When it does not come up.
     pub fn start_redis(&mut self) -> Result<()> {
+        self.start_redis_with(&[])
+    }
+
+    /// [`EcmpLab::start_redis`] with more `redis-server` arguments (a
+    /// password, TLS: the listening port stays 6379).
+    ///
+    /// # Errors
+    /// When it does not come up.
+    pub fn start_redis_with(&mut self, extra: &[&str]) -> Result<()> {
         let ns = format!("{}-redis", self.prefix);
         let child = Command::new("ip")
             .args([
@@ -267,6 +276,7 @@ impl EcmpLab {
                 "--loglevel",
                 "warning",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

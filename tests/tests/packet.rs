@@ -282,6 +282,8 @@ fn a_full_ring_counts_what_it_loses() {
     let cluster = lb_ctl::cluster::store::Cluster::start(
         lb_ctl::model::config::ClusterSettings {
             store: "redis://127.0.0.1:1".into(),
+            password: None,
+            ca: None,
             node: "test".into(),
             stream: "lb:test".into(),
             stream_max_len: 1000,

@@ -171,14 +171,14 @@ impl Counters {
             log::info!(
                 "cluster: store {} reachable as node {:?}; publishing this host's live sessions \
                  and reading the others' from where this host stopped",
-                settings.store,
+                settings.shown_store(),
                 settings.node
             );
         } else if now == DOWN {
             log::warn!(
                 "cluster: store {} unreachable ({role:?}: {why}); this host goes on alone, \
                  forwarding is not affected; sessions created meanwhile are shared when it returns",
-                settings.store
+                settings.shown_store()
             );
         }
     }
@@ -213,8 +213,8 @@ impl Cluster {
         ring: Option<RingBuf<MapData>>,
         lost: Option<PerCpuArray<MapData, u64>>,
     ) -> anyhow::Result<Self> {
-        let client = redis::Client::open(settings.store.as_str())
-            .map_err(|e| anyhow::anyhow!("cluster.store {:?}: {e}", settings.store))?;
+        let client = Store::new(&settings)
+            .map_err(|e| anyhow::anyhow!("cluster.store {}: {e}", settings.shown_store()))?;
         let instance = random_instance()?;
         let counters = Arc::new(Counters::default());
         // Unknown until the first contact, which is logged as reachable
@@ -281,7 +281,7 @@ impl Cluster {
         let c = &self.counters;
         Snapshot {
             node: self.settings.node.clone(),
-            store: self.settings.store.clone(),
+            store: self.settings.shown_store(),
             up: c.state() == UP,
             published: c.published.load(Relaxed),
             publish_dropped: c.publish_dropped.load(Relaxed) + c.ring_lost.load(Relaxed),
@@ -374,14 +374,70 @@ struct Me {
     node: String,
 }
 
-/// A connection to the store, or why there is none.
-async fn connect(client: &redis::Client) -> redis::RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
+/// The store: its client, and the credentials sent once connected.
+#[derive(Clone)]
+struct Store {
+    client: redis::Client,
+    /// (user, password), from the URL or `store_password_file`.
+    auth: Option<(Option<String>, String)>,
+}
+
+impl Store {
+    /// The store's client: its URL, the password of `store_password_file`,
+    /// and for `rediss://` the CA of `store_ca_file` (else the system's).
+    /// The credentials are taken out of the connection's own setup and
+    /// sent by [`Store::connect`], so that a refusal comes back with
+    /// Redis's own reason.
+    fn new(settings: &ClusterSettings) -> redis::RedisResult<Self> {
+        use redis::IntoConnectionInfo as _;
+        // rustls takes its cryptography from the process-wide provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let info = settings.store.as_str().into_connection_info()?;
+        let written = info.redis_settings();
+        let password = settings
+            .password
+            .clone()
+            .or_else(|| written.password().map(str::to_string));
+        let auth = password.map(|p| (written.username().map(str::to_string), p));
+        let mut plain = redis::RedisConnectionInfo::default().set_skip_set_lib_name();
+        if written.db() != 0 {
+            plain = plain.set_db(written.db());
+        }
+        let info = info.set_redis_settings(plain);
+        let client = match &settings.ca {
+            Some(ca) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.clone()),
+                },
+            )?,
+            None => redis::Client::open(info)?,
+        };
+        Ok(Self { client, auth })
+    }
+
+    /// A connection to the store, authenticated and answering, or why
+    /// there is none: Redis's own words for a refusal (a wrong password,
+    /// protected mode), which come back as the answer to the first command.
+    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        if let Some((user, password)) = &self.auth {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = user {
+                auth.arg(user);
+            }
+            auth.arg(password).query_async::<()>(&mut conn).await?;
+        }
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(conn)
+    }
 }
 
 /// Read the data path's announcements and queue them.
@@ -447,7 +503,7 @@ async fn read_ring(
 
 /// Publish queued records in pipelined batches.
 async fn publish(
-    client: redis::Client,
+    client: Store,
     settings: ClusterSettings,
     mut queue: mpsc::Receiver<Vec<Record>>,
     counters: Arc<Counters>,
@@ -458,7 +514,7 @@ async fn publish(
         // Connected from the start, so that the store's state is known
         // before the first session; again after a connection was lost.
         if conn.is_none() && tokio::time::Instant::now() >= retry_at {
-            match connect(&client).await {
+            match client.connect().await {
                 Ok(c) => {
                     counters.reached(Role::Publisher, true, &settings, &"");
                     conn = Some(c);
@@ -527,7 +583,7 @@ async fn publish(
 
 /// Follow the stream and install the other hosts' sessions.
 async fn subscribe(
-    client: redis::Client,
+    client: Store,
     settings: ClusterSettings,
     me: Me,
     directory: watch::Receiver<Arc<Directory>>,
@@ -541,7 +597,7 @@ async fn subscribe(
     let mut last_id = "0-0".to_string();
     let mut malformed_logged = false;
     loop {
-        let mut conn = match connect(&client).await {
+        let mut conn = match client.connect().await {
             Ok(c) => c,
             Err(e) => {
                 counters.reached(Role::Subscriber, false, &settings, &e);

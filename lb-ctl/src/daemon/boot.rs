@@ -284,7 +284,7 @@ pub fn start_controller(opts: &AttachOptions, plan: Plan, loaded: Loaded) -> Res
     if let Some(settings) = plan.cluster {
         log::info!(
             "cluster: sharing sessions through {} (stream {:?}) as node {:?}",
-            settings.store,
+            settings.shown_store(),
             settings.stream,
             settings.node
         );

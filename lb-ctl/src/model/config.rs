@@ -34,8 +34,18 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
-    /// Where sessions are shared: `redis://HOST:PORT[/DB]`.
+    /// Where sessions are shared: `redis://HOST:PORT[/DB]`, or
+    /// `rediss://…` over TLS.
     pub store: String,
+    /// A file holding the store's password (its first line), so that the
+    /// config itself can be readable by all; instead of a password in
+    /// `store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_password_file: Option<std::path::PathBuf>,
+    /// With `rediss://`: the PEM file of the CA that signed the store's
+    /// certificate; default: the system's trusted CAs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_ca_file: Option<std::path::PathBuf>,
     /// This host's name in the store; default: the host name
     /// (`lb-ctl attach --node` overrides it).
     #[serde(default)]
@@ -66,20 +76,54 @@ impl Cluster {
         let url = redis::parse_redis_url(&self.store).ok_or_else(|| {
             format!(
                 "cluster.store: {:?} is not a Redis URL (for example redis://198.18.4.10:6379)",
-                self.store
+                redact(&self.store)
             )
         })?;
-        if !matches!(
-            url.scheme(),
-            "redis" | "valkey" | "redis+unix" | "valkey+unix" | "unix"
-        ) {
+        let tls = matches!(url.scheme(), "rediss" | "valkeys");
+        if !tls
+            && !matches!(
+                url.scheme(),
+                "redis" | "valkey" | "redis+unix" | "valkey+unix" | "unix"
+            )
+        {
             return Err(format!(
-                "cluster.store: scheme {:?} is not supported (redis:// or redis+unix://)",
+                "cluster.store: scheme {:?} is not supported (redis://, rediss:// or redis+unix://)",
                 url.scheme()
             ));
         }
+        if self.store_ca_file.is_some() && !tls {
+            return Err("cluster.store_ca_file: only with a rediss:// store".into());
+        }
+        let password = match &self.store_password_file {
+            None => None,
+            Some(_) if url.password().is_some() => {
+                return Err(
+                    "cluster.store_password_file: the store's URL has a password already; keep one"
+                        .into(),
+                )
+            }
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cluster.store_password_file: {}: {e}", path.display()))?;
+                let line = text.lines().next().unwrap_or_default().to_string();
+                if line.is_empty() {
+                    return Err(format!(
+                        "cluster.store_password_file: {} is empty",
+                        path.display()
+                    ));
+                }
+                Some(line)
+            }
+        };
+        let ca = match &self.store_ca_file {
+            None => None,
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("cluster.store_ca_file: {}: {e}", path.display()))?,
+            ),
+        };
         redis::Client::open(self.store.as_str())
-            .map_err(|e| format!("cluster.store: {:?}: {e}", self.store))?;
+            .map_err(|e| format!("cluster.store: {}: {e}", redact(&self.store)))?;
         let node = node
             .map(str::to_string)
             .or_else(|| self.node.clone())
@@ -108,6 +152,8 @@ impl Cluster {
         }
         Ok(ClusterSettings {
             store: self.store.clone(),
+            password,
+            ca,
             node,
             stream: self.stream.clone(),
             stream_max_len: self.stream_max_len,
@@ -504,25 +550,78 @@ impl Config {
                 }
             })
             .collect();
-        Self {
+        let mut config = Self {
             vips,
             ..base.clone()
+        };
+        if let Some(c) = &mut config.cluster {
+            c.store = redact(&c.store);
         }
+        config
+    }
+}
+
+/// `url` with its password, if any, shown as `***`: what logs, `status`,
+/// the API and the metrics say of a store.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
     }
 }
 
 /// The `cluster:` block, as the controller runs it (checked, with the
-/// node's name resolved).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// node's name resolved). Its `Debug` hides the secrets.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
-    /// `redis://HOST:PORT[/DB]`.
+    /// `redis://HOST:PORT[/DB]` (or `rediss://`), as written: may hold a
+    /// password; shown only through [`ClusterSettings::shown_store`].
     pub store: String,
+    /// The password read from `store_password_file`.
+    pub password: Option<String>,
+    /// The CA certificates (PEM) of `store_ca_file`.
+    pub ca: Option<Vec<u8>>,
     /// This host's name (logs and the stream's entries).
     pub node: String,
     /// The stream's key.
     pub stream: String,
     /// About how many entries the stream keeps (`XADD MAXLEN ~`).
     pub stream_max_len: u64,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("store", &self.shown_store())
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("ca", &self.ca.as_ref().map(Vec::len))
+            .field("node", &self.node)
+            .field("stream", &self.stream)
+            .field("stream_max_len", &self.stream_max_len)
+            .finish()
+    }
+}
+
+impl ClusterSettings {
+    /// The store's address with its password hidden.
+    #[must_use]
+    pub fn shown_store(&self) -> String {
+        redact(&self.store)
+    }
 }
 
 #[cfg(test)]

@@ -92,10 +92,6 @@ fn the_cluster_block_is_checked_naming_the_field() {
         ),
         ("{ store: \"http://198.18.4.10\" }", "is not a Redis URL"),
         (
-            "{ store: \"rediss://198.18.4.10\" }",
-            "scheme \"rediss\" is not supported",
-        ),
-        (
             "{ store: \"redis://198.18.4.10\", node: \"lb a\" }",
             "cluster.node: \"lb a\"",
         ),
@@ -201,4 +197,60 @@ fn bad_health_checks_are_refused_naming_the_field() {
     let v = s.vips().next().unwrap();
     assert_eq!(v.spec.max_lifetime, Duration::from_secs(8 * 3600));
     assert_eq!(v.spec.health_check, Some(check));
+}
+
+#[test]
+fn store_passwords_are_redacted_and_kept_out_of_the_config() {
+    assert_eq!(
+        redact("redis://:s3cret@198.18.4.10:6379/2"),
+        "redis://:***@198.18.4.10:6379/2"
+    );
+    assert_eq!(
+        redact("rediss://lb:s3cret@redis.example:6380"),
+        "rediss://lb:***@redis.example:6380"
+    );
+    assert_eq!(
+        redact("redis://198.18.4.10:6379"),
+        "redis://198.18.4.10:6379"
+    );
+    assert_eq!(redact("redis://user@host:1"), "redis://user@host:1");
+    // A password file: read, its first line; the URL must not have one too.
+    let dir = std::env::temp_dir().join(format!("lb-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pw");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let cluster = |store: &str, extra: &str| -> Result<ClusterSettings, String> {
+        let (c, _) = Config::parse(&format!("cluster: {{ store: \"{store}\"{extra} }}\n"), "t")
+            .map_err(|e| e.to_string())?;
+        c.cluster.unwrap().settings(Some("a"))
+    };
+    let s = cluster(
+        "redis://198.18.4.10:6379",
+        &format!(", store_password_file: {}", file.display()),
+    )
+    .unwrap();
+    assert_eq!(s.password.as_deref(), Some("s3cret"));
+    assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+    let e = cluster(
+        "redis://:x@198.18.4.10:6379",
+        &format!(", store_password_file: {}", file.display()),
+    )
+    .unwrap_err();
+    assert!(e.contains("cluster.store_password_file"), "{e}");
+    let e = cluster(
+        "redis://198.18.4.10:6379",
+        ", store_password_file: /nonexistent/pw",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("cluster.store_password_file: /nonexistent/pw"),
+        "{e}"
+    );
+    // TLS: rediss:// is accepted; a CA file only with it.
+    assert!(cluster("rediss://198.18.4.10:6380", "").is_ok());
+    let e = cluster("redis://198.18.4.10:6379", ", store_ca_file: /etc/hostname").unwrap_err();
+    assert!(e.contains("cluster.store_ca_file"), "{e}");
+    let e = cluster("redis://:s3cret@198.18.4.10:70000", "").unwrap_err();
+    assert!(!e.contains("s3cret") || e.contains("***"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

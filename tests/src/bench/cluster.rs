@@ -70,6 +70,8 @@ fn host(services: &Services, attach: bool) -> Result<Dataplane> {
 fn settings(node: &str) -> Settings {
     Settings {
         store: format!("redis://127.0.0.1:{REDIS_PORT}"),
+        password: None,
+        ca: None,
         node: node.into(),
         stream: "lb-bench:sessions".into(),
         stream_max_len: 1_000_000,
