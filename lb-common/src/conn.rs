@@ -1,7 +1,6 @@
-//! Connection and persistence table entries, and how TCP flags move a
-//! connection through its states.
-
-use crate::maps::Settings;
+//! Connection and persistence table entries, how TCP flags move a
+//! connection through its states, and the idle timeouts of each state
+//! (`Settings`, the only entry of `SETTINGS`).
 
 /// A flow as seen on the wire: the key of the connection table (`CONNS`).
 ///
@@ -281,6 +280,31 @@ pub struct SessionEvent {
 }
 const _: () = assert!(core::mem::size_of::<SessionEvent>() == 48);
 
+/// Global settings: the only entry of `SETTINGS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    pub tcp_syn_ns: u64,
+    pub tcp_established_ns: u64,
+    pub tcp_closing_ns: u64,
+    pub udp_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 32);
+
+impl Settings {
+    /// Idle timeout of a connection in `state`.
+    #[inline(always)]
+    #[must_use]
+    pub const fn timeout_ns(&self, state: u8) -> u64 {
+        match state {
+            ConnState::TCP_SYN => self.tcp_syn_ns,
+            ConnState::TCP_ESTABLISHED => self.tcp_established_ns,
+            ConnState::UDP => self.udp_ns,
+            _ => self.tcp_closing_ns,
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers with explicit padding.
@@ -289,6 +313,7 @@ mod pod {
     unsafe impl aya::Pod for super::SessionKey {}
     unsafe impl aya::Pod for super::Session {}
     unsafe impl aya::Pod for super::SessionEvent {}
+    unsafe impl aya::Pod for super::Settings {}
 }
 
 #[cfg(test)]

@@ -19,9 +19,9 @@ pub mod stats;
 
 pub use conn::{
     answers, confirms, tcp_next_state, Conn, ConnState, FlowKey, NextHop, Session, SessionEvent,
-    SessionKey,
+    SessionKey, Settings,
 };
-pub use maps::{BackendInfo, Settings, VipInfo, VipKey};
+pub use maps::{BackendInfo, VipInfo, VipKey};
 pub use stats::{is_icmp_error, Counters, IcmpReason, Reason};
 
 /// IANA protocol numbers understood by the data path.

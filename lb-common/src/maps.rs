@@ -1,7 +1,5 @@
 //! Keys and values of the configuration maps written by the controller.
 
-use crate::conn::ConnState;
-
 /// A virtual service: key of `VIPS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -93,38 +91,12 @@ impl BackendInfo {
     }
 }
 
-/// Global settings: the only entry of `SETTINGS`.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Settings {
-    pub tcp_syn_ns: u64,
-    pub tcp_established_ns: u64,
-    pub tcp_closing_ns: u64,
-    pub udp_ns: u64,
-}
-const _: () = assert!(core::mem::size_of::<Settings>() == 32);
-
-impl Settings {
-    /// Idle timeout of a connection in `state`.
-    #[inline(always)]
-    #[must_use]
-    pub const fn timeout_ns(&self, state: u8) -> u64 {
-        match state {
-            ConnState::TCP_SYN => self.tcp_syn_ns,
-            ConnState::TCP_ESTABLISHED => self.tcp_established_ns,
-            ConnState::UDP => self.udp_ns,
-            _ => self.tcp_closing_ns,
-        }
-    }
-}
-
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers with explicit padding.
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::VipInfo {}
     unsafe impl aya::Pod for super::BackendInfo {}
-    unsafe impl aya::Pod for super::Settings {}
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use lb_common::{
 use crate::{
     maps::{CONNS, HALF_OPEN, SETTINGS},
     parse::Packet,
-    select, stats, Flow,
+    session, stats, Flow,
 };
 
 /// The monotonic clock the tables are stamped with (CLOCK_MONOTONIC, coarse).
@@ -78,7 +78,7 @@ pub fn lookup(pkt: &Packet, now: u64) -> Result<Option<Flow>, u32> {
             if state != c.state || needs_refresh(c.last_seen_ns, now) {
                 refresh(&CONNS, c, &pkt.key, state, now);
                 if !c.is_reply() && c.flags & conn_flags::SESSION != 0 {
-                    select::keep_session(c, now);
+                    session::keep_session(c, now);
                 }
             }
             return Ok(Some(flow(c, entry)));
@@ -186,7 +186,7 @@ fn confirm(pkt: &Packet, c: &Conn, state: u8, now: u64) -> Result<Flow, u32> {
     recorded.map_err(|()| Reason::DROP_CONN_TABLE_FULL)?;
     stats::reason(Reason::CONFIRMED);
     if fwd.flags & conn_flags::SESSION != 0 {
-        select::confirm_session(&fwd, now);
+        session::confirm_session(&fwd, now);
     }
     Ok(Flow {
         reply: false,

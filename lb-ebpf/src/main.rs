@@ -11,7 +11,8 @@
 //! 3. [`select`]: for a new flow to a VIP, the persistence table
 //!    (`SESSIONS`), then the pending sessions (`PENDING`), or else the VIP's
 //!    selection table (`RING`) picks the backend, and both halves of the
-//!    flow are recorded in `HALF_OPEN`.
+//!    flow are recorded in `HALF_OPEN`. [`session`] records and renews the
+//!    client's session when a connection of it is confirmed or refreshed.
 //! 4. [`rewrite`]: DNAT (forward) or SNAT back to the VIP (reply), with
 //!    incremental checksums.
 //! 5. [`forward`]: next hop by `bpf_fib_lookup` (cached in the connection
@@ -42,6 +43,7 @@ mod parse;
 mod rewrite;
 mod runtime;
 mod select;
+mod session;
 mod stats;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
