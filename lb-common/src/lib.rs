@@ -75,8 +75,12 @@ pub mod map_names {
     /// layout v5 was released: a kept v5 directory without it gets it
     /// created (a new counter map changes nothing that is kept).
     pub const ICMP_STATS: &str = "ICMP_STATS";
+    /// The address filter ([`crate::addr_filter`]); added within layout
+    /// v5 like `ICMP_STATS`: a kept directory without it gets it created,
+    /// and the controller fills it before attaching.
+    pub const ADDR_FILTER: &str = "ADDR_FILTER";
     /// Every map, in the order `lb-ctl` pins them.
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         VIPS,
         BACKENDS,
         RING,
@@ -92,6 +96,7 @@ pub mod map_names {
         PENDING,
         MAGLEV,
         ICMP_STATS,
+        ADDR_FILTER,
     ];
 }
 
@@ -124,6 +129,33 @@ pub const fn maglev_slot(vip_id: u32, a: u32, b: u32, ports: u32, proto: u8) -> 
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^= h >> 33;
     (h % MAGLEV_SIZE as u64) as u32
+}
+
+/// The address filter: two bitmaps (`ADDR_FILTER`, u64 words) that tell
+/// the data path, with one array read each, that a packet cannot belong to
+/// the balancer — its destination is no VIP address and its source no
+/// backend address ever configured — so that other traffic skips the
+/// connection tables. A bit set by another address only costs that
+/// address the tables' lookups; an address is never unset while the
+/// tables live (a removed backend's connections go on).
+pub mod addr_filter {
+    /// Bits per bitmap (a power of two).
+    pub const BITS: u32 = 1 << 16;
+    /// Words per bitmap.
+    pub const WORDS: u32 = BITS / 64;
+    /// The VIP addresses' bitmap starts at word 0, the backends' here.
+    pub const BACKENDS: u32 = WORDS;
+    /// Entries of `ADDR_FILTER`.
+    pub const ENTRIES: u32 = 2 * WORDS;
+
+    /// The bit of `addr` (network byte order), as (word, mask) within one
+    /// bitmap: a multiplicative hash of the address.
+    #[inline(always)]
+    #[must_use]
+    pub const fn bit(addr: u32) -> (u32, u64) {
+        let h = addr.wrapping_mul(0x9e37_79b1) >> 16;
+        (h / 64, 1u64 << (h % 64))
+    }
 }
 
 /// Name of the XDP program inside the object file.
@@ -197,6 +229,20 @@ mod tests {
         // Roughly even over the table (256 expected per sixteenth).
         assert!(seen.iter().all(|&n| (150..370).contains(&n)), "{seen:?}");
         assert_ne!(maglev_slot(3, 1, 0, 0, 0), maglev_slot(4, 1, 0, 0, 0));
+    }
+
+    #[test]
+    fn filter_bits_are_in_range_and_spread() {
+        let mut seen = [0u32; 16];
+        for i in 0..4096u32 {
+            let addr = u32::from_ne_bytes([198, 18, (i >> 8) as u8, i as u8]);
+            let (word, mask) = addr_filter::bit(addr);
+            assert!(word < addr_filter::WORDS);
+            assert_eq!(mask.count_ones(), 1);
+            seen[(word * 16 / addr_filter::WORDS) as usize] += 1;
+        }
+        // Roughly even over the bitmap (256 expected per sixteenth).
+        assert!(seen.iter().all(|&n| (150..370).contains(&n)), "{seen:?}");
     }
 
     #[test]

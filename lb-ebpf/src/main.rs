@@ -2,7 +2,9 @@
 //!
 //! 1. [`parse`]: bounds-checked Ethernet/IPv4/TCP/UDP parsing into a flow key;
 //!    anything else is passed to the kernel untouched, with its reason counted.
-//! 2. [`conntrack`]: the connection table (`CONNS`) by the packet's own tuple,
+//! 2. [`filter`]: a packet whose destination is no VIP address and whose
+//!    source is no backend address goes to the kernel at once.
+//!    [`conntrack`]: the connection table (`CONNS`) by the packet's own tuple,
 //!    then the table of unconfirmed flows (`HALF_OPEN`). A live entry is a
 //!    forward flow (client to VIP) or a reply (backend to client); its state
 //!    and timestamps are refreshed in place. The client's ACK after the
@@ -36,6 +38,7 @@
 #![allow(clippy::needless_borrows_for_generic_args)]
 
 mod conntrack;
+mod filter;
 mod forward;
 mod icmp;
 mod maps;
@@ -77,6 +80,9 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
     // Another instruction stream, same behaviour (see Cargo.toml).
     #[cfg(feature = "build-variant")]
     let _ = conntrack::now();
+    if !filter::maybe_ours(&pkt.key) {
+        return Err(Reason::PASS_NOT_VIP);
+    }
     let now = conntrack::now();
     let flow = match conntrack::lookup(&pkt, now)? {
         Some(flow) => flow,

@@ -78,6 +78,11 @@ pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(
 #[map]
 pub static REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Reason::COUNT, 0);
 
+/// The address filter (`lb_common::addr_filter`): VIP addresses' and
+/// backend addresses' bitmaps, written by the controller.
+#[map]
+pub static ADDR_FILTER: Array<u64> = Array::with_max_entries(lb_common::addr_filter::ENTRIES, 0);
+
 /// Per-CPU counters per [`IcmpReason`]: ICMP errors translated, by
 /// direction, and passed, by reason.
 #[map]

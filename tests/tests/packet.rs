@@ -1099,3 +1099,46 @@ fn established_flows_cache_the_next_hop_for_a_second() {
     let (_, out) = b.run(&reply);
     assert_eq!(&out[0..6], &C1_MAC, "the reply uses a fresh next hop");
 }
+
+/// Traffic that is neither to a VIP address nor from a backend address
+/// goes to the kernel at once (the address filter); a backend that was
+/// removed keeps its bit, so its established connections still get their
+/// replies through.
+#[test]
+fn the_address_filter_passes_other_traffic_and_keeps_removed_backends() {
+    let mut b = Bench::new("filter");
+    b.vip(Protocol::Tcp, 0, 32);
+    let c = (C1, 46000);
+    assert_eq!(connect(&b, c), B1);
+    let before = b.reason(Reason::PASS_NOT_VIP);
+    // Between two addresses that are no VIP and no backend: even with a
+    // connection entry of its tuple planted in the table, the packet never
+    // reaches the table.
+    let other = Frame::tcp((C2, 40000), (FAR, 22), SYN).macs(C1_MAC, D0_MAC);
+    let planted = b.confirmed(key(c, (VIP, 80), 6)).unwrap();
+    b.dp.tables
+        .conns
+        .insert(key((C2, 40000), (FAR, 22), 6), planted, 0)
+        .unwrap();
+    let (v, out) = b.run(&other.build());
+    assert_eq!((v, out), (XDP_PASS, other.build()));
+    assert_eq!(b.reason(Reason::PASS_NOT_VIP), before + 1);
+    // B1 leaves the VIP; its connection's replies still go out from the VIP.
+    b.change(|s| {
+        s.remove_backend(&vip_id(Protocol::Tcp), ep(B1, 8080))
+            .unwrap();
+    });
+    let reply = Frame::tcp((B1, 8080), c, PSH | ACK).macs(B1_MAC, D0_MAC);
+    let (v, out) = b.run(&reply.build());
+    assert_eq!(v, XDP_TX);
+    assert_eq!(
+        out,
+        Frame {
+            src: VIP,
+            sport: 80,
+            ..reply
+        }
+        .macs(D0_MAC, C1_MAC)
+        .build()
+    );
+}

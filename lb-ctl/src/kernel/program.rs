@@ -134,6 +134,7 @@ impl Dataplane {
             backend_stats: take(&mut ebpf, names::BACKEND_STATS)?,
             reasons: take(&mut ebpf, names::REASONS)?,
             icmp_stats: take(&mut ebpf, names::ICMP_STATS)?,
+            addr_filter: take(&mut ebpf, names::ADDR_FILTER)?,
             max_connections: opts.max_connections,
             max_sessions: opts.max_sessions,
             max_half_open: opts.max_half_open,

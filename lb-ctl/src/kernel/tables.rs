@@ -34,6 +34,8 @@ pub struct Tables {
     pub vip_stats: PerCpuArray<MapData, Counters>,
     pub backend_stats: PerCpuArray<MapData, Counters>,
     pub reasons: PerCpuArray<MapData, u64>,
+    /// The address filter (`lb_common::addr_filter`).
+    pub addr_filter: Array<MapData, u64>,
     /// What became of ICMP errors, per [`lb_common::IcmpReason`].
     pub icmp_stats: PerCpuArray<MapData, u64>,
     pub max_connections: u32,
@@ -222,6 +224,11 @@ impl Tables {
     /// # Errors
     /// When the kernel refuses a write; the caller then applies `old` again.
     pub fn apply(&mut self, old: &Services, new: &Services) -> Result<()> {
+        // First, so that no packet of a new VIP or backend is filtered out;
+        // the old ones too (kept tables at a takeover), and none is ever
+        // taken out: a removed backend's connections go on.
+        self.filter_in(old)?;
+        self.filter_in(new)?;
         let old_backends = backends_of(old);
         for v in new.vips() {
             // The XDP program leaves a `mode: http` VIP's traffic to the
@@ -251,6 +258,46 @@ impl Tables {
         if !removed.is_empty() {
             let slots: HashSet<u32> = removed.iter().map(|v| v.slot).collect();
             self.purge(|vip_id| slots.contains(&vip_id))?;
+        }
+        Ok(())
+    }
+
+    /// Set the filter's bits of `services`' VIP and backend addresses.
+    fn filter_in(&mut self, services: &Services) -> Result<()> {
+        let vips: Vec<Ipv4Addr> = services.vips().map(|v| v.spec.id.endpoint.addr).collect();
+        let backends: Vec<Ipv4Addr> = services
+            .vips()
+            .flat_map(|v| v.backends.iter().map(|b| b.endpoint.addr))
+            .collect();
+        self.filter_in_addresses(&vips, &backends)
+    }
+
+    /// Set the filter's bits of these VIP and backend addresses (also the
+    /// retired backends of kept tables, whose connections go on).
+    ///
+    /// # Errors
+    /// When the kernel refuses a read or a write.
+    pub fn filter_in_addresses(&mut self, vips: &[Ipv4Addr], backends: &[Ipv4Addr]) -> Result<()> {
+        use lb_common::addr_filter::{bit, BACKENDS};
+        let mut words: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+        for a in vips {
+            let (word, mask) = bit(raw_addr(*a));
+            *words.entry(word).or_default() |= mask;
+        }
+        for a in backends {
+            let (word, mask) = bit(raw_addr(*a));
+            *words.entry(BACKENDS + word).or_default() |= mask;
+        }
+        for (index, mask) in words {
+            let now = self
+                .addr_filter
+                .get(&index, 0)
+                .map_err(map_err(names::ADDR_FILTER))?;
+            if now & mask != mask {
+                self.addr_filter
+                    .set(index, now | mask, 0)
+                    .map_err(map_err(names::ADDR_FILTER))?;
+            }
         }
         Ok(())
     }
