@@ -224,6 +224,9 @@ impl Rig {
         t.insert(key(c, (B1, 8080)), entry((VIP, 80), conn_flags::SESSION), 0)?;
         t.insert(key((B1, 8080), c), entry((VIP, 80), conn_flags::REPLY), 0)?;
         t.insert(key((VIP, 80), c), entry((B1, 8080), conn_flags::REPLY), 0)?;
+        // The fixed-point halves (client -> B1, VIP -> client) must pass
+        // the address filter too, as the real halves do.
+        self.dp.tables.filter_in_addresses(&[B1], &[VIP])?;
         Ok(())
     }
 }
