@@ -22,31 +22,46 @@ pub fn snat(pkt: &Packet, addr: u32, port: u16) {
 /// and port.
 #[inline(always)]
 fn rewrite(pkt: &Packet, addr: u32, port: u16, which: usize) {
+    let (old_addr, old_port) = if which == 0 {
+        (pkt.key.src_addr, pkt.key.src_port)
+    } else {
+        (pkt.key.dst_addr, pkt.key.dst_port)
+    };
     // SAFETY: the pointers were bounds-checked by `parse`.
     unsafe {
-        let ip = &mut *pkt.ip;
-        let (old_addr, old_port) = if which == 0 {
-            (pkt.key.src_addr, pkt.key.src_port)
-        } else {
-            (pkt.key.dst_addr, pkt.key.dst_port)
-        };
-        let ip_check = u16::from_ne_bytes(ip.check);
-        ip.check = replace4(ip_check, old_addr, addr).to_ne_bytes();
-        if which == 0 {
-            ip.src_addr = addr.to_ne_bytes();
-        } else {
-            ip.dst_addr = addr.to_ne_bytes();
-        }
+        set_addr(&mut *pkt.ip, which, old_addr, addr);
         (*pkt.ports)[which] = port;
-
         let l4 = pkt.l4_check.read_unaligned();
-        let patched = replace2(replace4(l4, old_addr, addr), old_port, port);
-        let patched = if pkt.is_tcp {
-            patched
-        } else {
-            udp_fixup(l4, patched)
-        };
-        pkt.l4_check.write_unaligned(patched);
+        pkt.l4_check
+            .write_unaligned(l4_check(l4, pkt.is_tcp, old_addr, addr, old_port, port));
+    }
+}
+
+/// Set the source (`which == 0`) or destination address of `ip` from `old`
+/// to `addr`, patching the header checksum; returns the checksum before
+/// and after.
+#[inline(always)]
+fn set_addr(ip: &mut Ipv4Hdr, which: usize, old: u32, addr: u32) -> (u16, u16) {
+    let before = u16::from_ne_bytes(ip.check);
+    let after = replace4(before, old, addr);
+    ip.check = after.to_ne_bytes();
+    if which == 0 {
+        ip.src_addr = addr.to_ne_bytes();
+    } else {
+        ip.dst_addr = addr.to_ne_bytes();
+    }
+    (before, after)
+}
+
+/// A TCP/UDP checksum `check` after one address and one port of its
+/// segment changed (a UDP checksum of 0 stays 0).
+#[inline(always)]
+fn l4_check(check: u16, is_tcp: bool, old_addr: u32, addr: u32, old_port: u16, port: u16) -> u16 {
+    let patched = replace2(replace4(check, old_addr, addr), old_port, port);
+    if is_tcp {
+        patched
+    } else {
+        udp_fixup(check, patched)
     }
 }
 
@@ -79,16 +94,13 @@ pub fn icmp_error(h: &IcmpHeaders, which: usize, addr: u32, port: u16) {
     // used only when not null.
     unsafe {
         let outer = &mut *h.outer;
-        let outer_check = u16::from_ne_bytes(outer.check);
-        if which == 0 {
-            let old = u32::from_ne_bytes(outer.dst_addr);
-            outer.check = replace4(outer_check, old, addr).to_ne_bytes();
-            outer.dst_addr = addr.to_ne_bytes();
+        let other = 1 - which;
+        let old_outer = if other == 0 {
+            u32::from_ne_bytes(outer.src_addr)
         } else {
-            let old = u32::from_ne_bytes(outer.src_addr);
-            outer.check = replace4(outer_check, old, addr).to_ne_bytes();
-            outer.src_addr = addr.to_ne_bytes();
-        }
+            u32::from_ne_bytes(outer.dst_addr)
+        };
+        set_addr(outer, other, old_outer, addr);
 
         let inner = &mut *h.inner;
         let old_addr = if which == 0 {
@@ -97,14 +109,7 @@ pub fn icmp_error(h: &IcmpHeaders, which: usize, addr: u32, port: u16) {
             u32::from_ne_bytes(inner.dst_addr)
         };
         let old_port = (*h.inner_ports)[which];
-        let old_ip_check = u16::from_ne_bytes(inner.check);
-        let ip_check = replace4(old_ip_check, old_addr, addr);
-        inner.check = ip_check.to_ne_bytes();
-        if which == 0 {
-            inner.src_addr = addr.to_ne_bytes();
-        } else {
-            inner.dst_addr = addr.to_ne_bytes();
-        }
+        let (old_ip_check, ip_check) = set_addr(inner, which, old_addr, addr);
         (*h.inner_ports)[which] = port;
 
         let mut icmp = h.icmp_check.read_unaligned();
@@ -113,12 +118,7 @@ pub fn icmp_error(h: &IcmpHeaders, which: usize, addr: u32, port: u16) {
         icmp = replace2(icmp, old_port, port);
         if !h.inner_check.is_null() {
             let old = h.inner_check.read_unaligned();
-            let patched = replace2(replace4(old, old_addr, addr), old_port, port);
-            let patched = if h.inner_is_tcp {
-                patched
-            } else {
-                udp_fixup(old, patched)
-            };
+            let patched = l4_check(old, h.inner_is_tcp, old_addr, addr, old_port, port);
             h.inner_check.write_unaligned(patched);
             icmp = replace2(icmp, old, patched);
         }

@@ -116,19 +116,25 @@ fn page(line: &str) -> Option<Page> {
 
 /// A request from the client host as `user`, with the user's cookie jar
 /// (a new connection each time). Returns the page and the response head.
+/// curl on the client host, quiet, bounded to 5 s.
+fn curl(lab: &Lab) -> Command {
+    let mut c = Command::new("ip");
+    c.args([
+        "netns",
+        "exec",
+        &lab.clients[0].ns,
+        "curl",
+        "-s",
+        "--max-time",
+        "5",
+    ]);
+    c
+}
+
 fn visit(lab: &Lab, user: &str, extra: &[&str]) -> (Option<Page>, String) {
     let jar = lab.workdir.join(format!("jar-{user}"));
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.clients[0].ns,
-            "curl",
-            "-s",
-            "-i",
-            "--max-time",
-            "5",
-        ])
+    let out = curl(lab)
+        .arg("-i")
         .arg("-b")
         .arg(&jar)
         .arg("-c")
@@ -488,9 +494,8 @@ fn cookie_in_jar_at(jar: &Path) -> Option<String> {
 
 /// The status and body of a POST with a body, as a new user (no cookie).
 fn post(lab: &Lab, port: u16) -> (u16, String) {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &lab.clients[0].ns, "curl", "-s"])
-        .args(["-o", "-", "-w", "\n%{http_code}", "--max-time", "5"])
+    let out = curl(lab)
+        .args(["-o", "-", "-w", "\n%{http_code}"])
         .args(["-d", "item=book&qty=2"])
         .arg(format!("http://{VIP}:{port}/session.php?login=poster"))
         .output()
@@ -616,16 +621,7 @@ fn non_ascii_cookies_reach_the_backend_intact() {
     assert!(p.is_some(), "{head}");
     let ours = cookie_in_jar(&lab, "alice").unwrap();
     let seen = |header: &[u8]| {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &lab.clients[0].ns,
-                "curl",
-                "-s",
-                "--max-time",
-                "5",
-            ])
+        let out = curl(&lab)
             .arg("-H")
             .arg(std::ffi::OsStr::from_bytes(header))
             .arg(format!("http://{VIP}/cookie.php"))

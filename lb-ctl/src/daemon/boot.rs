@@ -285,7 +285,7 @@ pub fn start_controller(opts: &AttachOptions, plan: Plan, loaded: Loaded) -> Res
     c.config_file = opts.config.clone();
     c.running = Config {
         vips: Vec::new(),
-        ..plan.config.clone()
+        ..plan.config
     };
     c.start_http(plan.http_bound).map_err(anyhow::Error::msg)?;
     if let Some(settings) = plan.cluster {
@@ -309,7 +309,6 @@ pub fn start_controller(opts: &AttachOptions, plan: Plan, loaded: Loaded) -> Res
     c.resolve_dsr_backends();
     Ok(Running {
         controller: Arc::new(Mutex::new(c)),
-        config: plan.config,
         sysctl_changes: loaded.sysctl_changes,
         choice: plan.choice,
     })
@@ -318,8 +317,6 @@ pub fn start_controller(opts: &AttachOptions, plan: Plan, loaded: Loaded) -> Res
 /// A started controller and what its tasks and its stop need.
 pub struct Running {
     pub controller: Arc<Mutex<Controller>>,
-    /// The config it started with (a reload must keep its `limits:`).
-    pub config: Config,
     /// The interface settings this run changed, to put back at the stop.
     pub sysctl_changes: Vec<sysctl::Changed>,
     pub choice: Choice,

@@ -17,7 +17,6 @@ use super::{
 use crate::{
     controller::state::Controller,
     kernel::{ethtool, sysctl, xdpmode::Choice},
-    model::config::Config,
     sync::lock,
 };
 
@@ -36,7 +35,6 @@ pub async fn serve(
 ) -> Result<()> {
     let Running {
         controller,
-        config,
         sysctl_changes,
         choice,
     } = started;
@@ -56,7 +54,7 @@ pub async fn serve(
     ]) {
         log::warn!("telling the service manager that lb is ready: {e}");
     }
-    signal_loop(opts, &controller, &config, &choice).await?;
+    signal_loop(opts, &controller, &choice).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     stop(opts, owned, &controller, &sysctl_changes);
     // The control socket's file goes last.
@@ -127,7 +125,6 @@ fn spawn_servers(
 async fn signal_loop(
     opts: &AttachOptions,
     controller: &Arc<Mutex<Controller>>,
-    config: &Config,
     choice: &Choice,
 ) -> Result<()> {
     // The driver's XDP error counters: a warning while they grow.
@@ -137,7 +134,9 @@ async fn signal_loop(
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     watch_tick.tick().await;
     let sweeping = Arc::new(AtomicBool::new(false));
-    let mut sweep = tokio::time::interval(config.sweeper.interval);
+    // A reload does not change it (it takes effect at the next start).
+    let interval = lock(controller).running.sweeper.interval;
+    let mut sweep = tokio::time::interval(interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
     let mut term = signal(SignalKind::terminate())?;

@@ -63,16 +63,11 @@ fn vip_changes(vip: VipId, before: &VipConfig, after: &VipConfig, out: &mut Vec<
     let settings = |v: &VipConfig| {
         let mut v = v.clone();
         v.backends.clear();
-        serde_yaml::to_string(&v).unwrap_or_default()
+        yaml(&v)
     };
     let (a, b) = (settings(before), settings(after));
     if a != b {
-        let changed: Vec<String> = b
-            .lines()
-            .filter(|l| !a.lines().any(|m| m == *l))
-            .map(|l| l.trim().to_string())
-            .collect();
-        out.push(format!("~ VIP {vip}: {}", changed.join(", ")));
+        out.push(format!("~ VIP {vip}: {}", changed_lines(&a, &b).join(", ")));
     }
     let backends = |v: &VipConfig| -> BTreeMap<(std::net::Ipv4Addr, u16), u32> {
         v.backends
@@ -99,7 +94,6 @@ fn vip_changes(vip: VipId, before: &VipConfig, after: &VipConfig, out: &mut Vec<
 
 /// The settings outside the VIPs.
 fn settings(running: &Config, next: &Config, out: &mut Vec<String>) {
-    let yaml = |v: &dyn erased::Yaml| v.yaml();
     for (name, a, b, refused) in [
         (
             "timeouts",
@@ -118,17 +112,12 @@ fn settings(running: &Config, next: &Config, out: &mut Vec<String>) {
         ("cluster", yaml(&running.cluster), yaml(&next.cluster), true),
     ] {
         if a != b {
-            let mark = if refused { "!" } else { "~" };
-            let why = if refused {
-                " (a reload refuses this: restart lb-ctl)"
+            let (mark, why) = if refused {
+                ("!", " (a reload refuses this: restart lb-ctl)")
             } else {
-                ""
+                ("~", "")
             };
-            let changed: Vec<String> = b
-                .lines()
-                .filter(|l| !a.lines().any(|m| m == *l))
-                .map(|l| l.trim().to_string())
-                .collect();
+            let changed = changed_lines(&a, &b);
             let what = if changed.is_empty() {
                 "removed".to_string()
             } else {
@@ -139,16 +128,17 @@ fn settings(running: &Config, next: &Config, out: &mut Vec<String>) {
     }
 }
 
-/// Settings blocks written as YAML, to compare and to show.
-mod erased {
-    pub trait Yaml {
-        fn yaml(&self) -> String;
-    }
-    impl<T: serde::Serialize> Yaml for T {
-        fn yaml(&self) -> String {
-            serde_yaml::to_string(self).unwrap_or_default()
-        }
-    }
+/// A block of settings written as YAML, to compare and to show.
+fn yaml<T: serde::Serialize>(v: &T) -> String {
+    serde_yaml::to_string(v).unwrap_or_default()
+}
+
+/// The lines of `b` that `a` does not have, trimmed: what changed to what.
+fn changed_lines(a: &str, b: &str) -> Vec<String> {
+    b.lines()
+        .filter(|l| !a.lines().any(|m| m == *l))
+        .map(|l| l.trim().to_string())
+        .collect()
 }
 
 #[cfg(test)]
