@@ -173,6 +173,37 @@ pub struct NextHop {
 }
 const _: () = assert!(core::mem::size_of::<NextHop>() == 16);
 
+/// A backend's next hop for the first packets of its new flows (value of
+/// `NEXT_HOPS`, by backend slot): the FIB result of a packet that came in
+/// on `ingress`, renewed when it is a second old, as a connection's own
+/// cache is. A slot reused by another backend (another generation) does
+/// not inherit it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendHop {
+    pub next_hop: NextHop,
+    pub ingress: u32,
+    /// The backend's generation.
+    pub gen: u32,
+    /// Monotonic clock (ns) of the lookup; 0: never looked up.
+    pub looked_up_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<BackendHop>() == 32);
+
+impl BackendHop {
+    /// Whether this next hop serves a packet to the backend of generation
+    /// `gen` that came in on `ingress` at `now_ns`.
+    #[inline(always)]
+    #[must_use]
+    pub const fn serves(&self, ingress: u32, gen: u32, now_ns: u64) -> bool {
+        self.looked_up_ns != 0
+            && self.next_hop.ifindex != 0
+            && self.ingress == ingress
+            && self.gen == gen
+            && !crate::needs_refresh(self.looked_up_ns, now_ns)
+    }
+}
+
 impl Conn {
     #[inline(always)]
     #[must_use]
@@ -288,8 +319,17 @@ pub struct Settings {
     pub tcp_established_ns: u64,
     pub tcp_closing_ns: u64,
     pub udp_ns: u64,
+    /// Sets of `HALF_OPEN` and of `PENDING` minus one (each a power of
+    /// two, see [`crate::handshake`]); written by the controller from the
+    /// tables' sizes, whatever the caller of its settings call gives.
+    pub half_open_mask: u32,
+    pub pending_mask: u32,
+    /// Seeds the hash of both tables' sets; chosen at random when the
+    /// tables are created and kept with them.
+    pub seed: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 32);
+const _: () = assert!(core::mem::size_of::<Settings>() == 48);
 
 impl Settings {
     /// Idle timeout of a connection in `state`.
@@ -352,6 +392,27 @@ mod tests {
         assert!(confirms(&dsr, true, ACK));
         assert!(!confirms(&dsr, true, SYN));
         assert!(confirms(&dsr, false, 0));
+    }
+
+    #[test]
+    fn a_backends_next_hop_serves_its_ingress_for_a_second() {
+        let hop = BackendHop {
+            next_hop: NextHop {
+                ifindex: 3,
+                ..NextHop::default()
+            },
+            ingress: 2,
+            gen: 7,
+            looked_up_ns: 5_000_000_000,
+        };
+        assert!(hop.serves(2, 7, 5_500_000_000));
+        assert!(!hop.serves(2, 7, 6_000_000_000), "a second old");
+        assert!(!hop.serves(4, 7, 5_500_000_000), "another ingress");
+        assert!(
+            !hop.serves(2, 8, 5_500_000_000),
+            "another backend in the slot"
+        );
+        assert!(!BackendHop::default().serves(0, 0, 1), "never looked up");
     }
 
     #[test]
@@ -455,6 +516,7 @@ mod tests {
             tcp_established_ns: 100,
             tcp_closing_ns: 5,
             udp_ns: 50,
+            ..Settings::default()
         };
         let mut c = Conn {
             last_seen_ns: 1000,

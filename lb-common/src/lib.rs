@@ -14,12 +14,13 @@
 
 pub mod checksum;
 pub mod conn;
+pub mod handshake;
 pub mod maps;
 pub mod stats;
 
 pub use conn::{
-    answers, confirms, tcp_next_state, Conn, ConnState, FlowKey, NextHop, Session, SessionEvent,
-    SessionKey, Settings,
+    answers, confirms, tcp_next_state, BackendHop, Conn, ConnState, FlowKey, NextHop, Session,
+    SessionEvent, SessionKey, Settings,
 };
 pub use maps::{BackendInfo, VipInfo, VipKey};
 pub use stats::{is_icmp_error, Counters, IcmpReason, Reason};
@@ -68,6 +69,9 @@ pub mod map_names {
     /// Sessions recorded, for the controller to share (`cluster:`); a
     /// channel, not state: never pinned, each program has its own.
     pub const SESSION_EVENTS: &str = "SESSION_EVENTS";
+    /// Each backend's next hop for its new flows: a cache, never pinned
+    /// (a new program starts with an empty one).
+    pub const NEXT_HOPS: &str = "NEXT_HOPS";
     /// Announcements the full `SESSION_EVENTS` ring could not take; like
     /// the ring, never pinned.
     pub const SESSION_EVENTS_LOST: &str = "SESSION_EVENTS_LOST";
@@ -110,8 +114,11 @@ pub mod map_names {
 /// flows and pending sessions in their own LRU tables (`HALF_OPEN`,
 /// `PENDING`), the connection and persistence tables hold confirmed ones;
 /// 5 = Maglev tables (`MAGLEV`, `VipInfo::maglev`) and direct server return
-/// (`VipInfo::flags`, forward-only entries).
-pub const LAYOUT_VERSION: u32 = 5;
+/// (`VipInfo::flags`, forward-only entries); 6 = unconfirmed flows and
+/// pending sessions in fixed set-associative arrays (`HALF_OPEN`,
+/// `PENDING`: [`handshake`]), one entry per unconfirmed flow; the table
+/// geometry and hash seed in `Settings`; `REASONS` counts evictions.
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// The Maglev slot of a flow: a hash of `client` (the masked client
 /// address, for a VIP with persistence) or of the whole connection, mixed

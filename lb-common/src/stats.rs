@@ -64,8 +64,11 @@ impl Reason {
     /// addressed to its own VIP; the controller resolves the backends and
     /// the client retransmits).
     pub const DROP_DSR_NO_NEIGH: u32 = 18;
+    /// Not a verdict: a new unconfirmed flow found its set of `HALF_OPEN`
+    /// full of live flows and replaced the least recently used one.
+    pub const HALF_OPEN_EVICTED: u32 = 19;
     /// Number of slots.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     /// Metric label of each slot, in slot order.
     pub const NAMES: [&'static str; Self::COUNT as usize] = [
@@ -88,6 +91,7 @@ impl Reason {
         "confirmed",
         "pending_hit",
         "drop_dsr_no_neigh",
+        "half_open_evicted",
     ];
 }
 

@@ -1,16 +1,31 @@
 //! Whether a packet can be the balancer's at all: its destination a VIP
 //! address, or its source a backend address. Two reads of small arrays
 //! (`lb_common::addr_filter`) spare every other packet the host receives
-//! the lookups in the connection tables.
+//! the lookups in the connection tables, and tell the unconfirmed flows'
+//! lookup which direction to look for.
 
 use lb_common::{addr_filter, FlowKey};
 
 use crate::maps::ADDR_FILTER;
 
-/// False when the packet is certainly not the balancer's.
+/// `None` when the packet is certainly not the balancer's, else whether
+/// its destination may be a VIP address (a client's packet). Whether its
+/// source may be a backend is asked only when needed ([`from_backend`]).
 #[inline(always)]
-pub fn maybe_ours(key: &FlowKey) -> bool {
-    set(0, key.dst_addr) || set(addr_filter::BACKENDS, key.src_addr)
+pub fn ours(key: &FlowKey) -> Option<bool> {
+    if set(0, key.dst_addr) {
+        Some(true)
+    } else if from_backend(key) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Whether the packet's source may be a backend address.
+#[inline(always)]
+pub fn from_backend(key: &FlowKey) -> bool {
+    set(addr_filter::BACKENDS, key.src_addr)
 }
 
 /// Whether `addr`'s bit is set in the bitmap starting at word `base` (an

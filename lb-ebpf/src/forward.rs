@@ -11,34 +11,61 @@ use aya_ebpf::{
     programs::XdpContext,
     EbpfContext,
 };
-use lb_common::{Conn, NextHop, Reason};
+use lb_common::{BackendHop, Conn, NextHop, Reason};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
-use crate::{maps::TX_PORTS, stats};
+use crate::{
+    maps::{NEXT_HOPS, TX_PORTS},
+    stats,
+};
 
 const AF_INET: u8 = 2;
 
+/// Where a packet's next hop may be cached.
+#[derive(Clone, Copy)]
+pub enum Cache {
+    /// An established flow's entry: its once-a-second refresh clears it.
+    Conn(*mut Conn),
+    /// A new flow's packet to its backend (slot, generation, now): the
+    /// backend's next hop (`NEXT_HOPS`), renewed when a second old.
+    Backend(u32, u32, u64),
+    /// Not cached (replies of new flows, ICMP errors).
+    None,
+}
+
 /// Send the (rewritten) packet on, towards `to` when given (else its
 /// destination). `ports` are the L4 ports for the route lookup (zero for
-/// ICMP). An established flow's entry caches the
-/// FIB result: it is used while valid and filled on a miss; the entry's
-/// once-a-second refresh clears it, so routes and neighbours are at most a
-/// second stale.
+/// ICMP). The FIB result is cached where `cache` says: used while valid
+/// and filled on a miss, so routes and neighbours are at most a second
+/// stale.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
     eth: *mut EthHdr,
     ip: *const Ipv4Hdr,
     ports: [u16; 2],
-    conn: *mut Conn,
+    cache: Cache,
     to: Option<u32>,
 ) -> u32 {
-    if !conn.is_null() {
-        // SAFETY: a map value pointer stays valid for the rest of the program.
-        let nh = unsafe { (*conn).next_hop };
-        if nh.ifindex != 0 {
-            return emit(ctx, eth, &nh);
+    let ingress = ctx.ingress_ifindex() as u32;
+    match cache {
+        Cache::Conn(conn) => {
+            // SAFETY: a map value pointer stays valid for the rest of the
+            // program.
+            let nh = unsafe { (*conn).next_hop };
+            if nh.ifindex != 0 {
+                return emit(eth, &nh, ingress);
+            }
         }
+        Cache::Backend(slot, gen, now) => {
+            if let Some(hop) = NEXT_HOPS.get(slot) {
+                if hop.serves(ingress, gen, now) {
+                    let nh = hop.next_hop;
+                    return emit(eth, &nh, ingress);
+                }
+            }
+        }
+        Cache::None => {}
     }
     // SAFETY: the pointer was bounds-checked by `parse`.
     let ip = unsafe { &*ip };
@@ -49,7 +76,7 @@ pub fn forward(
     p.sport = ports[0];
     p.dport = ports[1];
     p.__bindgen_anon_1.tot_len = u16::from_be_bytes(ip.tot_len);
-    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.ifindex = ingress;
     p.__bindgen_anon_2.tos = ip.tos;
     p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(ip.src_addr);
     // Direct server return looks the backend up, not the packet's (VIP)
@@ -64,11 +91,26 @@ pub fn forward(
                 dmac: p.dmac,
                 smac: p.smac,
             };
-            if !conn.is_null() {
+            match cache {
                 // SAFETY: as above.
-                unsafe { (*conn).next_hop = nh };
+                Cache::Conn(conn) => unsafe { (*conn).next_hop = nh },
+                Cache::Backend(slot, gen, now) => {
+                    if let Some(hop) = NEXT_HOPS.get_ptr_mut(slot) {
+                        // SAFETY: a map value; two CPUs renewing one
+                        // backend's hop write the same lookup's result.
+                        unsafe {
+                            *hop = BackendHop {
+                                next_hop: nh,
+                                ingress,
+                                gen,
+                                looked_up_ns: now,
+                            }
+                        };
+                    }
+                }
+                Cache::None => {}
             }
-            emit(ctx, eth, &nh)
+            emit(eth, &nh, ingress)
         }
         BPF_FIB_LKUP_RET_NO_NEIGH if to.is_some() => {
             stats::reason(Reason::DROP_DSR_NO_NEIGH);
@@ -86,15 +128,16 @@ pub fn forward(
 }
 
 /// Write the next hop's MAC addresses and send: XDP_TX out of the ingress
-/// interface, else a redirect to another attached interface, else (the
+/// interface (`ingress`, read once: the verifier refuses a context
+/// pointer the compiler kept at an offset), else a redirect to another attached interface, else (the
 /// egress interface is not ours) to the kernel.
 #[inline(always)]
-fn emit(ctx: &XdpContext, eth: *mut EthHdr, nh: &NextHop) -> u32 {
+fn emit(eth: *mut EthHdr, nh: &NextHop, ingress: u32) -> u32 {
     // SAFETY: bounds-checked by `parse`.
     let eth = unsafe { &mut *eth };
     eth.dst_addr = nh.dmac;
     eth.src_addr = nh.smac;
-    if nh.ifindex == ctx.ingress_ifindex() as u32 {
+    if nh.ifindex == ingress {
         stats::reason(Reason::TX);
         xdp_action::XDP_TX
     } else if let Ok(action) = TX_PORTS.redirect(nh.ifindex, 0) {

@@ -40,9 +40,11 @@
 mod conntrack;
 mod filter;
 mod forward;
+mod handshake;
 mod icmp;
 mod maps;
 mod parse;
+mod pending;
 mod rewrite;
 mod runtime;
 mod select;
@@ -53,6 +55,7 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::Reason;
 
 #[xdp]
+#[inline(always)]
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     match run(&ctx) {
         Ok(action) => action,
@@ -80,11 +83,9 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
     // Another instruction stream, same behaviour (see Cargo.toml).
     #[cfg(feature = "build-variant")]
     let _ = conntrack::now();
-    if !filter::maybe_ours(&pkt.key) {
-        return Err(Reason::PASS_NOT_VIP);
-    }
+    let to_vip = filter::ours(&pkt.key).ok_or(Reason::PASS_NOT_VIP)?;
     let now = conntrack::now();
-    let flow = match conntrack::lookup(&pkt, now)? {
+    let flow = match conntrack::lookup(&pkt, to_vip, now)? {
         Some(flow) => flow,
         None => select::new_flow(&pkt, now)?,
     };
@@ -97,7 +98,7 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
             pkt.eth,
             pkt.ip,
             ports(&pkt),
-            flow.conn,
+            flow.hop,
             Some(flow.nat_addr),
         ));
     }
@@ -111,7 +112,7 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
         pkt.eth,
         pkt.ip,
         ports(&pkt),
-        flow.conn,
+        flow.hop,
         None,
     ))
 }
@@ -135,7 +136,7 @@ pub struct Flow {
     pub new: bool,
     /// Direct server return: forwarded to `nat_addr`'s MAC, unrewritten.
     pub dsr: bool,
-    /// The connection-table entry of an established flow (null for a new
-    /// one): its cached next hop saves the FIB lookup.
-    pub conn: *mut lb_common::Conn,
+    /// Where the next hop is cached: the connection-table entry of an
+    /// established flow, the backend's for a new flow's packets to it.
+    pub hop: forward::Cache,
 }

@@ -4,11 +4,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    BackendInfo, Conn, Counters, FlowKey, IcmpReason, Reason, Session, SessionKey, Settings,
-    VipInfo, VipKey, MAGLEV_SIZE, MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_PORTS, MAX_VIPS, RING_SIZE,
+    handshake::{HandshakeSet, PendingSet},
+    BackendHop, BackendInfo, Conn, Counters, FlowKey, IcmpReason, Reason, Session, SessionKey,
+    Settings, VipInfo, VipKey, MAGLEV_SIZE, MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_PORTS, MAX_VIPS,
+    RING_SIZE,
 };
 
 /// (VIP address, port, protocol) -> the VIP's settings.
@@ -41,22 +43,26 @@ pub static CURSORS: Array<u32> = Array::with_max_entries(MAX_VIPS, 0);
 pub static CONNS: HashMap<FlowKey, Conn> = HashMap::with_max_entries(2 * 1_000_000, 0);
 
 /// Unconfirmed flows (TCP half-open, UDP not yet answered and continued),
-/// two entries each, until the client confirms them. Least recently used
-/// first out when full, so a flood of new flows (spoofed SYNs) evicts only
-/// its own kind and never takes the connection table.
+/// one entry each, until the client confirms them: sets of four ways
+/// (`lb_common::handshake`), sized by the controller. A new flow whose set
+/// is full replaces the set's least recently used one, so a flood of new
+/// flows (spoofed SYNs) pushes out only its own kind and never takes the
+/// connection table.
 #[map]
-pub static HALF_OPEN: LruHashMap<FlowKey, Conn> = LruHashMap::with_max_entries(2 * 131_072, 0);
+pub static HALF_OPEN: Array<HandshakeSet> = Array::with_max_entries(32_768, 0);
 
 /// The persistence table: (VIP, client prefix) -> pinned backend, recorded
 /// when a connection of the client is confirmed.
 #[map]
 pub static SESSIONS: HashMap<SessionKey, Session> = HashMap::with_max_entries(1_000_000, 0);
 
-/// Pending sessions: the backend chosen for a client whose first
-/// connection is not confirmed yet, so that its parallel first connections
-/// go to the same backend. Least recently used first out.
+/// Pending sessions (round-robin and weighted VIPs with persistence): the
+/// backend chosen for a client whose first connection is not confirmed
+/// yet, so that its parallel first connections go to the same backend.
+/// Sets of four ways like `HALF_OPEN`. A Maglev VIP needs none: its
+/// choice for a client is a hash of the client.
 #[map]
-pub static PENDING: LruHashMap<SessionKey, Session> = LruHashMap::with_max_entries(131_072, 0);
+pub static PENDING: Array<PendingSet> = Array::with_max_entries(32_768, 0);
 
 /// Timeouts, written by the controller.
 #[map]
@@ -98,3 +104,8 @@ pub static SESSION_EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// behind), per CPU; the controller then publishes every live session.
 #[map]
 pub static SESSION_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Each backend's next hop for the first packets of its new flows (see
+/// `BackendHop`), by backend slot; established flows keep their own.
+#[map]
+pub static NEXT_HOPS: Array<BackendHop> = Array::with_max_entries(MAX_BACKENDS, 0);

@@ -4,20 +4,24 @@
 //! the tables (rr or weighted); this side only indexes them.
 //!
 //! A session is recorded in `SESSIONS` only when a connection of the client
-//! is confirmed (`session::confirm_session`); until then the choice waits
-//! in the bounded `PENDING`, so spoofed SYNs cannot fill the persistence
-//! table.
+//! is confirmed (`session::confirm_session`); until then a round-robin
+//! choice waits in the fixed `PENDING` ([`pending`]), so spoofed SYNs
+//! cannot fill the persistence table. A Maglev VIP's choice for a client
+//! is a hash of the client: its parallel first connections agree without
+//! any state.
 
 use lb_common::{
     conn::conn_flags, maps::vip_flags, tcp_next_state, BackendInfo, Conn, ConnState, FlowKey,
-    NextHop, Reason, Session, SessionKey, VipInfo, VipKey, RING_SIZE,
+    NextHop, Reason, Session, SessionKey, Settings, VipInfo, VipKey, RING_SIZE,
 };
 
 use crate::{
     conntrack,
-    maps::{BACKENDS, CURSORS, HALF_OPEN, MAGLEV, PENDING, RING, SESSIONS, VIPS},
+    forward::Cache,
+    handshake,
+    maps::{BACKENDS, CURSORS, MAGLEV, RING, SESSIONS, VIPS},
     parse::Packet,
-    stats, Flow,
+    pending, stats, Flow,
 };
 
 #[inline(always)]
@@ -33,6 +37,7 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
     if vip.ring_len == 0 {
         return Err(Reason::DROP_NO_BACKEND);
     }
+    let settings = conntrack::settings().ok_or(Reason::PASS_NOT_VIP)?;
     let client = pkt.key.src_addr & vip.client_mask;
     let persistent = vip.persist_timeout_ns != 0;
     let key = SessionKey {
@@ -40,7 +45,7 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
         client,
     };
     let sticky = if persistent {
-        session_backend(&vip, &key, now)
+        session_backend(settings, &vip, &key, now)
     } else {
         None
     };
@@ -53,15 +58,14 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
                 pick_maglev(&vip, &pkt.key, client, persistent)
             }
             .ok_or(Reason::DROP_NO_BACKEND)?;
-            if persistent {
-                let pending = Session {
+            if persistent && vip.maglev == 0 {
+                let session = Session {
                     last_seen_ns: now,
                     backend_id: picked.0,
                     backend_gen: picked.1.gen,
                     created_ns: now,
                 };
-                // Bounded (LRU): a full table evicts the oldest.
-                let _ = PENDING.insert(&key, &pending, 0);
+                pending::put(settings, &key, &session);
             }
             (picked.0, picked.1, false)
         }
@@ -94,8 +98,7 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
         backend_gen: backend.gen,
         next_hop: NextHop::default(),
     };
-    conntrack::record(&HALF_OPEN, &pkt.key, &fwd, vip_key.addr, vip_key.port)
-        .map_err(|()| Reason::DROP_CONN_TABLE_FULL)?;
+    handshake::record(&pkt.key, &fwd, settings, now)?;
     stats::reason(Reason::NEW_CONN);
     Ok(Flow {
         reply: false,
@@ -105,19 +108,28 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
         backend_id,
         new: true,
         dsr: fwd.flags & conn_flags::DSR != 0,
-        conn: core::ptr::null_mut(),
+        hop: Cache::Backend(backend_id, backend.gen, now),
     })
 }
 
-/// The backend of the client's live session, else of its pending one, if
-/// it still serves the VIP.
+/// The backend of the client's live session, else of its pending one
+/// (round robin: a Maglev VIP's choice for a client needs none), if it
+/// still serves the VIP.
 #[inline(always)]
-fn session_backend(vip: &VipInfo, key: &SessionKey, now: u64) -> Option<(u32, BackendInfo, bool)> {
+fn session_backend(
+    settings: &Settings,
+    vip: &VipInfo,
+    key: &SessionKey,
+    now: u64,
+) -> Option<(u32, BackendInfo, bool)> {
     if let Some((id, b)) = live_backend(SESSIONS.get_ptr_mut(key), vip, now) {
         stats::reason(Reason::SESSION_HIT);
         return Some((id, b, true));
     }
-    let (id, b) = live_backend(PENDING.get_ptr_mut(key), vip, now)?;
+    if vip.maglev != 0 {
+        return None;
+    }
+    let (id, b) = live_backend(pending::get(settings, key), vip, now)?;
     stats::reason(Reason::PENDING_HIT);
     Some((id, b, false))
 }
@@ -176,10 +188,13 @@ pub fn dsr_backend(key: &FlowKey, now: u64) -> Option<BackendInfo> {
         };
         // SAFETY: map values, only read here.
         let live = |s: Option<&Session>| s.and_then(|s| serving(s, &vip, now));
+        let pending = || {
+            let settings = conntrack::settings()?;
+            // SAFETY: as above.
+            live(pending::get(settings, &skey).map(|p| unsafe { &*p }))
+        };
         // SAFETY: as above.
-        if let Some(b) =
-            live(unsafe { SESSIONS.get(&skey) }).or_else(|| live(unsafe { PENDING.get(&skey) }))
-        {
+        if let Some(b) = live(unsafe { SESSIONS.get(&skey) }).or_else(pending) {
             return Some(b);
         }
     }

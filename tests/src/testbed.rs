@@ -75,6 +75,7 @@ impl Bench {
                 tcp_established_ns: 900_000_000_000,
                 tcp_closing_ns: 10_000_000_000,
                 udp_ns: 300_000_000_000,
+                ..lb_common::Settings::default()
             })
             .unwrap();
         // Attaching registers the interfaces' receive queues (test_run needs
@@ -238,7 +239,7 @@ impl Bench {
 
     /// The entry of `key` in the table of unconfirmed flows.
     pub fn unconfirmed(&self, key: FlowKey) -> Option<lb_common::Conn> {
-        self.dp.tables.half_open.get(&key, 0).ok()
+        self.dp.tables.half_open_entry(&key).unwrap()
     }
 
     /// The client's session, confirmed or pending.
@@ -247,12 +248,12 @@ impl Bench {
             vip_id: self.services.vip(&vip_id(Protocol::Tcp)).unwrap().slot,
             client: u32::from_ne_bytes(client.octets()),
         };
-        let map = if pending {
-            &self.dp.tables.pending
+        if pending {
+            let all = self.dp.tables.pending_entries().unwrap();
+            all.into_iter().find(|(key, _)| *key == k).map(|(_, s)| s)
         } else {
-            &self.dp.tables.sessions
-        };
-        map.get(&k, 0).ok()
+            self.dp.tables.sessions.get(&k, 0).ok()
+        }
     }
 }
 

@@ -263,7 +263,7 @@ fn tables(t: &mut Text, stats: &Stats) {
     t.family(
         "lb_table_entries",
         "gauge",
-        "Entries in each table after the last sweep (connection tables: two per connection).",
+        "Entries in each table after the last sweep (connections: two per connection; half_open: one per unconfirmed flow).",
         stats
             .table_entries
             .iter()
@@ -273,7 +273,7 @@ fn tables(t: &mut Text, stats: &Stats) {
     t.family(
         "lb_sweep_deleted_total",
         "counter",
-        "Expired entries the sweeps deleted, by table.",
+        "Expired entries the sweeps deleted, by table (half_open and pending: always 0, the data path reuses their expired entries).",
         stats
             .sweep_deleted
             .iter()
@@ -283,7 +283,7 @@ fn tables(t: &mut Text, stats: &Stats) {
     t.family(
         "lb_half_open_evictions_total",
         "counter",
-        "Unconfirmed flows (TCP half-open, UDP unanswered) evicted to make room for newer ones, estimated at each sweep.",
+        "Unconfirmed flows (TCP half-open, UDP unanswered) pushed out of a full set of the half-open table by newer ones, as the data path counts them (read at each sweep).",
         vec![(String::new(), stats.half_open_evictions)],
     );
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{account::TABLES, state::Controller};
 use crate::{
-    kernel::stats::Traffic,
+    kernel::{fixed::capacity, stats::Traffic},
     model::endpoint::{Endpoint, VipId},
     sync::lock,
 };
@@ -30,9 +30,9 @@ impl Controller {
             link_ids: self.dataplane.link_ids(),
             tables: vec![
                 table("connections", d.max_connections, t.connections / 2),
-                table("half_open", d.max_half_open, t.half_open / 2),
+                table("half_open", capacity(d.max_half_open), t.half_open),
                 table("sessions", d.max_sessions, t.sessions),
-                table("pending", d.max_half_open, t.pending),
+                table("pending", capacity(d.max_half_open), t.pending),
             ],
             last_sweep: self.last_sweep.map(|(at, took, deleted)| SweepStatus {
                 seconds_ago: at.elapsed().as_secs_f64(),
@@ -49,19 +49,15 @@ impl Controller {
             cluster: self.cluster.as_ref().map(|c| c.snapshot()),
         }
     }
-    /// After a sweep: the tables' sizes and the evictions since the last.
+    /// After a sweep: the tables' sizes and the evictions so far.
     pub(super) fn account(&mut self, r: &crate::kernel::sweeper::SweepReport) {
-        use lb_common::Reason;
-        let t = &self.dataplane.tables;
-        match (
-            t.reason_total(Reason::NEW_CONN),
-            t.reason_total(Reason::CONFIRMED),
-            t.reason_total(Reason::DROP_CONN_TABLE_FULL),
-        ) {
-            (Ok(new), Ok(confirmed), Ok(full)) => self.tables.sweep(r, new, confirmed, full),
-            (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-                log::warn!("reading the counters after a sweep: {e}");
-            }
+        match self
+            .dataplane
+            .tables
+            .reason_total(lb_common::Reason::HALF_OPEN_EVICTED)
+        {
+            Ok(evicted) => self.tables.sweep(r, evicted),
+            Err(e) => log::warn!("reading the counters after a sweep: {e}"),
         }
     }
 
@@ -157,7 +153,7 @@ impl Controller {
             icmp: counted.icmp,
             max_conns: d.max_connections,
             max_sessions: d.max_sessions,
-            max_half_open: d.max_half_open,
+            max_half_open: capacity(d.max_half_open),
             device_xdp_errors: crate::kernel::ethtool::xdp_errors(&self.ifaces),
             backend_states,
             table_entries: vec![

@@ -12,6 +12,7 @@ use super::{
     batch::dup_fd,
     clock::now_ns,
     error::{map_err, DataplaneError, Result},
+    fixed::{array_fd, handshakes, sets},
     tables::{addr, nanos, Tables},
 };
 use crate::model::{
@@ -28,7 +29,7 @@ impl Tables {
     pub fn lister(&self, services: &Services) -> Result<Lister> {
         Ok(Lister {
             conns: dup_fd(Self::fd(&self.conns), names::CONNS)?,
-            half_open: dup_fd(Self::fd(&self.half_open), names::HALF_OPEN)?,
+            half_open: dup_fd(array_fd(&self.half_open), names::HALF_OPEN)?,
             sessions: dup_fd(Self::fd(&self.sessions), names::SESSIONS)?,
             settings: self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?,
             services: services.clone(),
@@ -56,33 +57,41 @@ impl Lister {
     pub fn connections(&self, each: &mut dyn FnMut(Vec<ConnView>) -> bool) -> Result<()> {
         use std::os::fd::AsRawFd as _;
         let now = now_ns()?;
-        for (fd, name, confirmed) in [
-            (&self.conns, names::CONNS, true),
-            (&self.half_open, names::HALF_OPEN, false),
-        ] {
-            let mut go = true;
-            crate::kernel::batch::for_each::<FlowKey, Conn>(fd.as_raw_fd(), |keys, values| {
-                if !go {
-                    return;
-                }
-                let rows: Vec<ConnView> = keys
-                    .iter()
-                    .zip(values)
-                    .filter(|(_, c)| {
-                        c.flags & conn_flags::REPLY == 0 && !c.is_expired(&self.settings, now)
-                    })
-                    .map(|(k, c)| self.conn_view(k, c, confirmed, now))
-                    .collect();
-                if !rows.is_empty() {
-                    go = each(rows);
-                }
-            })
-            .map_err(|source| DataplaneError::Batch { name, source })?;
-            if !go {
-                break;
+        let mut go = true;
+        crate::kernel::batch::for_each::<FlowKey, Conn>(self.conns.as_raw_fd(), |keys, values| {
+            if go {
+                go = self.hand_on(
+                    keys.iter().zip(values).map(|(k, c)| (*k, *c)),
+                    true,
+                    now,
+                    each,
+                );
             }
+        })
+        .map_err(|source| DataplaneError::Batch {
+            name: names::CONNS,
+            source,
+        })?;
+        if go {
+            let sets = sets(self.half_open.as_raw_fd(), names::HALF_OPEN)?;
+            self.hand_on(handshakes(&sets), false, now, each);
         }
         Ok(())
+    }
+
+    /// Hand the live forward halves of `entries` to `each`; false: stop.
+    fn hand_on(
+        &self,
+        entries: impl Iterator<Item = (FlowKey, Conn)>,
+        confirmed: bool,
+        now: u64,
+        each: &mut dyn FnMut(Vec<ConnView>) -> bool,
+    ) -> bool {
+        let rows: Vec<ConnView> = entries
+            .filter(|(_, c)| c.flags & conn_flags::REPLY == 0 && !c.is_expired(&self.settings, now))
+            .map(|(k, c)| self.conn_view(&k, &c, confirmed, now))
+            .collect();
+        rows.is_empty() || each(rows)
     }
 
     fn conn_view(&self, k: &FlowKey, c: &Conn, confirmed: bool, now: u64) -> ConnView {

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod clock;
 pub mod error;
 pub mod ethtool;
+pub mod fixed;
 pub mod lister;
 pub mod netdev;
 pub mod pins;

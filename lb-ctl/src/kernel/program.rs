@@ -13,7 +13,10 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use lb_common::{map_names as names, PROGRAM_NAME};
+use lb_common::{
+    handshake::{sets_for, WAYS},
+    map_names as names, PROGRAM_NAME,
+};
 
 use super::{
     error::{map_err, DataplaneError, Result},
@@ -100,8 +103,8 @@ impl Dataplane {
         loader
             .map_max_entries(names::CONNS, opts.max_connections.saturating_mul(2))
             .map_max_entries(names::SESSIONS, opts.max_sessions)
-            .map_max_entries(names::HALF_OPEN, opts.max_half_open.saturating_mul(2))
-            .map_max_entries(names::PENDING, opts.max_half_open);
+            .map_max_entries(names::HALF_OPEN, sets_for(opts.max_half_open))
+            .map_max_entries(names::PENDING, sets_for(opts.max_half_open));
         let object = opts.object.as_deref().unwrap_or(PROGRAM);
         if let Some(dir) = &opts.pin_dir {
             check_pinned_maps(dir, opts, object)?;
@@ -455,20 +458,24 @@ fn check_pinned_maps(dir: &Path, opts: &LoadOptions, program: &[u8]) -> Result<(
             .maps
             .get(name)
             .ok_or(DataplaneError::MissingMap(name))?;
-        let (max_entries, field, per) = match name {
+        // The map's size, and how to tell it in the config's terms: map
+        // entries per configured entry (CONNS: two halves), or entries per
+        // map entry (the fixed tables: ways per set).
+        let (max_entries, field, per, ways) = match name {
             names::CONNS => (
                 opts.max_connections.saturating_mul(2),
                 Some("limits.max_connections"),
                 2,
+                1,
             ),
-            names::SESSIONS => (opts.max_sessions, Some("limits.max_sessions"), 1),
-            names::HALF_OPEN => (
-                opts.max_half_open.saturating_mul(2),
+            names::SESSIONS => (opts.max_sessions, Some("limits.max_sessions"), 1, 1),
+            names::HALF_OPEN | names::PENDING => (
+                sets_for(opts.max_half_open),
                 Some("limits.max_half_open"),
-                2,
+                1,
+                WAYS as u32,
             ),
-            names::PENDING => (opts.max_half_open, Some("limits.max_half_open"), 1),
-            _ => (def.max_entries(), None, 1),
+            _ => (def.max_entries(), None, 1, 1),
         };
         let want = MapShape {
             map_type: def.map_type(),
@@ -495,9 +502,9 @@ fn check_pinned_maps(dir: &Path, opts: &LoadOptions, program: &[u8]) -> Result<(
         ) {
             return Err(DataplaneError::PinnedSize {
                 path,
-                have: have.max_entries / per,
+                have: have.max_entries / per * ways,
                 field,
-                wanted: max_entries / per,
+                wanted: max_entries / per * ways,
             });
         }
         return Err(DataplaneError::PinnedShape { path, name, what });

@@ -15,6 +15,7 @@ use super::{
     batch::{delete_keys, dup_fd},
     clock::now_ns,
     error::{map_err, DataplaneError, Result},
+    fixed::{array_fd, handshakes, pendings, sets},
     tables::{nanos, Tables},
 };
 use crate::model::services::Services;
@@ -42,9 +43,9 @@ impl Tables {
         Ok(Sweeper {
             share,
             conns: dup(Self::fd(&self.conns), names::CONNS)?,
-            half_open: dup(Self::fd(&self.half_open), names::HALF_OPEN)?,
+            half_open: dup(array_fd(&self.half_open), names::HALF_OPEN)?,
             sessions: dup(Self::fd(&self.sessions), names::SESSIONS)?,
-            pending: dup(Self::fd(&self.pending), names::PENDING)?,
+            pending: dup(array_fd(&self.pending), names::PENDING)?,
             settings: self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?,
             liveness: Liveness::new(services),
         })
@@ -172,10 +173,12 @@ impl Sweeper {
                 self.liveness.conn(c, &settings, now, &mut live)
             })?;
         let connections_elapsed = start.elapsed();
-        let half_open =
-            sweep_map::<FlowKey, Conn>(self.half_open.as_raw_fd(), names::HALF_OPEN, |_, c| {
-                self.liveness.conn(c, &settings, now, &mut live)
-            })?;
+        // The fixed tables are read, not swept: the data path reuses
+        // expired ways itself.
+        let half_open = count(
+            handshakes(&sets(self.half_open.as_raw_fd(), names::HALF_OPEN)?),
+            |(_, c)| self.liveness.conn(&c, &settings, now, &mut live),
+        );
         let mut to_share = Vec::new();
         let sessions = sweep_map::<SessionKey, Session>(
             self.sessions.as_raw_fd(),
@@ -194,10 +197,10 @@ impl Sweeper {
             },
         )?;
         // Pending sessions are not counted as live ones.
-        let pending =
-            sweep_map::<SessionKey, Session>(self.pending.as_raw_fd(), names::PENDING, |k, s| {
-                self.liveness.session(k, s, now, &mut StdHashMap::new())
-            })?;
+        let pending = count(
+            pendings(&sets(self.pending.as_raw_fd(), names::PENDING)?),
+            |(k, s)| self.liveness.session(&k, &s, now, &mut StdHashMap::new()),
+        );
         Ok(SweepReport {
             live,
             to_share,
@@ -214,10 +217,22 @@ impl Sweeper {
 /// What one sweep did to one table.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Swept {
-    /// Entries read.
+    /// Entries read (the fixed tables: live ways, one per unconfirmed
+    /// flow or pending session).
     pub scanned: u64,
-    /// Expired entries deleted.
+    /// Expired entries deleted (the fixed tables: none; the data path
+    /// reuses expired ways).
     pub deleted: u64,
+}
+
+/// The live entries of a fixed table (those `expired` does not find
+/// expired); nothing is deleted.
+fn count<T>(entries: impl Iterator<Item = T>, mut expired: impl FnMut(T) -> bool) -> Swept {
+    let mut swept = Swept::default();
+    for e in entries {
+        swept.scanned += u64::from(!expired(e));
+    }
+    swept
 }
 
 impl Swept {

@@ -5,8 +5,11 @@ use std::{collections::HashSet, net::Ipv4Addr, time::Duration};
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
-    map_names as names, maps::backend_flags, BackendInfo, Conn, Counters, FlowKey, Session,
-    SessionKey, Settings, VipInfo, VipKey, RING_SIZE,
+    handshake::{HandshakeSet, PendingSet},
+    map_names as names,
+    maps::backend_flags,
+    BackendInfo, Conn, Counters, FlowKey, Session, SessionKey, Settings, VipInfo, VipKey,
+    RING_SIZE,
 };
 
 use super::{
@@ -26,9 +29,10 @@ pub struct Tables {
     pub ring: Array<MapData, u32>,
     pub maglev: Array<MapData, u32>,
     pub conns: HashMap<MapData, FlowKey, Conn>,
-    pub half_open: HashMap<MapData, FlowKey, Conn>,
+    /// Unconfirmed flows: fixed sets (see [`super::fixed`]).
+    pub half_open: Array<MapData, HandshakeSet>,
     pub sessions: HashMap<MapData, SessionKey, Session>,
-    pub pending: HashMap<MapData, SessionKey, Session>,
+    pub pending: Array<MapData, PendingSet>,
     pub settings: Array<MapData, Settings>,
     pub tx_ports: DevMapHash<MapData>,
     pub vip_stats: PerCpuArray<MapData, Counters>,
@@ -122,28 +126,12 @@ impl Tables {
         Self::entries(&self.conns, names::CONNS)
     }
 
-    /// Every entry of the table of unconfirmed flows.
-    ///
-    /// # Errors
-    /// When the kernel refuses the read.
-    pub fn half_open_entries(&self) -> Result<Vec<(FlowKey, Conn)>> {
-        Self::entries(&self.half_open, names::HALF_OPEN)
-    }
-
     /// Every entry of the persistence table.
     ///
     /// # Errors
     /// When the kernel refuses the read.
     pub fn session_entries(&self) -> Result<Vec<(SessionKey, Session)>> {
         Self::entries(&self.sessions, names::SESSIONS)
-    }
-
-    /// Every pending session.
-    ///
-    /// # Errors
-    /// When the kernel refuses the read.
-    pub fn pending_entries(&self) -> Result<Vec<(SessionKey, Session)>> {
-        Self::entries(&self.pending, names::PENDING)
     }
 
     /// The timeouts in force.
@@ -154,11 +142,13 @@ impl Tables {
         self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))
     }
 
-    /// Write the timeouts.
+    /// Write the timeouts (the fixed tables' geometry and seed are the
+    /// tables' own, whatever `settings` says).
     ///
     /// # Errors
     /// When the kernel refuses the write.
     pub fn set_settings(&mut self, settings: &Settings) -> Result<()> {
+        let settings = self.with_geometry(settings);
         self.settings
             .set(0, settings, 0)
             .map_err(map_err(names::SETTINGS))
@@ -427,28 +417,19 @@ impl Tables {
     /// Delete the connections and sessions of the VIPs `gone` selects, in
     /// every table.
     fn purge(&mut self, gone: impl Fn(u32) -> bool) -> Result<()> {
-        for (map, name) in [
-            (&self.conns, names::CONNS),
-            (&self.half_open, names::HALF_OPEN),
-        ] {
-            let keys: Vec<FlowKey> = Self::entries(map, name)?
-                .into_iter()
-                .filter(|(_, c)| gone(c.vip_id))
-                .map(|(k, _)| k)
-                .collect();
-            delete_keys(Self::fd(map), name, &keys)?;
-        }
-        for (map, name) in [
-            (&self.sessions, names::SESSIONS),
-            (&self.pending, names::PENDING),
-        ] {
-            let keys: Vec<SessionKey> = Self::entries(map, name)?
-                .into_iter()
-                .filter(|(k, _)| gone(k.vip_id))
-                .map(|(k, _)| k)
-                .collect();
-            delete_keys(Self::fd(map), name, &keys)?;
-        }
+        let keys: Vec<FlowKey> = Self::entries(&self.conns, names::CONNS)?
+            .into_iter()
+            .filter(|(_, c)| gone(c.vip_id))
+            .map(|(k, _)| k)
+            .collect();
+        delete_keys(Self::fd(&self.conns), names::CONNS, &keys)?;
+        let keys: Vec<SessionKey> = Self::entries(&self.sessions, names::SESSIONS)?
+            .into_iter()
+            .filter(|(k, _)| gone(k.vip_id))
+            .map(|(k, _)| k)
+            .collect();
+        delete_keys(Self::fd(&self.sessions), names::SESSIONS, &keys)?;
+        self.clear_ways(&gone)?;
         Ok(())
     }
 }

@@ -303,6 +303,7 @@ impl Timeouts {
             tcp_established_ns: ns(self.tcp_established),
             tcp_closing_ns: ns(self.tcp_closing),
             udp_ns: ns(self.udp),
+            ..lb_common::Settings::default()
         }
     }
 }
@@ -317,8 +318,10 @@ pub struct Limits {
     #[serde(default = "default_max")]
     pub max_sessions: u32,
     /// Unconfirmed flows (TCP handshakes in progress, UDP flows not yet
-    /// answered) held at once, in their own table: when full, the least
-    /// recently used one goes, never a confirmed connection.
+    /// answered) held at once, in their own fixed table of sets of four
+    /// (rounded up to a power of two of sets): a new flow whose set is
+    /// full replaces the set's least recently used one, never a confirmed
+    /// connection.
     #[serde(default = "default_half_open")]
     pub max_half_open: u32,
 }

@@ -63,6 +63,7 @@ pub(super) fn settings(established_ns: u64) -> Settings {
         tcp_established_ns: established_ns,
         tcp_closing_ns: 10_000_000_000,
         udp_ns: 300_000_000_000,
+        ..Settings::default()
     }
 }
 
@@ -184,17 +185,7 @@ impl Rig {
             next.set(0, &target, 0)?;
         }
         let t = &mut self.dp.tables;
-        for k in t
-            .half_open
-            .keys()
-            .filter_map(Result::ok)
-            .collect::<Vec<_>>()
-        {
-            let _ = t.half_open.remove(&k);
-        }
-        for k in t.pending.keys().filter_map(Result::ok).collect::<Vec<_>>() {
-            let _ = t.pending.remove(&k);
-        }
+        t.clear_ways(&|_| true)?;
         let prog: &Xdp = self
             .floor
             .program("lb_fresh")

@@ -1,0 +1,132 @@
+//! Unconfirmed flows (`HALF_OPEN`): one way of a set per flow, found by
+//! the client's packets (forward) and by the backend's answers (reply)
+//! alike, since both carry the client's address and port
+//! (`lb_common::handshake`). The client's confirmation moves the flow to
+//! `CONNS` and frees its way.
+
+use lb_common::{
+    answers, confirms,
+    handshake::{handshake_set, victim, Handshake, HandshakeSet, WAYS},
+    needs_refresh, Conn, FlowKey, Reason, Settings,
+};
+
+use crate::{conntrack, filter, forward::Cache, maps::HALF_OPEN, parse::Packet, stats, Flow};
+
+/// The set of the flows whose client is `addr`:`port`.
+#[inline(always)]
+fn set(settings: &Settings, addr: u32, port: u16, proto: u8) -> Option<&'static mut HandshakeSet> {
+    let set = HALF_OPEN.get_ptr_mut(handshake_set(settings, addr, port, proto))?;
+    // SAFETY: a map value pointer stays valid for the rest of the program.
+    Some(unsafe { &mut *set })
+}
+
+/// The live way of the flow `key` is the forward packet of.
+#[inline(always)]
+fn forward_way(settings: &Settings, key: &FlowKey, now: u64) -> Option<&'static mut Handshake> {
+    let set = set(settings, key.src_addr, key.src_port, key.proto)?;
+    // A plain loop: LLVM keeps a searching closure's body out of line
+    // here, and the call costs more than the search.
+    let mut i = 0;
+    while i < WAYS {
+        if set[i].is_forward(key) && set[i].is_live(settings, now) {
+            break;
+        }
+        i += 1;
+    }
+    set.get_mut(i)
+}
+
+/// The live way of the flow `key` is the backend's answer in.
+#[inline(always)]
+fn reply_way(settings: &Settings, key: &FlowKey, now: u64) -> Option<&'static mut Handshake> {
+    let set = set(settings, key.dst_addr, key.dst_port, key.proto)?;
+    let mut i = 0;
+    while i < WAYS {
+        if set[i].is_reply(key) && set[i].is_live(settings, now) {
+            break;
+        }
+        i += 1;
+    }
+    set.get_mut(i)
+}
+
+/// The unconfirmed flow of this packet, if any, after recording the
+/// packet in it; the client's confirmation moves it to `CONNS`. `to_vip`:
+/// the address filter says the packet may be a client's (else it is a
+/// backend's).
+#[inline(always)]
+pub fn lookup(
+    pkt: &Packet,
+    to_vip: bool,
+    settings: &Settings,
+    now: u64,
+) -> Result<Option<Flow>, u32> {
+    if to_vip {
+        if let Some(h) = forward_way(settings, &pkt.key, now) {
+            let state = conntrack::next_state(pkt, h.state);
+            let (_, fwd) = h.forward();
+            if confirms(&fwd, pkt.is_tcp, pkt.tcp_flags) {
+                h.last_seen_ns = 0; // the way is free again
+                return conntrack::confirm(pkt, &fwd, state, now).map(Some);
+            }
+            refresh(h, state, now);
+            return Ok(Some(conntrack::flow(
+                &fwd,
+                Cache::Backend(fwd.backend_id, fwd.backend_gen, now),
+            )));
+        }
+    }
+    if !to_vip || filter::from_backend(&pkt.key) {
+        if let Some(h) = reply_way(settings, &pkt.key, now) {
+            if answers(pkt.is_tcp, pkt.tcp_flags) {
+                h.flags |= lb_common::conn::conn_flags::ANSWERED;
+            }
+            refresh(h, conntrack::next_state(pkt, h.state), now);
+            let (_, rep) = h.reply();
+            return Ok(Some(conntrack::flow(&rep, Cache::None)));
+        }
+    }
+    Ok(None)
+}
+
+#[inline(always)]
+fn refresh(h: &mut Handshake, state: u8, now: u64) {
+    if state != h.state || needs_refresh(h.last_seen_ns, now) {
+        h.state = state;
+        h.last_seen_ns = now;
+    }
+}
+
+/// Record a new flow (`key` forward, `fwd` its forward half) in its set:
+/// in a free or expired way, else in place of the set's least recently
+/// used flow (counted).
+#[inline(always)]
+pub fn record(key: &FlowKey, fwd: &Conn, settings: &Settings, now: u64) -> Result<(), u32> {
+    let set =
+        set(settings, key.src_addr, key.src_port, key.proto).ok_or(Reason::DROP_CONN_TABLE_FULL)?;
+    let (i, evicts) = victim(set, |h| h.is_live(settings, now));
+    let way = set.get_mut(i).ok_or(Reason::DROP_CONN_TABLE_FULL)?;
+    *way = Handshake::new(key, fwd);
+    if evicts {
+        stats::reason(Reason::HALF_OPEN_EVICTED);
+    }
+    Ok(())
+}
+
+/// Whether the client of `key` (a forward packet) has a live unconfirmed
+/// flow on this tuple that saw a packet after `since` (it started after
+/// the packet a connection-table entry last saw at `since`).
+#[inline(always)]
+pub fn started_since(key: &FlowKey, settings: &Settings, now: u64, since: u64) -> bool {
+    forward_way(settings, key, now).is_some_and(|h| h.last_seen_ns > since)
+}
+
+/// A copy of the half of an unconfirmed flow that `key` is a packet of,
+/// without touching it (for ICMP errors).
+#[inline(always)]
+pub fn peek(key: &FlowKey, settings: &Settings, now: u64) -> Option<Conn> {
+    if let Some(h) = forward_way(settings, key, now) {
+        return Some(h.forward().1);
+    }
+    reply_way(settings, key, now).map(|h| h.reply().1)
+}
