@@ -114,11 +114,12 @@ pub fn record(key: &FlowKey, fwd: &Conn, settings: &Settings, now: u64) -> Resul
 }
 
 /// Whether the client of `key` (a forward packet) has a live unconfirmed
-/// flow on this tuple that saw a packet after `since` (it started after
-/// the packet a connection-table entry last saw at `since`).
+/// flow on this tuple that saw a packet at or after `since`, when a
+/// connection-table entry saw its last (the coarse clock ticks in
+/// milliseconds: a SYN right after that packet may share its tick).
 #[inline(always)]
 pub fn started_since(key: &FlowKey, settings: &Settings, now: u64, since: u64) -> bool {
-    forward_way(settings, key, now).is_some_and(|h| h.last_seen_ns > since)
+    forward_way(settings, key, now).is_some_and(|h| h.last_seen_ns >= since)
 }
 
 /// A copy of the half of an unconfirmed flow that `key` is a packet of,

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 
 use aya::maps::{Array, MapData};
 use lb_common::{
-    handshake::{sets_for, HandshakeSet, PendingSet, WAYS},
+    handshake::{sets_for, Handshake, HandshakeSet, PendingSet, WAYS},
     map_names as names, Conn, FlowKey, Session, SessionKey, Settings,
 };
 
@@ -36,7 +36,7 @@ pub(crate) fn handshakes(sets: &[HandshakeSet]) -> impl Iterator<Item = (FlowKey
     sets.iter()
         .flatten()
         .filter(|h| h.is_sealed())
-        .map(lb_common::handshake::Handshake::forward)
+        .map(Handshake::forward)
 }
 
 /// The pending sessions in `sets` (written whole; expired ones included).
@@ -63,6 +63,19 @@ fn fresh_seed() -> u32 {
 }
 
 impl Tables {
+    /// Every written way of the half-open table (expired ones included).
+    ///
+    /// # Errors
+    /// When the kernel refuses the read.
+    pub fn half_open_ways(&self) -> Result<Vec<Handshake>> {
+        let all = sets::<HandshakeSet>(array_fd(&self.half_open), names::HALF_OPEN)?;
+        Ok(all
+            .into_iter()
+            .flatten()
+            .filter(Handshake::is_sealed)
+            .collect())
+    }
+
     /// Every unconfirmed flow, forward half (expired ones included).
     ///
     /// # Errors
@@ -133,7 +146,7 @@ impl Tables {
                 let mut set = *set;
                 for h in &mut set {
                     if gone(h.vip_id) {
-                        *h = lb_common::handshake::Handshake::default();
+                        *h = Handshake::default();
                     }
                 }
                 self.half_open
