@@ -138,6 +138,19 @@ pub const fn maglev_slot(vip_id: u32, a: u32, b: u32, ports: u32, proto: u8) -> 
     (h % MAGLEV_SIZE as u64) as u32
 }
 
+/// The slot of a selection table of `len` slots (`len` > 0) for `client`
+/// (a masked client address) of VIP `vip_id`: a weighted VIP's choice for
+/// a new client ([`maps::vip_flags::HASH_FIRST`]).
+#[inline(always)]
+#[must_use]
+pub const fn ring_slot(vip_id: u32, client: u32, len: u32) -> u32 {
+    let mut h = (client as u64) << 32 | vip_id as u64;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    ((h >> 16) % len as u64) as u32
+}
+
 /// The address filter: two bitmaps (`ADDR_FILTER`, u64 words) that tell
 /// the data path, with one array read each, that a packet cannot belong to
 /// the balancer — its destination is no VIP address and its source no
@@ -236,6 +249,17 @@ mod tests {
         // Roughly even over the table (256 expected per sixteenth).
         assert!(seen.iter().all(|&n| (150..370).contains(&n)), "{seen:?}");
         assert_ne!(maglev_slot(3, 1, 0, 0, 0), maglev_slot(4, 1, 0, 0, 0));
+    }
+
+    #[test]
+    fn ring_slots_are_in_range_and_spread() {
+        let mut seen = [0u32; 7];
+        for c in 0..7000u32 {
+            let slot = ring_slot(2, c.to_be(), 7);
+            seen[slot as usize] += 1;
+        }
+        assert!(seen.iter().all(|&n| (850..1150).contains(&n)), "{seen:?}");
+        assert_eq!(ring_slot(2, 5, 1), 0);
     }
 
     #[test]

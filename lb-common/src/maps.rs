@@ -48,6 +48,12 @@ pub mod vip_flags {
     /// `cluster:` is configured: the VIP's new sessions are announced on
     /// the `SESSION_EVENTS` ring, to be shared with the other hosts.
     pub const SHARED: u32 = 2;
+    /// `scheduler: wrr` with persistence: a new client's backend is a hash
+    /// of the client onto the VIP's selection table (in proportion to the
+    /// weights, the same for its parallel first connections) rather than
+    /// the next turn, so no pending session is needed (`rr` keeps strict
+    /// turns and its pending sessions).
+    pub const HASH_FIRST: u32 = 4;
 }
 
 /// Bits of [`BackendInfo::flags`].

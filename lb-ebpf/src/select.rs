@@ -52,13 +52,15 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
     let (backend_id, backend, from_session) = match sticky {
         Some(hit) => hit,
         None => {
-            let picked = if vip.maglev == 0 {
-                pick(&vip)
-            } else {
+            let picked = if vip.maglev != 0 {
                 pick_maglev(&vip, &pkt.key, client, persistent)
+            } else if persistent && vip.flags & vip_flags::HASH_FIRST != 0 {
+                pick_hashed(&vip, client)
+            } else {
+                pick(&vip)
             }
             .ok_or(Reason::DROP_NO_BACKEND)?;
-            if persistent && vip.maglev == 0 {
+            if persistent && !stateless(&vip) {
                 let session = Session {
                     last_seen_ns: now,
                     backend_id: picked.0,
@@ -126,7 +128,7 @@ fn session_backend(
         stats::reason(Reason::SESSION_HIT);
         return Some((id, b, true));
     }
-    if vip.maglev != 0 {
+    if stateless(vip) {
         return None;
     }
     let (id, b) = live_backend(pending::get(settings, key), vip, now)?;
@@ -162,7 +164,8 @@ fn serving(s: &Session, vip: &VipInfo, now: u64) -> Option<BackendInfo> {
 
 /// The backend a mid-flow packet of `key` (client to a `forwarding: dsr`
 /// VIP) would go to, found without recording or refreshing anything: the
-/// client's live or pending session, else the VIP's Maglev slot. `None`
+/// client's live or pending session, else the VIP's hashed choice (Maglev, or
+/// weighted with persistence). `None`
 /// when `key` is not to a DSR VIP, or when only a round-robin turn could
 /// choose (which would be a guess). For ICMP errors about DSR flows the
 /// connection table does not hold.
@@ -198,10 +201,32 @@ pub fn dsr_backend(key: &FlowKey, now: u64) -> Option<BackendInfo> {
             return Some(b);
         }
     }
-    if vip.maglev == 0 || vip.ring_len == 0 {
+    if vip.ring_len == 0 {
         return None;
     }
-    pick_maglev(&vip, key, client, persistent).map(|(_, b)| b)
+    if vip.maglev != 0 {
+        return pick_maglev(&vip, key, client, persistent).map(|(_, b)| b);
+    }
+    if persistent && vip.flags & vip_flags::HASH_FIRST != 0 {
+        return pick_hashed(&vip, client).map(|(_, b)| b);
+    }
+    None
+}
+
+/// Whether the VIP's choice for a new client is a hash of the client
+/// (Maglev, or weighted with `HASH_FIRST`): its parallel first connections
+/// agree without a pending session.
+#[inline(always)]
+fn stateless(vip: &VipInfo) -> bool {
+    vip.maglev != 0 || vip.flags & vip_flags::HASH_FIRST != 0
+}
+
+/// The slot of the VIP's selection table for `client`.
+#[inline(always)]
+fn pick_hashed(vip: &VipInfo, client: u32) -> Option<(u32, BackendInfo)> {
+    let slot = vip.id * RING_SIZE + lb_common::ring_slot(vip.id, client, vip.ring_len);
+    let id = *RING.get(slot)?;
+    Some((id, *BACKENDS.get(id)?))
 }
 
 /// The next slot of the VIP's selection table. One cursor per VIP for the

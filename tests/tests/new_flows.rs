@@ -117,3 +117,22 @@ fn a_maglev_clients_first_connections_agree_without_a_pending_session() {
     assert_eq!(b.reason(Reason::PENDING_HIT), 0);
     assert!(b.session(C1, false).is_none(), "not confirmed yet");
 }
+
+#[test]
+fn a_weighted_vip_hashes_new_clients_in_proportion_to_the_weights() {
+    let mut b = Bench::new("hs-wrr");
+    b.vip_with(Protocol::Tcp, Scheduler::Wrr, 300, 32, &[(B1, 3), (B2, 1)]);
+    // A client's parallel first connections agree, without a pending
+    // session.
+    let first = new_conn(&b, (C1, 44000));
+    for p in 44001..44004 {
+        assert_eq!(new_conn(&b, (C1, p)), first);
+    }
+    assert!(b.dp.tables.pending_entries().unwrap().is_empty());
+    // New clients spread by the weights (3:1; 400 clients).
+    let client = |i: u16| Ipv4Addr::new(198, 18, 3 + (i / 200) as u8, 1 + (i % 200) as u8);
+    let on_b1 = (0..400u16)
+        .filter(|&i| new_conn(&b, (client(i), 44100)) == B1)
+        .count();
+    assert!((240..=360).contains(&on_b1), "{on_b1} of 400 on B1");
+}

@@ -82,6 +82,10 @@ pub(crate) fn vip_info(v: &Vip, shared: bool) -> VipInfo {
             lb_common::maps::vip_flags::SHARED
         } else {
             0
+        } | if v.spec.scheduler == crate::model::sched::Scheduler::Wrr {
+            lb_common::maps::vip_flags::HASH_FIRST
+        } else {
+            0
         },
         _pad: 0,
     }
