@@ -150,6 +150,14 @@ impl Rig {
         })
     }
 
+    /// Change the VIP's scheduler (its sessions and connections stay).
+    fn scheduler(&mut self, scheduler: Scheduler) -> Result<()> {
+        let next = model(scheduler, std::time::Duration::from_secs(3600))?;
+        self.dp.tables.apply(&self.services, &next)?;
+        self.services = next;
+        Ok(())
+    }
+
     fn lb(&self) -> Result<&Xdp> {
         Ok(self.dp.program()?)
     }
@@ -329,14 +337,24 @@ pub fn per_packet(plan: &Plan, samples: &mut Samples) -> Result<()> {
         let hit = rig.fresh(false, true, n)? - rig.fresh(false, false, n)? + floor;
         put(
             "ns_new_session_hit",
-            "new connection of a pinned client: session hit, 2 half-open inserts (stream of fresh SYNs, driver-corrected)",
+            "new connection of a pinned client: session hit, a half-open way written (stream of fresh SYNs, driver-corrected)",
             hit,
         );
         let miss = rig.fresh(true, true, n)? - rig.fresh(true, false, n)? + floor;
         put(
             "ns_new_session_miss",
-            "new client: session and pending misses, scheduler, 3 inserts (stream of fresh SYNs, driver-corrected)",
+            "new client of a round-robin VIP: session and pending misses, the turn, a half-open way and a pending way written (stream of fresh SYNs, driver-corrected)",
             miss,
+        );
+        // A scheduler that hashes a new client (Maglev; weighted VIPs do
+        // the same) needs no pending session.
+        rig.scheduler(Scheduler::Maglev)?;
+        let miss_hashed = rig.fresh(true, true, n)? - rig.fresh(true, false, n)? + floor;
+        rig.scheduler(Scheduler::Rr)?;
+        put(
+            "ns_new_session_miss_maglev",
+            "as ns_new_session_miss on a Maglev VIP: the client's hash replaces the pending session",
+            miss_hashed,
         );
         // The same paths once per call (cold: the program's code and maps
         // are fetched anew after each system call); the floor the same way.
@@ -373,10 +391,28 @@ pub fn per_packet(plan: &Plan, samples: &mut Samples) -> Result<()> {
             miss1,
         );
         eprintln!(
-            "per-packet round {round}{}: floor {floor:.1} pass {pass_ns:.1} est {est:.1} reply {rep:.1} hit {hit:.1} miss {miss:.1} (single calls: hit {hit1:.1} miss {miss1:.1}) ns",
+            "per-packet round {round}{}: floor {floor:.1} pass {pass_ns:.1} est {est:.1} reply {rep:.1} hit {hit:.1} miss {miss:.1} miss_maglev {miss_hashed:.1} (single calls: hit {hit1:.1} miss {miss1:.1}) ns",
             if warm { " (warm-up)" } else { "" }
         );
     }
+    Ok(())
+}
+
+/// New clients' SYNs through the balancer (`Rig::fresh`) for `time`,
+/// nothing else: a steady new-flow stream for a profiler.
+pub fn new_flows_for(time: std::time::Duration) -> Result<()> {
+    let mut rig = Rig::new("lbb-newflows", 1_000_000)?;
+    let start = std::time::Instant::now();
+    let mut costs = Vec::new();
+    while start.elapsed() < time {
+        costs.push(rig.fresh(true, true, 50_000)?);
+    }
+    costs.sort_by(f64::total_cmp);
+    eprintln!(
+        "{} streams of 50 000 new clients' SYNs: median {:.0} ns each, driver included",
+        costs.len(),
+        costs[costs.len() / 2]
+    );
     Ok(())
 }
 

@@ -36,6 +36,11 @@ struct Cli {
     /// Of the lab part, run only this scenario.
     #[arg(long, value_enum)]
     only: Option<lab::Part>,
+    /// Only run new clients' SYNs through the balancer for this many
+    /// seconds and print their cost, to profile the new-flow path: e.g.
+    /// `perf record -a -g -- lb-bench --new-flows-for 10`.
+    #[arg(long, value_name = "SECONDS")]
+    new_flows_for: Option<u64>,
 }
 
 fn machine() -> String {
@@ -63,6 +68,9 @@ fn main() -> Result<()> {
     } else {
         Plan::full()
     };
+    if let Some(seconds) = cli.new_flows_for {
+        return prog::new_flows_for(std::time::Duration::from_secs(seconds));
+    }
     let mut samples = report::Samples::default();
     let machine = machine();
     eprintln!("{machine} Plan: {plan:?}");
