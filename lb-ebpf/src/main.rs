@@ -4,21 +4,24 @@
 //!    anything else is passed to the kernel untouched, with its reason counted.
 //! 2. [`filter`]: a packet whose destination is no VIP address and whose
 //!    source is no backend address goes to the kernel at once.
-//!    [`conntrack`]: the connection table (`CONNS`) by the packet's own tuple,
-//!    then the table of unconfirmed flows (`HALF_OPEN`). A live entry is a
-//!    forward flow (client to VIP) or a reply (backend to client); its state
-//!    and timestamps are refreshed in place. The client's ACK after the
-//!    backend's SYN-ACK (UDP: its next datagram after the answer) moves an
-//!    unconfirmed flow to `CONNS` and records the client's session.
+//!    [`conntrack`]: the connection table (`CONNS`) by the packet's own tuple
+//!    (a pure SYN skips it: it starts a connection), then the unconfirmed
+//!    flows ([`handshake`], `HALF_OPEN`: one way per flow, found by both
+//!    directions). A live entry is a forward flow (client to VIP) or a reply
+//!    (backend to client); its state and timestamps are refreshed in place.
+//!    The client's ACK after the backend's SYN-ACK (UDP: its next datagram
+//!    after the answer) moves an unconfirmed flow to `CONNS` and records the
+//!    client's session.
 //! 3. [`select`]: for a new flow to a VIP, the persistence table
-//!    (`SESSIONS`), then the pending sessions (`PENDING`), or else the VIP's
-//!    selection table (`RING`) picks the backend, and both halves of the
-//!    flow are recorded in `HALF_OPEN`. [`session`] records and renews the
-//!    client's session when a connection of it is confirmed or refreshed.
+//!    (`SESSIONS`), then the pending sessions ([`pending`], round robin), or
+//!    else the VIP's selection table (`RING`, `MAGLEV`) picks the backend,
+//!    and the flow is written into its set of `HALF_OPEN`. [`session`]
+//!    records and renews the client's session when a connection of it is
+//!    confirmed or refreshed.
 //! 4. [`rewrite`]: DNAT (forward) or SNAT back to the VIP (reply), with
 //!    incremental checksums.
 //! 5. [`forward`]: next hop by `bpf_fib_lookup` (cached in the connection
-//!    entry, renewed every second), out by XDP_TX or redirect, or to the
+//!    entry, or for a new flow in its backend's, renewed every second), out by XDP_TX or redirect, or to the
 //!    kernel while the neighbour is unresolved.
 //!
 //! ICMP errors take a side path: [`icmp`] finds the flow of the packet an
