@@ -9,7 +9,7 @@ set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-APT_PACKAGES=(iproute2 ethtool iputils-ping curl bpftool util-linux procps php-cli redis-server openssl)
+APT_PACKAGES=(iproute2 ethtool iputils-ping curl bpftool util-linux procps php-cli redis-server openssl bird2)
 if [[ "${1:-}" == "bench" ]]; then
     APT_PACKAGES+=(nftables haproxy nginx wrk python3 python3-matplotlib)
 fi

@@ -16,6 +16,7 @@
 //! - [`cli`]: the command line.
 //!
 //! [`sync`] and [`error_text`] are helpers every layer may use.
+pub mod announce;
 pub mod api;
 pub mod cli;
 pub mod cluster;

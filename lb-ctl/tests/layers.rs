@@ -18,7 +18,7 @@ fn layer(top: &str) -> Option<u32> {
         "sync" | "error_text" => 0,
         "model" => 1,
         "kernel" => 2,
-        "health" | "l7" | "cluster" => 3,
+        "health" | "l7" | "cluster" | "announce" => 3,
         "controller" => 4,
         "api" => 5,
         "daemon" => 6,

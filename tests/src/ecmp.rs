@@ -1,7 +1,9 @@
 //! The `ecmp` lab: two balancer hosts behind a router that spreads the VIP
-//! over both by ECMP (a multipath route, layer-4 hash), as a BGP-announced
-//! VIP would be; three backends set up for direct server return on a
-//! segment both balancers reach.
+//! over both by ECMP (a multipath route, layer-4 hash), learnt by BGP: BIRD 2
+//! runs on the router (AS 65000) and on both hosts (AS 65001), each host
+//! exporting the addresses of its announce interface (`lb-vips`), which
+//! `lb-ctl` fills (`announce:`); three backends set up for direct server
+//! return on a segment both balancers reach.
 //!
 //! ```text
 //!  c1 c2 c3 ── brC ── r ══ eth0 [lb-a] eth1 ──┐
@@ -52,7 +54,36 @@ pub struct EcmpLab {
     children: Vec<Child>,
     controllers: Vec<Option<Child>>,
     redis: Option<Child>,
+    /// BIRD on the router and on the two hosts.
+    birds: Vec<Child>,
+    /// Start the controllers with `--keep-state`.
+    pub keep_state: bool,
 }
+
+/// The interface the hosts' BIRD exports (`announce.interface`).
+pub const ANNOUNCE_IFACE: &str = "lb-vips";
+
+/// The `announce:` block every config of this lab carries: BIRD on each
+/// host exports what lb-ctl puts on [`ANNOUNCE_IFACE`]. No start delay by
+/// default (the tests of the delay set their own).
+pub const ANNOUNCE: &str = "announce: { interface: lb-vips, delay: 0s, drain: 1s }\n";
+
+/// The balancers (0: lb-a, 1: lb-b) the route to the VIP in the router's
+/// namespace `router` leads to now; empty without a route.
+#[must_use]
+pub fn next_hops_of(router: &str) -> Vec<usize> {
+    let out = in_ns(router, &["ip", "route", "show", &format!("{VIP}/32")])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    [("198.18.2.2", 0), ("198.18.2.6", 1)]
+        .into_iter()
+        .filter(|(gw, _)| out.contains(&format!("via {gw} ")))
+        .map(|(_, i)| i)
+        .collect()
+}
+
+/// The router's BGP sessions with the hosts, by host (`birdc disable`).
+const PEERS: [&str; 2] = ["lba", "lbb"];
 
 impl EcmpLab {
     /// Build the lab with `clients` clients and three backends.
@@ -86,6 +117,8 @@ impl EcmpLab {
             children: Vec::new(),
             controllers: vec![None, None],
             redis: None,
+            birds: Vec::new(),
+            keep_state: false,
         };
         lab.build().context("building the ecmp lab")?;
         Ok(lab)
@@ -151,7 +184,7 @@ impl EcmpLab {
                  for i in all default eth3; do echo 0 > /proc/sys/net/ipv4/conf/$i/rp_filter; done",
             ],
         )?;
-        self.announce(&[0, 1])?;
+        self.start_birds()?;
         for (ns, addr) in self.clients.clone() {
             let name = ns.trim_start_matches(&format!("{p}-")).to_string();
             ip(&format!("netns add {ns}"))?;
@@ -203,6 +236,8 @@ impl EcmpLab {
                 .arg(&node)
                 .args(["serve", "--name", &format!("b{}", i + 1), "--port"])
                 .arg(PORT.to_string())
+                .arg("--sick-file")
+                .arg(self.sick_file(usize::from(i)))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()?;
@@ -215,32 +250,110 @@ impl EcmpLab {
         Ok(())
     }
 
-    /// Route the VIP over these balancers (0: lb-a, 1: lb-b), as a BGP
-    /// announcement or withdrawal would.
+    /// BIRD on the router (ECMP over what both hosts announce) and on
+    /// each host (exporting the announce interface's addresses).
+    fn start_birds(&mut self) -> Result<()> {
+        let router = format!(
+            "router id 198.18.2.1;\n\
+             protocol device {{ }}\n\
+             protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n\
+             template bgp host {{\n  local as 65000;\n  hold time 6; keepalive time 2; connect retry time 1;\n  \
+             ipv4 {{ import all; export none; }};\n}}\n\
+             protocol bgp {} from host {{ neighbor 198.18.2.2 as 65001; }}\n\
+             protocol bgp {} from host {{ neighbor 198.18.2.6 as 65001; }}\n",
+            PEERS[0], PEERS[1]
+        );
+        self.start_bird(&self.router.clone(), "r", &router)?;
+        for (i, ns) in self.balancers.clone().iter().enumerate() {
+            let (me, peer) = if i == 0 {
+                ("198.18.2.2", "198.18.2.1")
+            } else {
+                ("198.18.2.6", "198.18.2.5")
+            };
+            let host = format!(
+                "router id {me};\n\
+                 protocol device {{ }}\n\
+                 protocol direct vips {{ ipv4; interface \"{ANNOUNCE_IFACE}\"; }}\n\
+                 protocol bgp uplink {{\n  local as 65001; neighbor {peer} as 65000;\n  \
+                 hold time 6; keepalive time 2; connect retry time 1;\n  \
+                 ipv4 {{ import none; export where proto = \"vips\"; }};\n}}\n"
+            );
+            self.start_bird(ns, &format!("h{i}"), &host)?;
+        }
+        Ok(())
+    }
+
+    fn bird_socket(&self, name: &str) -> PathBuf {
+        self.workdir.join(format!("bird-{name}.ctl"))
+    }
+
+    fn start_bird(&mut self, ns: &str, name: &str, config: &str) -> Result<()> {
+        let conf = self.workdir.join(format!("bird-{name}.conf"));
+        std::fs::write(&conf, config)?;
+        // `bird -p`: parse the config only, saying what is wrong.
+        sh(&["bird", "-p", "-c", conf.to_str().unwrap_or_default()])
+            .with_context(|| format!("bird refuses {}", conf.display()))?;
+        let socket = self.bird_socket(name);
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "bird", "-f", "-c"])
+            .arg(&conf)
+            .arg("-s")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting bird (scripts/setup.sh installs bird2)")?;
+        self.birds.push(child);
+        wait_for(Duration::from_secs(10), || socket.exists())
+            .with_context(|| format!("bird in {ns} did not start: {}", conf.display()))
+    }
+
+    /// `birdc` on the router.
+    fn birdc(&self, args: &[&str]) -> Result<String> {
+        let socket = self.bird_socket("r");
+        let mut v = vec!["birdc", "-s", socket.to_str().unwrap_or_default()];
+        v.extend_from_slice(args);
+        Ok(String::from_utf8_lossy(&sh(&v)?.stdout).into_owned())
+    }
+
+    /// The balancers (0: lb-a, 1: lb-b) the router's route to the VIP
+    /// leads to now; empty without a route.
+    #[must_use]
+    pub fn next_hops(&self) -> Vec<usize> {
+        next_hops_of(&self.router)
+    }
+
+    /// Wait until the router's route to the VIP leads to exactly `hosts`.
     ///
     /// # Errors
-    /// When the route cannot be set.
-    pub fn announce(&self, hosts: &[usize]) -> Result<()> {
-        let hops: Vec<String> = hosts
-            .iter()
-            .map(|&i| {
-                let (gw, dev) = if i == 0 {
-                    ("198.18.2.2", "eth1")
-                } else {
-                    ("198.18.2.6", "eth2")
-                };
-                format!("nexthop via {gw} dev {dev}")
-            })
-            .collect();
-        let route = if hops.len() == 1 {
-            hops[0].trim_start_matches("nexthop ").to_string()
-        } else {
-            hops.join(" ")
-        };
-        ip(&format!(
-            "-n {} route replace {VIP}/32 {route}",
-            self.router
-        ))
+    /// When it does not within `within`, saying what the router has.
+    pub fn wait_next_hops(&self, hosts: &[usize], within: Duration) -> Result<()> {
+        wait_for(within, || self.next_hops() == hosts).with_context(|| {
+            format!(
+                "the router's route to {VIP} leads to {:?}, not {hosts:?}; BGP: {}",
+                self.next_hops(),
+                self.birdc(&["show", "protocols"]).unwrap_or_default()
+            )
+        })
+    }
+
+    /// Take the VIP from these balancers only (0: lb-a, 1: lb-b), as an
+    /// operator does at the router: its BGP sessions with the others are
+    /// disabled (`birdc disable`), with these enabled; returns when the
+    /// router's route leads to exactly them (both hosts announce the VIP).
+    ///
+    /// # Errors
+    /// When `birdc` fails or the route does not follow.
+    pub fn route_via(&self, hosts: &[usize]) -> Result<()> {
+        for (i, peer) in PEERS.iter().enumerate() {
+            let what = if hosts.contains(&i) {
+                "enable"
+            } else {
+                "disable"
+            };
+            self.birdc(&[what, peer])?;
+        }
+        self.wait_next_hops(hosts, Duration::from_secs(30))
     }
 
     /// Start Redis (empty, nothing saved to disk) in its namespace.
@@ -311,11 +424,15 @@ impl EcmpLab {
     /// # Errors
     /// When a controller does not come up.
     pub fn start_balancers(&mut self, config: &str) -> Result<()> {
+        if !config.contains("announce:") {
+            bail!("an ecmp lab config announces its VIPs (see ANNOUNCE): {config}");
+        }
         std::fs::write(self.workdir.join("lb.yaml"), config)?;
         for i in 0..2 {
             self.start_balancer(i)?;
         }
-        Ok(())
+        // Both announce the VIP (its backends are up at the start).
+        self.wait_next_hops(&[0, 1], Duration::from_secs(30))
     }
 
     /// Start (or restart, taking over its data path) the controller of
@@ -348,6 +465,7 @@ impl EcmpLab {
             .arg(&path)
             .arg("--bpffs")
             .arg(&bpffs)
+            .args(self.keep_state.then_some("--keep-state"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
@@ -370,6 +488,98 @@ impl EcmpLab {
                 self.balancers[i],
                 self.log(i)
             );
+        }
+        Ok(())
+    }
+
+    /// Stop the controller of balancer `i` with SIGTERM (it withdraws its
+    /// VIPs, drains, detaches) and wait until it has exited.
+    ///
+    /// # Errors
+    /// When it does not exit within a minute.
+    pub fn stop_balancer(&mut self, i: usize) -> Result<()> {
+        self.signal_balancer(i, nix::sys::signal::Signal::SIGTERM);
+        self.wait_balancer(i)
+    }
+
+    /// Send `signal` to the controller of balancer `i`.
+    pub fn signal_balancer(&self, i: usize, signal: nix::sys::signal::Signal) {
+        if let Some(c) = &self.controllers[i] {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), signal);
+        }
+    }
+
+    /// Wait until the controller of balancer `i` has exited.
+    ///
+    /// # Errors
+    /// When it does not exit within a minute.
+    pub fn wait_balancer(&mut self, i: usize) -> Result<()> {
+        let Some(mut c) = self.controllers[i].take() else {
+            return Ok(());
+        };
+        let exited = wait_for(Duration::from_secs(60), || {
+            c.try_wait().is_ok_and(|s| s.is_some())
+        });
+        if exited.is_err() {
+            let _ = c.kill();
+            let _ = c.wait();
+            bail!(
+                "lb-ctl on {} did not stop: {}",
+                self.balancers[i],
+                self.log(i)
+            );
+        }
+        Ok(())
+    }
+
+    /// Rewrite the config both controllers were started with (`reload`
+    /// makes them read it).
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    pub fn write_config(&self, config: &str) -> Result<()> {
+        Ok(std::fs::write(self.workdir.join("lb.yaml"), config)?)
+    }
+
+    /// `lb-ctl detach eth0 eth1` for balancer `i` (its controller stopped).
+    ///
+    /// # Errors
+    /// With lb-ctl's message.
+    pub fn detach(&self, i: usize) -> Result<String> {
+        let bpffs = self.workdir.join(format!("bpffs{i}"));
+        let out = in_ns(
+            &self.balancers[i],
+            &[
+                bin_dir().join("lb-ctl").to_str().unwrap_or_default(),
+                "--socket",
+                self.socket(i).to_str().unwrap_or_default(),
+                "detach",
+                "eth0",
+                "eth1",
+                "--bpffs",
+                bpffs.to_str().unwrap_or_default(),
+            ],
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// While this file exists, backend `b` (0: b1) answers `GET /health`
+    /// with 500.
+    #[must_use]
+    pub fn sick_file(&self, b: usize) -> PathBuf {
+        self.workdir.join(format!("sick-b{}", b + 1))
+    }
+
+    /// Make backend `b` (0: b1) fail its HTTP health checks, or pass them.
+    ///
+    /// # Errors
+    /// When the file cannot be written or removed.
+    pub fn set_sick(&self, b: usize, sick: bool) -> Result<()> {
+        let path = self.sick_file(b);
+        if sick {
+            std::fs::write(path, "")?;
+        } else if path.exists() {
+            std::fs::remove_file(path)?;
         }
         Ok(())
     }
@@ -458,6 +668,10 @@ impl Drop for EcmpLab {
             let _ = c.wait();
         }
         self.kill_redis();
+        for mut c in self.birds.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         delete_all(&format!("{}-", self.prefix));
         for i in 0..2 {
             let _ = sh(&[

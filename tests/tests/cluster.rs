@@ -9,7 +9,7 @@ use lb_ctl::{
     model::{config::Config, services::Services},
 };
 use lb_tests::{
-    ecmp::{EcmpLab, PORT, REDIS},
+    ecmp::{EcmpLab, ANNOUNCE, PORT, REDIS},
     lab::{serial, wait_for, Running, VIP},
 };
 
@@ -27,7 +27,7 @@ fn config(cluster: bool) -> String {
     if cluster {
         c.push_str(&format!("cluster:\n  store: \"{REDIS}\"\n"));
     }
-    c
+    c + ANNOUNCE
 }
 
 /// The backend (its name, `b1`..) each client reaches, one new
@@ -78,7 +78,7 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
     let mut lab = EcmpLab::up("lbm-cls", 20).unwrap();
     lab.start_redis().unwrap();
     lab.start_balancers(&config(true)).unwrap();
-    lab.announce(&[0]).unwrap();
+    lab.route_via(&[0]).unwrap();
     let pinned = backends(&lab, 0..16, 2);
     // lb-b learns every session through Redis.
     let addrs: Vec<Ipv4Addr> = lab.clients.iter().map(|c| c.1).collect();
@@ -134,7 +134,7 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
         Some(pinned[movers[0]].as_str()),
         "the connection is open and served through lb-a"
     );
-    lab.announce(&[1]).unwrap();
+    lab.route_via(&[1]).unwrap();
     assert!(long.is_running(), "the connection spans the withdrawal");
     let before_b = lab.new_connections(1);
     let after = backends(&lab, 0..16, 3);
@@ -193,7 +193,7 @@ fn stopping_redis_keeps_forwarding_and_sessions_catch_up() {
         before,
         "known clients keep their backends"
     );
-    lab.announce(&[0]).unwrap();
+    lab.route_via(&[0]).unwrap();
     // (`backends` fails unless every request succeeds.)
     backends(&lab, 4..8, 3);
     let fresh: Vec<Ipv4Addr> = lab.clients[4..8].iter().map(|c| c.1).collect();
@@ -259,9 +259,9 @@ fn removing_a_backend_on_both_hosts_moves_only_its_clients() {
         }
     }
     // And stays put when its packets move to the other host.
-    lab.announce(&[1]).unwrap();
+    lab.route_via(&[1]).unwrap();
     assert_eq!(backends(&lab, 0..12, 2), after);
-    lab.announce(&[0]).unwrap();
+    lab.route_via(&[0]).unwrap();
     assert_eq!(backends(&lab, 0..12, 2), after);
 }
 
@@ -272,7 +272,7 @@ fn hosts_start_without_redis_and_join_when_it_comes() {
     let _g = serial();
     let mut lab = EcmpLab::up("lbm-cln", 2).unwrap();
     lab.start_balancers(&config(true)).unwrap();
-    lab.announce(&[0]).unwrap();
+    lab.route_via(&[0]).unwrap();
     // (`backends` fails unless every request succeeds.)
     let pinned = backends(&lab, 0..2, 3);
     wait_for(Duration::from_secs(10), || {
@@ -288,7 +288,7 @@ fn hosts_start_without_redis_and_join_when_it_comes() {
         addrs.iter().all(|a| s.contains_key(a))
     })
     .unwrap_or_else(|_| panic!("lb-b gets lb-a's sessions: {}", lab.log(1)));
-    lab.announce(&[1]).unwrap();
+    lab.route_via(&[1]).unwrap();
     assert_eq!(backends(&lab, 0..2, 2), pinned);
 }
 
@@ -301,7 +301,7 @@ fn sessions_made_while_a_controller_was_dead_are_shared_after_its_restart() {
     let mut lab = EcmpLab::up("lbm-clk", 6).unwrap();
     lab.start_redis().unwrap();
     lab.start_balancers(&config(true)).unwrap();
-    lab.announce(&[0]).unwrap();
+    lab.route_via(&[0]).unwrap();
     lab.kill_balancer(0);
     // (`backends` fails unless every request succeeds.)
     let pinned = backends(&lab, 0..6, 3);
@@ -329,6 +329,6 @@ fn sessions_made_while_a_controller_was_dead_are_shared_after_its_restart() {
             "{a}"
         );
     }
-    lab.announce(&[1]).unwrap();
+    lab.route_via(&[1]).unwrap();
     assert_eq!(backends(&lab, 0..6, 2), pinned);
 }

@@ -983,7 +983,8 @@ fn two_hosts_behind_ecmp_agree_and_a_withdrawal_moves_no_client() {
     let _g = serial();
     let mut lab = lb_tests::ecmp::EcmpLab::up("lbm-ecmp", 23).unwrap();
     lab.start_balancers(&format!(
-        "vips:\n  - address: {VIP}\n    port: {}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n{}",
+        "{}vips:\n  - address: {VIP}\n    port: {}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n{}",
+        lb_tests::ecmp::ANNOUNCE,
         lb_tests::ecmp::PORT,
         (1..=3)
             .map(|b| format!("      - {{ address: 198.18.1.1{b}, port: {} }}\n", lb_tests::ecmp::PORT))
@@ -1006,7 +1007,7 @@ fn two_hosts_behind_ecmp_agree_and_a_withdrawal_moves_no_client() {
     assert!(a > 0 && b > 0, "both hosts take connections: {a} and {b}");
     // lb-b is withdrawn: every packet now reaches lb-a, which has never
     // seen some of these clients; none changes backend.
-    lab.announce(&[0]).unwrap();
+    lab.route_via(&[0]).unwrap();
     for (c, want) in backend_of.iter().enumerate() {
         let r = lab.http(c, 3).unwrap();
         assert!(
@@ -1019,7 +1020,7 @@ fn two_hosts_behind_ecmp_agree_and_a_withdrawal_moves_no_client() {
     // connect) move to lb-a, which has never seen them, arriving there in
     // the opposite order: each keeps its backend (no shared state needed,
     // while the backend set is unchanged).
-    lab.announce(&[1]).unwrap();
+    lab.route_via(&[1]).unwrap();
     let mut on_b = Vec::new();
     for c in 20..23 {
         let r = lab.http(c, 2).unwrap();
@@ -1027,7 +1028,7 @@ fn two_hosts_behind_ecmp_agree_and_a_withdrawal_moves_no_client() {
         on_b.push(r[0].backend().unwrap().to_string());
     }
     let before_a = lab.new_connections(0);
-    lab.announce(&[0]).unwrap();
+    lab.route_via(&[0]).unwrap();
     for c in (20..23).rev() {
         let r = lab.http(c, 2).unwrap();
         assert!(

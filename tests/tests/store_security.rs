@@ -7,7 +7,7 @@
 use std::{net::Ipv4Addr, process::Command, time::Duration};
 
 use lb_tests::{
-    ecmp::{EcmpLab, PORT},
+    ecmp::{EcmpLab, ANNOUNCE, PORT},
     lab::{serial, wait_for, VIP},
 };
 
@@ -23,7 +23,7 @@ fn config(cluster: &str) -> String {
             "      - {{ address: 198.18.1.1{b}, port: {PORT} }}\n"
         ));
     }
-    c + "cluster:\n" + cluster
+    c + ANNOUNCE + "cluster:\n" + cluster
 }
 
 /// Restart both controllers with `config` (taking over their data paths).
@@ -195,7 +195,7 @@ fn sessions_are_shared_over_tls() {
         })
         .unwrap_or_else(|_| panic!("host {i} reaches Redis over TLS: {}", lab.log(i)));
     }
-    lab.announce(&[0]).unwrap();
+    lab.route_via(&[0]).unwrap();
     let pinned = backend_of(&lab, 0);
     let client: Ipv4Addr = lab.clients[0].1;
     wait_for(Duration::from_secs(10), || {
@@ -203,6 +203,6 @@ fn sessions_are_shared_over_tls() {
             .is_ok_and(|s| s.contains(&client.to_string()))
     })
     .unwrap_or_else(|_| panic!("lb-b learns the session over TLS: {}", lab.log(1)));
-    lab.announce(&[1]).unwrap();
+    lab.route_via(&[1]).unwrap();
     assert_eq!(backend_of(&lab, 0), pinned);
 }

@@ -12,7 +12,7 @@ use crate::{
     controller::report::{BackendRow, Status},
     model::{
         endpoint::{Endpoint, Protocol, VipId},
-        services::{Vip, VipSpec},
+        services::VipSpec,
     },
 };
 
@@ -95,7 +95,7 @@ impl Client {
     ///
     /// # Errors
     /// As [`Client::status`].
-    pub fn vips(&self) -> anyhow::Result<Vec<Vip>> {
+    pub fn vips(&self) -> anyhow::Result<Vec<crate::controller::report::VipRow>> {
         self.call("GET", "/v1/vips", None)?.json()
     }
 

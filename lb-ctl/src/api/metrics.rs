@@ -70,7 +70,25 @@ pub fn render(stats: &Stats) -> String {
     cluster(&mut t, stats);
     http_latency(&mut t, stats);
     sweep(&mut t, stats);
+    announced(&mut t, stats);
     t.0
+}
+
+/// The VIP addresses announced by BGP (`announce:` only).
+fn announced(t: &mut Text, stats: &Stats) {
+    if stats.announced.is_empty() {
+        return;
+    }
+    t.family(
+        "lb_vip_announced",
+        "gauge",
+        "1 while the VIP address is on the announce interface (the BGP daemon announces it), 0 while it is withdrawn.",
+        stats
+            .announced
+            .iter()
+            .map(|(addr, on)| (format!("address=\"{addr}\""), u64::from(*on)))
+            .collect(),
+    );
 }
 
 /// Packets, bytes and new connections per VIP and per backend.
@@ -433,6 +451,7 @@ mod tests {
             last_sweep_seconds: Some(0.25),
             sweep_deleted: vec![("connections".into(), 3)],
             http: Vec::new(),
+            announced: vec![("198.18.0.100".parse().unwrap(), true)],
             cluster: Some(crate::cluster::store::Snapshot {
                 node: "lb-a".into(),
                 store: "redis://198.18.4.10:6379".into(),

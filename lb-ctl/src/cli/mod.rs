@@ -133,7 +133,7 @@ fn local(socket: std::path::PathBuf, client: &Client, command: Command) -> Resul
                     socket.display()
                 );
             }
-            for line in daemon::detach::detach(&ifaces, &bpffs)? {
+            for line in daemon::detach::detach(&ifaces, &bpffs, &socket)? {
                 println!("{line}");
             }
             Ok(())

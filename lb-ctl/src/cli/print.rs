@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use crate::{
-    controller::report::{BackendRow, Status},
+    controller::report::{BackendRow, Status, VipRow},
     kernel::lister::{ConnView, SessionView},
-    model::{endpoint::VipId, services::Vip},
+    model::endpoint::VipId,
 };
 
 pub fn print_status(s: &Status) {
@@ -78,20 +78,53 @@ pub fn print_status(s: &Status) {
         ),
         None => println!("last sweep:  none yet (table occupancy is counted by the sweeps)"),
     }
+    if let Some(a) = &s.announce {
+        println!(
+            "announce:    on {} (when {}, delay {}s, drain {}s)",
+            a.interface,
+            a.when.as_str(),
+            a.delay_seconds,
+            a.drain_seconds
+        );
+        for addr in &a.addresses {
+            println!(
+                "  {:<16} {:<10} {}",
+                addr.address,
+                if addr.state.announced {
+                    "announced"
+                } else {
+                    "withdrawn"
+                },
+                addr.state.why
+            );
+        }
+    }
 }
 
 fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
-pub fn print_vips(vips: &[Vip]) {
+pub fn print_vips(rows: &[VipRow]) {
+    let announcing = rows.iter().any(|r| r.announce.is_some());
     println!(
-        "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}",
-        "NAME", "VIP", "PROTO", "SCHED", "PERSISTENCE", "MASK", "BACKENDS"
+        "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}{}",
+        "NAME",
+        "VIP",
+        "PROTO",
+        "SCHED",
+        "PERSISTENCE",
+        "MASK",
+        "BACKENDS",
+        if announcing { "  ANNOUNCED" } else { "" }
     );
-    for v in vips {
+    for r in rows {
+        let v = &r.vip;
+        let announce = r.announce.as_ref().map_or_else(String::new, |a| {
+            format!("  {} ({})", if a.announced { "yes" } else { "no" }, a.why)
+        });
         println!(
-            "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}",
+            "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}{announce}",
             v.spec.name.as_deref().unwrap_or("-"),
             v.spec.id.endpoint.to_string(),
             v.spec.id.protocol.as_str(),

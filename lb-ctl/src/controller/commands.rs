@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::report::{BackendRow, Stats, Status};
 use crate::model::{
     endpoint::{Endpoint, Protocol, VipId},
-    services::{ServiceError, Vip, VipSpec},
+    services::{ServiceError, VipSpec},
 };
 
 /// What the controller is asked to do.
@@ -93,7 +93,7 @@ pub enum Response {
         message: String,
     },
     Vips {
-        vips: Vec<Vip>,
+        vips: Vec<super::report::VipRow>,
     },
     Backends {
         backends: Vec<BackendRow>,

@@ -100,6 +100,49 @@ impl Controller {
         }
     }
 
+    /// Bring the announced VIPs in line with the model (and, after the
+    /// start's `announce.delay`, announce what waited for it).
+    pub fn announce(&mut self) {
+        if let Some(a) = &mut self.announcer {
+            a.apply(&self.services);
+        }
+    }
+
+    /// Withdraw every announced VIP (a stop without `--keep-state`);
+    /// returns how long to keep forwarding before stopping.
+    pub fn withdraw(&mut self) -> Option<std::time::Duration> {
+        let a = self.announcer.as_mut()?;
+        a.withdraw_all(&self.services);
+        Some(a.config().drain)
+    }
+
+    /// Take a changed `announce:` block after a reload.
+    fn reannounce(&mut self, next: Option<crate::model::announce::Announce>) {
+        let result = match (self.announcer.take(), next) {
+            (Some(a), None) => {
+                a.retire(&self.services);
+                Ok(())
+            }
+            (Some(mut a), Some(config)) => {
+                let r = a.reconfigure(config, &self.services);
+                self.announcer = Some(a);
+                r
+            }
+            (None, Some(config)) => {
+                crate::announce::Announcer::start(config, self.announce_state_file.clone()).map(
+                    |mut a| {
+                        a.apply(&self.services);
+                        self.announcer = Some(a);
+                    },
+                )
+            }
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = result {
+            log::error!("announce: {e}");
+        }
+    }
+
     /// Keep the neighbour entries of direct-server-return backends
     /// resolved: a datagram to each (port 9, discard) makes the kernel
     /// resolve its MAC address, which the data path needs and cannot ask
@@ -160,6 +203,13 @@ impl Controller {
                 path.display()
             );
         }
+        // A new announce interface must be had before anything changes.
+        if let Some(a) = &config.announce {
+            if running.announce.as_ref().map(|r| &r.interface) != Some(&a.interface) {
+                crate::kernel::vipaddr::ensure(&a.interface)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            }
+        }
         let mut later = Vec::new();
         if config.sweeper != running.sweeper {
             later.push("sweeper");
@@ -187,6 +237,10 @@ impl Controller {
         match self.replace(next, message) {
             Response::Done { message } => {
                 self.running.timeouts = config.timeouts;
+                if config.announce != self.running.announce {
+                    self.reannounce(config.announce.clone());
+                    self.running.announce = config.announce;
+                }
                 Ok(message)
             }
             Response::Error { message, .. } => {
@@ -239,6 +293,7 @@ impl Controller {
         }
         log_rotation_changes(&self.services, &next);
         self.services = next;
+        self.announce();
         self.publish_http(bound);
         self.resolve_dsr_backends();
         log::info!("{message}");
@@ -281,7 +336,7 @@ impl Controller {
                 self.change(|s| s.remove_vip(&vip).map(|_| format!("removed VIP {vip}")))
             }
             Request::VipList => Response::Vips {
-                vips: self.services.vips().cloned().collect(),
+                vips: self.vip_rows(),
             },
             Request::BackendAdd {
                 vip,

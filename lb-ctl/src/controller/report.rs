@@ -47,7 +47,35 @@ impl Controller {
             vips: self.services.vips().count(),
             backends: self.services.vips().map(|v| v.backends.len()).sum(),
             cluster: self.cluster.as_ref().map(|c| c.snapshot()),
+            announce: self.announcer.as_ref().map(|a| AnnounceStatus {
+                interface: a.config().interface.clone(),
+                when: a.config().when,
+                delay_seconds: a.config().delay.as_secs_f64(),
+                drain_seconds: a.config().drain.as_secs_f64(),
+                addresses: a
+                    .states()
+                    .iter()
+                    .map(|(address, state)| AnnouncedAddr {
+                        address: *address,
+                        state: state.clone(),
+                    })
+                    .collect(),
+            }),
         }
+    }
+
+    /// The rows of `vip list`.
+    pub(super) fn vip_rows(&self) -> Vec<VipRow> {
+        self.services
+            .vips()
+            .map(|v| VipRow {
+                vip: v.clone(),
+                announce: self
+                    .announcer
+                    .as_ref()
+                    .and_then(|a| a.states().get(&v.spec.id.endpoint.addr).cloned()),
+            })
+            .collect()
     }
     /// After a sweep: the tables' sizes and the evictions so far.
     pub(super) fn account(&mut self, r: &crate::kernel::sweeper::SweepReport) {
@@ -176,6 +204,12 @@ impl Controller {
                     .map(|((vip, b), c)| (*vip, *b, *c))
                     .collect()
             }),
+            announced: self.announcer.as_ref().map_or_else(Vec::new, |a| {
+                a.states()
+                    .iter()
+                    .map(|(addr, s)| (*addr, s.announced))
+                    .collect()
+            }),
         };
         Ok(stats)
     }
@@ -203,6 +237,36 @@ pub struct Status {
     /// Sessions shared with the other hosts (`cluster:` only).
     #[serde(default)]
     pub cluster: Option<crate::cluster::store::Snapshot>,
+    /// The VIPs announced by BGP (`announce:` only).
+    #[serde(default)]
+    pub announce: Option<AnnounceStatus>,
+}
+
+/// The announcements in [`Status`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AnnounceStatus {
+    pub interface: String,
+    pub when: crate::model::announce::When,
+    pub delay_seconds: f64,
+    pub drain_seconds: f64,
+    pub addresses: Vec<AnnouncedAddr>,
+}
+
+/// One VIP address: announced or not, and why.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AnnouncedAddr {
+    pub address: std::net::Ipv4Addr,
+    #[serde(flatten)]
+    pub state: crate::model::announce::AddrState,
+}
+
+/// A row of `vip list`: the VIP, and its announcement (`announce:` only).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VipRow {
+    #[serde(flatten)]
+    pub vip: crate::model::services::Vip,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<crate::model::announce::AddrState>,
 }
 
 /// One table in [`Status`].
@@ -280,6 +344,9 @@ pub struct Stats {
     /// The layer-7 proxy's counters per VIP (backend `None`) and backend.
     #[serde(default)]
     pub http: Vec<(VipId, Option<Endpoint>, crate::l7::proxy::HttpCounters)>,
+    /// Each VIP address and whether it is announced (`announce:` only).
+    #[serde(default)]
+    pub announced: Vec<(std::net::Ipv4Addr, bool)>,
 }
 
 /// A backend's state, for the metrics.

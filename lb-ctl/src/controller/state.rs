@@ -45,6 +45,11 @@ pub struct Controller {
     pub cluster: Option<Arc<crate::cluster::store::Cluster>>,
     /// The config file `reload` re-reads (`attach --config`).
     pub config_file: Option<PathBuf>,
+    /// The VIPs announced by BGP (`announce:`).
+    pub announcer: Option<crate::announce::Announcer>,
+    /// Where the announcer records what it announced (next to the
+    /// control socket).
+    pub announce_state_file: PathBuf,
     /// The settings in effect (timeouts, limits, sweeper, http, cluster);
     /// the VIPs in effect are the model.
     pub running: crate::model::config::Config,
@@ -78,6 +83,8 @@ impl Controller {
             cookie_key_file: crate::model::config::Http::default().cookie_key_file,
             cluster: None,
             config_file: None,
+            announcer: None,
+            announce_state_file: PathBuf::new(),
             running: crate::model::config::Config::default(),
         }
     }

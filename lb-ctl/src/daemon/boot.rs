@@ -306,6 +306,21 @@ pub fn start_controller(opts: &AttachOptions, plan: Plan, loaded: Loaded) -> Res
             lost,
         )?));
     }
+    c.announce_state_file = crate::announce::state_file(&opts.socket);
+    if let Some(announce) = c.running.announce.clone() {
+        log::info!(
+            "announce: VIPs on interface {} when {}, after {} from now; {} drain at a stop",
+            announce.interface,
+            announce.when.as_str(),
+            humantime::format_duration(announce.delay),
+            humantime::format_duration(announce.drain)
+        );
+        c.announcer = Some(crate::announce::Announcer::start(
+            announce,
+            c.announce_state_file.clone(),
+        )?);
+        c.announce();
+    }
     c.resolve_dsr_backends();
     Ok(Running {
         controller: Arc::new(Mutex::new(c)),

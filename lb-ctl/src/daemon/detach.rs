@@ -5,16 +5,33 @@ use anyhow::{Context as _, Result};
 use crate::kernel::sysctl;
 
 /// `lb-ctl detach`: remove what a controller left running on `ifaces` (a
-/// pinned attachment each), and, once no interface is attached any more,
-/// every table pinned under `<bpffs>/lb` (of any layout). Returns what was
-/// done, a line each.
+/// pinned attachment each), the VIP addresses it announced (`announce:`,
+/// as recorded next to its control socket `socket`), and, once no
+/// interface is attached any more, every table pinned under `<bpffs>/lb`
+/// (of any layout). Returns what was done, a line each.
 ///
 /// # Errors
-/// When bpffs cannot be had or a pin cannot be removed.
-pub fn detach(ifaces: &[String], bpffs: &std::path::Path) -> Result<Vec<String>> {
+/// When bpffs cannot be had, a pin or an announced address cannot be
+/// removed.
+pub fn detach(
+    ifaces: &[String],
+    bpffs: &std::path::Path,
+    socket: &std::path::Path,
+) -> Result<Vec<String>> {
     sysctl::ensure_bpffs(bpffs)?;
     let dirs = crate::kernel::pins::PinDirs::new(bpffs);
     let mut done = Vec::new();
+    let withdrawn = crate::announce::forget(socket)?;
+    if !withdrawn.is_empty() {
+        done.push(format!(
+            "withdrew the announced VIP address(es) {}",
+            withdrawn
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     for iface in ifaces {
         sysctl::check_iface_name(iface)?;
         let path = dirs.link(iface);

@@ -23,6 +23,10 @@ use crate::{
 /// How often the devices' XDP error counters are read.
 const XDP_ERROR_WATCH: Duration = Duration::from_secs(2);
 
+/// How often the announced VIPs are checked against the model (the end of
+/// `announce.delay` is seen within this).
+const ANNOUNCE_TICK: Duration = Duration::from_millis(250);
+
 /// Serve until SIGINT/SIGTERM, then stop.
 ///
 /// # Errors
@@ -56,6 +60,9 @@ pub async fn serve(
     }
     signal_loop(opts, &controller, &choice).await?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if !opts.keep_state {
+        withdraw_and_drain(&controller).await;
+    }
     stop(opts, owned, &controller, &sysctl_changes);
     // The control socket's file goes last.
     drop(guard);
@@ -139,6 +146,10 @@ async fn signal_loop(
     let mut sweep = tokio::time::interval(interval);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
+    // The announcements: the start's delay ends, and addresses someone
+    // else removed are put back.
+    let mut announce_tick = tokio::time::interval(ANNOUNCE_TICK);
+    announce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -153,6 +164,10 @@ async fn signal_loop(
                 }
             }
             _ = sweep.tick() => start_sweep(controller, &sweeping),
+            _ = announce_tick.tick() => {
+                let c = Arc::clone(controller);
+                let _ = tokio::task::spawn_blocking(move || lock(&c).announce()).await;
+            }
         }
     }
 }
@@ -177,6 +192,22 @@ fn start_sweep(controller: &Arc<Mutex<Controller>>, sweeping: &Arc<AtomicBool>) 
             crate::controller::sweep::sweep_tables(&c);
             busy.store(false, Ordering::Release);
         });
+    }
+}
+
+/// Withdraw the announced VIPs, then keep forwarding for `announce.drain`
+/// while the routers move the traffic away (the control socket answers
+/// meanwhile). With `--keep-state` nothing is withdrawn: the data path
+/// goes on forwarding, and the next controller takes the announcements
+/// over.
+async fn withdraw_and_drain(controller: &Arc<Mutex<Controller>>) {
+    let drain = lock(controller).withdraw();
+    if let Some(drain) = drain {
+        log::info!(
+            "stopping: VIPs withdrawn; forwarding for another {} (announce.drain) before detaching",
+            humantime::format_duration(drain)
+        );
+        tokio::time::sleep(drain).await;
     }
 }
 

@@ -15,4 +15,5 @@ pub mod stats;
 pub mod sweeper;
 pub mod sysctl;
 pub mod tables;
+pub mod vipaddr;
 pub mod xdpmode;

@@ -97,14 +97,17 @@ impl Link {
     }
 }
 
-/// Send one request and collect the answers up to the final ACK or DONE.
-fn request<T>(protocol: isize, mut msg: NetlinkMessage<T>) -> Result<Vec<T>>
+/// Send one request and collect the answers up to the final ACK or DONE
+/// (a dump: every batch up to DONE).
+pub(crate) fn request<T>(protocol: isize, mut msg: NetlinkMessage<T>) -> Result<Vec<T>>
 where
     T: NetlinkSerializable + NetlinkDeserializable + fmt::Debug,
 {
     let mut socket = Socket::new(protocol)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
+    let dump =
+        msg.header.flags & netlink_packet_core::NLM_F_DUMP == netlink_packet_core::NLM_F_DUMP;
     msg.finalize();
     let mut buf = vec![0; msg.buffer_len()];
     msg.serialize(&mut buf);
@@ -137,7 +140,7 @@ where
             }
             offset += len;
         }
-        if !answers.is_empty() {
+        if !dump && !answers.is_empty() {
             return Ok(answers);
         }
     }

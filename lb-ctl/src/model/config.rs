@@ -28,6 +28,10 @@ pub struct Config {
     /// and nothing shared.
     #[serde(default)]
     pub cluster: Option<Cluster>,
+    /// Announce the VIPs by BGP through the host's BGP daemon; without
+    /// it, nothing is announced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announce: Option<super::announce::Announce>,
 }
 
 /// The `cluster:` block.
@@ -389,6 +393,8 @@ pub enum ConfigError {
     Zero { path: String, field: &'static str },
     #[error("config file {path}: {message}")]
     Cluster { path: String, message: String },
+    #[error("config file {path}: {message}")]
+    Announce { path: String, message: String },
 }
 
 impl Config {
@@ -463,6 +469,12 @@ impl Config {
                     ),
                 });
             }
+        }
+        if let Some(announce) = &config.announce {
+            announce.check().map_err(|message| ConfigError::Announce {
+                path: path.clone(),
+                message,
+            })?;
         }
         let services = config
             .services()

@@ -2,6 +2,7 @@
 //! reaches anything else. Pure: imports nothing of lb-ctl, tested on the
 //! host.
 
+pub mod announce;
 pub mod config;
 pub mod cookie;
 pub mod diff;

@@ -227,6 +227,20 @@ fn failover(lab: &mut Lab, dead: &str) -> Result<usize> {
 /// Redis: both take clients, every client keeps one backend, a backend
 /// added on both hosts and a host withdrawn move no client, and Redis
 /// dying stops nothing.
+/// The router's next hops to the VIP, by host name.
+fn hops(lab: &lb_tests::ecmp::EcmpLab) -> String {
+    let hops: Vec<&str> = lab
+        .next_hops()
+        .into_iter()
+        .map(|i| lb_tests::ecmp::NODES[i])
+        .collect();
+    if hops.is_empty() {
+        "(no route)".into()
+    } else {
+        hops.join(" and ")
+    }
+}
+
 fn demo_ecmp() -> Result<()> {
     use lb_tests::ecmp::{EcmpLab, PORT, REDIS};
     println!(
@@ -238,10 +252,11 @@ fn demo_ecmp() -> Result<()> {
         .map(|b| format!("      - {{ address: 198.18.1.1{b}, port: {PORT} }}\n"))
         .collect();
     let config = format!(
-        "sweeper: {{ interval: 1s }}\nvips:\n  - name: web\n    address: {VIP}\n    port: {PORT}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n{backends}cluster:\n  store: \"{REDIS}\"\n"
+        "sweeper: {{ interval: 1s }}\nvips:\n  - name: web\n    address: {VIP}\n    port: {PORT}\n    forwarding: dsr\n    scheduler: maglev\n    persistence: {{ timeout: 300s }}\n    backends:\n{backends}cluster:\n  store: \"{REDIS}\"\nannounce: {{ interface: lb-vips, delay: 1s, drain: 3s }}\n"
     );
-    println!("== lb-ctl attach eth0 eth1 on both hosts, the same config (forwarding: dsr, scheduler: maglev, cluster.store: {REDIS}) ==");
+    println!("== lb-ctl attach eth0 eth1 on both hosts, the same config (forwarding: dsr, scheduler: maglev, cluster.store: {REDIS}, announce: BIRD on each host exports lb-vips to the router's BIRD) ==");
     lab.start_balancers(&config)?;
+    println!("router: {VIP} via {}", hops(&lab));
     let mut failures = 0;
     let show = |lab: &EcmpLab, failures: &mut usize| -> Result<()> {
         for c in 0..lab.clients.len() {
@@ -284,9 +299,33 @@ fn demo_ecmp() -> Result<()> {
         );
     }
     println!(
-        "\n== lb-b withdrawn (ip route replace, as a BGP withdraw): the same clients again, all on lb-a =="
+        "\n== SIGTERM to lb-b's controller: it withdraws the VIP (BGP), drains 3 s, detaches; a client keeps connecting meanwhile =="
     );
-    lab.announce(&[0])?;
+    let running = lab.spawn_http(
+        0,
+        &[
+            "--count",
+            "100000",
+            "--interval-ms",
+            "5",
+            "--for-ms",
+            "6000",
+        ],
+    )?;
+    lab.stop_balancer(1)?;
+    println!("router: {VIP} via {}", hops(&lab));
+    let out = running.wait_with_output()?;
+    let replies: Vec<lb_tests::lab::Reply> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(lb_tests::lab::Reply::parse_line)
+        .collect();
+    let failed = replies.iter().filter(|r| r.backend().is_none()).count();
+    failures += failed;
+    println!(
+        "c1's {} requests during the withdrawal: {failed} failed",
+        replies.len()
+    );
+    println!("the same clients again, all through lb-a:");
     show(&lab, &mut failures)?;
     interrupted()?;
     println!("\n== kill -9 Redis: both hosts go on alone ==");
