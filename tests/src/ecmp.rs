@@ -338,20 +338,25 @@ impl EcmpLab {
     }
 
     /// Take the VIP from these balancers only (0: lb-a, 1: lb-b), as an
-    /// operator does at the router: its BGP sessions with the others are
-    /// disabled (`birdc disable`), with these enabled; returns when the
-    /// router's route leads to exactly them (both hosts announce the VIP).
+    /// operator does at the router: its BGP sessions with these are
+    /// enabled and, once their paths are in, those with the others
+    /// disabled (`birdc enable`/`disable`); returns when the router's route
+    /// leads to exactly them (both hosts announce the VIP).
     ///
     /// # Errors
     /// When `birdc` fails or the route does not follow.
     pub fn route_via(&self, hosts: &[usize]) -> Result<()> {
-        for (i, peer) in PEERS.iter().enumerate() {
-            let what = if hosts.contains(&i) {
-                "enable"
-            } else {
-                "disable"
-            };
-            self.birdc(&[what, peer])?;
+        // Make before break: the new paths first, then the old ones go.
+        for &i in hosts {
+            self.birdc(&["enable", PEERS[i]])?;
+        }
+        wait_for(Duration::from_secs(30), || {
+            let now = self.next_hops();
+            hosts.iter().all(|h| now.contains(h))
+        })
+        .with_context(|| format!("the router did not learn the VIP from {hosts:?}"))?;
+        for i in (0..PEERS.len()).filter(|i| !hosts.contains(i)) {
+            self.birdc(&["disable", PEERS[i]])?;
         }
         self.wait_next_hops(hosts, Duration::from_secs(30))
     }

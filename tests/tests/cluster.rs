@@ -124,7 +124,7 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
     let mut long = Running::new(
         lab.spawn_http(
             movers[0],
-            &["--keepalive", "--count", "40", "--interval-ms", "100"],
+            &["--keepalive", "--count", "100", "--interval-ms", "100"],
         )
         .unwrap(),
     )
@@ -144,7 +144,7 @@ fn shared_sessions_keep_clients_on_another_host_after_the_backend_set_changed() 
     );
     assert!(lab.new_connections(1) > before_b, "lb-b served them");
     let replies = long.finish().unwrap();
-    assert_eq!(replies.len(), 40, "{replies:?}");
+    assert_eq!(replies.len(), 100, "{replies:?}");
     assert!(
         replies
             .iter()
