@@ -83,7 +83,9 @@ fn commented_blocks(text: &str) -> String {
 /// Every option path the reference names in backticks.
 fn documented() -> BTreeSet<String> {
     let text = std::fs::read_to_string(root().join("docs/configuration.md")).unwrap();
-    let tops = ["vips", "timeouts", "limits", "sweeper", "http", "cluster"];
+    let tops = [
+        "vips", "timeouts", "limits", "sweeper", "http", "cluster", "announce",
+    ];
     text.lines()
         .filter(|l| !l.trim_start().starts_with("```"))
         .flat_map(|l| l.split('`').skip(1).step_by(2))

@@ -254,3 +254,38 @@ fn store_passwords_are_redacted_and_kept_out_of_the_config() {
     assert!(!e.contains("s3cret") || e.contains("***"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_announce_block_parses_and_its_errors_name_the_field() {
+    use crate::model::announce::When;
+    let (c, _) = Config::parse("announce: {}\n", "t.yaml").unwrap();
+    let a = c.announce.unwrap();
+    assert_eq!(
+        (
+            a.interface.as_str(),
+            a.when,
+            a.delay.as_secs(),
+            a.drain.as_secs()
+        ),
+        ("lb-vips", When::Healthy, 5, 10)
+    );
+    let (c, _) = Config::parse(
+        "announce: { interface: vips0, when: always, delay: 0s, drain: 2s }\n",
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(c.announce.unwrap().when, When::Always);
+    assert!(Config::parse("", "t.yaml").unwrap().0.announce.is_none());
+    for (text, field) in [
+        (
+            "announce: { interface: \"lb vips\" }\n",
+            "announce.interface",
+        ),
+        ("announce: { drain: 2m }\n", "announce.drain"),
+        ("announce: { when: sometimes }\n", "when"),
+        ("announce: { color: red }\n", "color"),
+    ] {
+        let e = Config::parse(text, "t.yaml").unwrap_err().to_string();
+        assert!(e.contains("t.yaml") && e.contains(field), "{text}: {e}");
+    }
+}

@@ -110,6 +110,12 @@ fn settings(running: &Config, next: &Config, out: &mut Vec<String>) {
         ("http", yaml(&running.http), yaml(&next.http), false),
         ("limits", yaml(&running.limits), yaml(&next.limits), true),
         ("cluster", yaml(&running.cluster), yaml(&next.cluster), true),
+        (
+            "announce",
+            yaml(&running.announce),
+            yaml(&next.announce),
+            false,
+        ),
     ] {
         if a != b {
             let (mark, why) = if refused {

@@ -223,10 +223,6 @@ fn failover(lab: &mut Lab, dead: &str) -> Result<usize> {
     Ok(failures)
 }
 
-/// Two balancer hosts behind an ECMP router, sharing sessions through
-/// Redis: both take clients, every client keeps one backend, a backend
-/// added on both hosts and a host withdrawn move no client, and Redis
-/// dying stops nothing.
 /// The router's next hops to the VIP, by host name.
 fn hops(lab: &lb_tests::ecmp::EcmpLab) -> String {
     let hops: Vec<&str> = lab
@@ -241,6 +237,11 @@ fn hops(lab: &lb_tests::ecmp::EcmpLab) -> String {
     }
 }
 
+/// Two balancer hosts behind an ECMP router, sharing sessions through
+/// Redis: both take clients, every client keeps one backend, a backend
+/// added on both hosts and a host stopped (its VIP withdrawn by BGP, then
+/// drained) move no client and fail no request, and Redis
+/// dying stops nothing.
 fn demo_ecmp() -> Result<()> {
     use lb_tests::ecmp::{EcmpLab, PORT, REDIS};
     println!(
@@ -328,7 +329,7 @@ fn demo_ecmp() -> Result<()> {
     println!("the same clients again, all through lb-a:");
     show(&lab, &mut failures)?;
     interrupted()?;
-    println!("\n== kill -9 Redis: both hosts go on alone ==");
+    println!("\n== kill -9 Redis: lb-a goes on alone ==");
     lab.kill_redis();
     std::thread::sleep(std::time::Duration::from_secs(2));
     show(&lab, &mut failures)?;
