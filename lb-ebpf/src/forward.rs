@@ -21,16 +21,47 @@ use crate::{
 
 const AF_INET: u8 = 2;
 
-/// Where a packet's next hop may be cached.
+/// Where a packet's next hop may be cached: an established flow's entry
+/// (`conn`, its once-a-second refresh clears it), else, for a new flow's
+/// packet to its backend, the backend's own (`NEXT_HOPS[slot]` of that
+/// generation, renewed when a second old), else nowhere (replies of new
+/// flows, ICMP errors). A plain struct, not an enum: LLVM packs an enum's
+/// tag into a pointer's spare bits, which the verifier refuses.
 #[derive(Clone, Copy)]
-pub enum Cache {
-    /// An established flow's entry: its once-a-second refresh clears it.
-    Conn(*mut Conn),
-    /// A new flow's packet to its backend (slot, generation, now): the
-    /// backend's next hop (`NEXT_HOPS`), renewed when a second old.
-    Backend(u32, u32, u64),
-    /// Not cached (replies of new flows, ICMP errors).
-    None,
+pub struct Cache {
+    conn: *mut Conn,
+    slot: u32,
+    gen: u32,
+    now: u64,
+}
+
+impl Cache {
+    const NO_SLOT: u32 = u32::MAX;
+
+    #[inline(always)]
+    pub const fn conn(conn: *mut Conn) -> Self {
+        Self {
+            conn,
+            slot: Self::NO_SLOT,
+            gen: 0,
+            now: 0,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn backend(slot: u32, gen: u32, now: u64) -> Self {
+        Self {
+            conn: core::ptr::null_mut(),
+            slot,
+            gen,
+            now,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn none() -> Self {
+        Self::backend(Self::NO_SLOT, 0, 0)
+    }
 }
 
 /// Send the (rewritten) packet on, towards `to` when given (else its
@@ -48,24 +79,17 @@ pub fn forward(
     to: Option<u32>,
 ) -> u32 {
     let ingress = ctx.ingress_ifindex() as u32;
-    match cache {
-        Cache::Conn(conn) => {
-            // SAFETY: a map value pointer stays valid for the rest of the
-            // program.
-            let nh = unsafe { (*conn).next_hop };
-            if nh.ifindex != 0 {
-                return emit(eth, &nh, ingress);
-            }
+    if !cache.conn.is_null() {
+        // SAFETY: a map value pointer stays valid for the rest of the program.
+        let nh = unsafe { (*cache.conn).next_hop };
+        if nh.ifindex != 0 {
+            return emit(eth, &nh, ingress);
         }
-        Cache::Backend(slot, gen, now) => {
-            if let Some(hop) = NEXT_HOPS.get(slot) {
-                if hop.serves(ingress, gen, now) {
-                    let nh = hop.next_hop;
-                    return emit(eth, &nh, ingress);
-                }
-            }
+    } else if let Some(hop) = NEXT_HOPS.get(cache.slot) {
+        if hop.serves(ingress, cache.gen, cache.now) {
+            let nh = hop.next_hop;
+            return emit(eth, &nh, ingress);
         }
-        Cache::None => {}
     }
     // SAFETY: the pointer was bounds-checked by `parse`.
     let ip = unsafe { &*ip };
@@ -91,24 +115,20 @@ pub fn forward(
                 dmac: p.dmac,
                 smac: p.smac,
             };
-            match cache {
+            if !cache.conn.is_null() {
                 // SAFETY: as above.
-                Cache::Conn(conn) => unsafe { (*conn).next_hop = nh },
-                Cache::Backend(slot, gen, now) => {
-                    if let Some(hop) = NEXT_HOPS.get_ptr_mut(slot) {
-                        // SAFETY: a map value; two CPUs renewing one
-                        // backend's hop write the same lookup's result.
-                        unsafe {
-                            *hop = BackendHop {
-                                next_hop: nh,
-                                ingress,
-                                gen,
-                                looked_up_ns: now,
-                            }
-                        };
+                unsafe { (*cache.conn).next_hop = nh };
+            } else if let Some(hop) = NEXT_HOPS.get_ptr_mut(cache.slot) {
+                // SAFETY: a map value; two CPUs renewing one backend's hop
+                // write the same lookup's result.
+                unsafe {
+                    *hop = BackendHop {
+                        next_hop: nh,
+                        ingress,
+                        gen: cache.gen,
+                        looked_up_ns: cache.now,
                     }
-                }
-                Cache::None => {}
+                };
             }
             emit(eth, &nh, ingress)
         }

@@ -10,7 +10,7 @@ use lb_common::{
     needs_refresh, Conn, FlowKey, Reason, Settings,
 };
 
-use crate::{conntrack, filter, forward::Cache, maps::HALF_OPEN, parse::Packet, stats, Flow};
+use crate::{conns, filter, forward::Cache, maps::HALF_OPEN, parse::Packet, stats, Flow};
 
 /// The set of the flows whose client is `addr`:`port`.
 #[inline(always)]
@@ -63,16 +63,16 @@ pub fn lookup(
 ) -> Result<Option<Flow>, u32> {
     if to_vip {
         if let Some(h) = forward_way(settings, &pkt.key, now) {
-            let state = conntrack::next_state(pkt, h.state);
+            let state = conns::next_state(pkt, h.state);
             let (_, fwd) = h.forward();
             if confirms(&fwd, pkt.is_tcp, pkt.tcp_flags) {
                 h.last_seen_ns = 0; // the way is free again
-                return conntrack::confirm(pkt, &fwd, state, now).map(Some);
+                return conns::confirm(pkt, &fwd, state, now).map(Some);
             }
             refresh(h, state, now);
-            return Ok(Some(conntrack::flow(
+            return Ok(Some(conns::flow(
                 &fwd,
-                Cache::Backend(fwd.backend_id, fwd.backend_gen, now),
+                Cache::backend(fwd.backend_id, fwd.backend_gen, now),
             )));
         }
     }
@@ -81,9 +81,9 @@ pub fn lookup(
             if answers(pkt.is_tcp, pkt.tcp_flags) {
                 h.flags |= lb_common::conn::conn_flags::ANSWERED;
             }
-            refresh(h, conntrack::next_state(pkt, h.state), now);
+            refresh(h, conns::next_state(pkt, h.state), now);
             let (_, rep) = h.reply();
-            return Ok(Some(conntrack::flow(&rep, Cache::None)));
+            return Ok(Some(conns::flow(&rep, Cache::none())));
         }
     }
     Ok(None)

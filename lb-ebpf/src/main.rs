@@ -40,6 +40,7 @@
 // path on the 512-byte BPF stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod conns;
 mod conntrack;
 mod filter;
 mod forward;
@@ -80,14 +81,14 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
     let pkt = match parse::parse(ctx)? {
         parse::Parsed::Flow(pkt) => pkt,
         parse::Parsed::IcmpError { eth, ip } => {
-            return icmp::handle(ctx, eth, ip, conntrack::now());
+            return icmp::handle(ctx, eth, ip, conns::now());
         }
     };
     // Another instruction stream, same behaviour (see Cargo.toml).
     #[cfg(feature = "build-variant")]
-    let _ = conntrack::now();
+    let _ = conns::now();
     let to_vip = filter::ours(&pkt.key).ok_or(Reason::PASS_NOT_VIP)?;
-    let now = conntrack::now();
+    let now = conns::now();
     let flow = match conntrack::lookup(&pkt, to_vip, now)? {
         Some(flow) => flow,
         None => select::new_flow(&pkt, now)?,

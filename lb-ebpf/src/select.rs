@@ -16,7 +16,7 @@ use lb_common::{
 };
 
 use crate::{
-    conntrack,
+    conns,
     forward::Cache,
     handshake,
     maps::{BACKENDS, CURSORS, MAGLEV, RING, SESSIONS, VIPS},
@@ -37,7 +37,7 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
     if vip.ring_len == 0 {
         return Err(Reason::DROP_NO_BACKEND);
     }
-    let settings = conntrack::settings().ok_or(Reason::PASS_NOT_VIP)?;
+    let settings = conns::settings().ok_or(Reason::PASS_NOT_VIP)?;
     let client = pkt.key.src_addr & vip.client_mask;
     let persistent = vip.persist_timeout_ns != 0;
     let key = SessionKey {
@@ -110,7 +110,7 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
         backend_id,
         new: true,
         dsr: fwd.flags & conn_flags::DSR != 0,
-        hop: Cache::Backend(backend_id, backend.gen, now),
+        hop: Cache::backend(backend_id, backend.gen, now),
     })
 }
 
@@ -192,7 +192,7 @@ pub fn dsr_backend(key: &FlowKey, now: u64) -> Option<BackendInfo> {
         // SAFETY: map values, only read here.
         let live = |s: Option<&Session>| s.and_then(|s| serving(s, &vip, now));
         let pending = || {
-            let settings = conntrack::settings()?;
+            let settings = conns::settings()?;
             // SAFETY: as above.
             live(pending::get(settings, &skey).map(|p| unsafe { &*p }))
         };
