@@ -26,7 +26,7 @@ pub const XDP_REDIRECT: u32 = 4;
 use crate::fib::{B1, B1_MAC, B2, B2_MAC, B3, B3_MAC, C1_MAC, D0_MAC, VIP};
 
 pub fn ep(a: Ipv4Addr, port: u16) -> Endpoint {
-    Endpoint { addr: a, port }
+    Endpoint::from((a, port))
 }
 
 pub fn vip_id(proto: Protocol) -> VipId {

@@ -64,7 +64,7 @@ fn maglev_choice(services: &Services, client: Ipv4Addr) -> String {
     let slot = lb_common::maglev_slot(v.slot, u32::from_ne_bytes(client.octets()), 0, 0, 0);
     let id = v.table[slot as usize];
     let b = v.backends.iter().find(|b| b.slot == id).unwrap();
-    format!("b{}", b.endpoint.addr.octets()[3] - 10)
+    format!("b{}", b.endpoint.v4().octets()[3] - 10)
 }
 
 /// The point of sharing: a client pinned on lb-a keeps its backend on

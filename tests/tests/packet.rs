@@ -808,7 +808,7 @@ fn maglev_expected(b: &Bench, c: (Ipv4Addr, u16)) -> Ipv4Addr {
         .find(|x| x.slot == id)
         .unwrap()
         .endpoint
-        .addr
+        .v4()
 }
 
 /// A Maglev VIP sends each connection where the table built by the

@@ -422,7 +422,7 @@ mod tests {
     fn names_with_quotes_backslashes_and_newlines_still_parse() {
         let id = VipId {
             endpoint: Endpoint {
-                addr: std::net::Ipv4Addr::new(198, 18, 0, 100),
+                addr: std::net::Ipv4Addr::new(198, 18, 0, 100).into(),
                 port: 80,
             },
             protocol: Protocol::Tcp,

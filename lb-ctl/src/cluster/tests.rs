@@ -148,7 +148,7 @@ fn records_travel_by_address_and_land_on_the_receivers_ids() {
     let b12 = vip
         .backends
         .iter()
-        .find(|b| b.endpoint.port == 80 && b.endpoint.addr.octets()[3] == 12)
+        .find(|b| b.endpoint.port == 80 && b.endpoint.v4().octets()[3] == 12)
         .unwrap();
     let clocks = Clocks {
         mono_ns: 1000 * S,

@@ -73,7 +73,7 @@ impl Controller {
                 announce: self
                     .announcer
                     .as_ref()
-                    .and_then(|a| a.states().get(&v.spec.id.endpoint.addr).cloned()),
+                    .and_then(|a| a.states().get(&v.spec.id.endpoint.v4()).cloned()),
             })
             .collect()
     }

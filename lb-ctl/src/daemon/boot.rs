@@ -234,8 +234,8 @@ fn configure(
     let kept = dataplane.tables.kept()?;
     // Every address the kept tables may still carry traffic of, retired
     // backends included, passes the address filter.
-    let kept_vips: Vec<_> = kept.vips.iter().map(|v| v.id.endpoint.addr).collect();
-    let kept_backends: Vec<_> = kept.backends.iter().map(|b| b.endpoint.addr).collect();
+    let kept_vips: Vec<_> = kept.vips.iter().map(|v| v.id.endpoint.v4()).collect();
+    let kept_backends: Vec<_> = kept.backends.iter().map(|b| b.endpoint.v4()).collect();
     dataplane
         .tables
         .filter_in_addresses(&kept_vips, &kept_backends)?;

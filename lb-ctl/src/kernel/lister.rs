@@ -98,11 +98,11 @@ impl Lister {
         ConnView {
             confirmed,
             client: Endpoint {
-                addr: addr(k.src_addr),
+                addr: addr(k.src_addr).into(),
                 port: u16::from_be(k.src_port),
             },
             vip: Endpoint {
-                addr: addr(k.dst_addr),
+                addr: addr(k.dst_addr).into(),
                 port: u16::from_be(k.dst_port),
             },
             vip_name: self
@@ -110,7 +110,7 @@ impl Lister {
                 .vip_by_slot(c.vip_id)
                 .and_then(|v| v.spec.name.clone()),
             backend: Endpoint {
-                addr: addr(c.nat_addr),
+                addr: addr(c.nat_addr).into(),
                 port: u16::from_be(c.nat_port),
             },
             protocol: Protocol::from_number(k.proto).unwrap_or_default(),

@@ -59,7 +59,7 @@ fn backends_of(s: &Services) -> HashSet<(u32, u32)> {
 
 pub(crate) fn vip_key(v: &Vip) -> VipKey {
     VipKey {
-        addr: u32::from_ne_bytes(v.spec.id.endpoint.addr.octets()),
+        addr: u32::from_ne_bytes(v.spec.id.endpoint.v4().octets()),
         port: v.spec.id.endpoint.port.to_be(),
         proto: v.spec.id.protocol.number(),
         _pad: 0,
@@ -172,7 +172,7 @@ impl Tables {
             kept.vips.push(KeptVip {
                 id: crate::model::endpoint::VipId {
                     endpoint: Endpoint {
-                        addr: addr(k.addr),
+                        addr: addr(k.addr).into(),
                         port: u16::from_be(k.port),
                     },
                     protocol,
@@ -200,7 +200,7 @@ impl Tables {
                 slot,
                 vip_slot: b.vip_id,
                 endpoint: Endpoint {
-                    addr: addr(b.addr),
+                    addr: addr(b.addr).into(),
                     port: u16::from_be(b.port),
                 },
                 gen: b.gen,
@@ -258,10 +258,10 @@ impl Tables {
 
     /// Set the filter's bits of `services`' VIP and backend addresses.
     fn filter_in(&mut self, services: &Services) -> Result<()> {
-        let vips: Vec<Ipv4Addr> = services.vips().map(|v| v.spec.id.endpoint.addr).collect();
+        let vips: Vec<Ipv4Addr> = services.vips().map(|v| v.spec.id.endpoint.v4()).collect();
         let backends: Vec<Ipv4Addr> = services
             .vips()
-            .flat_map(|v| v.backends.iter().map(|b| b.endpoint.addr))
+            .flat_map(|v| v.backends.iter().map(|b| b.endpoint.v4()))
             .collect();
         self.filter_in_addresses(&vips, &backends)
     }
@@ -306,7 +306,7 @@ impl Tables {
     ) -> Result<()> {
         for b in &v.backends {
             let info = BackendInfo {
-                addr: raw_addr(b.endpoint.addr),
+                addr: raw_addr(b.endpoint.v4()),
                 port: b.endpoint.port.to_be(),
                 _pad: 0,
                 vip_id: v.slot,

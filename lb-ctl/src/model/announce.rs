@@ -144,7 +144,7 @@ pub fn plan(
     // Per address: (backends usable, backends configured).
     let mut usable: BTreeMap<Ipv4Addr, (usize, usize)> = BTreeMap::new();
     for v in services.vips() {
-        let e = usable.entry(v.spec.id.endpoint.addr).or_default();
+        let e = usable.entry(v.spec.id.endpoint.v4()).or_default();
         e.0 += v
             .backends
             .iter()
@@ -199,7 +199,7 @@ mod tests {
         let mut s = Services::default();
         for &(addr, port, backends) in addrs {
             let id = VipId {
-                endpoint: Endpoint { addr, port },
+                endpoint: Endpoint::from((addr, port)),
                 protocol: Protocol::Tcp,
             };
             s.add_vip(VipSpec {
@@ -219,7 +219,7 @@ mod tests {
                 s.add_backend(
                     &id,
                     Endpoint {
-                        addr: Ipv4Addr::new(198, 18, 1, 11 + i as u8),
+                        addr: Ipv4Addr::new(198, 18, 1, 11 + i as u8).into(),
                         port: 8080,
                     },
                     1,
@@ -243,7 +243,7 @@ mod tests {
         (
             id,
             Endpoint {
-                addr: Ipv4Addr::new(198, 18, 1, 11 + i),
+                addr: Ipv4Addr::new(198, 18, 1, 11 + i).into(),
                 port: 8080,
             },
         )

@@ -1,7 +1,7 @@
 //! The YAML configuration file. Unknown keys are errors; durations are
 //! written as "300s", "5m", "1h 30m".
 
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+use std::{net::IpAddr, path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -193,7 +193,7 @@ impl Default for Http {
 pub struct VipConfig {
     #[serde(default)]
     pub name: Option<String>,
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     #[serde(default)]
     pub protocol: Protocol,
@@ -248,7 +248,7 @@ const fn default_netmask() -> u8 {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    pub address: Ipv4Addr,
+    pub address: IpAddr,
     pub port: u16,
     #[serde(default = "default_weight")]
     pub weight: u32,

@@ -289,3 +289,28 @@ fn the_announce_block_parses_and_its_errors_name_the_field() {
         assert!(e.contains("t.yaml") && e.contains(field), "{text}: {e}");
     }
 }
+
+#[test]
+fn ipv6_vips_are_refused_until_the_data_path_balances_them() {
+    let e = Config::parse(
+        "vips:\n  - address: \"2001:db8:18::100\"\n    port: 80\n    backends: [ { address: \"2001:db8:18:1::11\", port: 8080 } ]\n",
+        "t.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("vips[0]") && e.contains("[2001:db8:18::100]:80/tcp") && e.contains("IPv6"),
+        "{e}"
+    );
+    // A backend of the other family than its VIP's is named.
+    let e = Config::parse(
+        "vips:\n  - address: 198.18.0.100\n    port: 80\n    backends: [ { address: \"2001:db8:18:1::11\", port: 8080 } ]\n",
+        "t.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("[2001:db8:18:1::11]:8080") && e.contains("other address family"),
+        "{e}"
+    );
+}

@@ -69,7 +69,7 @@ fn vip_changes(vip: VipId, before: &VipConfig, after: &VipConfig, out: &mut Vec<
     if a != b {
         out.push(format!("~ VIP {vip}: {}", changed_lines(&a, &b).join(", ")));
     }
-    let backends = |v: &VipConfig| -> BTreeMap<(std::net::Ipv4Addr, u16), u32> {
+    let backends = |v: &VipConfig| -> BTreeMap<(std::net::IpAddr, u16), u32> {
         v.backends
             .iter()
             .map(|b| ((b.address, b.port), b.weight))

@@ -2,7 +2,11 @@
 //! ids, with their parsing and printing (shared by the config, the API
 //! and the listings).
 
-use std::{fmt, net::Ipv4Addr, str::FromStr};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    str::FromStr,
+};
 
 use lb_common::{PROTO_TCP, PROTO_UDP};
 use serde::{Deserialize, Serialize};
@@ -55,16 +59,43 @@ impl Protocol {
     }
 }
 
-/// An IPv4 address and port, written `198.18.0.100:80` (also in JSON).
+/// An address and port, written `198.18.0.100:80`, or `[2001:db8::100]:80`
+/// for IPv6 (also in JSON).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Endpoint {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
+}
+
+impl Endpoint {
+    /// The IPv4 address (the unspecified address for an IPv6 one, which
+    /// the model refuses before anything reaches the data path).
+    #[must_use]
+    pub const fn v4(&self) -> Ipv4Addr {
+        match self.addr {
+            IpAddr::V4(a) => a,
+            IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+        }
+    }
+
+    #[must_use]
+    pub const fn is_ipv6(&self) -> bool {
+        self.addr.is_ipv6()
+    }
+}
+
+impl From<(Ipv4Addr, u16)> for Endpoint {
+    fn from((addr, port): (Ipv4Addr, u16)) -> Self {
+        Self {
+            addr: IpAddr::V4(addr),
+            port,
+        }
+    }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.addr, self.port)
+        SocketAddr::new(self.addr, self.port).fmt(f)
     }
 }
 
@@ -84,12 +115,24 @@ impl<'de> Deserialize<'de> for Endpoint {
 impl FromStr for Endpoint {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, port) = s
-            .rsplit_once(':')
-            .ok_or_else(|| format!("{s:?} is not ADDRESS:PORT (for example 198.18.0.100:80)"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} in {s:?} is not an IPv4 address"))?;
+        let (addr, port) = s.rsplit_once(':').ok_or_else(|| {
+            format!("{s:?} is not ADDRESS:PORT (for example 198.18.0.100:80 or [2001:db8::100]:80)")
+        })?;
+        let addr: IpAddr = match addr.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+            Some(v6) => IpAddr::V6(
+                v6.parse()
+                    .map_err(|_| format!("{v6:?} in {s:?} is not an IPv6 address"))?,
+            ),
+            None if addr.contains(':') => {
+                return Err(format!(
+                    "{s:?}: write an IPv6 address in brackets, as in [2001:db8::100]:80"
+                ))
+            }
+            None => IpAddr::V4(
+                addr.parse()
+                    .map_err(|_| format!("{addr:?} in {s:?} is not an IPv4 address"))?,
+            ),
+        };
         let port: u16 = port
             .parse()
             .map_err(|_| format!("{port:?} in {s:?} is not a port number (1-65535)"))?;
@@ -107,5 +150,41 @@ pub struct VipId {
 impl fmt::Display for VipId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.endpoint, self.protocol.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_of_both_families_round_trip() {
+        for text in ["198.18.0.100:80", "[2001:db8:18::100]:80", "[::1]:8080"] {
+            let e: Endpoint = text.parse().unwrap();
+            assert_eq!(e.to_string(), text);
+            let json = serde_json::to_string(&e).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<Endpoint>(&json).unwrap(), e);
+        }
+        let e: Endpoint = "[2001:db8::1]:443".parse().unwrap();
+        assert!(e.is_ipv6() && e.v4().is_unspecified());
+        assert_eq!(
+            Endpoint::from((Ipv4Addr::new(198, 18, 0, 1), 9)).to_string(),
+            "198.18.0.1:9"
+        );
+    }
+
+    #[test]
+    fn bad_endpoints_say_what_is_wrong() {
+        for (text, says) in [
+            ("198.18.0.100", "is not ADDRESS:PORT"),
+            ("2001:db8::1:80", "in brackets"),
+            ("[2001:db8::zz]:80", "is not an IPv6 address"),
+            ("198.18.0.300:80", "is not an IPv4 address"),
+            ("198.18.0.1:70000", "is not a port number"),
+        ] {
+            let e = text.parse::<Endpoint>().unwrap_err();
+            assert!(e.contains(says), "{text}: {e}");
+        }
     }
 }

@@ -83,7 +83,7 @@ impl Services {
                     slot,
                     vip_slot: u32::MAX,
                     endpoint: Endpoint {
-                        addr: Ipv4Addr::UNSPECIFIED,
+                        addr: Ipv4Addr::UNSPECIFIED.into(),
                         port: 0,
                     },
                     gen,

@@ -7,7 +7,7 @@
 //! backend slot's generation grows each time it is reused so old sessions
 //! never follow a slot to a different backend.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, time::Duration};
+use std::{collections::BTreeMap, net::IpAddr, time::Duration};
 
 use lb_common::{MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_VIPS};
 use serde::{Deserialize, Serialize};
@@ -148,7 +148,15 @@ pub enum ServiceError {
     #[error("VIP {0}: port 0 is not a service port")]
     VipPortZero(VipId),
     #[error("VIP {0}: {1} is not a usable service address")]
-    VipAddress(VipId, Ipv4Addr),
+    VipAddress(VipId, IpAddr),
+    #[error(
+        "VIP {0}: IPv6 VIPs are not balanced yet: lb's data path is IPv4 only (see docs/limits.md)"
+    )]
+    Ipv6(VipId),
+    #[error(
+        "VIP {vip}: backend {backend} is of the other address family: a VIP's backends are of its family"
+    )]
+    Family { vip: VipId, backend: Endpoint },
     #[error("VIP {0} already exists")]
     DuplicateVip(VipId),
     #[error("VIP {0} does not exist (see `lb-ctl vip list`)")]
@@ -165,7 +173,7 @@ pub enum ServiceError {
     BackendAddress {
         vip: VipId,
         backend: Endpoint,
-        addr: Ipv4Addr,
+        addr: IpAddr,
     },
     #[error("VIP {vip}: backend {backend}: weight {weight} is out of range (1-{MAX_WEIGHT})")]
     Weight {
@@ -197,8 +205,9 @@ pub enum ServiceError {
     Http(VipId, String),
 }
 
-fn usable(addr: Ipv4Addr) -> bool {
-    !(addr.is_unspecified() || addr.is_broadcast() || addr.is_multicast() || addr.is_loopback())
+fn usable(addr: IpAddr) -> bool {
+    let broadcast = matches!(addr, IpAddr::V4(a) if a.is_broadcast());
+    !(addr.is_unspecified() || broadcast || addr.is_multicast() || addr.is_loopback())
 }
 
 /// All virtual services, keyed by (address, port, protocol).
@@ -234,6 +243,9 @@ impl Services {
         }
         if !usable(id.endpoint.addr) {
             return Err(ServiceError::VipAddress(id, id.endpoint.addr));
+        }
+        if id.endpoint.is_ipv6() {
+            return Err(ServiceError::Ipv6(id));
         }
         if spec.persistence_netmask > 32 {
             return Err(ServiceError::Netmask(id, spec.persistence_netmask));
@@ -320,6 +332,9 @@ impl Services {
                 backend,
                 addr: backend.addr,
             });
+        }
+        if backend.is_ipv6() != vip.endpoint.is_ipv6() {
+            return Err(ServiceError::Family { vip: *vip, backend });
         }
         if weight == 0 || weight > MAX_WEIGHT {
             return Err(ServiceError::Weight {

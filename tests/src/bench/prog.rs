@@ -76,7 +76,7 @@ pub(super) fn model(scheduler: Scheduler, timeout: std::time::Duration) -> Resul
     let mut services = Services::default();
     let id = VipId {
         endpoint: Endpoint {
-            addr: VIP,
+            addr: VIP.into(),
             port: 80,
         },
         protocol: Protocol::Tcp,
@@ -97,7 +97,7 @@ pub(super) fn model(scheduler: Scheduler, timeout: std::time::Duration) -> Resul
         services.add_backend(
             &id,
             Endpoint {
-                addr: b,
+                addr: b.into(),
                 port: 8080,
             },
             1,
