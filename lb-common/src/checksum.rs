@@ -31,6 +31,21 @@ pub const fn replace4(check: u16, old: u32, new: u32) -> u16 {
     !fold(sum)
 }
 
+/// Patch `check` for a 128-bit field (an IPv6 address, as four words in
+/// packet order) that changed: IPv6 has no header checksum, but the TCP,
+/// UDP and ICMPv6 checksums cover the addresses through the pseudo-header.
+#[inline(always)]
+#[must_use]
+pub const fn replace16(check: u16, old: [u32; 4], new: [u32; 4]) -> u16 {
+    let mut c = check;
+    let mut i = 0;
+    while i < 4 {
+        c = replace4(c, old[i], new[i]);
+        i += 1;
+    }
+    c
+}
+
 /// The UDP checksum after a rewrite: a datagram sent without a checksum
 /// (zero) keeps none, and a computed zero is sent as all ones (RFC 768).
 #[inline(always)]
@@ -83,6 +98,42 @@ mod tests {
         hdr[4..6].copy_from_slice(&new.to_ne_bytes());
         hdr[10..12].copy_from_slice(&c.to_ne_bytes());
         assert_eq!(full(&hdr), 0, "header must verify after the 16-bit patch");
+    }
+
+    #[test]
+    fn a_128_bit_address_patch_matches_a_full_recompute() {
+        // An IPv6 pseudo-header (source, destination, length, next header)
+        // followed by a TCP header without options.
+        let v6 = |a: [u16; 8]| -> [u8; 16] {
+            let mut b = [0u8; 16];
+            for (i, w) in a.iter().enumerate() {
+                b[2 * i..2 * i + 2].copy_from_slice(&w.to_be_bytes());
+            }
+            b
+        };
+        let mut seg = [0u8; 60];
+        seg[0..16].copy_from_slice(&v6([0x2001, 0xdb8, 0x18, 1, 0, 0, 0, 0x11]));
+        seg[16..32].copy_from_slice(&v6([0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 0x100]));
+        seg[32..40].copy_from_slice(&[0, 0, 0, 20, 0, 0, 0, 6]);
+        seg[40..60].copy_from_slice(&[
+            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0,
+        ]);
+        let check_at = 40 + 16;
+        let c = full(&seg);
+        seg[check_at..check_at + 2].copy_from_slice(&c.to_ne_bytes());
+        assert_eq!(full(&seg), 0);
+        let words = |b: &[u8]| -> [u32; 4] {
+            core::array::from_fn(|i| {
+                u32::from_ne_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+            })
+        };
+        // DNAT: the destination becomes a backend's address.
+        let old = words(&seg[16..32]);
+        let backend = v6([0x2001, 0xdb8, 0x18, 1, 0, 0, 0, 0x21]);
+        let c = replace16(c, old, words(&backend));
+        seg[16..32].copy_from_slice(&backend);
+        seg[check_at..check_at + 2].copy_from_slice(&c.to_ne_bytes());
+        assert_eq!(full(&seg), 0, "the segment must verify after the patch");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 pub mod checksum;
 pub mod conn;
 pub mod handshake;
+pub mod ipv6;
 pub mod maps;
 pub mod stats;
 

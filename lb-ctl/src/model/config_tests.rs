@@ -111,18 +111,15 @@ fn the_cluster_block_is_checked_naming_the_field() {
         let e = err(&format!("cluster: {block}\n"));
         assert!(e.contains(want), "{block}: {e}");
     }
-    for (block, want) in [
-        (
-            "vips:\n  - { address: 198.18.0.100, port: 80, persistence: { timeout: 10s } }\ncluster: { store: \"redis://198.18.4.10\" }\n",
-            "vips[0]: persistence.timeout 10s is too short to share with sweeper.interval 5s",
+    let block = "vips:\n  - { address: 198.18.0.100, port: 80, persistence: { timeout: 10s } }\ncluster: { store: \"redis://198.18.4.10\" }\n";
+    let e = err(block);
+    assert!(
+        e.contains(
+            "vips[0]: persistence.timeout 10s is too short to share with sweeper.interval 5s"
         ),
-    ] {
-        let e = err(block);
-        assert!(e.contains(want), "{block}: {e}");
-    }
-    for block in ["{ store: \"redis://198.18.4.10\" }"] {
-        assert!(Config::parse(&format!("cluster: {block}\n"), "t").is_ok());
-    }
+        "{block}: {e}"
+    );
+    assert!(Config::parse("cluster: { store: \"redis://198.18.4.10\" }\n", "t").is_ok());
     let (config, _) = Config::parse(
         "cluster: { store: \"redis://198.18.4.10:6379\", node: lb-a }\n",
         "t",
