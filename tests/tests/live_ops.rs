@@ -305,3 +305,78 @@ fn max_lifetime_moves_a_busy_client() {
     let seq = backends_of(&unlimited);
     assert_eq!(seq, vec![seq[0].clone(); 18], "no lifetime: it stays");
 }
+
+/// An upgrade from a build whose tables are laid out as version 5 (before
+/// the new-flow path's fixed tables): the attach moves the kept maps into
+/// this build's directory, and a long-lived connection and the client's
+/// session survive. The v5 directory is made from a running data path's
+/// own: its maps this build lays out differently are replaced with maps of
+/// the v5 shapes (`bpftool map create`).
+#[test]
+fn an_upgrade_from_layout_v5_keeps_connections_and_sessions() {
+    let _g = serial();
+    let mut lab = Lab::up("lbl-v5", Layout::Plain, 2, 3).unwrap();
+    let cfg = format!("vips:\n{}", vip(80, "{ timeout: 300s }", "", &[1, 2, 3]));
+    lab.start_balancer_with(&cfg, &["--keep-state"]).unwrap();
+    // Client 2 first, so that a fresh start would give client 1 another
+    // backend than the one it is pinned to.
+    one(&lab, 1, 80);
+    let pinned = one(&lab, 0, 80);
+    let mut long = lb_tests::lab::Running::new(
+        lab.http_background(
+            0,
+            80,
+            &["--count", "60", "--keepalive", "--interval-ms", "100"],
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    long.next_reply().unwrap();
+    assert!(lab.stop_balancer().unwrap().success());
+    // The pins as a layout-v5 build leaves them.
+    let root = lab.bpffs().join("lb");
+    let (v5, ours) = (
+        root.join("v5"),
+        root.join(format!("v{}", lb_common::LAYOUT_VERSION)),
+    );
+    std::fs::rename(&ours, &v5).unwrap();
+    for (name, kind, key, value, entries) in [
+        ("HALF_OPEN", "lru_hash", 16, 48, 2 * 131_072),
+        ("PENDING", "lru_hash", 8, 24, 131_072),
+        ("SETTINGS", "array", 4, 32, 1),
+        ("REASONS", "percpu_array", 4, 8, 19),
+    ] {
+        let path = v5.join(name);
+        std::fs::remove_file(&path).unwrap();
+        let out = std::process::Command::new("bpftool")
+            .args(["map", "create"])
+            .arg(&path)
+            .args(["type", kind, "key", &key.to_string(), "value"])
+            .args([value.to_string(), "entries".into(), entries.to_string()])
+            .args(["name", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bpftool: {out:?}");
+    }
+    lab.start_balancer_with(&cfg, &["--keep-state"]).unwrap();
+    wait_log(
+        &lab,
+        "upgrade: moved the tables of layout v5",
+        Duration::from_secs(5),
+    );
+    assert!(!v5.exists() && ours.join("CONNS").exists());
+    assert!(
+        lab.controller_log()
+            .contains("took over the running data path on eth0"),
+        "{}",
+        lab.controller_log()
+    );
+    // The session held: client 1's new connections stay on its backend,
+    // and its long-lived connection goes on.
+    for _ in 0..5 {
+        assert_eq!(one(&lab, 0, 80), pinned);
+    }
+    let long = long.finish().unwrap();
+    all_ok(&long, &lab);
+    assert_eq!(backends_of(&long), vec![pinned.clone(); 60]);
+}

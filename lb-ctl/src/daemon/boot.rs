@@ -124,6 +124,22 @@ pub fn own_tables(opts: &AttachOptions) -> Result<Owned> {
     for dir in [&dirs.root, &dirs.maps, &dirs.links] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    if let Some(moved) =
+        crate::kernel::pins::upgrade_from_v5(&dirs.root, &dirs.maps).with_context(|| {
+            format!(
+                "moving the tables of layout v5 into {}",
+                dirs.maps.display()
+            )
+        })?
+    {
+        log::info!(
+            "upgrade: moved the tables of layout v5 into {} ({}): connections and sessions are \
+             kept; unconfirmed flows (handshakes in progress: their clients retransmit) and \
+             the outcome counters start afresh",
+            dirs.maps.display(),
+            moved.join(", ")
+        );
+    }
     let entries: Vec<String> = std::fs::read_dir(&dirs.root)
         .with_context(|| format!("reading {}", dirs.root.display()))?
         .filter_map(|e| e.ok().and_then(|e| e.file_name().into_string().ok()))

@@ -100,6 +100,56 @@ pub fn lock(bpffs: &Path, owner: &str) -> anyhow::Result<nix::fcntl::Flock<std::
     }
 }
 
+/// The maps whose type, key and value layout v5 (the layout before the
+/// fixed tables of the new-flow path) shares with this build's layout: an
+/// attach over a v5 data path keeps them — the services, the connections,
+/// the sessions and the traffic counters.
+pub const KEPT_FROM_V5: [&str; 12] = [
+    names::VIPS,
+    names::BACKENDS,
+    names::RING,
+    names::CURSORS,
+    names::CONNS,
+    names::SESSIONS,
+    names::TX_PORTS,
+    names::VIP_STATS,
+    names::BACKEND_STATS,
+    names::MAGLEV,
+    names::ICMP_STATS,
+    names::ADDR_FILTER,
+];
+
+/// Move the tables a layout-v5 build pinned in `<root>/v5` into `maps`
+/// (this build's directory, still empty), so that the takeover keeps them;
+/// the v5 maps this build lays out differently (the unconfirmed flows,
+/// pending sessions, settings and outcome counters) are unpinned and
+/// created afresh. Returns the maps moved, or `None` when there is no v5
+/// directory to upgrade from.
+///
+/// # Errors
+/// When a pin cannot be moved.
+pub fn upgrade_from_v5(root: &Path, maps: &Path) -> std::io::Result<Option<Vec<&'static str>>> {
+    let old = root.join("v5");
+    let ours_empty = std::fs::read_dir(maps).map_or(true, |mut d| d.next().is_none());
+    if LAYOUT_VERSION != 6 || !old.is_dir() || !ours_empty {
+        return Ok(None);
+    }
+    let mut moved = Vec::new();
+    for name in KEPT_FROM_V5 {
+        if old.join(name).exists() {
+            std::fs::rename(old.join(name), maps.join(name))?;
+            moved.push(name);
+        }
+    }
+    // What is left (HALF_OPEN, PENDING, SETTINGS, REASONS) goes; the
+    // running program keeps its own references until it is replaced.
+    for name in names::ALL {
+        let _ = std::fs::remove_file(old.join(name));
+    }
+    std::fs::remove_dir(&old)?;
+    Ok(Some(moved))
+}
+
 /// The shape of one map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapShape {
@@ -174,6 +224,42 @@ pub fn shape_difference(have: &MapShape, want: &MapShape) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tables_of_layout_v5_move_in_and_the_rest_goes() {
+        let root = std::env::temp_dir().join(format!("lb-pins-v5-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (old, ours) = (root.join("v5"), root.join(format!("v{LAYOUT_VERSION}")));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&ours).unwrap();
+        for name in names::ALL {
+            std::fs::write(old.join(name), name).unwrap();
+        }
+        let moved = upgrade_from_v5(&root, &ours).unwrap().unwrap();
+        assert_eq!(moved, KEPT_FROM_V5.to_vec());
+        for name in names::ALL {
+            assert_eq!(
+                ours.join(name).exists(),
+                KEPT_FROM_V5.contains(&name),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            std::fs::read_to_string(ours.join("CONNS")).unwrap(),
+            "CONNS"
+        );
+        assert!(!old.exists(), "the v5 directory is gone");
+        // Nothing to do a second time, nor over tables of this layout.
+        assert_eq!(upgrade_from_v5(&root, &ours).unwrap(), None);
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("CONNS"), "old").unwrap();
+        assert_eq!(upgrade_from_v5(&root, &ours).unwrap(), None);
+        assert_eq!(
+            std::fs::read_to_string(ours.join("CONNS")).unwrap(),
+            "CONNS"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
 
     #[test]
     fn other_layouts_are_named() {
