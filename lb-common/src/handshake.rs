@@ -69,45 +69,34 @@ const fn check(words: [u32; 8]) -> u32 {
     h | 1
 }
 
-/// One way of a set.
-pub trait Way: Copy {
-    /// When the entry was last used; 0: never written.
-    fn stamp(&self) -> u64;
-}
-
-/// The way a new entry goes into, and whether it pushes a live entry out:
-/// the first way `live` rejects (free, expired or unsealed), else the least
-/// recently used one.
+/// The check word of an unconfirmed flow's fields that never change
+/// (`ids`: backend id, VIP id, session client, backend generation).
 #[inline(always)]
-pub fn victim<W: Way>(set: &[W; WAYS], live: impl Fn(&W) -> bool) -> (usize, bool) {
-    let mut oldest = 0;
-    let mut i = 0;
-    while i < WAYS {
-        if !live(&set[i]) {
-            return (i, false);
-        }
-        if set[i].stamp() < set[oldest].stamp() {
-            oldest = i;
-        }
-        i += 1;
-    }
-    (oldest, true)
+#[allow(clippy::too_many_arguments)]
+const fn seal_of(
+    client_addr: u32,
+    vip_addr: u32,
+    backend_addr: u32,
+    client_port: u16,
+    vip_port: u16,
+    backend_port: u16,
+    proto: u8,
+    ids: [u32; 4],
+) -> u32 {
+    check([
+        client_addr,
+        vip_addr,
+        backend_addr,
+        (client_port as u32) << 16 | vip_port as u32,
+        (backend_port as u32) << 16 | proto as u32,
+        ids[0] ^ ids[1].rotate_left(16),
+        ids[2],
+        ids[3],
+    ])
 }
 
-/// The first way `matches` accepts.
-#[inline(always)]
-pub fn find<W: Way>(set: &[W; WAYS], matches: impl Fn(&W) -> bool) -> Option<usize> {
-    let mut i = 0;
-    while i < WAYS {
-        if matches(&set[i]) {
-            return Some(i);
-        }
-        i += 1;
-    }
-    None
-}
-
-/// An unconfirmed flow: one way of `HALF_OPEN`.
+/// An unconfirmed flow, whole: one way of `HALF_OPEN` (kept there as a
+/// [`Tag`] and a [`Body`], see [`HandshakeSet`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Handshake {
@@ -135,13 +124,183 @@ pub struct Handshake {
 }
 const _: () = assert!(core::mem::size_of::<Handshake>() == 56);
 
-/// A set of `HALF_OPEN`.
-pub type HandshakeSet = [Handshake; WAYS];
+/// The part of an unconfirmed flow a lookup reads first: one 16-byte tag
+/// per way, the four in one cache line (the set's first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tag {
+    /// 0: a free way.
+    pub last_seen_ns: u64,
+    pub client_addr: u32,
+    pub client_port: u16,
+    pub proto: u8,
+    pub state: u8,
+}
+const _: () = assert!(core::mem::size_of::<Tag>() == 16);
 
-impl Way for Handshake {
+/// The rest of an unconfirmed flow, read only when its tag matches.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Body {
+    pub vip_addr: u32,
+    pub backend_addr: u32,
+    pub vip_port: u16,
+    pub backend_port: u16,
+    pub flags: u8,
+    pub _pad: [u8; 3],
+    pub backend_id: u32,
+    pub vip_id: u32,
+    pub session_client: u32,
+    pub backend_gen: u32,
+    pub check: u32,
+    pub _pad2: [u32; 3],
+}
+const _: () = assert!(core::mem::size_of::<Body>() == 48);
+
+/// A set of `HALF_OPEN`: the four tags in its first cache line, the four
+/// bodies in the next three (the map's values start on a page, so every
+/// set is line-aligned). A lookup that finds no tag of its client has read
+/// one line; a new flow picks its way from the same line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandshakeSet {
+    pub tags: [Tag; WAYS],
+    pub bodies: [Body; WAYS],
+}
+const _: () = assert!(core::mem::size_of::<HandshakeSet>() == 256);
+
+impl HandshakeSet {
+    /// Way `i`, whole.
     #[inline(always)]
-    fn stamp(&self) -> u64 {
-        self.last_seen_ns
+    #[must_use]
+    pub const fn get(&self, i: usize) -> Handshake {
+        let (t, b) = (&self.tags[i], &self.bodies[i]);
+        Handshake {
+            last_seen_ns: t.last_seen_ns,
+            client_addr: t.client_addr,
+            vip_addr: b.vip_addr,
+            backend_addr: b.backend_addr,
+            client_port: t.client_port,
+            vip_port: b.vip_port,
+            backend_port: b.backend_port,
+            proto: t.proto,
+            state: t.state,
+            flags: b.flags,
+            _pad: [0; 3],
+            backend_id: b.backend_id,
+            vip_id: b.vip_id,
+            session_client: b.session_client,
+            backend_gen: b.backend_gen,
+            check: b.check,
+            _pad2: 0,
+        }
+    }
+
+    /// Every way, whole (free ones included).
+    pub fn ways(&self) -> impl Iterator<Item = Handshake> + '_ {
+        (0..WAYS).map(|i| self.get(i))
+    }
+
+    /// Write `h` into way `i`.
+    #[inline(always)]
+    pub fn put(&mut self, i: usize, h: &Handshake) {
+        self.bodies[i] = Body {
+            vip_addr: h.vip_addr,
+            backend_addr: h.backend_addr,
+            vip_port: h.vip_port,
+            backend_port: h.backend_port,
+            flags: h.flags,
+            _pad: [0; 3],
+            backend_id: h.backend_id,
+            vip_id: h.vip_id,
+            session_client: h.session_client,
+            backend_gen: h.backend_gen,
+            check: h.check,
+            _pad2: [0; 3],
+        };
+        self.tags[i] = Tag {
+            last_seen_ns: h.last_seen_ns,
+            client_addr: h.client_addr,
+            client_port: h.client_port,
+            proto: h.proto,
+            state: h.state,
+        };
+    }
+
+    /// Whether way `i` is in use by the client of `addr`:`port` (its tag
+    /// alone: the body decides the rest).
+    #[inline(always)]
+    #[must_use]
+    pub const fn client_at(&self, i: usize, addr: u32, port: u16, proto: u8) -> bool {
+        let t = &self.tags[i];
+        t.last_seen_ns != 0 && t.client_addr == addr && t.client_port == port && t.proto == proto
+    }
+
+    /// Whether way `i`, read in place, holds the flow whose client's
+    /// packet to its VIP has `key`.
+    #[inline(always)]
+    #[must_use]
+    pub const fn forward_at(&self, i: usize, key: &FlowKey) -> bool {
+        let b = &self.bodies[i];
+        self.client_at(i, key.src_addr, key.src_port, key.proto)
+            && b.vip_addr == key.dst_addr
+            && b.vip_port == key.dst_port
+    }
+
+    /// Whether way `i`, read in place, holds the flow whose backend's
+    /// answer has `key` (never a direct-server-return flow).
+    #[inline(always)]
+    #[must_use]
+    pub const fn reply_at(&self, i: usize, key: &FlowKey) -> bool {
+        let b = &self.bodies[i];
+        self.client_at(i, key.dst_addr, key.dst_port, key.proto)
+            && b.flags & conn_flags::DSR == 0
+            && b.backend_addr == key.src_addr
+            && b.backend_port == key.src_port
+    }
+
+    /// Whether way `i`, read in place, is whole and not expired at `now`.
+    #[inline(always)]
+    #[must_use]
+    pub fn live_at(&self, i: usize, settings: &Settings, now: u64) -> bool {
+        let (t, b) = (&self.tags[i], &self.bodies[i]);
+        t.last_seen_ns != 0
+            && b.check
+                == seal_of(
+                    t.client_addr,
+                    b.vip_addr,
+                    b.backend_addr,
+                    t.client_port,
+                    b.vip_port,
+                    b.backend_port,
+                    t.proto,
+                    [b.backend_id, b.vip_id, b.session_client, b.backend_gen],
+                )
+            && !crate::is_expired(t.last_seen_ns, settings.timeout_ns(t.state), now)
+    }
+
+    /// The way a new flow goes into, and whether it pushes a live flow
+    /// out: a free or expired way, else the least recently used (from the
+    /// tags only).
+    #[inline(always)]
+    #[must_use]
+    pub fn victim(&self, settings: &Settings, now: u64) -> (usize, bool) {
+        let live = |t: &Tag| {
+            t.last_seen_ns != 0
+                && !crate::is_expired(t.last_seen_ns, settings.timeout_ns(t.state), now)
+        };
+        let mut oldest = 0;
+        let mut i = 0;
+        while i < WAYS {
+            if !live(&self.tags[i]) {
+                return (i, false);
+            }
+            if self.tags[i].last_seen_ns < self.tags[oldest].last_seen_ns {
+                oldest = i;
+            }
+            i += 1;
+        }
+        (oldest, true)
     }
 }
 
@@ -176,16 +335,21 @@ impl Handshake {
 
     #[inline(always)]
     const fn seal(&self) -> u32 {
-        check([
+        seal_of(
             self.client_addr,
             self.vip_addr,
             self.backend_addr,
-            (self.client_port as u32) << 16 | self.vip_port as u32,
-            (self.backend_port as u32) << 16 | self.proto as u32,
-            self.backend_id ^ self.vip_id.rotate_left(16),
-            self.session_client,
-            self.backend_gen,
-        ])
+            self.client_port,
+            self.vip_port,
+            self.backend_port,
+            self.proto,
+            [
+                self.backend_id,
+                self.vip_id,
+                self.session_client,
+                self.backend_gen,
+            ],
+        )
     }
 
     /// Written whole (neither free nor mixed by two writers).
@@ -294,7 +458,8 @@ pub const fn handshake_set(settings: &Settings, addr: u32, port: u16, proto: u8)
     )
 }
 
-/// A pending session: one way of `PENDING`.
+/// A pending session, whole: one way of `PENDING` (kept there as a
+/// [`PendingTag`] and a [`PendingBody`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pending {
@@ -307,13 +472,115 @@ pub struct Pending {
 }
 const _: () = assert!(core::mem::size_of::<Pending>() == 40);
 
-/// A set of `PENDING`.
-pub type PendingSet = [Pending; WAYS];
+/// A pending session's tag: the four of a set in its first cache line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingTag {
+    /// 0: a free way.
+    pub last_seen_ns: u64,
+    pub key: SessionKey,
+}
+const _: () = assert!(core::mem::size_of::<PendingTag>() == 16);
 
-impl Way for Pending {
+/// The rest of a pending session.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingBody {
+    pub created_ns: u64,
+    pub backend_id: u32,
+    pub backend_gen: u32,
+    pub check: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<PendingBody>() == 24);
+
+/// A set of `PENDING`: tags in the first cache line, bodies in the next
+/// two (line-aligned like [`HandshakeSet`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingSet {
+    pub tags: [PendingTag; WAYS],
+    pub bodies: [PendingBody; WAYS],
+    pub _pad: [u64; 4],
+}
+const _: () = assert!(core::mem::size_of::<PendingSet>() == 192);
+
+impl PendingSet {
+    /// Way `i`, whole.
     #[inline(always)]
-    fn stamp(&self) -> u64 {
-        self.session.last_seen_ns
+    #[must_use]
+    pub const fn get(&self, i: usize) -> Pending {
+        let (t, b) = (&self.tags[i], &self.bodies[i]);
+        Pending {
+            key: t.key,
+            session: Session {
+                last_seen_ns: t.last_seen_ns,
+                backend_id: b.backend_id,
+                backend_gen: b.backend_gen,
+                created_ns: b.created_ns,
+            },
+            check: b.check,
+            _pad: 0,
+        }
+    }
+
+    /// Every way, whole (free ones included).
+    pub fn ways(&self) -> impl Iterator<Item = Pending> + '_ {
+        (0..WAYS).map(|i| self.get(i))
+    }
+
+    /// Write `p` into way `i`.
+    #[inline(always)]
+    pub fn put(&mut self, i: usize, p: &Pending) {
+        self.bodies[i] = PendingBody {
+            created_ns: p.session.created_ns,
+            backend_id: p.session.backend_id,
+            backend_gen: p.session.backend_gen,
+            check: p.check,
+            _pad: 0,
+        };
+        self.tags[i] = PendingTag {
+            last_seen_ns: p.session.last_seen_ns,
+            key: p.key,
+        };
+    }
+
+    /// The way that holds `key` (its tag, then its seal), if any.
+    #[inline(always)]
+    #[must_use]
+    pub fn find(&self, key: &SessionKey) -> Option<usize> {
+        let mut i = 0;
+        while i < WAYS {
+            let t = &self.tags[i];
+            if t.last_seen_ns != 0
+                && t.key.vip_id == key.vip_id
+                && t.key.client == key.client
+                && self.get(i).is_sealed()
+            {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The way a new pending session goes into: a free one, else the
+    /// least recently used (as a full LRU table would give up).
+    #[inline(always)]
+    #[must_use]
+    pub fn victim(&self) -> usize {
+        let mut oldest = 0;
+        let mut i = 0;
+        while i < WAYS {
+            if self.tags[i].last_seen_ns == 0 {
+                return i;
+            }
+            if self.tags[i].last_seen_ns < self.tags[oldest].last_seen_ns {
+                oldest = i;
+            }
+            i += 1;
+        }
+        oldest
     }
 }
 
@@ -373,8 +640,8 @@ pub const fn pending_set(settings: &Settings, key: &SessionKey) -> u32 {
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers with explicit padding.
-    unsafe impl aya::Pod for super::Handshake {}
-    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::HandshakeSet {}
+    unsafe impl aya::Pod for super::PendingSet {}
 }
 
 #[cfg(test)]
@@ -485,16 +752,24 @@ mod tests {
                 },
             )
         };
-        let live = |h: &Handshake| h.is_live(&s, 110);
-        let mut set: HandshakeSet = [at(40), at(20), at(60), at(30)];
-        assert_eq!(victim(&set, live), (1, true));
-        set[2] = at(0);
-        assert_eq!(victim(&set, live), (2, false), "a free way first");
-        set[2] = at(60);
-        set[3] = at(5); // expired at 110 (SYN timeout 100)
-        assert_eq!(victim(&set, live), (3, false), "then an expired one");
-        assert_eq!(find(&set, |h| h.last_seen_ns == 60), Some(2));
-        assert_eq!(find(&set, |h| h.last_seen_ns == 61), None);
+        let mut set = HandshakeSet::default();
+        for (i, t) in [40, 20, 60, 30].into_iter().enumerate() {
+            set.put(i, &at(t));
+        }
+        assert_eq!(set.get(2), at(60), "a way reads back whole");
+        assert!(set.client_at(2, key.src_addr, key.src_port, key.proto));
+        assert!(!set.client_at(2, key.src_addr, key.src_port ^ 1, key.proto));
+        assert_eq!(set.victim(&s, 110), (1, true));
+        set.put(2, &Handshake::default());
+        assert!(!set.client_at(2, key.src_addr, key.src_port, key.proto));
+        assert_eq!(set.victim(&s, 110), (2, false), "a free way first");
+        set.put(2, &at(60));
+        set.put(3, &at(5)); // expired at 110 (SYN timeout 100)
+        assert_eq!(set.victim(&s, 110), (3, false), "then an expired one");
+        // A tag of one flow with the body of another fails the seal.
+        let mut torn = set;
+        torn.bodies[0].backend_addr ^= 1;
+        assert!(!torn.get(0).is_sealed() && set.get(0).is_sealed());
     }
 
     #[test]
@@ -518,6 +793,27 @@ mod tests {
         torn.session.backend_id = 5;
         assert!(!torn.holds(&key) && !torn.is_sealed());
         assert!(!Pending::default().is_sealed());
+        let mut set = PendingSet::default();
+        assert_eq!(set.victim(), 0);
+        set.put(1, &p);
+        assert_eq!(set.get(1), p);
+        assert_eq!(set.find(&key), Some(1));
+        assert_eq!(set.find(&SessionKey { client: 98, ..key }), None);
+        set.bodies[1].backend_id = 5;
+        assert_eq!(set.find(&key), None, "torn: not whole");
+        for i in 0..WAYS {
+            set.put(
+                i,
+                &Pending::new(
+                    &key,
+                    &Session {
+                        last_seen_ns: 10 - i as u64,
+                        ..p.session
+                    },
+                ),
+            );
+        }
+        assert_eq!(set.victim(), 3, "the least recently used");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use lb_common::{
     answers, confirms,
-    handshake::{handshake_set, victim, Handshake, HandshakeSet, WAYS},
+    handshake::{handshake_set, Handshake, HandshakeSet, WAYS},
     needs_refresh, Conn, FlowKey, Reason, Settings,
 };
 
@@ -20,34 +20,58 @@ fn set(settings: &Settings, addr: u32, port: u16, proto: u8) -> Option<&'static 
     Some(unsafe { &mut *set })
 }
 
-/// The live way of the flow `key` is the forward packet of.
+/// One way of a set.
+struct Way {
+    set: &'static mut HandshakeSet,
+    i: usize,
+}
+
+impl Way {
+    #[inline(always)]
+    fn get(&self) -> Handshake {
+        self.set.get(self.i)
+    }
+
+    /// Record a packet that moves the flow to `state` at `now`.
+    #[inline(always)]
+    fn refresh(&mut self, state: u8, now: u64) {
+        let t = &mut self.set.tags[self.i];
+        if state != t.state || needs_refresh(t.last_seen_ns, now) {
+            t.state = state;
+            t.last_seen_ns = now;
+        }
+    }
+}
+
+/// The live way of the flow `key` is the forward packet of: the tags
+/// (one cache line) first, a matching tag's body only then. Plain loops:
+/// LLVM keeps a searching closure's body out of line here, and the call
+/// costs more than the search.
 #[inline(always)]
-fn forward_way(settings: &Settings, key: &FlowKey, now: u64) -> Option<&'static mut Handshake> {
+fn forward_way(settings: &Settings, key: &FlowKey, now: u64) -> Option<Way> {
     let set = set(settings, key.src_addr, key.src_port, key.proto)?;
-    // A plain loop: LLVM keeps a searching closure's body out of line
-    // here, and the call costs more than the search.
     let mut i = 0;
     while i < WAYS {
-        if set[i].is_forward(key) && set[i].is_live(settings, now) {
+        if set.forward_at(i, key) && set.live_at(i, settings, now) {
             break;
         }
         i += 1;
     }
-    set.get_mut(i)
+    (i < WAYS).then_some(Way { set, i })
 }
 
 /// The live way of the flow `key` is the backend's answer in.
 #[inline(always)]
-fn reply_way(settings: &Settings, key: &FlowKey, now: u64) -> Option<&'static mut Handshake> {
+fn reply_way(settings: &Settings, key: &FlowKey, now: u64) -> Option<Way> {
     let set = set(settings, key.dst_addr, key.dst_port, key.proto)?;
     let mut i = 0;
     while i < WAYS {
-        if set[i].is_reply(key) && set[i].is_live(settings, now) {
+        if set.reply_at(i, key) && set.live_at(i, settings, now) {
             break;
         }
         i += 1;
     }
-    set.get_mut(i)
+    (i < WAYS).then_some(Way { set, i })
 }
 
 /// The unconfirmed flow of this packet, if any, after recording the
@@ -62,14 +86,15 @@ pub fn lookup(
     now: u64,
 ) -> Result<Option<Flow>, u32> {
     if to_vip {
-        if let Some(h) = forward_way(settings, &pkt.key, now) {
+        if let Some(mut w) = forward_way(settings, &pkt.key, now) {
+            let h = w.get();
             let state = conns::next_state(pkt, h.state);
             let (_, fwd) = h.forward();
             if confirms(&fwd, pkt.is_tcp, pkt.tcp_flags) {
-                h.last_seen_ns = 0; // the way is free again
+                w.set.tags[w.i].last_seen_ns = 0; // the way is free again
                 return conns::confirm(pkt, &fwd, state, now).map(Some);
             }
-            refresh(h, state, now);
+            w.refresh(state, now);
             return Ok(Some(conns::flow(
                 &fwd,
                 Cache::backend(fwd.backend_id, fwd.backend_gen, now),
@@ -77,24 +102,17 @@ pub fn lookup(
         }
     }
     if !to_vip || filter::from_backend(&pkt.key) {
-        if let Some(h) = reply_way(settings, &pkt.key, now) {
+        if let Some(mut w) = reply_way(settings, &pkt.key, now) {
             if answers(pkt.is_tcp, pkt.tcp_flags) {
-                h.flags |= lb_common::conn::conn_flags::ANSWERED;
+                w.set.bodies[w.i].flags |= lb_common::conn::conn_flags::ANSWERED;
             }
-            refresh(h, conns::next_state(pkt, h.state), now);
+            let h = w.get();
+            w.refresh(conns::next_state(pkt, h.state), now);
             let (_, rep) = h.reply();
             return Ok(Some(conns::flow(&rep, Cache::none())));
         }
     }
     Ok(None)
-}
-
-#[inline(always)]
-fn refresh(h: &mut Handshake, state: u8, now: u64) {
-    if state != h.state || needs_refresh(h.last_seen_ns, now) {
-        h.state = state;
-        h.last_seen_ns = now;
-    }
 }
 
 /// Record a new flow (`key` forward, `fwd` its forward half) in its set:
@@ -104,9 +122,11 @@ fn refresh(h: &mut Handshake, state: u8, now: u64) {
 pub fn record(key: &FlowKey, fwd: &Conn, settings: &Settings, now: u64) -> Result<(), u32> {
     let set =
         set(settings, key.src_addr, key.src_port, key.proto).ok_or(Reason::DROP_CONN_TABLE_FULL)?;
-    let (i, evicts) = victim(set, |h| h.is_live(settings, now));
-    let way = set.get_mut(i).ok_or(Reason::DROP_CONN_TABLE_FULL)?;
-    *way = Handshake::new(key, fwd);
+    let (i, evicts) = set.victim(settings, now);
+    if i >= WAYS {
+        return Err(Reason::DROP_CONN_TABLE_FULL);
+    }
+    set.put(i, &Handshake::new(key, fwd));
     if evicts {
         stats::reason(Reason::HALF_OPEN_EVICTED);
     }
@@ -119,15 +139,15 @@ pub fn record(key: &FlowKey, fwd: &Conn, settings: &Settings, now: u64) -> Resul
 /// milliseconds: a SYN right after that packet may share its tick).
 #[inline(always)]
 pub fn started_since(key: &FlowKey, settings: &Settings, now: u64, since: u64) -> bool {
-    forward_way(settings, key, now).is_some_and(|h| h.last_seen_ns >= since)
+    forward_way(settings, key, now).is_some_and(|w| w.set.tags[w.i].last_seen_ns >= since)
 }
 
 /// A copy of the half of an unconfirmed flow that `key` is a packet of,
 /// without touching it (for ICMP errors).
 #[inline(always)]
 pub fn peek(key: &FlowKey, settings: &Settings, now: u64) -> Option<Conn> {
-    if let Some(h) = forward_way(settings, key, now) {
-        return Some(h.forward().1);
+    if let Some(w) = forward_way(settings, key, now) {
+        return Some(w.get().forward().1);
     }
-    reply_way(settings, key, now).map(|h| h.reply().1)
+    reply_way(settings, key, now).map(|w| w.get().reply().1)
 }

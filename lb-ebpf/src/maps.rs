@@ -49,7 +49,7 @@ pub static CONNS: HashMap<FlowKey, Conn> = HashMap::with_max_entries(2 * 1_000_0
 /// flows (spoofed SYNs) pushes out only its own kind and never takes the
 /// connection table.
 #[map]
-pub static HALF_OPEN: Array<HandshakeSet> = Array::with_max_entries(32_768, 0);
+pub static HALF_OPEN: Array<HandshakeSet> = Array::with_max_entries(32_768, BPF_F_MMAPABLE);
 
 /// The persistence table: (VIP, client prefix) -> pinned backend, recorded
 /// when a connection of the client is confirmed.
@@ -62,7 +62,12 @@ pub static SESSIONS: HashMap<SessionKey, Session> = HashMap::with_max_entries(1_
 /// Sets of four ways like `HALF_OPEN`. A Maglev VIP needs none: its
 /// choice for a client is a hash of the client.
 #[map]
-pub static PENDING: Array<PendingSet> = Array::with_max_entries(32_768, 0);
+pub static PENDING: Array<PendingSet> = Array::with_max_entries(32_768, BPF_F_MMAPABLE);
+
+/// `BPF_F_MMAPABLE`: the array's values start on a page boundary, so each
+/// fixed table's sets (256 and 192 bytes) are cache-line aligned and a
+/// set's tags fill exactly its first line. (Nothing maps them.)
+const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Timeouts, written by the controller.
 #[map]

@@ -131,9 +131,11 @@ fn session_backend(
     if stateless(vip) {
         return None;
     }
-    let (id, b) = live_backend(pending::get(settings, key), vip, now)?;
+    let found = pending::get(settings, key)?;
+    let b = serving(&found.session, vip, now)?;
+    found.renew(now);
     stats::reason(Reason::PENDING_HIT);
-    Some((id, b, false))
+    Some((found.session.backend_id, b, false))
 }
 
 /// The backend of `entry` if the session is live and its backend still
@@ -193,8 +195,8 @@ pub fn dsr_backend(key: &FlowKey, now: u64) -> Option<BackendInfo> {
         let live = |s: Option<&Session>| s.and_then(|s| serving(s, &vip, now));
         let pending = || {
             let settings = conns::settings()?;
-            // SAFETY: as above.
-            live(pending::get(settings, &skey).map(|p| unsafe { &*p }))
+            let found = pending::get(settings, &skey)?;
+            serving(&found.session, &vip, now)
         };
         // SAFETY: as above.
         if let Some(b) = live(unsafe { SESSIONS.get(&skey) }).or_else(pending) {

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 
 use aya::maps::{Array, MapData};
 use lb_common::{
-    handshake::{sets_for, Handshake, HandshakeSet, PendingSet, WAYS},
+    handshake::{sets_for, Handshake, HandshakeSet, Pending, PendingSet, WAYS},
     map_names as names, Conn, FlowKey, Session, SessionKey, Settings,
 };
 
@@ -34,16 +34,16 @@ pub(crate) fn sets<V: aya::Pod + Default>(fd: RawFd, name: &'static str) -> Resu
 /// expired ones included).
 pub(crate) fn handshakes(sets: &[HandshakeSet]) -> impl Iterator<Item = (FlowKey, Conn)> + '_ {
     sets.iter()
-        .flatten()
-        .filter(|h| h.is_sealed())
-        .map(Handshake::forward)
+        .flat_map(HandshakeSet::ways)
+        .filter(Handshake::is_sealed)
+        .map(|h| h.forward())
 }
 
 /// The pending sessions in `sets` (written whole; expired ones included).
 pub(crate) fn pendings(sets: &[PendingSet]) -> impl Iterator<Item = (SessionKey, Session)> + '_ {
     sets.iter()
-        .flatten()
-        .filter(|p| p.is_sealed())
+        .flat_map(PendingSet::ways)
+        .filter(Pending::is_sealed)
         .map(|p| (p.key, p.session))
 }
 
@@ -70,8 +70,8 @@ impl Tables {
     pub fn half_open_ways(&self) -> Result<Vec<Handshake>> {
         let all = sets::<HandshakeSet>(array_fd(&self.half_open), names::HALF_OPEN)?;
         Ok(all
-            .into_iter()
-            .flatten()
+            .iter()
+            .flat_map(HandshakeSet::ways)
             .filter(Handshake::is_sealed)
             .collect())
     }
@@ -91,18 +91,13 @@ impl Tables {
     /// # Errors
     /// When the kernel refuses the read.
     pub fn half_open_entry(&self, key: &FlowKey) -> Result<Option<Conn>> {
-        let all = sets::<HandshakeSet>(array_fd(&self.half_open), names::HALF_OPEN)?;
-        Ok(all
-            .iter()
-            .flatten()
-            .filter(|h| h.is_sealed())
-            .find_map(|h| {
-                if h.is_forward(key) {
-                    Some(h.forward().1)
-                } else {
-                    h.is_reply(key).then(|| h.reply().1)
-                }
-            }))
+        Ok(self.half_open_ways()?.iter().find_map(|h| {
+            if h.is_forward(key) {
+                Some(h.forward().1)
+            } else {
+                h.is_reply(key).then(|| h.reply().1)
+            }
+        }))
     }
 
     /// Every pending session (expired ones included).
@@ -142,11 +137,11 @@ impl Tables {
     pub fn clear_ways(&mut self, gone: &impl Fn(u32) -> bool) -> Result<()> {
         let all = sets::<HandshakeSet>(array_fd(&self.half_open), names::HALF_OPEN)?;
         for (i, set) in all.iter().enumerate() {
-            if set.iter().any(|h| h.is_sealed() && gone(h.vip_id)) {
+            if set.ways().any(|h| h.is_sealed() && gone(h.vip_id)) {
                 let mut set = *set;
-                for h in &mut set {
-                    if gone(h.vip_id) {
-                        *h = Handshake::default();
+                for w in 0..WAYS {
+                    if gone(set.get(w).vip_id) {
+                        set.put(w, &Handshake::default());
                     }
                 }
                 self.half_open
@@ -156,11 +151,11 @@ impl Tables {
         }
         let all = sets::<PendingSet>(array_fd(&self.pending), names::PENDING)?;
         for (i, set) in all.iter().enumerate() {
-            if set.iter().any(|p| p.is_sealed() && gone(p.key.vip_id)) {
+            if set.ways().any(|p| p.is_sealed() && gone(p.key.vip_id)) {
                 let mut set = *set;
-                for p in &mut set {
-                    if gone(p.key.vip_id) {
-                        *p = lb_common::handshake::Pending::default();
+                for w in 0..WAYS {
+                    if gone(set.get(w).key.vip_id) {
+                        set.put(w, &Pending::default());
                     }
                 }
                 self.pending
