@@ -590,6 +590,22 @@ fn reload_config_dump_and_diff_and_readiness() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 VIP(s), 3 backend(s)"));
     let listing = lab.ctl(&["backend", "list"]).unwrap();
     assert!(listing.contains("198.18.1.13:8080"), "{listing}");
+    // The sweep interval follows a reload.
+    std::fs::write(
+        &path,
+        config("web", &[1, 2, 3], 1).replace("interval: 1s", "interval: 2s"),
+    )
+    .unwrap();
+    assert!(ctl(&["reload"]).status.success());
+    lb_tests::lab::wait_for(std::time::Duration::from_secs(5), || {
+        lab.controller_log()
+            .contains("sweeper: every 2s now (was 1s)")
+    })
+    .unwrap_or_else(|_| panic!("{}", lab.controller_log()));
+    assert!(lab
+        .ctl(&["config", "dump"])
+        .unwrap()
+        .contains("interval: 2s"));
     // A bad file: non-zero, the reason, nothing changed.
     std::fs::write(&path, config("web", &[1], 0)).unwrap();
     let out = ctl(&["reload"]);
@@ -655,14 +671,18 @@ fn reload_config_dump_and_diff_and_readiness() {
             weight: 1,
         });
     std::fs::write(&path, serde_yaml::to_string(&more).unwrap()).unwrap();
-    let diff = lab
-        .ctl(&["config", "diff", path.to_str().unwrap()])
-        .unwrap();
+    let out = ctl(&["config", "diff", path.to_str().unwrap()]);
+    let diff = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         diff.trim(),
         format!("+ VIP {VIP}:80/tcp: backend 198.18.1.15:8080 (weight 1)"),
         "{diff}"
     );
+    assert_eq!(out.status.code(), Some(1), "as diff(1): the file differs");
+    // Trouble is 2, as for diff(1), with the reason.
+    let out = ctl(&["config", "diff", "/nonexistent/lb.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/lb.yaml"));
 }
 
 /// Whether an XDP program is attached to the balancer's eth0.

@@ -162,6 +162,8 @@ pub enum ConfigCommand {
     Dump,
     /// Show what `lb-ctl reload` of FILE would change in the running
     /// configuration (+ added, - removed, ~ changed, ! refused by a reload).
+    /// Exits 0 when nothing would change, 1 when something would (as
+    /// diff(1)), 2 or more on an error.
     Diff {
         /// The YAML config file to compare with the running configuration.
         file: PathBuf,

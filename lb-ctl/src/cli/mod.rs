@@ -50,9 +50,22 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lb-ctl: error: {}", crate::error_text::text(e.as_ref()));
-            ExitCode::FAILURE
+            match e.downcast_ref::<Trouble>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// An error of a command whose exit status 1 means something else (`config
+/// diff`: the file differs): it exits with 2, as diff(1) does.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Trouble(String);
+
+fn trouble(e: impl std::fmt::Display) -> anyhow::Error {
+    Trouble(format!("{e:#}")).into()
 }
 
 /// The syslog priority of a log level (`sd-daemon(3)`'s prefixes).
@@ -291,9 +304,9 @@ fn sessions(client: &Client, output: Output) -> Result<()> {
 }
 
 fn config(client: &Client, command: ConfigCommand) -> Result<()> {
-    let running = client.config()?;
     match command {
         ConfigCommand::Dump => {
+            let running = client.config()?;
             println!(
                 "# The running configuration of lb (`lb-ctl config dump`): the config file's\n\
                  # settings with the VIPs and backends in effect. Drain and health verdicts\n\
@@ -302,14 +315,19 @@ fn config(client: &Client, command: ConfigCommand) -> Result<()> {
             print!("{}", serde_yaml::to_string(&running)?);
         }
         ConfigCommand::Diff { file } => {
-            let (next, _) = Config::load(&file)?;
+            let running = client.config().map_err(trouble)?;
+            let (next, _) = Config::load(&file).map_err(trouble)?;
             let lines = crate::model::diff::diff(&running, &next);
             if lines.is_empty() {
                 println!("{}: no change", file.display());
+                return Ok(());
             }
             for line in lines {
                 println!("{line}");
             }
+            // As diff(1): 1 when the file differs, so that scripts can ask
+            // whether a reload would change anything.
+            std::process::exit(1);
         }
     }
     Ok(())

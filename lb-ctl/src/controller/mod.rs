@@ -167,7 +167,7 @@ impl Controller {
     /// backends become the model, on the ids in use (kept sessions and
     /// connections stay valid), and its timeouts are written. A change of
     /// `limits:` or `cluster:` needs a restart and is refused; one of
-    /// `sweeper:` or `http:` takes effect at the next restart (said in the
+    /// `http:` takes effect at the next restart (said in the
     /// answer). A refused file changes nothing, and the refusal is logged.
     ///
     /// # Errors
@@ -211,9 +211,6 @@ impl Controller {
             }
         }
         let mut later = Vec::new();
-        if config.sweeper != running.sweeper {
-            later.push("sweeper");
-        }
         if config.http != running.http {
             later.push("http");
         }
@@ -237,6 +234,8 @@ impl Controller {
         match self.replace(next, message) {
             Response::Done { message } => {
                 self.running.timeouts = config.timeouts;
+                // The daemon's sweep timer follows it.
+                self.running.sweeper = config.sweeper;
                 if config.announce != self.running.announce {
                     self.reannounce(config.announce.clone());
                     self.running.announce = config.announce;

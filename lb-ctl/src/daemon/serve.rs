@@ -141,13 +141,11 @@ async fn signal_loop(
     watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     watch_tick.tick().await;
     let sweeping = Arc::new(AtomicBool::new(false));
-    // A reload does not change it (it takes effect at the next start).
-    let interval = lock(controller).running.sweeper.interval;
-    let mut sweep = tokio::time::interval(interval);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    sweep.tick().await;
-    // The announcements: the start's delay ends, and addresses someone
-    // else removed are put back.
+    // A reload may change it: the timer follows.
+    let mut interval = lock(controller).running.sweeper.interval;
+    let mut sweep = sweep_timer(interval).await;
+    // The announcements (the start's delay ends, addresses someone else
+    // removed are put back), and a sweep interval a reload changed.
     let mut announce_tick = tokio::time::interval(ANNOUNCE_TICK);
     announce_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut term = signal(SignalKind::terminate())?;
@@ -166,10 +164,34 @@ async fn signal_loop(
             _ = sweep.tick() => start_sweep(controller, &sweeping),
             _ = announce_tick.tick() => {
                 let c = Arc::clone(controller);
-                let _ = tokio::task::spawn_blocking(move || lock(&c).announce()).await;
+                let now = tokio::task::spawn_blocking(move || {
+                    let mut c = lock(&c);
+                    c.announce();
+                    c.running.sweeper.interval
+                })
+                .await
+                .unwrap_or(interval);
+                // A reload (SIGHUP or the API) changed the sweep interval.
+                if now != interval {
+                    log::info!(
+                        "sweeper: every {} now (was {})",
+                        humantime::format_duration(now),
+                        humantime::format_duration(interval)
+                    );
+                    interval = now;
+                    sweep = sweep_timer(interval).await;
+                }
             }
         }
     }
+}
+
+/// A timer ticking every `interval`, its immediate first tick taken.
+async fn sweep_timer(interval: Duration) -> tokio::time::Interval {
+    let mut t = tokio::time::interval(interval);
+    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    t.tick().await;
+    t
 }
 
 /// SIGHUP: apply the config file again (as `lb-ctl reload` does); a
