@@ -17,6 +17,16 @@ fn set(settings: &Settings, key: &SessionKey) -> Option<&'static mut PendingSet>
     Some(unsafe { &mut *set })
 }
 
+/// Read the tag line of `key`'s set, for nothing but to have it in the
+/// cache by the time [`get`] needs it.
+#[inline(always)]
+pub fn touch(settings: &Settings, key: &SessionKey) {
+    if let Some(set) = set(settings, key) {
+        // SAFETY: a map value, read once.
+        let _ = unsafe { core::ptr::read_volatile(&set.tags[0].last_seen_ns) };
+    }
+}
+
 /// A pending session found: a copy of it, and where its time is kept.
 pub struct Found {
     pub session: Session,

@@ -44,6 +44,12 @@ pub fn new_flow(pkt: &Packet, now: u64) -> Result<Flow, u32> {
         vip_id: vip.id,
         client,
     };
+    if persistent && !stateless(&vip) {
+        // Start the pending set's (cold) line on its way now, so that its
+        // miss overlaps the session table's lookup instead of following
+        // it.
+        pending::touch(settings, &key);
+    }
     let sticky = if persistent {
         session_backend(settings, &vip, &key, now)
     } else {
