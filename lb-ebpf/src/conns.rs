@@ -9,10 +9,10 @@ use aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns;
 use lb_common::{conn::conn_flags, needs_refresh, tcp_next_state, Conn, FlowKey, Reason, Settings};
 
 use crate::{
-    forward::Cache,
+    flow::{Cache, Flow},
     maps::{CONNS, SETTINGS},
     parse::Packet,
-    session, stats, Flow,
+    session, stats,
 };
 
 /// The monotonic clock the tables are stamped with (CLOCK_MONOTONIC, coarse).

@@ -10,7 +10,7 @@ use lb_common::{
     needs_refresh, Conn, ConnState, FlowKey, Settings,
 };
 
-use crate::{conns, handshake, parse::Packet, Flow};
+use crate::{conns, flow::Flow, handshake, parse::Packet};
 
 /// The live entry of this packet, if any, after recording the packet in
 /// it: a confirmed connection, or an unconfirmed flow (which this packet

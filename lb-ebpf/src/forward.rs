@@ -11,58 +11,16 @@ use aya_ebpf::{
     programs::XdpContext,
     EbpfContext,
 };
-use lb_common::{BackendHop, Conn, NextHop, Reason};
+use lb_common::{BackendHop, NextHop, Reason};
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
 use crate::{
+    flow::Cache,
     maps::{NEXT_HOPS, TX_PORTS},
     stats,
 };
 
 const AF_INET: u8 = 2;
-
-/// Where a packet's next hop may be cached: an established flow's entry
-/// (`conn`, its once-a-second refresh clears it), else, for a new flow's
-/// packet to its backend, the backend's own (`NEXT_HOPS[slot]` of that
-/// generation, renewed when a second old), else nowhere (replies of new
-/// flows, ICMP errors). A plain struct, not an enum: LLVM packs an enum's
-/// tag into a pointer's spare bits, which the verifier refuses.
-#[derive(Clone, Copy)]
-pub struct Cache {
-    conn: *mut Conn,
-    slot: u32,
-    gen: u32,
-    now: u64,
-}
-
-impl Cache {
-    const NO_SLOT: u32 = u32::MAX;
-
-    #[inline(always)]
-    pub const fn conn(conn: *mut Conn) -> Self {
-        Self {
-            conn,
-            slot: Self::NO_SLOT,
-            gen: 0,
-            now: 0,
-        }
-    }
-
-    #[inline(always)]
-    pub const fn backend(slot: u32, gen: u32, now: u64) -> Self {
-        Self {
-            conn: core::ptr::null_mut(),
-            slot,
-            gen,
-            now,
-        }
-    }
-
-    #[inline(always)]
-    pub const fn none() -> Self {
-        Self::backend(Self::NO_SLOT, 0, 0)
-    }
-}
 
 /// Send the (rewritten) packet on, towards `to` when given (else its
 /// destination). `ports` are the L4 ports for the route lookup (zero for

@@ -10,7 +10,13 @@ use lb_common::{
     needs_refresh, Conn, FlowKey, Reason, Settings,
 };
 
-use crate::{conns, filter, forward::Cache, maps::HALF_OPEN, parse::Packet, stats, Flow};
+use crate::{
+    conns, filter,
+    flow::{Cache, Flow},
+    maps::HALF_OPEN,
+    parse::Packet,
+    stats,
+};
 
 /// The set of the flows whose client is `addr`:`port`.
 #[inline(always)]

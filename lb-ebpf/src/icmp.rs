@@ -145,7 +145,7 @@ fn translate(
         (0, IcmpReason::TO_BACKEND)
     };
     rewrite::icmp_error(&headers, which, c.nat_addr, c.nat_port);
-    let action = forward::forward(ctx, eth, ip, [0, 0], forward::Cache::none(), None);
+    let action = forward::forward(ctx, eth, ip, [0, 0], crate::flow::Cache::none(), None);
     Ok((action, slot))
 }
 
@@ -153,5 +153,12 @@ fn translate(
 /// `backend` (which holds the VIP it is addressed to).
 #[inline(always)]
 fn to_dsr_backend(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut Ipv4Hdr, backend: u32) -> u32 {
-    forward::forward(ctx, eth, ip, [0, 0], forward::Cache::none(), Some(backend))
+    forward::forward(
+        ctx,
+        eth,
+        ip,
+        [0, 0],
+        crate::flow::Cache::none(),
+        Some(backend),
+    )
 }

@@ -43,6 +43,7 @@
 mod conns;
 mod conntrack;
 mod filter;
+mod flow;
 mod forward;
 mod handshake;
 mod icmp;
@@ -126,21 +127,4 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
 fn ports(pkt: &parse::Packet) -> [u16; 2] {
     // SAFETY: bounds-checked by `parse`.
     unsafe { *pkt.ports }
-}
-
-/// What the connection table or the scheduler decided for this packet.
-pub struct Flow {
-    /// The reply half: rewrite the source back to `nat`.
-    pub reply: bool,
-    pub nat_addr: u32,
-    pub nat_port: u16,
-    pub vip_id: u32,
-    pub backend_id: u32,
-    /// A connection was created by this packet.
-    pub new: bool,
-    /// Direct server return: forwarded to `nat_addr`'s MAC, unrewritten.
-    pub dsr: bool,
-    /// Where the next hop is cached: the connection-table entry of an
-    /// established flow, the backend's for a new flow's packets to it.
-    pub hop: forward::Cache,
 }

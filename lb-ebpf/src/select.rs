@@ -17,11 +17,11 @@ use lb_common::{
 
 use crate::{
     conns,
-    forward::Cache,
+    flow::{Cache, Flow},
     handshake,
     maps::{BACKENDS, CURSORS, MAGLEV, RING, SESSIONS, VIPS},
     parse::Packet,
-    pending, stats, Flow,
+    pending, stats,
 };
 
 #[inline(always)]

@@ -3,8 +3,8 @@
 use lb_common::Counters;
 
 use crate::{
+    flow::Flow,
     maps::{BACKEND_STATS, ICMP_STATS, REASONS, VIP_STATS},
-    Flow,
 };
 
 #[inline(always)]
