@@ -285,23 +285,40 @@ impl HandshakeSet {
     #[inline(always)]
     #[must_use]
     pub fn victim(&self, settings: &Settings, now: u64) -> (usize, bool) {
-        let live = |t: &Tag| {
-            t.last_seen_ns != 0
-                && !crate::is_expired(t.last_seen_ns, settings.timeout_ns(t.state), now)
+        let t = &self.tags;
+        let free = |t: &Tag| {
+            t.last_seen_ns == 0
+                || crate::is_expired(t.last_seen_ns, settings.timeout_ns(t.state), now)
         };
-        let mut oldest = 0;
-        let mut i = 0;
-        while i < WAYS {
-            if !live(&self.tags[i]) {
-                return (i, false);
-            }
-            if self.tags[i].last_seen_ns < self.tags[oldest].last_seen_ns {
-                oldest = i;
-            }
-            i += 1;
-        }
-        (oldest, true)
+        free_or_oldest(
+            [
+                t[0].last_seen_ns,
+                t[1].last_seen_ns,
+                t[2].last_seen_ns,
+                t[3].last_seen_ns,
+            ],
+            [free(&t[0]), free(&t[1]), free(&t[2]), free(&t[3])],
+        )
     }
+}
+
+/// The way a new entry of a set goes into, and whether it pushes a live
+/// one out: the first `free` way, else the one least recently used by
+/// `stamps` (as the least recently used entry of a full LRU table goes).
+#[inline(always)]
+const fn free_or_oldest(stamps: [u64; WAYS], free: [bool; WAYS]) -> (usize, bool) {
+    let mut oldest = 0;
+    let mut i = 0;
+    while i < WAYS {
+        if free[i] {
+            return (i, false);
+        }
+        if stamps[i] < stamps[oldest] {
+            oldest = i;
+        }
+        i += 1;
+    }
+    (oldest, true)
 }
 
 impl Handshake {
@@ -569,18 +586,22 @@ impl PendingSet {
     #[inline(always)]
     #[must_use]
     pub fn victim(&self) -> usize {
-        let mut oldest = 0;
-        let mut i = 0;
-        while i < WAYS {
-            if self.tags[i].last_seen_ns == 0 {
-                return i;
-            }
-            if self.tags[i].last_seen_ns < self.tags[oldest].last_seen_ns {
-                oldest = i;
-            }
-            i += 1;
-        }
-        oldest
+        let stamps = [
+            self.tags[0].last_seen_ns,
+            self.tags[1].last_seen_ns,
+            self.tags[2].last_seen_ns,
+            self.tags[3].last_seen_ns,
+        ];
+        free_or_oldest(
+            stamps,
+            [
+                stamps[0] == 0,
+                stamps[1] == 0,
+                stamps[2] == 0,
+                stamps[3] == 0,
+            ],
+        )
+        .0
     }
 }
 

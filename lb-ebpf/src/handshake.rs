@@ -49,30 +49,28 @@ impl Way {
     }
 }
 
-/// The live way of the flow `key` is the forward packet of: the tags
-/// (one cache line) first, a matching tag's body only then. Plain loops:
-/// LLVM keeps a searching closure's body out of line here, and the call
-/// costs more than the search.
+/// The live way of the flow `key` is a packet of: its client's forward
+/// packet (`reply` false: the set of its source) or its backend's answer
+/// (`reply` true: the set of its destination). The tags (one cache line)
+/// first, a matching tag's body only then. A plain loop: LLVM keeps a
+/// searching closure's body out of line here, and the call costs more than
+/// the search.
 #[inline(always)]
-fn forward_way(settings: &Settings, key: &FlowKey, now: u64) -> Option<Way> {
-    let set = set(settings, key.src_addr, key.src_port, key.proto)?;
+fn live_way(settings: &Settings, key: &FlowKey, reply: bool, now: u64) -> Option<Way> {
+    let (addr, port) = if reply {
+        (key.dst_addr, key.dst_port)
+    } else {
+        (key.src_addr, key.src_port)
+    };
+    let set = set(settings, addr, port, key.proto)?;
     let mut i = 0;
     while i < WAYS {
-        if set.forward_at(i, key) && set.live_at(i, settings, now) {
-            break;
-        }
-        i += 1;
-    }
-    (i < WAYS).then_some(Way { set, i })
-}
-
-/// The live way of the flow `key` is the backend's answer in.
-#[inline(always)]
-fn reply_way(settings: &Settings, key: &FlowKey, now: u64) -> Option<Way> {
-    let set = set(settings, key.dst_addr, key.dst_port, key.proto)?;
-    let mut i = 0;
-    while i < WAYS {
-        if set.reply_at(i, key) && set.live_at(i, settings, now) {
+        let matches = if reply {
+            set.reply_at(i, key)
+        } else {
+            set.forward_at(i, key)
+        };
+        if matches && set.live_at(i, settings, now) {
             break;
         }
         i += 1;
@@ -92,7 +90,7 @@ pub fn lookup(
     now: u64,
 ) -> Result<Option<Flow>, u32> {
     if to_vip {
-        if let Some(mut w) = forward_way(settings, &pkt.key, now) {
+        if let Some(mut w) = live_way(settings, &pkt.key, false, now) {
             let h = w.get();
             let state = conns::next_state(pkt, h.state);
             let (_, fwd) = h.forward();
@@ -108,7 +106,7 @@ pub fn lookup(
         }
     }
     if !to_vip || filter::from_backend(&pkt.key) {
-        if let Some(mut w) = reply_way(settings, &pkt.key, now) {
+        if let Some(mut w) = live_way(settings, &pkt.key, true, now) {
             if answers(pkt.is_tcp, pkt.tcp_flags) {
                 w.set.bodies[w.i].flags |= lb_common::conn::conn_flags::ANSWERED;
             }
@@ -145,15 +143,15 @@ pub fn record(key: &FlowKey, fwd: &Conn, settings: &Settings, now: u64) -> Resul
 /// milliseconds: a SYN right after that packet may share its tick).
 #[inline(always)]
 pub fn started_since(key: &FlowKey, settings: &Settings, now: u64, since: u64) -> bool {
-    forward_way(settings, key, now).is_some_and(|w| w.set.tags[w.i].last_seen_ns >= since)
+    live_way(settings, key, false, now).is_some_and(|w| w.set.tags[w.i].last_seen_ns >= since)
 }
 
 /// A copy of the half of an unconfirmed flow that `key` is a packet of,
 /// without touching it (for ICMP errors).
 #[inline(always)]
 pub fn peek(key: &FlowKey, settings: &Settings, now: u64) -> Option<Conn> {
-    if let Some(w) = forward_way(settings, key, now) {
+    if let Some(w) = live_way(settings, key, false, now) {
         return Some(w.get().forward().1);
     }
-    reply_way(settings, key, now).map(|w| w.get().reply().1)
+    live_way(settings, key, true, now).map(|w| w.get().reply().1)
 }

@@ -133,6 +133,31 @@ pub fn delete_keys<K: aya::Pod>(
     delete(fd, keys).map_err(|source| DataplaneError::Batch { name, source })
 }
 
+/// Read the hash map behind `fd` in batches and delete the entries
+/// `selected` picks; returns (entries read, entries deleted).
+///
+/// # Errors
+/// When the kernel refuses a read or a delete.
+pub fn delete_where<K: Pod + Default, V: Pod + Default>(
+    fd: std::os::fd::RawFd,
+    name: &'static str,
+    mut selected: impl FnMut(&K, &V) -> bool,
+) -> KernelResult<(u64, u64)> {
+    let mut scanned = 0;
+    let mut gone: Vec<K> = Vec::new();
+    for_each::<K, V>(fd, |keys, values| {
+        scanned += keys.len() as u64;
+        gone.extend(
+            keys.iter()
+                .zip(values)
+                .filter(|(k, v)| selected(k, v))
+                .map(|(k, _)| *k),
+        );
+    })
+    .map_err(|source| DataplaneError::Batch { name, source })?;
+    Ok((scanned, delete_keys(fd, name, &gone)?))
+}
+
 /// A second descriptor of a live map, for work off the controller.
 pub fn dup_fd(fd: std::os::fd::RawFd, name: &'static str) -> KernelResult<std::os::fd::OwnedFd> {
     // SAFETY: `fd` is a live map descriptor owned by the tables.

@@ -12,9 +12,9 @@ use lb_common::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    batch::{delete_keys, dup_fd},
+    batch::{delete_where, dup_fd},
     clock::now_ns,
-    error::{map_err, DataplaneError, Result},
+    error::{map_err, Result},
     fixed::{array_fd, handshakes, pendings, sets},
     tables::{nanos, Tables},
 };
@@ -248,24 +248,10 @@ impl Swept {
 fn sweep_map<K: aya::Pod + Default, V: aya::Pod + Default>(
     fd: std::os::fd::RawFd,
     name: &'static str,
-    mut expired: impl FnMut(&K, &V) -> bool,
+    expired: impl FnMut(&K, &V) -> bool,
 ) -> Result<Swept> {
-    let mut scanned = 0;
-    let mut gone: Vec<K> = Vec::new();
-    crate::kernel::batch::for_each::<K, V>(fd, |keys, values| {
-        scanned += keys.len() as u64;
-        gone.extend(
-            keys.iter()
-                .zip(values)
-                .filter(|(k, v)| expired(k, v))
-                .map(|(k, _)| *k),
-        );
-    })
-    .map_err(|source| DataplaneError::Batch { name, source })?;
-    Ok(Swept {
-        scanned,
-        deleted: delete_keys(fd, name, &gone)?,
-    })
+    let (scanned, deleted) = delete_where(fd, name, expired)?;
+    Ok(Swept { scanned, deleted })
 }
 
 #[derive(Clone, Debug, Default)]

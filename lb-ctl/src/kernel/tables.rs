@@ -13,7 +13,7 @@ use lb_common::{
 };
 
 use super::{
-    batch::{delete_keys, dup_fd},
+    batch::{delete_where, dup_fd},
     error::{map_err, DataplaneError, Result},
 };
 use crate::model::{
@@ -421,18 +421,10 @@ impl Tables {
     /// Delete the connections and sessions of the VIPs `gone` selects, in
     /// every table.
     fn purge(&mut self, gone: impl Fn(u32) -> bool) -> Result<()> {
-        let keys: Vec<FlowKey> = Self::entries(&self.conns, names::CONNS)?
-            .into_iter()
-            .filter(|(_, c)| gone(c.vip_id))
-            .map(|(k, _)| k)
-            .collect();
-        delete_keys(Self::fd(&self.conns), names::CONNS, &keys)?;
-        let keys: Vec<SessionKey> = Self::entries(&self.sessions, names::SESSIONS)?
-            .into_iter()
-            .filter(|(k, _)| gone(k.vip_id))
-            .map(|(k, _)| k)
-            .collect();
-        delete_keys(Self::fd(&self.sessions), names::SESSIONS, &keys)?;
+        delete_where::<FlowKey, Conn>(Self::fd(&self.conns), names::CONNS, |_, c| gone(c.vip_id))?;
+        delete_where::<SessionKey, Session>(Self::fd(&self.sessions), names::SESSIONS, |k, _| {
+            gone(k.vip_id)
+        })?;
         self.clear_ways(&gone)?;
         Ok(())
     }
