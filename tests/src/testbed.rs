@@ -132,6 +132,7 @@ impl Bench {
                 mode: lb_ctl::model::services::Mode::Tcp,
                 cookie: None,
                 forwarding: lb_ctl::model::services::Forwarding::Nat,
+                tls: None,
             })
             .unwrap();
             for &(b, w) in backends {
@@ -155,6 +156,7 @@ impl Bench {
                 mode: lb_ctl::model::services::Mode::Tcp,
                 cookie: None,
                 forwarding: lb_ctl::model::services::Forwarding::Dsr,
+                tls: None,
             })
             .unwrap();
             for b in [B1, B2] {

@@ -69,6 +69,7 @@ pub fn render(stats: &Stats) -> String {
     tables(&mut t, stats);
     cluster(&mut t, stats);
     http_latency(&mut t, stats);
+    tls(&mut t, stats);
     sweep(&mut t, stats);
     announced(&mut t, stats);
     t.0
@@ -239,6 +240,99 @@ fn http(t: &mut Text, stats: &Stats) {
                     (http_label(vip, b), v)
                 })
                 .collect(),
+        );
+    }
+}
+
+/// TLS termination (`tls:` VIPs only): handshakes, what they agreed, and
+/// the certificates' remaining validity.
+fn tls(t: &mut Text, stats: &Stats) {
+    let vips: Vec<_> = stats
+        .http
+        .iter()
+        .filter(|(vip, b, _)| {
+            b.is_none() && stats.tls_certificates.iter().any(|(id, _, _)| id == vip)
+        })
+        .map(|(vip, _, c)| (format!("vip=\"{}\",protocol=\"{}\"", vip.endpoint, vip.protocol.as_str()), c))
+        .collect();
+    let rows = |pick: &dyn Fn(&crate::l7::proxy::HttpCounters) -> Vec<(&'static str, u64)>| {
+        vips.iter()
+            .flat_map(|(label, c)| {
+                pick(c)
+                    .into_iter()
+                    .map(move |(extra, v)| {
+                        let labels = if extra.is_empty() {
+                            label.clone()
+                        } else {
+                            format!("{label},{extra}")
+                        };
+                        (labels, v)
+                    })
+            })
+            .collect::<Vec<_>>()
+    };
+    if !vips.is_empty() {
+        t.family(
+            "lb_tls_handshakes_total",
+            "counter",
+            "TLS handshakes with clients, by result: ok, failed (a client or protocol error), timeout.",
+            rows(&|c| {
+                vec![
+                    ("result=\"ok\"", c.tls_handshakes[0]),
+                    ("result=\"failed\"", c.tls_handshakes[1]),
+                    ("result=\"timeout\"", c.tls_handshakes[2]),
+                ]
+            }),
+        );
+        t.family(
+            "lb_tls_resumed_total",
+            "counter",
+            "TLS handshakes that resumed a session (ticket or session id).",
+            rows(&|c| vec![("", c.tls_resumed)]),
+        );
+        t.family(
+            "lb_tls_version_total",
+            "counter",
+            "TLS handshakes done, by the version agreed.",
+            rows(&|c| {
+                vec![
+                    ("version=\"1.2\"", c.tls_versions[0]),
+                    ("version=\"1.3\"", c.tls_versions[1]),
+                ]
+            }),
+        );
+        t.family(
+            "lb_tls_alpn_total",
+            "counter",
+            "TLS handshakes done, by the application protocol agreed (ALPN; none: the client offered none lb serves).",
+            rows(&|c| {
+                vec![
+                    ("alpn=\"h2\"", c.tls_alpn[0]),
+                    ("alpn=\"http/1.1\"", c.tls_alpn[1]),
+                    ("alpn=\"none\"", c.tls_alpn[2]),
+                ]
+            }),
+        );
+    }
+    if stats.tls_certificates.is_empty() {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let _ = writeln!(
+        t.0,
+        "# HELP lb_tls_certificate_expiry_seconds Seconds until the certificate expires (negative once it has); alert well before 0."
+    );
+    let _ = writeln!(t.0, "# TYPE lb_tls_certificate_expiry_seconds gauge");
+    for (vip, file, end) in &stats.tls_certificates {
+        let _ = writeln!(
+            t.0,
+            "lb_tls_certificate_expiry_seconds{{vip=\"{}\",protocol=\"{}\",certificate=\"{}\"}} {}",
+            vip.endpoint,
+            vip.protocol.as_str(),
+            escape(file),
+            end - now
         );
     }
 }
@@ -450,7 +544,16 @@ mod tests {
             max_half_open: 10,
             last_sweep_seconds: Some(0.25),
             sweep_deleted: vec![("connections".into(), 3)],
-            http: Vec::new(),
+            http: vec![(
+                id,
+                None,
+                crate::l7::proxy::HttpCounters {
+                    tls_handshakes: [5, 2, 1],
+                    tls_versions: [1, 4],
+                    ..Default::default()
+                },
+            )],
+            tls_certificates: vec![(id, "/etc/lb/shop.pem".into(), 0)],
             announced: vec![("198.18.0.100".parse().unwrap(), true)],
             cluster: Some(crate::cluster::store::Snapshot {
                 node: "lb-a".into(),
@@ -514,16 +617,36 @@ mod tests {
             value("lb_icmp_errors_total", ("outcome", "to_backend")),
             Some(prometheus_parse::Value::Counter(v)) if v == 2.0
         ));
+        assert!(matches!(
+            value("lb_tls_handshakes_total", ("result", "timeout")),
+            Some(prometheus_parse::Value::Counter(v)) if v == 1.0
+        ));
+        assert!(matches!(
+            value("lb_tls_version_total", ("version", "1.3")),
+            Some(prometheus_parse::Value::Counter(v)) if v == 4.0
+        ));
+        assert!(matches!(
+            value("lb_tls_certificate_expiry_seconds", ("certificate", "/etc/lb/shop.pem")),
+            Some(prometheus_parse::Value::Gauge(v)) if v < -1.0e9
+        ));
         assert!(
             text.contains("lb_cluster_publish_lag_seconds{node=\"lb-a\",quantile=\"0.99\"} 0.04"),
             "{text}"
         );
         // Every sample line parsed (none was split by the newline).
-        // (A summary's quantile lines make one sample.)
+        // (A summary's quantile lines make one sample, and so do a
+        // histogram's.)
+        let histogram = "lb_http_request_duration_seconds";
         let lines = text
             .lines()
             .filter(|l| !l.starts_with('#') && !l.contains("quantile=\"0.5\""))
+            .filter(|l| !l.starts_with(histogram))
             .count();
-        assert_eq!(scrape.samples.len(), lines, "{text}");
+        let histograms = scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric.starts_with(histogram))
+            .count();
+        assert_eq!(scrape.samples.len() - histograms, lines, "{text}");
     }
 }

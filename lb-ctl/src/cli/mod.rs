@@ -153,6 +153,12 @@ fn local(socket: std::path::PathBuf, client: &Client, command: Command) -> Resul
         }
         Command::CheckConfig { file } => {
             let (config, services) = Config::load(&file)?;
+            for w in config
+                .tls_warnings(std::time::SystemTime::now())
+                .unwrap_or_default()
+            {
+                eprintln!("warning: {}: {w}", file.display());
+            }
             println!(
                 "{}: valid; {} VIP(s), {} backend(s); max {} connections, {} sessions",
                 file.display(),
@@ -212,6 +218,7 @@ fn vip(client: &Client, command: VipCommand) -> Result<()> {
                     .as_deref()
                     .map(crate::model::cookie::CookieSpec::named),
                 forwarding: Forwarding::Nat,
+                tls: None,
             };
             println!("{}", client.vip_add(&spec)?);
         }

@@ -17,7 +17,7 @@ pub mod report;
 pub mod state;
 pub mod sweep;
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use anyhow::Result;
 
@@ -29,45 +29,97 @@ use crate::model::{
 use commands::{ErrorKind, Request, Response};
 use state::{Controller, HttpPart};
 
+/// The listening sockets just bound and the TLS servers of a change to
+/// the `mode: http` VIPs.
+type HttpChange = (
+    Vec<(VipId, std::net::TcpListener)>,
+    HashMap<VipId, crate::l7::tls::Server>,
+);
+
+/// Whether a change reads the VIPs' certificate files again (a reload) or
+/// only those of VIPs whose `tls:` is new or changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Certificates {
+    Keep,
+    Reread,
+}
+
 impl Controller {
-    /// Serve the `mode: http` VIPs of `next` that are not served yet: bind
-    /// their sockets (and start the proxy, with its key, at the first).
-    /// Nothing is started when any of them cannot be.
+    /// Prepare the `mode: http` VIPs of `next`: bind the sockets of those
+    /// not served yet (and start the proxy, with its key, at the first) and
+    /// load the TLS servers. Nothing is started when anything fails.
     ///
     /// # Errors
-    /// Naming the VIP and the address, or the key file.
-    fn bind_new_http(
-        &mut self,
-        next: &Services,
-    ) -> Result<Vec<(VipId, std::net::TcpListener)>, String> {
-        let wanted: Vec<VipId> = next
+    /// Naming the VIP and the address, the file, or the key file.
+    fn prepare_http(&mut self, next: &Services, certs: Certificates) -> Result<HttpChange, String> {
+        let http: Vec<&crate::model::services::Vip> = next
             .vips()
             .filter(|v| v.spec.mode == crate::model::services::Mode::Http)
-            .map(|v| v.spec.id)
-            .filter(|id| !self.http.as_ref().is_some_and(|h| h.listeners.serves(id)))
             .collect();
-        if wanted.is_empty() {
-            return Ok(Vec::new());
+        if http.is_empty() {
+            return Ok((Vec::new(), HashMap::new()));
         }
         self.ensure_proxy()?;
-        wanted
-            .into_iter()
+        let tls = self.load_tls(next, certs)?;
+        let bound = http
+            .iter()
+            .map(|v| v.spec.id)
+            .filter(|id| !self.http.as_ref().is_some_and(|h| h.listeners.serves(id)))
             .map(|id| crate::l7::proxy::bind(id).map(|l| (id, l)))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        Ok((bound, tls))
+    }
+
+    /// The TLS servers of `next`'s VIPs with `tls:`: those running kept
+    /// (unless `certs` says to reread), the others loaded from their files.
+    fn load_tls(
+        &self,
+        next: &Services,
+        certs: Certificates,
+    ) -> Result<HashMap<VipId, crate::l7::tls::Server>, String> {
+        let part = self.http.as_ref().ok_or("the proxy did not start")?;
+        let now = std::time::SystemTime::now();
+        let mut tls = HashMap::new();
+        for v in next.vips() {
+            let Some(spec) = &v.spec.tls else { continue };
+            let id = v.spec.id;
+            let kept = part
+                .tls
+                .get(&id)
+                .filter(|t| certs == Certificates::Keep && t.spec == *spec);
+            let server = match kept {
+                Some(t) => t.clone(),
+                None => {
+                    let loaded = spec.load(now).map_err(|e| format!("VIP {id}: {e}"))?;
+                    for w in crate::model::tls::warnings(&loaded, now) {
+                        log::warn!("VIP {id}: {w}");
+                    }
+                    crate::l7::tls::Server::new(spec, loaded, &part.tls_shared)
+                        .map_err(|e| format!("VIP {id}: {e}"))?
+                }
+            };
+            tls.insert(id, server);
+        }
+        Ok(tls)
     }
 
     /// Start the proxy (with its cookie key) unless it runs.
     fn ensure_proxy(&mut self) -> Result<(), String> {
         if self.http.is_none() {
             let keys = crate::l7::cookie::Keys::load_or_create(&self.cookie_key_file)?;
-            let (view, rx) =
-                tokio::sync::watch::channel(Arc::new(crate::l7::proxy::view(&self.services)));
+            let tls = HashMap::new();
+            let (view, rx) = tokio::sync::watch::channel(Arc::new(crate::l7::proxy::view(
+                &self.services,
+                &tls,
+            )));
             let stats = crate::l7::proxy::HttpStats::default();
             let proxy = crate::l7::proxy::Proxy::new(keys, rx, Arc::clone(&stats));
             self.http = Some(HttpPart {
                 view,
                 listeners: crate::l7::proxy::Listeners::new(proxy),
                 stats,
+                tls,
+                tls_shared: crate::l7::tls::Shared::new()?,
             });
         }
         Ok(())
@@ -77,20 +129,22 @@ impl Controller {
     /// attach.
     ///
     /// # Errors
-    /// When the cookie key cannot be had.
+    /// When the cookie key cannot be had, or a VIP's certificates.
     pub fn start_http(&mut self, bound: Vec<(VipId, std::net::TcpListener)>) -> Result<(), String> {
         if !bound.is_empty() {
             self.ensure_proxy()?;
-            self.publish_http(bound);
+            let tls = self.load_tls(&self.services, Certificates::Reread)?;
+            self.publish_http((bound, tls));
         }
         Ok(())
     }
 
-    /// Publish the model to the proxy, start the listeners just bound, stop
-    /// those of VIPs gone.
-    fn publish_http(&mut self, bound: Vec<(VipId, std::net::TcpListener)>) {
+    /// Publish the model and the TLS servers to the proxy, start the
+    /// listeners just bound, stop those of VIPs gone.
+    fn publish_http(&mut self, (bound, tls): HttpChange) {
         if let Some(h) = &mut self.http {
-            let view = crate::l7::proxy::view(&self.services);
+            let view = crate::l7::proxy::view(&self.services, &tls);
+            h.tls = tls;
             h.listeners.retain(&view);
             h.view.send_replace(Arc::new(view));
             for (id, listener) in bound {
@@ -231,7 +285,7 @@ impl Controller {
         self.dataplane
             .tables
             .set_settings(&config.timeouts.to_settings())?;
-        match self.replace(next, message) {
+        match self.replace_with(next, message, Certificates::Reread) {
             Response::Done { message } => {
                 self.running.timeouts = config.timeouts;
                 // The daemon's sweep timer follows it.
@@ -272,8 +326,12 @@ impl Controller {
     /// Move the tables from the current model to `next`; on failure both
     /// stay as they were.
     fn replace(&mut self, next: Services, message: String) -> Response {
-        let bound = match self.bind_new_http(&next) {
-            Ok(b) => b,
+        self.replace_with(next, message, Certificates::Keep)
+    }
+
+    fn replace_with(&mut self, next: Services, message: String, certs: Certificates) -> Response {
+        let http = match self.prepare_http(&next, certs) {
+            Ok(h) => h,
             Err(message) => {
                 return Response::Error {
                     message,
@@ -293,7 +351,7 @@ impl Controller {
         log_rotation_changes(&self.services, &next);
         self.services = next;
         self.announce();
-        self.publish_http(bound);
+        self.publish_http(http);
         self.resolve_dsr_backends();
         log::info!("{message}");
         if let Some(cluster) = &self.cluster {

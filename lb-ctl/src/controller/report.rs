@@ -204,6 +204,19 @@ impl Controller {
                     .map(|((vip, b), c)| (*vip, *b, *c))
                     .collect()
             }),
+            tls_certificates: self.http.as_ref().map_or_else(Vec::new, |h| {
+                let mut rows: Vec<(VipId, String, i64)> = h
+                    .tls
+                    .iter()
+                    .flat_map(|(id, s)| {
+                        s.certificates
+                            .iter()
+                            .map(move |(file, end)| (*id, file.clone(), *end))
+                    })
+                    .collect();
+                rows.sort();
+                rows
+            }),
             announced: self.announcer.as_ref().map_or_else(Vec::new, |a| {
                 a.states()
                     .iter()
@@ -347,6 +360,10 @@ pub struct Stats {
     /// Each VIP address and whether it is announced (`announce:` only).
     #[serde(default)]
     pub announced: Vec<(std::net::Ipv4Addr, bool)>,
+    /// The certificates of the VIPs with `tls:`: the file and the end of
+    /// its validity (Unix seconds).
+    #[serde(default)]
+    pub tls_certificates: Vec<(VipId, String, i64)>,
 }
 
 /// A backend's state, for the metrics.

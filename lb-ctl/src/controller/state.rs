@@ -60,6 +60,10 @@ pub(super) struct HttpPart {
     pub(super) view: tokio::sync::watch::Sender<Arc<crate::l7::proxy::View>>,
     pub(super) listeners: crate::l7::proxy::Listeners,
     pub(super) stats: crate::l7::proxy::HttpStats,
+    /// The TLS servers of the VIPs with `tls:`, as loaded last.
+    pub(super) tls: std::collections::HashMap<VipId, crate::l7::tls::Server>,
+    /// What they share for the process's life (the session ticket key).
+    pub(super) tls_shared: crate::l7::tls::Shared,
 }
 
 impl Controller {

@@ -118,22 +118,40 @@ pub fn drop_set_cookie(headers: &mut hyper::HeaderMap, name: &str) {
     }
 }
 
-/// Append the client to `X-Forwarded-For` and `Forwarded`.
-pub fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr) {
+/// Add the client (`peer`) to `X-Forwarded-For` and `Forwarded`, and say
+/// how it reached the balancer (`proto`: `http` or `https`) in
+/// `X-Forwarded-Proto`, which the balancer sets (a client's own is
+/// replaced).
+pub fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr, proto: &'static str) {
     let ip = peer.ip().to_string();
     let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip.clone(),
     };
+    let node = if peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };
     let fwd = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, for={ip};proto=http"),
-        None => format!("for={ip};proto=http"),
+        Some(prev) => format!("{prev}, for={node};proto={proto}"),
+        None => format!("for={node};proto={proto}"),
     };
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert("x-forwarded-for", v);
     }
     if let Ok(v) = HeaderValue::from_str(&fwd) {
         headers.insert("forwarded", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
+}
+
+/// Join several `Cookie` fields into one, as HTTP/1.1 wants them (HTTP/2
+/// clients send a field per cookie: RFC 9113, 8.2.3).
+pub fn join_cookies(headers: &mut hyper::HeaderMap) {
+    let mut all = headers.get_all(COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        headers.insert(COOKIE, v);
     }
 }
 
@@ -151,6 +169,33 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("content-type"));
+    }
+
+    #[test]
+    fn http2_cookie_fields_are_read_and_joined() {
+        let mut h = hyper::HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("a=1"));
+        h.append(COOKIE, HeaderValue::from_static("SRVID=xyz"));
+        h.append(COOKIE, HeaderValue::from_static("b=2"));
+        assert_eq!(our_cookie(&h, "SRVID").as_deref(), Some("xyz"));
+        strip_cookie(&mut h, "SRVID");
+        join_cookies(&mut h);
+        assert_eq!(h.get_all(COOKIE).iter().count(), 1);
+        assert_eq!(h.get(COOKIE).unwrap(), "a=1; b=2");
+        let mut one = hyper::HeaderMap::new();
+        one.append(COOKIE, HeaderValue::from_static("a=1"));
+        join_cookies(&mut one);
+        assert_eq!(one.get(COOKIE).unwrap(), "a=1");
+    }
+
+    #[test]
+    fn the_scheme_is_forwarded() {
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-forwarded-proto", HeaderValue::from_static("ftp"));
+        forwarded_headers(&mut h, "198.18.0.11:5000".parse().unwrap(), "https");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h.get("forwarded").unwrap(), "for=198.18.0.11;proto=https");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "198.18.0.11");
     }
 
     #[test]
@@ -213,11 +258,11 @@ mod tests {
     fn the_client_is_appended_to_the_forwarding_headers() {
         let mut h = hyper::HeaderMap::new();
         let peer: SocketAddr = "198.18.0.11:5000".parse().unwrap();
-        forwarded_headers(&mut h, peer);
+        forwarded_headers(&mut h, peer, "http");
         assert_eq!(h.get("x-forwarded-for").unwrap(), "198.18.0.11");
         assert_eq!(h.get("forwarded").unwrap(), "for=198.18.0.11;proto=http");
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
-        forwarded_headers(&mut h, peer);
+        forwarded_headers(&mut h, peer, "http");
         assert_eq!(
             h.get("x-forwarded-for").unwrap(),
             "203.0.113.9, 198.18.0.11"

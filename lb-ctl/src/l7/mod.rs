@@ -1,6 +1,8 @@
-//! The layer-7 proxy of `mode: http` VIPs ([`proxy`]) and the value of its
-//! persistence cookie ([`cookie`]). Imports `model` and `sync`.
+//! The layer-7 proxy of `mode: http` VIPs ([`proxy`]), the value of its
+//! persistence cookie ([`cookie`]), the headers it edits ([`headers`]) and
+//! its TLS termination ([`tls`]). Imports `model` and `sync`.
 
 pub mod cookie;
 pub mod headers;
 pub mod proxy;
+pub mod tls;

@@ -1,5 +1,6 @@
 //! The layer-7 proxy of `mode: http` VIPs, on the controller's runtime
-//! (hyper 1: an HTTP/1.1 server per VIP, a pooled client to the backends).
+//! (hyper 1: an HTTP/1.1 server per VIP, HTTP/2 too behind TLS (see
+//! [`super::tls`]), a pooled HTTP/1.1 client to the backends).
 //!
 //! Every request is decided on its own, also on a keep-alive connection
 //! that carries several users' requests: a valid cookie (see
@@ -8,8 +9,10 @@
 //! expired or unknown one, a backend gone, down or draining — is balanced
 //! afresh by the VIP's scheduler and gets a new cookie. Our cookie is
 //! stripped before the request goes upstream, and a `Set-Cookie` of our
-//! name from a backend is dropped. Backends see `X-Forwarded-For` and
-//! `Forwarded`. Bodies stream both ways. A connect failure to the chosen
+//! name from a backend is dropped. Backends see `X-Forwarded-For`,
+//! `X-Forwarded-Proto` and `Forwarded`. An HTTP/2 request goes to its
+//! backend as HTTP/1.1: its `:authority` becomes `Host`, its `cookie`
+//! fields are joined into one (RFC 9113, 8.2.3). Bodies stream both ways. A connect failure to the chosen
 //! backend is retried once on another (its response then carries the new
 //! backend's cookie), for requests without a body.
 
@@ -41,9 +44,10 @@ use serde::{Deserialize, Serialize};
 use super::{
     cookie::{unix_now, Keys, Ticket},
     headers::{
-        connection_has, drop_set_cookie, forwarded_headers, our_cookie, strip_cookie,
-        strip_hop_by_hop,
+        connection_has, drop_set_cookie, forwarded_headers, join_cookies, our_cookie,
+        strip_cookie, strip_hop_by_hop,
     },
+    tls::Handshake,
 };
 use crate::{
     model::{
@@ -66,14 +70,17 @@ pub struct HttpVip {
     /// The selection table, as addresses (rr or weighted, up and not
     /// draining only).
     pub table: Vec<Endpoint>,
+    /// The TLS server of a VIP with `tls:`; new connections take the one
+    /// published last (a certificate reload).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// All `mode: http` VIPs.
 pub type View = BTreeMap<VipId, HttpVip>;
 
-/// The view of `services`.
+/// The view of `services`, with the TLS servers of the VIPs with `tls:`.
 #[must_use]
-pub fn view(services: &Services) -> View {
+pub fn view(services: &Services, tls: &HashMap<VipId, super::tls::Server>) -> View {
     services
         .vips()
         .filter(|v| v.spec.mode == crate::model::services::Mode::Http)
@@ -94,6 +101,7 @@ pub fn view(services: &Services) -> View {
                         .iter()
                         .filter_map(|s| slot_ep.get(s).copied())
                         .collect(),
+                    tls: tls.get(&v.spec.id).map(|t| Arc::clone(&t.config)),
                 },
             )
         })
@@ -121,6 +129,18 @@ pub struct HttpCounters {
     /// last: larger), and the sum in microseconds.
     pub latency: [u64; 8],
     pub latency_sum_us: u64,
+    /// TLS handshakes (VIP rows only): done, failed, timed out.
+    #[serde(default)]
+    pub tls_handshakes: [u64; 3],
+    /// Handshakes that resumed a session (ticket or session id).
+    #[serde(default)]
+    pub tls_resumed: u64,
+    /// Handshakes done per TLS version: 1.2, 1.3.
+    #[serde(default)]
+    pub tls_versions: [u64; 2],
+    /// Handshakes done per ALPN protocol: h2, http/1.1, none.
+    #[serde(default)]
+    pub tls_alpn: [u64; 3],
 }
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -173,26 +193,95 @@ impl Proxy {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let tls = self.view.borrow().get(&vip).and_then(|v| v.tls.clone());
             let proxy = Arc::clone(&self);
             tokio::spawn(async move {
-                let counter = Arc::clone(&proxy);
-                let service = hyper::service::service_fn(move |req| {
-                    let proxy = Arc::clone(&proxy);
-                    async move { Ok::<_, Infallible>(proxy.handle(vip, peer, req).await) }
-                });
-                let served = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-                // hyper answers a request it cannot parse with 400 itself.
-                if let Err(e) = served {
-                    if e.is_parse() || e.is_parse_too_large() {
-                        counter.count(vip, None, |c| c.bad_requests += 1);
-                        log::debug!("VIP {vip}: malformed request from {peer}: {e}");
-                    }
+                match tls {
+                    None => proxy.serve_http1(vip, peer, stream, false).await,
+                    Some(config) => proxy.serve_tls(vip, peer, stream, config).await,
                 }
             });
+        }
+    }
+
+    /// Finish the TLS handshake, then serve HTTP/2 or HTTP/1.1 as agreed
+    /// by ALPN.
+    async fn serve_tls(
+        self: Arc<Self>,
+        vip: VipId,
+        peer: SocketAddr,
+        stream: tokio::net::TcpStream,
+        config: Arc<rustls::ServerConfig>,
+    ) {
+        let (stream, h2) = match super::tls::accept(config, stream).await {
+            Handshake::Done {
+                stream,
+                h2,
+                version,
+                resumed,
+            } => {
+                self.count(vip, None, |c| {
+                    c.tls_handshakes[0] += 1;
+                    c.tls_resumed += u64::from(resumed);
+                    c.tls_versions[usize::from(version == "1.3")] += 1;
+                    let alpn = stream.get_ref().1.alpn_protocol();
+                    c.tls_alpn[match alpn {
+                        Some(b"h2") => 0,
+                        Some(_) => 1,
+                        None => 2,
+                    }] += 1;
+                });
+                (stream, h2)
+            }
+            Handshake::Failed(e) => {
+                self.count(vip, None, |c| c.tls_handshakes[1] += 1);
+                log::debug!("VIP {vip}: TLS handshake with {peer} failed: {e}");
+                return;
+            }
+            Handshake::TimedOut => {
+                self.count(vip, None, |c| c.tls_handshakes[2] += 1);
+                log::debug!("VIP {vip}: TLS handshake with {peer} timed out");
+                return;
+            }
+        };
+        if h2 {
+            let proxy = Arc::clone(&self);
+            let service = hyper::service::service_fn(move |req| {
+                let proxy = Arc::clone(&proxy);
+                async move { Ok::<_, Infallible>(proxy.handle(vip, peer, true, req).await) }
+            });
+            let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                log::debug!("VIP {vip}: HTTP/2 connection from {peer}: {e}");
+            }
+        } else {
+            self.serve_http1(vip, peer, stream, true).await;
+        }
+    }
+
+    /// Serve HTTP/1.1 on a client's connection (plain or TLS).
+    async fn serve_http1<S>(self: Arc<Self>, vip: VipId, peer: SocketAddr, stream: S, tls: bool)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let proxy = Arc::clone(&self);
+        let service = hyper::service::service_fn(move |req| {
+            let proxy = Arc::clone(&proxy);
+            async move { Ok::<_, Infallible>(proxy.handle(vip, peer, tls, req).await) }
+        });
+        let served = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades()
+            .await;
+        // hyper answers a request it cannot parse with 400 itself.
+        if let Err(e) = served {
+            if e.is_parse() || e.is_parse_too_large() {
+                self.count(vip, None, |c| c.bad_requests += 1);
+                log::debug!("VIP {vip}: malformed request from {peer}: {e}");
+            }
         }
     }
 
@@ -248,6 +337,7 @@ impl Proxy {
         &self,
         id: VipId,
         peer: SocketAddr,
+        tls: bool,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
         let started = Instant::now();
@@ -280,7 +370,7 @@ impl Proxy {
         if let Some(spec) = &vip.cookie {
             strip_cookie(req.headers_mut(), &spec.name);
         }
-        let client_side = prepare_upstream(&mut req, peer);
+        let client_side = prepare_upstream(&mut req, peer, tls);
         let (backend, mut response) = match self.send(id, vip, backend, req).await {
             Ok(sent) => sent,
             Err(backend) => {
@@ -300,7 +390,7 @@ impl Proxy {
         }
         let hit = pinned == Some(backend);
         if let Some(spec) = &vip.cookie {
-            self.set_cookie(spec, &mut response, ticket.filter(|_| hit), backend, now);
+            self.set_cookie(spec, &mut response, ticket.filter(|_| hit), backend, now, tls);
         }
         self.record(
             id,
@@ -361,6 +451,7 @@ impl Proxy {
         ticket: Option<Ticket>,
         backend: Endpoint,
         now: u32,
+        tls: bool,
     ) {
         drop_set_cookie(response.headers_mut(), &spec.name);
         let hit = ticket.is_some();
@@ -372,7 +463,7 @@ impl Proxy {
         let value = self
             .keys
             .issue_for(&spec.name, self.ids_of(backend).0, issued, now);
-        if let Ok(v) = HeaderValue::from_str(&spec.set_cookie(&value, false)) {
+        if let Ok(v) = HeaderValue::from_str(&spec.set_cookie(&value, tls)) {
             response.headers_mut().append(SET_COOKIE, v);
         }
         if !hit && !response.headers().contains_key(CACHE_CONTROL) {
@@ -401,9 +492,10 @@ impl Proxy {
 }
 
 /// Make the request the backend gets: hop-by-hop headers out (a protocol
-/// switch kept), `X-Forwarded-*` in. Returns the client side of a protocol
+/// switch kept), `X-Forwarded-*` in, an HTTP/2 request's authority and
+/// cookies as HTTP/1.1 has them. Returns the client side of a protocol
 /// switch (WebSocket), to be joined with the backend's.
-fn prepare_upstream(req: &mut Request<Incoming>, peer: SocketAddr) -> Option<OnUpgrade> {
+fn prepare_upstream(req: &mut Request<Incoming>, peer: SocketAddr, tls: bool) -> Option<OnUpgrade> {
     let upgrade = req
         .headers()
         .get(hyper::header::UPGRADE)
@@ -418,7 +510,15 @@ fn prepare_upstream(req: &mut Request<Incoming>, peer: SocketAddr) -> Option<OnU
             HeaderValue::from_static("upgrade"),
         );
     }
-    forwarded_headers(req.headers_mut(), peer);
+    if !req.headers().contains_key(hyper::header::HOST) {
+        if let Some(authority) = req.uri().authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                req.headers_mut().insert(hyper::header::HOST, host);
+            }
+        }
+    }
+    join_cookies(req.headers_mut());
+    forwarded_headers(req.headers_mut(), peer, if tls { "https" } else { "http" });
     client_side
 }
 

@@ -213,6 +213,7 @@ mod tests {
                 mode: Mode::Tcp,
                 cookie: None,
                 forwarding: Forwarding::Nat,
+                tls: None,
             })
             .unwrap();
             for i in 0..backends {

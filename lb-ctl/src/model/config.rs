@@ -210,6 +210,9 @@ pub struct VipConfig {
     /// Without one, every backend counts as up.
     #[serde(default)]
     pub health_check: Option<crate::model::health::HealthCheck>,
+    /// TLS termination (`mode: http` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::model::tls::TlsSpec>,
     #[serde(default)]
     pub backends: Vec<BackendConfig>,
 }
@@ -395,6 +398,12 @@ pub enum ConfigError {
     Cluster { path: String, message: String },
     #[error("config file {path}: {message}")]
     Announce { path: String, message: String },
+    #[error("config file {path}: vips[{index}]: {message}")]
+    Tls {
+        path: String,
+        index: usize,
+        message: String,
+    },
 }
 
 impl Config {
@@ -479,11 +488,41 @@ impl Config {
         let services = config
             .services()
             .map_err(|(index, source)| ConfigError::Service {
-                path,
+                path: path.clone(),
                 index,
                 source,
             })?;
+        config
+            .tls_warnings(std::time::SystemTime::now())
+            .map_err(|(index, message)| ConfigError::Tls {
+                path,
+                index,
+                message,
+            })?;
         Ok((config, services))
+    }
+
+    /// Load every VIP's certificates at `now`: what deserves a warning
+    /// (`vips[N]: ...`: a certificate that expires soon).
+    ///
+    /// # Errors
+    /// The index of the VIP and what is wrong with its files.
+    pub fn tls_warnings(
+        &self,
+        now: std::time::SystemTime,
+    ) -> Result<Vec<String>, (usize, String)> {
+        let mut out = Vec::new();
+        for (i, v) in self.vips.iter().enumerate() {
+            if let Some(tls) = &v.tls {
+                let loaded = tls.load(now).map_err(|e| (i, e))?;
+                out.extend(
+                    crate::model::tls::warnings(&loaded, now)
+                        .into_iter()
+                        .map(|w| format!("vips[{i}]: {w}")),
+                );
+            }
+        }
+        Ok(out)
     }
 
     fn services(&self) -> Result<Services, (usize, ServiceError)> {
@@ -508,6 +547,7 @@ impl Config {
                     mode: v.mode,
                     cookie: v.persistence.cookie.clone(),
                     forwarding: v.forwarding,
+                    tls: v.tls.clone(),
                 })
                 .map_err(|e| (i, e))?;
             for b in &v.backends {
@@ -553,6 +593,7 @@ impl Config {
                         cookie: s.cookie.clone(),
                     },
                     health_check: s.health_check.clone(),
+                    tls: s.tls.clone(),
                     backends: v
                         .backends
                         .iter()

@@ -311,3 +311,43 @@ fn ipv6_vips_are_refused_until_the_data_path_balances_them() {
         "{e}"
     );
 }
+
+#[test]
+fn tls_is_checked_naming_the_vip_and_field() {
+    let vip = |extra: &str| {
+        format!(
+            "vips:\n  - address: 198.18.0.100\n    port: 443\n{extra}    backends: [ {{ address: 198.18.1.11, port: 8080 }} ]\n"
+        )
+    };
+    let e = Config::parse(
+        &vip("    tls: { certificates: [ { cert: /nonexistent/a.pem, key: /nonexistent/a.key } ] }\n"),
+        "lb.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("vips[0]") && e.contains("tls needs mode: http"), "{e}");
+    let e = Config::parse(
+        &vip("    mode: http\n    tls: { certificates: [ { cert: /nonexistent/a.pem, key: /nonexistent/a.key } ] }\n"),
+        "lb.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.starts_with("config file lb.yaml: vips[0]: tls.certificates[0].cert: cannot read /nonexistent/a.pem"),
+        "{e}"
+    );
+    let e = Config::parse(
+        &vip("    mode: http\n    tls: { certificates: [ { cert: a, key: b } ], alpn: [h3] }\n"),
+        "lb.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("vips[0]") && e.contains("tls.alpn[0]: \"h3\""), "{e}");
+    let e = Config::parse(
+        &vip("    mode: http\n    tls: { certificates: [ { cert: a, key: b } ], min_version: 1.1 }\n"),
+        "lb.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("tls.min_version: TLS 1.1 is not offered"), "{e}");
+}

@@ -147,6 +147,7 @@ impl Services {
                         mode: Mode::Tcp,
                         cookie: None,
                         forwarding: v.forwarding,
+                        tls: None,
                     },
                     slot: v.slot,
                     backends,

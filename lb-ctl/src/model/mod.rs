@@ -11,3 +11,4 @@ pub mod health;
 pub mod kept;
 pub mod sched;
 pub mod services;
+pub mod tls;

@@ -42,6 +42,9 @@ pub struct VipSpec {
     /// the backends answer the clients directly.
     #[serde(default)]
     pub forwarding: Forwarding,
+    /// TLS termination (`mode: http` only): certificates, ALPN, versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::model::tls::TlsSpec>,
 }
 
 /// How packets reach the backends.
@@ -264,6 +267,16 @@ impl Services {
             }
             (Mode::Http, Some(c)) => c.validate().map_err(|e| ServiceError::Http(id, e))?,
             (Mode::Http, None) | (Mode::Tcp, None) => {}
+        }
+        if let Some(tls) = &spec.tls {
+            if spec.mode != Mode::Http {
+                return Err(ServiceError::Http(
+                    id,
+                    "tls needs mode: http (a tcp VIP forwards TLS untouched to its backends)"
+                        .into(),
+                ));
+            }
+            tls.check().map_err(|e| ServiceError::Http(id, e))?;
         }
         if spec.mode == Mode::Http && id.protocol != Protocol::Tcp {
             return Err(ServiceError::Http(

@@ -22,6 +22,7 @@ fn spec(s: &str) -> VipSpec {
         mode: Mode::Tcp,
         cookie: None,
         forwarding: Forwarding::Nat,
+        tls: None,
     }
 }
 

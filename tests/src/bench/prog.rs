@@ -92,6 +92,7 @@ pub(super) fn model(scheduler: Scheduler, timeout: std::time::Duration) -> Resul
         mode: lb_ctl::model::services::Mode::Tcp,
         cookie: None,
         forwarding: lb_ctl::model::services::Forwarding::Nat,
+        tls: None,
     })?;
     for b in [B1, B2, B3] {
         services.add_backend(
