@@ -3,6 +3,7 @@
 // file sessions, in a directory of this backend's own): the kind of
 // application cookie persistence exists for. Answers one line:
 //   server=<backend> user=<login> n=<requests in this session> lb_cookie=<seen|none> xff=<X-Forwarded-For>
+//   proto=<X-Forwarded-Proto>
 session_start();
 if (!isset($_SESSION['user'])) {
     $_SESSION['user'] = $_GET['login'] ?? 'anonymous';
@@ -11,10 +12,11 @@ $_SESSION['n'] = ($_SESSION['n'] ?? 0) + 1;
 header('Content-Type: text/plain');
 $name = getenv('LB_COOKIE') ?: 'SRVID';
 printf(
-    "server=%s user=%s n=%d lb_cookie=%s xff=%s\n",
+    "server=%s user=%s n=%d lb_cookie=%s xff=%s proto=%s\n",
     getenv('BACKEND_NAME'),
     $_SESSION['user'],
     $_SESSION['n'],
     isset($_COOKIE[$name]) ? 'seen' : 'none',
-    $_SERVER['HTTP_X_FORWARDED_FOR'] ?? '-'
+    $_SERVER['HTTP_X_FORWARDED_FOR'] ?? '-',
+    $_SERVER['HTTP_X_FORWARDED_PROTO'] ?? '-'
 );

@@ -836,3 +836,13 @@ pub fn all_ok(replies: &[Reply], lab: &Lab) {
         lab.controller_log()
     );
 }
+
+/// A child process killed (and reaped) when this is dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

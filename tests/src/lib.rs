@@ -1,12 +1,14 @@
 //! Test support for lb: packet building ([`packet`]), network namespaces
 //! ([`netns`]) and the veth lab ([`lab`]) used by the end-to-end tests and
 //! by `cargo xtask demo`.
+pub mod apps;
 pub mod bench;
 pub mod ecmp;
 pub mod fib;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod pki;
 pub mod routed;
 pub mod testbed;
 

@@ -4,74 +4,15 @@
 //! The tests run one at a time.
 
 use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use lb_tests::lab::{serial, wait_for, Lab, Layout, VIP};
-
-const APP_PORT: u16 = 8081;
-
-/// The PHP application on every backend host, killed on drop.
-struct Apps {
-    children: Vec<Option<Child>>,
-    lab_dir: PathBuf,
-}
-
-impl Apps {
-    fn start(lab: &Lab) -> Self {
-        let mut apps = Self {
-            children: Vec::new(),
-            lab_dir: lab.workdir.clone(),
-        };
-        for i in 0..lab.backends.len() {
-            let child = apps.spawn(lab, i);
-            apps.children.push(Some(child));
-        }
-        apps
-    }
-
-    fn spawn(&self, lab: &Lab, i: usize) -> Child {
-        let b = &lab.backends[i];
-        let sessions = self.lab_dir.join(format!("sessions-{}", b.name));
-        std::fs::create_dir_all(&sessions).unwrap();
-        let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &b.ns, "php", "-S"])
-            .arg(format!("{}:{APP_PORT}", b.addr))
-            .arg("-t")
-            .arg(&app)
-            .arg("-d")
-            .arg(format!("session.save_path={}", sessions.display()))
-            .env("BACKEND_NAME", &b.name)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(Duration::from_secs(5), || {
-            lb_tests::netns::in_ns(&b.ns, &["ss", "-ltn", &format!("sport = :{APP_PORT}")])
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
-        })
-        .unwrap();
-        child
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.children[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Apps {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill(i);
-        }
-    }
-}
+use lb_tests::{
+    apps::{page, Apps, Page, APP_PORT},
+    lab::{serial, wait_for, Lab, Layout, VIP},
+};
 
 fn config(lab: &Lab, backends: &[u8]) -> String {
     let mut s = format!(
@@ -87,31 +28,6 @@ fn config(lab: &Lab, backends: &[u8]) -> String {
         "http:\n  cookie_key_file: {}\n",
         lab.workdir.join("cookie.key").display()
     )
-}
-
-/// One answer of the application, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Page {
-    server: String,
-    user: String,
-    n: u32,
-    lb_cookie: String,
-    xff: String,
-}
-
-fn page(line: &str) -> Option<Page> {
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(&format!("{k}=")))
-            .map(String::from)
-    };
-    Some(Page {
-        server: field("server")?,
-        user: field("user")?,
-        n: field("n")?.parse().ok()?,
-        lb_cookie: field("lb_cookie")?,
-        xff: field("xff")?,
-    })
 }
 
 /// A request from the client host as `user`, with the user's cookie jar

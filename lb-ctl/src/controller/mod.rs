@@ -326,7 +326,7 @@ impl Controller {
     /// Move the tables from the current model to `next`; on failure both
     /// stay as they were.
     fn replace(&mut self, next: Services, message: String) -> Response {
-        self.replace_with(next, message, Certificates::Keep)
+        self.replace_with(next, message, Certificates::Reread)
     }
 
     fn replace_with(&mut self, next: Services, message: String, certs: Certificates) -> Response {

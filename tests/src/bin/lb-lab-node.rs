@@ -104,6 +104,25 @@ enum Cmd {
         #[arg(long, default_value = "hello")]
         message: String,
     },
+    /// Serve WebSocket on PORT: echo every text message as `NAME: message`.
+    WsEcho {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value_t = 8090)]
+        port: u16,
+    },
+    /// Open a WebSocket to URL (`wss://` through TLS, trusting the CA in
+    /// CA_FILE; `ws://` plain) at the address CONNECT, with COOKIE; send
+    /// each line of standard input and print each answer on a line.
+    Ws {
+        url: String,
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        #[arg(long)]
+        cookie: Option<String>,
+    },
     /// Send UDP datagrams to TARGET from one socket.
     Udp {
         target: SocketAddr,
@@ -134,6 +153,13 @@ fn main() -> Result<()> {
             seconds,
             rate,
         } => syn_flood(target, &sources, count, Duration::from_secs(seconds), rate),
+        Cmd::WsEcho { name, port } => runtime()?.block_on(ws_echo(name, port)),
+        Cmd::Ws {
+            url,
+            connect,
+            ca_file,
+            cookie,
+        } => runtime()?.block_on(ws_client(&url, connect, ca_file, cookie)),
         Cmd::Upgrade {
             target,
             cookie,
@@ -555,3 +581,98 @@ fn http_session(name: &str, stream: TcpStream, sick_file: Option<&Path>) -> Resu
         }
     }
 }
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// A WebSocket echo server: every text message comes back as
+/// `NAME: message`.
+async fn ws_echo(name: String, port: u16) -> Result<()> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let name = name.clone();
+        tokio::spawn(async move {
+            let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                return;
+            };
+            while let Some(Ok(msg)) = ws.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Text(text) = msg {
+                    let answer = format!("{name}: {text}");
+                    if ws.send(answer.into()).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A WebSocket client: each line of standard input is sent, each answer
+/// printed (`err <reason>` when the connection fails).
+async fn ws_client(
+    url: &str,
+    connect: SocketAddr,
+    ca_file: Option<PathBuf>,
+    cookie: Option<String>,
+) -> Result<()> {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio::io::AsyncBufReadExt as _;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest as _, http::HeaderValue};
+
+    let mut request = url.into_client_request()?;
+    if let Some(c) = &cookie {
+        request.headers_mut().insert("cookie", HeaderValue::from_str(c)?);
+    }
+    let host = request
+        .uri()
+        .host()
+        .context("the URL has no host")?
+        .to_string();
+    let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(connect))
+        .await
+        .context("connect: timed out")??;
+    let stream: Box<dyn AsyncStream> = match ca_file {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = std::fs::read(&ca).with_context(|| ca.display().to_string())?;
+            for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                roots.add(cert?)?;
+            }
+            let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+            let name = rustls::pki_types::ServerName::try_from(host)?;
+            Box::new(connector.connect(name, tcp).await?)
+        }
+        None => Box::new(tcp),
+    };
+    let (mut ws, _) = match tokio_tungstenite::client_async(request, stream).await {
+        Ok(done) => done,
+        Err(e) => {
+            println!("err {e}");
+            return Ok(());
+        }
+    };
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = lines.next_line().await? {
+        ws.send(line.into()).await?;
+        match tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => println!("ok {t}"),
+            Ok(other) => println!("err {other:?}"),
+            Err(_) => println!("err no answer within 3 s"),
+        }
+    }
+    Ok(())
+}
+
+trait AsyncStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> AsyncStream for T {}
