@@ -18,6 +18,7 @@ use crate::{
 const SINK_PORT: u16 = 9;
 /// TCP port nginx serves on the backends, and the VIP's port.
 const HTTP_PORT: u16 = 80;
+const HTTPS_PORT: u16 = 443;
 const FLOWS: u32 = 32;
 
 const BACKENDS: [Ipv4Addr; 3] = [
@@ -41,6 +42,11 @@ enum Variant {
     LbHttp,
     /// HAProxy `mode http` with `cookie SRVID insert indirect nocache`.
     HaproxyHttp,
+    /// [`Variant::LbHttp`] behind TLS (`tls:`, port 443).
+    LbHttps,
+    /// [`Variant::HaproxyHttp`] behind TLS (`bind ... ssl crt`, the same
+    /// certificate).
+    HaproxyHttps,
 }
 
 impl Variant {
@@ -52,6 +58,8 @@ impl Variant {
             Self::Direct => "direct",
             Self::LbHttp => "lb_http",
             Self::HaproxyHttp => "haproxy_http",
+            Self::LbHttps => "lb_https",
+            Self::HaproxyHttps => "haproxy_https",
         }
     }
 }
@@ -249,10 +257,10 @@ impl BenchLab {
             Some(Variant::Nftables) => {
                 in_ns(&self.lb_ns(), &["nft", "delete table ip lbbench"])?;
             }
-            Some(Variant::LbHttp) => {
+            Some(Variant::LbHttp | Variant::LbHttps) => {
                 self.lab.stop_balancer()?;
             }
-            Some(Variant::Haproxy | Variant::HaproxyHttp) => {
+            Some(Variant::Haproxy | Variant::HaproxyHttp | Variant::HaproxyHttps) => {
                 let pid = std::fs::read_to_string(self.lab.workdir.join("haproxy.pid"))?;
                 for p in pid.split_whitespace() {
                     let _ = Command::new("kill").arg(p).status();
@@ -265,7 +273,9 @@ impl BenchLab {
             let _ = h.kill();
             let _ = h.wait();
         }
-        if !matches!(v, Variant::Xdp | Variant::LbHttp) && self.lab.layout == Layout::PointToPoint {
+        if !matches!(v, Variant::Xdp | Variant::LbHttp | Variant::LbHttps)
+            && self.lab.layout == Layout::PointToPoint
+        {
             let node = bin_dir().join("lb-lab-node");
             self.pass = Some(crate::lab::hold_xdp(
                 Command::new("ip")
@@ -294,18 +304,43 @@ impl BenchLab {
                      add rule ip lbbench pre ip daddr {VIP} tcp dport {HTTP_PORT} dnat to jhash ip saddr mod 3 map {{ {map} }}"
                 )])?;
             }
-            Variant::LbHttp => {
+            Variant::LbHttp | Variant::LbHttps => {
+                let (port, tls) = if v == Variant::LbHttps {
+                    let c = self.certificate()?;
+                    (
+                        HTTPS_PORT,
+                        format!(
+                            "    tls: {{ certificates: [ {{ cert: {}, key: {} }} ] }}\n",
+                            c.cert.display(),
+                            c.key.display()
+                        ),
+                    )
+                } else {
+                    (HTTP_PORT, String::new())
+                };
                 let config = format!(
-                    "vips:\n  - address: {VIP}\n    port: {HTTP_PORT}\n    mode: http\n    persistence:\n      cookie: {{ name: SRVID }}\n    backends:\n{}\
+                    "vips:\n  - address: {VIP}\n    port: {port}\n    mode: http\n    persistence:\n      cookie: {{ name: SRVID }}\n{tls}    backends:\n{}\
                      http:\n  cookie_key_file: {}\n",
                     backends_list(Some(HTTP_PORT)),
                     self.lab.workdir.join("cookie.key").display()
                 );
                 self.lab.start_balancer(&config)?;
             }
-            Variant::Haproxy | Variant::HaproxyHttp => {
+            Variant::Haproxy | Variant::HaproxyHttp | Variant::HaproxyHttps => {
                 let cfg = self.lab.workdir.join("haproxy.cfg");
-                let http = v == Variant::HaproxyHttp;
+                let http = v != Variant::Haproxy;
+                let bind = if v == Variant::HaproxyHttps {
+                    // HAProxy takes the key in the certificate's file.
+                    let c = self.certificate()?;
+                    let both = self.lab.workdir.join("haproxy-cert.pem");
+                    std::fs::write(
+                        &both,
+                        std::fs::read_to_string(&c.cert)? + &std::fs::read_to_string(&c.key)?,
+                    )?;
+                    format!("{VIP}:{HTTPS_PORT} ssl crt {} alpn h2,http/1.1", both.display())
+                } else {
+                    format!("{VIP}:{HTTP_PORT}")
+                };
                 let servers: String = BACKENDS
                     .iter()
                     .enumerate()
@@ -330,7 +365,7 @@ impl BenchLab {
                     &cfg,
                     format!(
                         "global\n  maxconn 8000\n  nbthread 1\ndefaults\n  mode {mode}\n  timeout connect 5s\n  timeout client 30s\n  timeout server 30s\n\
-                         frontend f\n  bind {VIP}:{HTTP_PORT}\n  default_backend b\nbackend b\n  balance {balance}\n{servers}"
+                         frontend f\n  bind {bind}\n  default_backend b\nbackend b\n  balance {balance}\n{servers}"
                     ),
                 )?;
                 let pid = self.lab.workdir.join("haproxy.pid");
@@ -351,6 +386,20 @@ impl BenchLab {
         }
         self.active = Some(v);
         Ok(())
+    }
+
+    /// The certificate of the HTTPS variants (made by a test CA at first
+    /// use; ECDSA P-256).
+    fn certificate(&self) -> Result<crate::pki::ServerCert> {
+        let dir = self.lab.workdir.join("pki");
+        let cert = crate::pki::ServerCert {
+            cert: dir.join("shop.pem"),
+            key: dir.join("shop.key"),
+        };
+        if !cert.cert.exists() {
+            crate::pki::TestCa::new(&dir)?.issue("shop", &["shop.test"], "lb bench")?;
+        }
+        Ok(cert)
     }
 
     /// Packet-rate datagrams the backends received (and dropped in XDP).
@@ -418,6 +467,9 @@ pub fn run(plan: &Plan, samples: &mut Samples, only: Option<Part>) -> Result<()>
     if only.is_none_or(|p| p == Part::Connections) {
         connection_rate(plan, samples)?;
     }
+    if only.is_none_or(|p| p == Part::Http) {
+        http_rate(plan, samples)?;
+    }
     if only.is_none_or(|p| p == Part::Flood) {
         flood(plan, samples)?;
     }
@@ -429,8 +481,11 @@ pub fn run(plan: &Plan, samples: &mut Samples, only: Option<Part>) -> Result<()>
 pub enum Part {
     /// UDP packet rate (two-arm lab).
     Packets,
-    /// TCP and HTTP connection and request rates (point-to-point lab).
+    /// TCP connection and request rates (point-to-point lab).
     Connections,
+    /// HTTP and HTTPS rates through the layer-7 proxies (point-to-point
+    /// lab).
+    Http,
     /// A spoofed SYN flood (point-to-point lab).
     Flood,
 }
@@ -615,23 +670,46 @@ fn packet_rate(plan: &Plan, samples: &mut Samples) -> Result<()> {
 
 /// TCP connection rate and latency with wrk, point-to-point lab.
 fn connection_rate(plan: &Plan, samples: &mut Samples) -> Result<()> {
-    let mut bl = BenchLab::up(Layout::PointToPoint)?;
-    let client = bl.lab.clients[0].ns.clone();
-    for round in 0..=plan.rounds {
-        let warm = round == 0;
-        for v in [
+    rates(
+        plan,
+        samples,
+        &[
             Variant::Direct,
             Variant::Xdp,
             Variant::Nftables,
             Variant::Haproxy,
+        ],
+    )
+}
+
+/// HTTP and HTTPS request and connection rates through the layer-7
+/// proxies (lb `mode: http`, HAProxy `mode http`), point-to-point lab.
+fn http_rate(plan: &Plan, samples: &mut Samples) -> Result<()> {
+    rates(
+        plan,
+        samples,
+        &[
             Variant::LbHttp,
             Variant::HaproxyHttp,
-        ] {
+            Variant::LbHttps,
+            Variant::HaproxyHttps,
+        ],
+    )
+}
+
+/// wrk through each of `variants` in turn, a new connection per request
+/// and kept alive, alternating within each round.
+fn rates(plan: &Plan, samples: &mut Samples, variants: &[Variant]) -> Result<()> {
+    let mut bl = BenchLab::up(Layout::PointToPoint)?;
+    let client = bl.lab.clients[0].ns.clone();
+    for round in 0..=plan.rounds {
+        let warm = round == 0;
+        for &v in variants {
             bl.switch(v)?;
-            let target = if v == Variant::Direct {
-                format!("http://{}:{HTTP_PORT}/", BACKENDS[0])
-            } else {
-                format!("http://{VIP}:{HTTP_PORT}/")
+            let target = match v {
+                Variant::Direct => format!("http://{}:{HTTP_PORT}/", BACKENDS[0]),
+                Variant::LbHttps | Variant::HaproxyHttps => format!("https://{VIP}:{HTTPS_PORT}/"),
+                _ => format!("http://{VIP}:{HTTP_PORT}/"),
             };
             for (mode, close) in [("close", true), ("keepalive", false)] {
                 let w = wrk(&client, &target, close, plan.seconds)?;
@@ -644,51 +722,48 @@ fn connection_rate(plan: &Plan, samples: &mut Samples) -> Result<()> {
                     w.errors
                 );
                 if !warm {
-                    let what = if close {
-                        "new connection per request (Connection: close)"
-                    } else {
-                        "keep-alive"
-                    };
-                    let n = v.name();
-                    if close {
-                        samples.add(
-                            &format!("cps_{n}"),
-                            "connections/s",
-                            &format!("wrk -t1 -c{WRK_CONNS}, {what}, via {n}"),
-                            w.rps,
-                        );
-                    } else {
-                        samples.add(
-                            &format!("rps_keepalive_{n}"),
-                            "requests/s",
-                            &format!("wrk -t1 -c{WRK_CONNS}, {what}, via {n}"),
-                            w.rps,
-                        );
-                    }
-                    samples.add(
-                        &format!("p50_ms_{mode}_{n}"),
-                        "ms",
-                        &format!("wrk latency p50, {what}, via {n}"),
-                        w.p50_ms,
-                    );
-                    samples.add(
-                        &format!("p99_ms_{mode}_{n}"),
-                        "ms",
-                        &format!("wrk latency p99, {what}, via {n}"),
-                        w.p99_ms,
-                    );
-                    samples.add(
-                        &format!("errors_{mode}_{n}"),
-                        "count",
-                        &format!("wrk socket errors and non-2xx, {what}, via {n}"),
-                        w.errors as f64,
-                    );
+                    record(samples, v, close, &w);
                 }
             }
         }
     }
     bl.switch(Variant::Direct)?;
     Ok(())
+}
+
+/// The samples of one wrk run through `v`.
+fn record(samples: &mut Samples, v: Variant, close: bool, w: &Wrk) {
+    let (mode, what) = if close {
+        ("close", "new connection per request (Connection: close)")
+    } else {
+        ("keepalive", "keep-alive")
+    };
+    let n = v.name();
+    let (name, unit) = if close {
+        (format!("cps_{n}"), "connections/s")
+    } else {
+        (format!("rps_keepalive_{n}"), "requests/s")
+    };
+    let detail = format!("wrk -t1 -c{WRK_CONNS}, {what}, via {n}");
+    samples.add(&name, unit, &detail, w.rps);
+    samples.add(
+        &format!("p50_ms_{mode}_{n}"),
+        "ms",
+        &format!("wrk latency p50, {what}, via {n}"),
+        w.p50_ms,
+    );
+    samples.add(
+        &format!("p99_ms_{mode}_{n}"),
+        "ms",
+        &format!("wrk latency p99, {what}, via {n}"),
+        w.p99_ms,
+    );
+    samples.add(
+        &format!("errors_{mode}_{n}"),
+        "count",
+        &format!("wrk socket errors and non-2xx, {what}, via {n}"),
+        w.errors as f64,
+    );
 }
 
 const WRK_CONNS: u32 = 16;

@@ -58,7 +58,19 @@ fn machine() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    format!("Machine: {cores} cores, {cpu}, Linux {kernel}.")
+    let haproxy = Command::new("haproxy")
+        .arg("-v")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default();
+    format!("Machine: {cores} cores, {cpu}, Linux {kernel}. Peer: {haproxy}.")
 }
 
 fn main() -> Result<()> {
@@ -119,6 +131,21 @@ fn main() -> Result<()> {
             "http_cps_ratio_vs_haproxy",
             ratio("cps_lb_http", "cps_haproxy_http"),
             "median new connections/s, lb mode http / HAProxy mode http",
+        ),
+        (
+            "https_rps_ratio_vs_haproxy",
+            ratio("rps_keepalive_lb_https", "rps_keepalive_haproxy_https"),
+            "median keep-alive requests/s over TLS, lb mode http / HAProxy mode http (same certificate)",
+        ),
+        (
+            "https_p99_ratio_vs_haproxy",
+            ratio("p99_ms_keepalive_lb_https", "p99_ms_keepalive_haproxy_https"),
+            "median keep-alive p99 latency over TLS, lb mode http / HAProxy mode http",
+        ),
+        (
+            "https_cps_ratio_vs_haproxy",
+            ratio("cps_lb_https", "cps_haproxy_https"),
+            "median new TLS connections/s (a full handshake each), lb mode http / HAProxy mode http",
         ),
         (
             "flood_success_ratio_vs_nftables",
