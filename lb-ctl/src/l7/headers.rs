@@ -142,6 +142,45 @@ pub fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr, proto
     headers.insert("x-forwarded-proto", HeaderValue::from_static(proto));
 }
 
+/// The forwarding headers of one client connection, made once for all
+/// its requests.
+pub struct Forwarded {
+    peer: SocketAddr,
+    proto: &'static str,
+    /// `X-Forwarded-For` and `Forwarded` of a request that has neither.
+    xff: Option<HeaderValue>,
+    fwd: Option<HeaderValue>,
+}
+
+impl Forwarded {
+    #[must_use]
+    pub fn new(peer: SocketAddr, proto: &'static str) -> Self {
+        let mut h = hyper::HeaderMap::new();
+        forwarded_headers(&mut h, peer, proto);
+        Self {
+            peer,
+            proto,
+            xff: h.remove("x-forwarded-for"),
+            fwd: h.remove("forwarded"),
+        }
+    }
+
+    /// [`forwarded_headers`] on `headers`, with the values made once
+    /// when the request carries none of its own.
+    pub fn add(&self, headers: &mut hyper::HeaderMap) {
+        match (&self.xff, &self.fwd) {
+            (Some(xff), Some(fwd))
+                if !headers.contains_key("x-forwarded-for") && !headers.contains_key("forwarded") =>
+            {
+                headers.insert("x-forwarded-for", xff.clone());
+                headers.insert("forwarded", fwd.clone());
+                headers.insert("x-forwarded-proto", HeaderValue::from_static(self.proto));
+            }
+            _ => forwarded_headers(headers, self.peer, self.proto),
+        }
+    }
+}
+
 /// Join several `Cookie` fields into one, as HTTP/1.1 wants them (HTTP/2
 /// clients send a field per cookie: RFC 9113, 8.2.3).
 pub fn join_cookies(headers: &mut hyper::HeaderMap) {
@@ -186,6 +225,21 @@ mod tests {
         one.append(COOKIE, HeaderValue::from_static("a=1"));
         join_cookies(&mut one);
         assert_eq!(one.get(COOKIE).unwrap(), "a=1");
+    }
+
+    #[test]
+    fn a_connections_forwarding_headers_are_made_once_and_appended_to() {
+        let f = Forwarded::new("198.18.0.11:5000".parse().unwrap(), "https");
+        let mut h = hyper::HeaderMap::new();
+        f.add(&mut h);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "198.18.0.11");
+        assert_eq!(h.get("forwarded").unwrap(), "for=198.18.0.11;proto=https");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        let mut h = hyper::HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+        f.add(&mut h);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 198.18.0.11");
+        assert_eq!(h.get("forwarded").unwrap(), "for=198.18.0.11;proto=https");
     }
 
     #[test]

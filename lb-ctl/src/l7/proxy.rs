@@ -36,7 +36,7 @@ use hyper::{
     Request, Response, StatusCode,
 };
 use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
+    client::legacy::connect::HttpConnector,
     rt::{TokioExecutor, TokioIo},
 };
 use serde::{Deserialize, Serialize};
@@ -44,8 +44,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     cookie::{unix_now, Keys, Ticket},
     headers::{
-        connection_has, drop_set_cookie, forwarded_headers, join_cookies, our_cookie,
-        strip_cookie, strip_hop_by_hop,
+        connection_has, drop_set_cookie, join_cookies, our_cookie, strip_cookie, strip_hop_by_hop,
+        Forwarded,
     },
     tls::Handshake,
 };
@@ -59,6 +59,22 @@ use crate::{
 };
 
 type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A client's connection, as its requests need it.
+struct Client {
+    tls: bool,
+    /// Its forwarding headers, made once.
+    forwarded: Forwarded,
+}
+
+impl Client {
+    fn new(peer: SocketAddr, tls: bool) -> Self {
+        Self {
+            tls,
+            forwarded: Forwarded::new(peer, if tls { "https" } else { "http" }),
+        }
+    }
+}
 
 /// What the proxy needs of one `mode: http` VIP, published by the
 /// controller after every change.
@@ -152,13 +168,32 @@ pub type HttpStats = Arc<Mutex<BTreeMap<(VipId, Option<Endpoint>), HttpCounters>
 /// A backend's ids in cookies: under the current key, and the previous.
 type BackendIds = ([u8; 8], Option<[u8; 8]>);
 
+/// What the proxy computes once per backend: its ids in cookies and its
+/// address as a URI authority.
+#[derive(Clone)]
+struct BackendFacts {
+    ids: BackendIds,
+    authority: hyper::http::uri::Authority,
+}
+
+/// The `Set-Cookie` of a new user of a backend, made at most once a
+/// second: every new user of the second gets the same value (the cookie
+/// names the backend and the second it was issued, nothing else).
+struct FreshCookie {
+    now: u32,
+    spec: CookieSpec,
+    value: HeaderValue,
+}
+
 /// The proxy's shared state.
 pub struct Proxy {
     keys: Keys,
     /// Backend ids under the current and previous keys, computed once.
-    ids: Mutex<HashMap<Endpoint, BackendIds>>,
+    facts: Mutex<HashMap<Endpoint, BackendFacts>>,
+    /// Per (VIP, backend, TLS), the cookie of the current second.
+    fresh: Mutex<HashMap<(VipId, Endpoint, bool), FreshCookie>>,
     view: tokio::sync::watch::Receiver<Arc<View>>,
-    client: Client<HttpConnector, Body>,
+    upstream: hyper_util::client::legacy::Client<HttpConnector, Body>,
     cursors: Mutex<HashMap<VipId, Arc<AtomicUsize>>>,
     pub stats: HttpStats,
 }
@@ -173,14 +208,16 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let upstream = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .http1_writev(false)
             .build(connector);
         Arc::new(Self {
             keys,
-            ids: Mutex::new(HashMap::new()),
+            facts: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashMap::new()),
             view,
-            client,
+            upstream,
             cursors: Mutex::new(HashMap::new()),
             stats,
         })
@@ -246,9 +283,11 @@ impl Proxy {
         };
         if h2 {
             let proxy = Arc::clone(&self);
+            let client = Arc::new(Client::new(peer, true));
             let service = hyper::service::service_fn(move |req| {
                 let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(proxy.handle(vip, peer, true, req).await) }
+                let client = Arc::clone(&client);
+                async move { Ok::<_, Infallible>(proxy.handle(vip, &client, req).await) }
             });
             let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
@@ -267,12 +306,15 @@ impl Proxy {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let proxy = Arc::clone(&self);
+        let client = Arc::new(Client::new(peer, tls));
         let service = hyper::service::service_fn(move |req| {
             let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(vip, peer, tls, req).await) }
+            let client = Arc::clone(&client);
+            async move { Ok::<_, Infallible>(proxy.handle(vip, &client, req).await) }
         });
         let served = hyper::server::conn::http1::Builder::new()
             .keep_alive(true)
+            .writev(false)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades()
             .await;
@@ -303,11 +345,23 @@ impl Proxy {
         })
     }
 
-    /// A backend's cookie ids, computed once.
-    fn ids_of(&self, b: Endpoint) -> BackendIds {
-        *lock(&self.ids)
+    /// A backend's cookie ids and authority, computed once.
+    fn facts_of(&self, b: Endpoint) -> BackendFacts {
+        lock(&self.facts)
             .entry(b)
-            .or_insert_with(|| (self.keys.backend_id(b), self.keys.previous_backend_id(b)))
+            .or_insert_with(|| BackendFacts {
+                ids: (self.keys.backend_id(b), self.keys.previous_backend_id(b)),
+                authority: b
+                    .to_string()
+                    .parse()
+                    .unwrap_or_else(|_| hyper::http::uri::Authority::from_static("0.0.0.0")),
+            })
+            .clone()
+    }
+
+    /// A backend's cookie ids.
+    fn ids_of(&self, b: Endpoint) -> BackendIds {
+        self.facts_of(b).ids
     }
 
     /// The backend a valid cookie names, if it still keeps its clients.
@@ -336,10 +390,10 @@ impl Proxy {
     async fn handle(
         &self,
         id: VipId,
-        peer: SocketAddr,
-        tls: bool,
+        client: &Client,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
+        let tls = client.tls;
         let started = Instant::now();
         let view = Arc::clone(&self.view.borrow());
         let Some(vip) = view.get(&id) else {
@@ -370,7 +424,7 @@ impl Proxy {
         if let Some(spec) = &vip.cookie {
             strip_cookie(req.headers_mut(), &spec.name);
         }
-        let client_side = prepare_upstream(&mut req, peer, tls);
+        let client_side = prepare_upstream(&mut req, &client.forwarded);
         let (backend, mut response) = match self.send(id, vip, backend, req).await {
             Ok(sent) => sent,
             Err(backend) => {
@@ -390,7 +444,14 @@ impl Proxy {
         }
         let hit = pinned == Some(backend);
         if let Some(spec) = &vip.cookie {
-            self.set_cookie(spec, &mut response, ticket.filter(|_| hit), backend, now, tls);
+            self.set_cookie(
+                (id, spec),
+                &mut response,
+                ticket.filter(|_| hit),
+                backend,
+                now,
+                tls,
+            );
         }
         self.record(
             id,
@@ -417,8 +478,9 @@ impl Proxy {
         let mut body = Some(body.boxed());
         let mut redispatched = false;
         loop {
-            let upstream = upstream_request(&parts, backend, body.take().unwrap_or_else(empty));
-            match self.client.request(upstream).await {
+            let authority = self.facts_of(backend).authority;
+            let upstream = upstream_request(&parts, authority, body.take().unwrap_or_else(empty));
+            match self.upstream.request(upstream).await {
                 Ok(r) => return Ok((backend, r.map(http_body_util::BodyExt::boxed))),
                 Err(e) if e.is_connect() && !redispatched && bodiless => {
                     let Some(next) = self.pick(id, vip, Some(backend)) else {
@@ -446,7 +508,7 @@ impl Proxy {
     /// backend's own `Set-Cookie` of our name is dropped.
     fn set_cookie(
         &self,
-        spec: &CookieSpec,
+        (id, spec): (VipId, &CookieSpec),
         response: &mut Response<Body>,
         ticket: Option<Ticket>,
         backend: Endpoint,
@@ -459,11 +521,32 @@ impl Proxy {
         if hit && !refresh {
             return;
         }
-        let issued = ticket.map_or(now, |t| t.issued);
-        let value = self
-            .keys
-            .issue_for(&spec.name, self.ids_of(backend).0, issued, now);
-        if let Ok(v) = HeaderValue::from_str(&spec.set_cookie(&value, tls)) {
+        let make = |issued: u32| {
+            let value = self
+                .keys
+                .issue_for(&spec.name, self.ids_of(backend).0, issued, now);
+            HeaderValue::from_str(&spec.set_cookie(&value, tls)).ok()
+        };
+        let header = match ticket {
+            Some(t) => make(t.issued),
+            None => {
+                let mut fresh = lock(&self.fresh);
+                match fresh.get(&(id, backend, tls)) {
+                    Some(f) if f.now == now && f.spec == *spec => Some(f.value.clone()),
+                    _ => make(now).inspect(|value| {
+                        fresh.insert(
+                            (id, backend, tls),
+                            FreshCookie {
+                                now,
+                                spec: spec.clone(),
+                                value: value.clone(),
+                            },
+                        );
+                    }),
+                }
+            }
+        };
+        if let Some(v) = header {
             response.headers_mut().append(SET_COOKIE, v);
         }
         if !hit && !response.headers().contains_key(CACHE_CONTROL) {
@@ -495,7 +578,7 @@ impl Proxy {
 /// switch kept), `X-Forwarded-*` in, an HTTP/2 request's authority and
 /// cookies as HTTP/1.1 has them. Returns the client side of a protocol
 /// switch (WebSocket), to be joined with the backend's.
-fn prepare_upstream(req: &mut Request<Incoming>, peer: SocketAddr, tls: bool) -> Option<OnUpgrade> {
+fn prepare_upstream(req: &mut Request<Incoming>, forwarded: &Forwarded) -> Option<OnUpgrade> {
     let upgrade = req
         .headers()
         .get(hyper::header::UPGRADE)
@@ -518,7 +601,7 @@ fn prepare_upstream(req: &mut Request<Incoming>, peer: SocketAddr, tls: bool) ->
         }
     }
     join_cookies(req.headers_mut());
-    forwarded_headers(req.headers_mut(), peer, if tls { "https" } else { "http" });
+    forwarded.add(req.headers_mut());
     client_side
 }
 
@@ -555,17 +638,21 @@ fn plain(status: StatusCode, text: &'static str) -> Response<Body> {
 /// body, addressed to the backend.
 fn upstream_request(
     parts: &hyper::http::request::Parts,
-    backend: Endpoint,
+    backend: hyper::http::uri::Authority,
     body: Body,
 ) -> Request<Body> {
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+        .cloned()
+        .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
-    *req.uri_mut() = format!("http://{backend}{path}")
-        .parse()
+    *req.uri_mut() = hyper::Uri::builder()
+        .scheme(hyper::http::uri::Scheme::HTTP)
+        .authority(backend)
+        .path_and_query(path)
+        .build()
         .unwrap_or_else(|_| hyper::Uri::from_static("/"));
     *req.version_mut() = hyper::Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
