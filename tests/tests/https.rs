@@ -269,8 +269,29 @@ fn sni_wss_reload_and_old_clients() {
     drop(to_ws);
     let _ = ws.wait();
 
-    // TLS 1.0 is refused by the balancer (its counter says so), 1.2 taken.
+    // A TLS 1.2 session is resumed, and counted.
     let label = format!("vip=\"{VIP}:443\",protocol=\"tcp\"");
+    let session = lab.workdir.join("tls12.session");
+    let s_client = |keep: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.clients[0].ns, "openssl", "s_client"])
+            .args(["-connect", &format!("{VIP}:443"), "-servername", "shop.test", "-tls1_2"])
+            .arg("-CAfile")
+            .arg(&ca.cert)
+            .arg(keep)
+            .arg(&session)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let first = s_client("-sess_out");
+    assert!(first.contains("New, TLSv1.2") && first.contains("Verify return code: 0 (ok)"), "{first}");
+    let again = s_client("-sess_in");
+    assert!(again.contains("Reused, TLSv1.2"), "{again}");
+    assert!(lab.metric(&format!("lb_tls_resumed_total{{{label}}}")).unwrap() >= 1.0);
+
+    // TLS 1.0 is refused by the balancer (its counter says so), 1.2 taken.
     let failed = |lab: &Lab| {
         lab.metric(&format!("lb_tls_handshakes_total{{{label},result=\"failed\"}}"))
             .unwrap()
