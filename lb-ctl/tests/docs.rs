@@ -1,6 +1,7 @@
 //! `configs/example.yaml` shows every option, and
 //! `docs/configuration.md` documents every one: each option of the example
-//! (its commented `cluster:` block included) is named in the reference by
+//! (its commented `cluster:` block and a VIP's commented `tls:` block
+//! included) is named in the reference by
 //! its full path in backticks (`vips[].persistence.timeout`), and every
 //! option path the reference names is in the example. The example itself
 //! must parse (a unit test of `model::config` checks it).
@@ -46,6 +47,47 @@ fn example_options() -> BTreeSet<String> {
     paths("", &serde_yaml::from_str(&text).unwrap(), &mut out);
     let block = commented_blocks(&text);
     paths("", &serde_yaml::from_str(&block).unwrap(), &mut out);
+    paths(
+        "",
+        &serde_yaml::from_str(&nested_uncommented(&text)).unwrap(),
+        &mut out,
+    );
+    out
+}
+
+fn is_key(s: &str) -> bool {
+    s.split_once(':').is_some_and(|(k, _)| {
+        !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+    })
+}
+
+/// `text` with its commented-out nested blocks uncommented in place: an
+/// indented `# key:` line opens one (as a VIP's `    # tls:`), the lines
+/// below it at the same indentation with more spaces after the `#`
+/// continue it.
+fn nested_uncommented(text: &str) -> String {
+    let mut out = String::new();
+    let mut open: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let body = line.trim_start().strip_prefix("# ");
+        match body {
+            Some(b) if indent > 0 && is_key(b) => {
+                open = Some(indent);
+                out.push_str(&" ".repeat(indent));
+                out.push_str(b);
+            }
+            Some(b) if open == Some(indent) && b.starts_with("  ") => {
+                out.push_str(&" ".repeat(indent));
+                out.push_str(b);
+            }
+            _ => {
+                open = None;
+                out.push_str(line);
+            }
+        }
+        out.push('\n');
+    }
     out
 }
 
@@ -58,11 +100,6 @@ fn commented_blocks(text: &str) -> String {
         let Some(rest) = line.strip_prefix('#') else {
             open = false;
             continue;
-        };
-        let is_key = |s: &str| {
-            s.split_once(':').is_some_and(|(k, _)| {
-                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
-            })
         };
         if !rest.starts_with(' ') && is_key(rest) {
             open = true;

@@ -106,7 +106,7 @@ pub enum Handshake<S> {
     /// Done: the stream, whether HTTP/2 was agreed, the TLS version ("1.2"
     /// or "1.3") and whether a session was resumed.
     Done {
-        stream: tokio_rustls::server::TlsStream<S>,
+        stream: Box<tokio_rustls::server::TlsStream<S>>,
         h2: bool,
         version: &'static str,
         resumed: bool,
@@ -134,7 +134,7 @@ where
             };
             let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
             Handshake::Done {
-                stream,
+                stream: Box::new(stream),
                 h2,
                 version,
                 resumed,
