@@ -105,4 +105,3 @@ pub fn page(line: &str) -> Option<Page> {
         proto: field("proto")?,
     })
 }
-

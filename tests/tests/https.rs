@@ -49,11 +49,19 @@ fn config(lab: &Lab, certs: &[&ServerCert], tls_extra: &str) -> String {
 /// `mail.test` resolved to the VIP.
 fn curl(lab: &Lab, ca: &TestCa) -> Command {
     let mut c = Command::new("ip");
-    c.args(["netns", "exec", &lab.clients[0].ns, "curl", "-s", "--max-time", "5"])
-        .arg("--cacert")
-        .arg(&ca.cert)
-        .args(["--resolve", &format!("shop.test:443:{VIP}")])
-        .args(["--resolve", &format!("mail.test:443:{VIP}")]);
+    c.args([
+        "netns",
+        "exec",
+        &lab.clients[0].ns,
+        "curl",
+        "-s",
+        "--max-time",
+        "5",
+    ])
+    .arg("--cacert")
+    .arg(&ca.cert)
+    .args(["--resolve", &format!("shop.test:443:{VIP}")])
+    .args(["--resolve", &format!("mail.test:443:{VIP}")]);
     c
 }
 
@@ -87,7 +95,10 @@ fn in_jar(lab: &Lab, user: &str, name: &str) -> String {
 /// The subject of the certificate the VIP serves for `name` (none: no
 /// SNI, by address).
 fn subject(lab: &Lab, ca: &TestCa, name: Option<&str>) -> String {
-    let url = name.map_or_else(|| format!("https://{VIP}/hello.txt"), |n| format!("https://{n}/hello.txt"));
+    let url = name.map_or_else(
+        || format!("https://{VIP}/hello.txt"),
+        |n| format!("https://{n}/hello.txt"),
+    );
     let out = curl(lab, ca)
         .args(["-v", "-o", "/dev/null", "-k"])
         .arg(url)
@@ -130,7 +141,11 @@ fn users_keep_their_backends_over_https_and_http2() {
             }
             let server = servers.entry(user).or_insert_with(|| p.server.clone());
             assert_eq!(&p.server, server, "{user} stays on its server");
-            assert_eq!((p.user.as_str(), p.n), (user, round), "{user}'s session is kept");
+            assert_eq!(
+                (p.user.as_str(), p.n),
+                (user, round),
+                "{user}'s session is kept"
+            );
             assert_eq!(p.proto, "https");
             assert_eq!(p.xff, "198.18.0.11");
             assert_eq!(p.lb_cookie, "none", "the backend never sees our cookie");
@@ -143,7 +158,11 @@ fn users_keep_their_backends_over_https_and_http2() {
             let (p, head) = visit(&lab, &ca, user, "--http2");
             assert!(head.starts_with("http/2 200"), "{head}");
             let p = p.unwrap();
-            assert_eq!((&p.server, p.n), (&servers[user], round), "{user} over HTTP/2");
+            assert_eq!(
+                (&p.server, p.n),
+                (&servers[user], round),
+                "{user} over HTTP/2"
+            );
         }
     }
     // One HTTP/2 connection, two requests: alice's cookies, then bob's,
@@ -174,18 +193,31 @@ fn users_keep_their_backends_over_https_and_http2() {
     let text = String::from_utf8_lossy(&out.stdout);
     let pages: Vec<Page> = text.lines().filter_map(page).collect();
     assert_eq!(pages.len(), 2, "{text}");
-    assert_eq!((pages[0].user.as_str(), &pages[0].server, pages[0].n), ("alice", &servers["alice"], 7), "{text}");
-    assert_eq!((pages[1].user.as_str(), &pages[1].server, pages[1].n), ("bob", &servers["bob"], 7), "{text}");
+    assert_eq!(
+        (pages[0].user.as_str(), &pages[0].server, pages[0].n),
+        ("alice", &servers["alice"], 7),
+        "{text}"
+    );
+    assert_eq!(
+        (pages[1].user.as_str(), &pages[1].server, pages[1].n),
+        ("bob", &servers["bob"], 7),
+        "{text}"
+    );
     assert!(
         text.contains("connects=1 version=2") && text.contains("connects=0 version=2"),
         "both requests on one HTTP/2 connection: {text}"
     );
     let label = format!("vip=\"{VIP}:443\",protocol=\"tcp\"");
-    let h2 = lab.metric(&format!("lb_tls_alpn_total{{{label},alpn=\"h2\"}}")).unwrap();
-    let h1 = lab.metric(&format!("lb_tls_alpn_total{{{label},alpn=\"http/1.1\"}}")).unwrap();
+    let h2 = lab
+        .metric(&format!("lb_tls_alpn_total{{{label},alpn=\"h2\"}}"))
+        .unwrap();
+    let h1 = lab
+        .metric(&format!("lb_tls_alpn_total{{{label},alpn=\"http/1.1\"}}"))
+        .unwrap();
     assert_eq!((h1, h2), (12.0, 7.0), "one handshake per curl run");
     assert_eq!(
-        lab.metric(&format!("lb_http_cookie_hits_total{{{label}}}")).unwrap(),
+        lab.metric(&format!("lb_http_cookie_hits_total{{{label}}}"))
+            .unwrap(),
         9.0 + 6.0 + 2.0
     );
 }
@@ -217,16 +249,25 @@ fn sni_wss_reload_and_old_clients() {
             )
         })
         .collect();
-    lab.start_balancer(&config(&lab, &[&shop, &mail], "")).unwrap();
+    lab.start_balancer(&config(&lab, &[&shop, &mail], ""))
+        .unwrap();
     assert!(subject(&lab, &ca, Some("shop.test")).contains("CN=shop.test"));
     assert!(subject(&lab, &ca, Some("mail.test")).contains("CN=mail.test"));
-    assert!(subject(&lab, &ca, None).contains("CN=shop.test"), "the first without SNI");
+    assert!(
+        subject(&lab, &ca, None).contains("CN=shop.test"),
+        "the first without SNI"
+    );
 
     // A WebSocket through TLS, kept open across the reload.
     let mut ws = Command::new("ip")
         .args(["netns", "exec", &lab.clients[0].ns])
         .arg(&node)
-        .args(["ws", "wss://shop.test:8443/chat", "--connect", &format!("{VIP}:8443")])
+        .args([
+            "ws",
+            "wss://shop.test:8443/chat",
+            "--connect",
+            &format!("{VIP}:8443"),
+        ])
         .arg("--ca-file")
         .arg(&ca.cert)
         .stdin(Stdio::piped())
@@ -254,8 +295,15 @@ fn sni_wss_reload_and_old_clients() {
     ca.issue("shop", &["shop.test"], "second").unwrap();
     let reloaded = lab.ctl(&["reload"]).unwrap();
     assert!(reloaded.contains("reloaded"), "{reloaded}");
-    assert!(subject(&lab, &ca, Some("shop.test")).contains("O=second"), "new connections get the new certificate");
-    assert_eq!(say("again"), format!("ok {server}: again"), "the open connection goes on");
+    assert!(
+        subject(&lab, &ca, Some("shop.test")).contains("O=second"),
+        "new connections get the new certificate"
+    );
+    assert_eq!(
+        say("again"),
+        format!("ok {server}: again"),
+        "the open connection goes on"
+    );
 
     // A broken file refuses the whole reload; the served certificate stays.
     std::fs::write(&shop.cert, "not a certificate\n").unwrap();
@@ -275,7 +323,13 @@ fn sni_wss_reload_and_old_clients() {
     let s_client = |keep: &str| {
         let out = Command::new("ip")
             .args(["netns", "exec", &lab.clients[0].ns, "openssl", "s_client"])
-            .args(["-connect", &format!("{VIP}:443"), "-servername", "shop.test", "-tls1_2"])
+            .args([
+                "-connect",
+                &format!("{VIP}:443"),
+                "-servername",
+                "shop.test",
+                "-tls1_2",
+            ])
             .arg("-CAfile")
             .arg(&ca.cert)
             .arg(keep)
@@ -286,25 +340,40 @@ fn sni_wss_reload_and_old_clients() {
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let first = s_client("-sess_out");
-    assert!(first.contains("New, TLSv1.2") && first.contains("Verify return code: 0 (ok)"), "{first}");
+    assert!(
+        first.contains("New, TLSv1.2") && first.contains("Verify return code: 0 (ok)"),
+        "{first}"
+    );
     let again = s_client("-sess_in");
     assert!(again.contains("Reused, TLSv1.2"), "{again}");
-    assert!(lab.metric(&format!("lb_tls_resumed_total{{{label}}}")).unwrap() >= 1.0);
+    assert!(
+        lab.metric(&format!("lb_tls_resumed_total{{{label}}}"))
+            .unwrap()
+            >= 1.0
+    );
 
     // TLS 1.0 is refused by the balancer (its counter says so), 1.2 taken.
     let failed = |lab: &Lab| {
-        lab.metric(&format!("lb_tls_handshakes_total{{{label},result=\"failed\"}}"))
-            .unwrap()
+        lab.metric(&format!(
+            "lb_tls_handshakes_total{{{label},result=\"failed\"}}"
+        ))
+        .unwrap()
     };
     let before = failed(&lab);
     let old = Command::new("ip")
         .args(["netns", "exec", &lab.clients[0].ns, "openssl", "s_client"])
-        .args(["-connect", &format!("{VIP}:443"), "-servername", "shop.test"])
+        .args([
+            "-connect",
+            &format!("{VIP}:443"),
+            "-servername",
+            "shop.test",
+        ])
         .args(["-tls1", "-cipher", "DEFAULT:@SECLEVEL=0"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&old.stdout).to_string() + &String::from_utf8_lossy(&old.stderr);
+    let said =
+        String::from_utf8_lossy(&old.stdout).to_string() + &String::from_utf8_lossy(&old.stderr);
     assert!(!old.status.success(), "{said}");
     assert!(
         said.contains("alert handshake failure") || said.contains("alert protocol version"),
@@ -312,12 +381,24 @@ fn sni_wss_reload_and_old_clients() {
     );
     assert_eq!(failed(&lab), before + 1.0);
     let tls12 = curl(&lab, &ca)
-        .args(["--tlsv1.2", "--tls-max", "1.2", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "--tlsv1.2",
+            "--tls-max",
+            "1.2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .arg("https://shop.test/hello.txt")
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&tls12.stdout), "200");
-    assert!(lab.metric(&format!("lb_tls_version_total{{{label},version=\"1.2\"}}")).unwrap() >= 1.0);
+    assert!(
+        lab.metric(&format!("lb_tls_version_total{{{label},version=\"1.2\"}}"))
+            .unwrap()
+            >= 1.0
+    );
     let expiry = lab
         .metric(&format!(
             "lb_tls_certificate_expiry_seconds{{{label},certificate=\"{}\"}}",

@@ -253,21 +253,28 @@ fn tls(t: &mut Text, stats: &Stats) {
         .filter(|(vip, b, _)| {
             b.is_none() && stats.tls_certificates.iter().any(|(id, _, _)| id == vip)
         })
-        .map(|(vip, _, c)| (format!("vip=\"{}\",protocol=\"{}\"", vip.endpoint, vip.protocol.as_str()), c))
+        .map(|(vip, _, c)| {
+            (
+                format!(
+                    "vip=\"{}\",protocol=\"{}\"",
+                    vip.endpoint,
+                    vip.protocol.as_str()
+                ),
+                c,
+            )
+        })
         .collect();
     let rows = |pick: &dyn Fn(&crate::l7::proxy::HttpCounters) -> Vec<(&'static str, u64)>| {
         vips.iter()
             .flat_map(|(label, c)| {
-                pick(c)
-                    .into_iter()
-                    .map(move |(extra, v)| {
-                        let labels = if extra.is_empty() {
-                            label.clone()
-                        } else {
-                            format!("{label},{extra}")
-                        };
-                        (labels, v)
-                    })
+                pick(c).into_iter().map(move |(extra, v)| {
+                    let labels = if extra.is_empty() {
+                        label.clone()
+                    } else {
+                        format!("{label},{extra}")
+                    };
+                    (labels, v)
+                })
             })
             .collect::<Vec<_>>()
     };

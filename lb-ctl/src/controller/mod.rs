@@ -65,7 +65,7 @@ impl Controller {
             .iter()
             .map(|v| v.spec.id)
             .filter(|id| !self.http.as_ref().is_some_and(|h| h.listeners.serves(id)))
-            .map(|id| crate::l7::proxy::bind(id).map(|l| (id, l)))
+            .map(|id| crate::l7::listen::bind(id).map(|l| (id, l)))
             .collect::<Result<_, _>>()?;
         Ok((bound, tls))
     }
@@ -108,15 +108,13 @@ impl Controller {
         if self.http.is_none() {
             let keys = crate::l7::cookie::Keys::load_or_create(&self.cookie_key_file)?;
             let tls = HashMap::new();
-            let (view, rx) = tokio::sync::watch::channel(Arc::new(crate::l7::proxy::view(
-                &self.services,
-                &tls,
-            )));
+            let (view, rx) =
+                tokio::sync::watch::channel(Arc::new(crate::l7::proxy::view(&self.services, &tls)));
             let stats = crate::l7::proxy::HttpStats::default();
             let proxy = crate::l7::proxy::Proxy::new(keys, rx, Arc::clone(&stats));
             self.http = Some(HttpPart {
                 view,
-                listeners: crate::l7::proxy::Listeners::new(proxy),
+                listeners: crate::l7::listen::Listeners::new(proxy),
                 stats,
                 tls,
                 tls_shared: crate::l7::tls::Shared::new()?,

@@ -58,7 +58,7 @@ pub struct Controller {
 /// The proxy and what the controller keeps of it.
 pub(super) struct HttpPart {
     pub(super) view: tokio::sync::watch::Sender<Arc<crate::l7::proxy::View>>,
-    pub(super) listeners: crate::l7::proxy::Listeners,
+    pub(super) listeners: crate::l7::listen::Listeners,
     pub(super) stats: crate::l7::proxy::HttpStats,
     /// The TLS servers of the VIPs with `tls:`, as loaded last.
     pub(super) tls: std::collections::HashMap<VipId, crate::l7::tls::Server>,

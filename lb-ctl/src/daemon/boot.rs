@@ -83,7 +83,7 @@ pub fn preflight(opts: &AttachOptions) -> Result<Plan> {
         }
         http_bound.push((
             v.spec.id,
-            crate::l7::proxy::bind(v.spec.id).map_err(anyhow::Error::msg)?,
+            crate::l7::listen::bind(v.spec.id).map_err(anyhow::Error::msg)?,
         ));
     }
     Ok(Plan {

@@ -128,7 +128,11 @@ pub fn forwarded_headers(headers: &mut hyper::HeaderMap, peer: SocketAddr, proto
         Some(prev) => format!("{prev}, {ip}"),
         None => ip.clone(),
     };
-    let node = if peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };
+    let node = if peer.is_ipv6() {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
+    };
     let fwd = match headers.get("forwarded").and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, for={node};proto={proto}"),
         None => format!("for={node};proto={proto}"),
@@ -170,7 +174,8 @@ impl Forwarded {
     pub fn add(&self, headers: &mut hyper::HeaderMap) {
         match (&self.xff, &self.fwd) {
             (Some(xff), Some(fwd))
-                if !headers.contains_key("x-forwarded-for") && !headers.contains_key("forwarded") =>
+                if !headers.contains_key("x-forwarded-for")
+                    && !headers.contains_key("forwarded") =>
             {
                 headers.insert("x-forwarded-for", xff.clone());
                 headers.insert("forwarded", fwd.clone());
@@ -188,7 +193,11 @@ pub fn join_cookies(headers: &mut hyper::HeaderMap) {
     if all.next().is_none() || all.next().is_none() {
         return;
     }
-    let joined: Vec<&[u8]> = headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes).collect();
+    let joined: Vec<&[u8]> = headers
+        .get_all(COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
     if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
         headers.insert(COOKIE, v);
     }
@@ -238,7 +247,10 @@ mod tests {
         let mut h = hyper::HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
         f.add(&mut h);
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "203.0.113.9, 198.18.0.11");
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "203.0.113.9, 198.18.0.11"
+        );
         assert_eq!(h.get("forwarded").unwrap(), "for=198.18.0.11;proto=https");
     }
 

@@ -4,5 +4,6 @@
 
 pub mod cookie;
 pub mod headers;
+pub mod listen;
 pub mod proxy;
 pub mod tls;

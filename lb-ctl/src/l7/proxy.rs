@@ -1,10 +1,11 @@
 //! The layer-7 proxy of `mode: http` VIPs, on the controller's runtime
-//! (hyper 1: an HTTP/1.1 server per VIP, HTTP/2 too behind TLS (see
-//! [`super::tls`]), a pooled HTTP/1.1 client to the backends).
+//! (hyper 1): what happens to each request once [`super::listen`] has
+//! accepted its connection (plain, or TLS through [`super::tls`]; HTTP/1.1
+//! or HTTP/2), and the pooled HTTP/1.1 client to the backends.
 //!
 //! Every request is decided on its own, also on a keep-alive connection
 //! that carries several users' requests: a valid cookie (see
-//! [`crate::cookie`]) sends it to its backend while that backend is up and
+//! [`super::cookie`]) sends it to its backend while that backend is up and
 //! not drained with `--repin`; anything else — no cookie, a tampered,
 //! expired or unknown one, a backend gone, down or draining — is balanced
 //! afresh by the VIP's scheduler and gets a new cookie. Our cookie is
@@ -12,13 +13,13 @@
 //! name from a backend is dropped. Backends see `X-Forwarded-For`,
 //! `X-Forwarded-Proto` and `Forwarded`. An HTTP/2 request goes to its
 //! backend as HTTP/1.1: its `:authority` becomes `Host`, its `cookie`
-//! fields are joined into one (RFC 9113, 8.2.3). Bodies stream both ways. A connect failure to the chosen
-//! backend is retried once on another (its response then carries the new
-//! backend's cookie), for requests without a body.
+//! fields are joined into one (RFC 9113, 8.2.3). Bodies stream both ways.
+//! A connect failure to the chosen backend is retried once on another (its
+//! response then carries the new backend's cookie), for requests without
+//! a body.
 
 use std::{
     collections::{BTreeMap, HashMap},
-    convert::Infallible,
     net::SocketAddr,
     sync::{
         atomic::{AtomicUsize, Ordering},
@@ -47,7 +48,6 @@ use super::{
         connection_has, drop_set_cookie, join_cookies, our_cookie, strip_cookie, strip_hop_by_hop,
         Forwarded,
     },
-    tls::Handshake,
 };
 use crate::{
     model::{
@@ -58,17 +58,17 @@ use crate::{
     sync::lock,
 };
 
-type Body = BoxBody<Bytes, hyper::Error>;
+pub(super) type Body = BoxBody<Bytes, hyper::Error>;
 
 /// A client's connection, as its requests need it.
-struct Client {
+pub(super) struct Client {
     tls: bool,
     /// Its forwarding headers, made once.
     forwarded: Forwarded,
 }
 
 impl Client {
-    fn new(peer: SocketAddr, tls: bool) -> Self {
+    pub(super) fn new(peer: SocketAddr, tls: bool) -> Self {
         Self {
             tls,
             forwarded: Forwarded::new(peer, if tls { "https" } else { "http" }),
@@ -192,7 +192,7 @@ pub struct Proxy {
     facts: Mutex<HashMap<Endpoint, BackendFacts>>,
     /// Per (VIP, backend, TLS), the cookie of the current second.
     fresh: Mutex<HashMap<(VipId, Endpoint, bool), FreshCookie>>,
-    view: tokio::sync::watch::Receiver<Arc<View>>,
+    pub(super) view: tokio::sync::watch::Receiver<Arc<View>>,
     upstream: hyper_util::client::legacy::Client<HttpConnector, Body>,
     cursors: Mutex<HashMap<VipId, Arc<AtomicUsize>>>,
     pub stats: HttpStats,
@@ -223,111 +223,12 @@ impl Proxy {
         })
     }
 
-    /// Serve `vip` on `listener` until the task is aborted.
-    pub async fn serve(self: Arc<Self>, vip: VipId, listener: tokio::net::TcpListener) {
-        loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let tls = self.view.borrow().get(&vip).and_then(|v| v.tls.clone());
-            let proxy = Arc::clone(&self);
-            tokio::spawn(async move {
-                match tls {
-                    None => proxy.serve_http1(vip, peer, stream, false).await,
-                    Some(config) => proxy.serve_tls(vip, peer, stream, config).await,
-                }
-            });
-        }
-    }
-
-    /// Finish the TLS handshake, then serve HTTP/2 or HTTP/1.1 as agreed
-    /// by ALPN.
-    async fn serve_tls(
-        self: Arc<Self>,
+    pub(super) fn count(
+        &self,
         vip: VipId,
-        peer: SocketAddr,
-        stream: tokio::net::TcpStream,
-        config: Arc<rustls::ServerConfig>,
+        backend: Option<Endpoint>,
+        f: impl Fn(&mut HttpCounters),
     ) {
-        let (stream, h2) = match super::tls::accept(config, stream).await {
-            Handshake::Done {
-                stream,
-                h2,
-                version,
-                resumed,
-            } => {
-                self.count(vip, None, |c| {
-                    c.tls_handshakes[0] += 1;
-                    c.tls_resumed += u64::from(resumed);
-                    c.tls_versions[usize::from(version == "1.3")] += 1;
-                    let alpn = stream.get_ref().1.alpn_protocol();
-                    c.tls_alpn[match alpn {
-                        Some(b"h2") => 0,
-                        Some(_) => 1,
-                        None => 2,
-                    }] += 1;
-                });
-                (stream, h2)
-            }
-            Handshake::Failed(e) => {
-                self.count(vip, None, |c| c.tls_handshakes[1] += 1);
-                log::debug!("VIP {vip}: TLS handshake with {peer} failed: {e}");
-                return;
-            }
-            Handshake::TimedOut => {
-                self.count(vip, None, |c| c.tls_handshakes[2] += 1);
-                log::debug!("VIP {vip}: TLS handshake with {peer} timed out");
-                return;
-            }
-        };
-        if h2 {
-            let proxy = Arc::clone(&self);
-            let client = Arc::new(Client::new(peer, true));
-            let service = hyper::service::service_fn(move |req| {
-                let proxy = Arc::clone(&proxy);
-                let client = Arc::clone(&client);
-                async move { Ok::<_, Infallible>(proxy.handle(vip, &client, req).await) }
-            });
-            let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                log::debug!("VIP {vip}: HTTP/2 connection from {peer}: {e}");
-            }
-        } else {
-            self.serve_http1(vip, peer, stream, true).await;
-        }
-    }
-
-    /// Serve HTTP/1.1 on a client's connection (plain or TLS).
-    async fn serve_http1<S>(self: Arc<Self>, vip: VipId, peer: SocketAddr, stream: S, tls: bool)
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let proxy = Arc::clone(&self);
-        let client = Arc::new(Client::new(peer, tls));
-        let service = hyper::service::service_fn(move |req| {
-            let proxy = Arc::clone(&proxy);
-            let client = Arc::clone(&client);
-            async move { Ok::<_, Infallible>(proxy.handle(vip, &client, req).await) }
-        });
-        let served = hyper::server::conn::http1::Builder::new()
-            .keep_alive(true)
-            .writev(false)
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades()
-            .await;
-        // hyper answers a request it cannot parse with 400 itself.
-        if let Err(e) = served {
-            if e.is_parse() || e.is_parse_too_large() {
-                self.count(vip, None, |c| c.bad_requests += 1);
-                log::debug!("VIP {vip}: malformed request from {peer}: {e}");
-            }
-        }
-    }
-
-    fn count(&self, vip: VipId, backend: Option<Endpoint>, f: impl Fn(&mut HttpCounters)) {
         let mut stats = lock(&self.stats);
         f(stats.entry((vip, None)).or_default());
         if backend.is_some() {
@@ -387,7 +288,7 @@ impl Proxy {
         })
     }
 
-    async fn handle(
+    pub(super) async fn handle(
         &self,
         id: VipId,
         client: &Client,
@@ -657,68 +558,4 @@ fn upstream_request(
     *req.version_mut() = hyper::Version::HTTP_11;
     *req.headers_mut() = parts.headers.clone();
     req
-}
-
-/// The listeners of the `mode: http` VIPs, started and stopped as the view
-/// changes.
-pub struct Listeners {
-    proxy: Arc<Proxy>,
-    running: HashMap<VipId, tokio::task::JoinHandle<()>>,
-}
-
-impl Listeners {
-    #[must_use]
-    pub fn new(proxy: Arc<Proxy>) -> Self {
-        Self {
-            proxy,
-            running: HashMap::new(),
-        }
-    }
-
-    /// Serve `vip` on `listener` (bound by the caller, which reports a
-    /// port in use).
-    pub fn start(&mut self, vip: VipId, listener: std::net::TcpListener) {
-        let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-            return;
-        };
-        let task = tokio::spawn(Arc::clone(&self.proxy).serve(vip, listener));
-        if let Some(old) = self.running.insert(vip, task) {
-            old.abort();
-        }
-    }
-
-    /// Stop serving VIPs no longer in `view`.
-    pub fn retain(&mut self, view: &View) {
-        self.running.retain(|vip, task| {
-            let keep = view.contains_key(vip);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-    }
-
-    /// Whether `vip` is served.
-    #[must_use]
-    pub fn serves(&self, vip: &VipId) -> bool {
-        self.running.contains_key(vip)
-    }
-}
-
-/// Bind `vip`'s listening socket.
-///
-/// # Errors
-/// Naming the address when it is taken or not local.
-pub fn bind(vip: VipId) -> Result<std::net::TcpListener, String> {
-    let addr = SocketAddr::from((vip.endpoint.addr, vip.endpoint.port));
-    let socket = socket2_free_bind(addr).map_err(|e| {
-        format!("VIP {vip} (mode http): cannot listen on {addr}: {e} (is the port taken by another process, or the address not on this host?)")
-    })?;
-    socket.set_nonblocking(true).map_err(|e| e.to_string())?;
-    Ok(socket)
-}
-
-fn socket2_free_bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let listener = std::net::TcpListener::bind(addr)?;
-    Ok(listener)
 }

@@ -11,7 +11,10 @@
 use std::{sync::Arc, time::Duration};
 
 use rustls::{
-    server::{ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache, StoresServerSessions},
+    server::{
+        ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
+        StoresServerSessions,
+    },
     sign::CertifiedKey,
     ServerConfig,
 };
@@ -163,7 +166,10 @@ mod tests {
 
     #[test]
     fn sni_picks_its_certificate_and_the_first_is_the_default() {
-        let by = BySni(vec![cert("shop", &["shop.test"]), cert("mail", &["*.mail.test"])]);
+        let by = BySni(vec![
+            cert("shop", &["shop.test"]),
+            cert("mail", &["*.mail.test"]),
+        ]);
         let file = |sni| by.pick(sni).map(|c| c.file.display().to_string());
         assert_eq!(file(Some("shop.test")).as_deref(), Some("shop"));
         assert_eq!(file(Some("web.mail.test")).as_deref(), Some("mail"));

@@ -507,10 +507,7 @@ impl Config {
     ///
     /// # Errors
     /// The index of the VIP and what is wrong with its files.
-    pub fn tls_warnings(
-        &self,
-        now: std::time::SystemTime,
-    ) -> Result<Vec<String>, (usize, String)> {
+    pub fn tls_warnings(&self, now: std::time::SystemTime) -> Result<Vec<String>, (usize, String)> {
         let mut out = Vec::new();
         for (i, v) in self.vips.iter().enumerate() {
             if let Some(tls) = &v.tls {

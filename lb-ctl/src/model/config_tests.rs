@@ -325,7 +325,10 @@ fn tls_is_checked_naming_the_vip_and_field() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("vips[0]") && e.contains("tls needs mode: http"), "{e}");
+    assert!(
+        e.contains("vips[0]") && e.contains("tls needs mode: http"),
+        "{e}"
+    );
     let e = Config::parse(
         &vip("    mode: http\n    tls: { certificates: [ { cert: /nonexistent/a.pem, key: /nonexistent/a.key } ] }\n"),
         "lb.yaml",
@@ -342,7 +345,10 @@ fn tls_is_checked_naming_the_vip_and_field() {
     )
     .unwrap_err()
     .to_string();
-    assert!(e.contains("vips[0]") && e.contains("tls.alpn[0]: \"h3\""), "{e}");
+    assert!(
+        e.contains("vips[0]") && e.contains("tls.alpn[0]: \"h3\""),
+        "{e}"
+    );
     let e = Config::parse(
         &vip("    mode: http\n    tls: { certificates: [ { cert: a, key: b } ], min_version: 1.1 }\n"),
         "lb.yaml",

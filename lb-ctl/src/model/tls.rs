@@ -121,8 +121,9 @@ impl LoadedCert {
         self.names.iter().any(|n| {
             n.eq_ignore_ascii_case(sni)
                 || n.strip_prefix("*.").is_some_and(|suffix| {
-                    sni.split_once('.')
-                        .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(suffix))
+                    sni.split_once('.').is_some_and(|(label, rest)| {
+                        !label.is_empty() && rest.eq_ignore_ascii_case(suffix)
+                    })
                 })
         })
     }
@@ -220,8 +221,8 @@ fn load_one(i: usize, files: &CertFiles, now: SystemTime) -> Result<LoadedCert, 
             files.cert.display()
         ));
     };
-    let (names, not_after) = leaf_facts(leaf)
-        .map_err(|e| format!("{cert_field}: {}: {e}", files.cert.display()))?;
+    let (names, not_after) =
+        leaf_facts(leaf).map_err(|e| format!("{cert_field}: {}: {e}", files.cert.display()))?;
     if not_after < unix(now) {
         return Err(format!(
             "{cert_field}: {} expired on {}",
@@ -256,8 +257,8 @@ fn load_one(i: usize, files: &CertFiles, now: SystemTime) -> Result<LoadedCert, 
 /// The DNS names and the end of validity of a leaf certificate.
 fn leaf_facts(der: &CertificateDer<'_>) -> Result<(Vec<String>, i64), String> {
     use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
-    let (_, cert) =
-        X509Certificate::from_der(der.as_ref()).map_err(|e| format!("not an X.509 certificate: {e}"))?;
+    let (_, cert) = X509Certificate::from_der(der.as_ref())
+        .map_err(|e| format!("not an X.509 certificate: {e}"))?;
     let mut names: Vec<String> = cert
         .subject_alternative_name()
         .ok()
@@ -298,8 +299,15 @@ mod tests {
         assert_eq!(s.alpn, ["h2", "http/1.1"]);
         assert_eq!(s.min_version, TlsVersion::V12);
         assert!(s.check().is_ok());
-        for (text, v) in [("\"1.3\"", TlsVersion::V13), ("1.3", TlsVersion::V13), ("1.2", TlsVersion::V12)] {
-            let s = spec(&format!("certificates: [{{ cert: a, key: b }}]\nmin_version: {text}")).unwrap();
+        for (text, v) in [
+            ("\"1.3\"", TlsVersion::V13),
+            ("1.3", TlsVersion::V13),
+            ("1.2", TlsVersion::V12),
+        ] {
+            let s = spec(&format!(
+                "certificates: [{{ cert: a, key: b }}]\nmin_version: {text}"
+            ))
+            .unwrap();
             assert_eq!(s.min_version, v, "{text}");
         }
         let e = spec("certificates: [{ cert: a, key: b }]\nmin_version: \"1.0\"").unwrap_err();
@@ -314,7 +322,10 @@ mod tests {
             .unwrap()
             .check()
             .unwrap_err();
-        assert!(e.starts_with("tls.alpn[1]: \"spdy/3\" is not a protocol"), "{e}");
+        assert!(
+            e.starts_with("tls.alpn[1]: \"spdy/3\" is not a protocol"),
+            "{e}"
+        );
         let e = spec("certificates: [{ cert: a, key: b }]\nalpn: [h2, h2]")
             .unwrap()
             .check()
@@ -322,16 +333,20 @@ mod tests {
         assert_eq!(e, "tls.alpn[1]: \"h2\" is listed twice");
         let e = spec("certificates: []").unwrap().check().unwrap_err();
         assert!(e.starts_with("tls.certificates:"), "{e}");
-        assert!(spec("certificates: [{ cert: a, key: b }]\nalpn: []").unwrap().check().is_ok());
+        assert!(spec("certificates: [{ cert: a, key: b }]\nalpn: []")
+            .unwrap()
+            .check()
+            .is_ok());
     }
 
     /// A self-signed certificate for `names`, valid until `not_after`
     /// (year), written to `dir` as `<stem>.pem` and `<stem>.key`.
     fn make(dir: &Path, stem: &str, names: &[&str], until_year: i32) -> CertFiles {
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_string()).collect::<Vec<_>>())
-                .unwrap();
+        let mut params = rcgen::CertificateParams::new(
+            names.iter().map(|n| (*n).to_string()).collect::<Vec<_>>(),
+        )
+        .unwrap();
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(until_year, 1, 1);
         let cert = params.self_signed(&key).unwrap();
@@ -377,7 +392,10 @@ mod tests {
             key: good.key.clone(),
         };
         let e = with(vec![good.clone(), missing]).load(now).unwrap_err();
-        assert!(e.starts_with("tls.certificates[1].cert: cannot read "), "{e}");
+        assert!(
+            e.starts_with("tls.certificates[1].cert: cannot read "),
+            "{e}"
+        );
         assert!(e.contains("nope.pem"), "{e}");
 
         let other = make(&dir, "other", &["other.test"], 2200);
@@ -387,7 +405,8 @@ mod tests {
         };
         let e = with(vec![mismatched]).load(now).unwrap_err();
         assert!(
-            e.starts_with("tls.certificates[0].key: ") && e.contains("does not match the certificate"),
+            e.starts_with("tls.certificates[0].key: ")
+                && e.contains("does not match the certificate"),
             "{e}"
         );
 
@@ -421,7 +440,10 @@ mod tests {
         let end = UNIX_EPOCH + Duration::from_secs(u64::try_from(loaded[0].not_after).unwrap());
         let w = warnings(&loaded, end - Duration::from_secs(3 * 86_400));
         assert_eq!(w.len(), 1);
-        assert!(w[0].contains("expires on 2200-01-01") && w[0].contains("in 3 day(s)"), "{w:?}");
+        assert!(
+            w[0].contains("expires on 2200-01-01") && w[0].contains("in 3 day(s)"),
+            "{w:?}"
+        );
         assert!(warnings(&loaded, end - Duration::from_secs(15 * 86_400)).is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }

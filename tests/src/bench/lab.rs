@@ -337,7 +337,10 @@ impl BenchLab {
                         &both,
                         std::fs::read_to_string(&c.cert)? + &std::fs::read_to_string(&c.key)?,
                     )?;
-                    format!("{VIP}:{HTTPS_PORT} ssl crt {} alpn h2,http/1.1", both.display())
+                    format!(
+                        "{VIP}:{HTTPS_PORT} ssl crt {} alpn h2,http/1.1",
+                        both.display()
+                    )
                 } else {
                     format!("{VIP}:{HTTP_PORT}")
                 };

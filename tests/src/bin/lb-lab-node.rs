@@ -626,16 +626,21 @@ async fn ws_client(
 
     let mut request = url.into_client_request()?;
     if let Some(c) = &cookie {
-        request.headers_mut().insert("cookie", HeaderValue::from_str(c)?);
+        request
+            .headers_mut()
+            .insert("cookie", HeaderValue::from_str(c)?);
     }
     let host = request
         .uri()
         .host()
         .context("the URL has no host")?
         .to_string();
-    let tcp = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(connect))
-        .await
-        .context("connect: timed out")??;
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::net::TcpStream::connect(connect),
+    )
+    .await
+    .context("connect: timed out")??;
     let stream: Box<dyn AsyncStream> = match ca_file {
         Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
