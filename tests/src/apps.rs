@@ -11,9 +11,10 @@ use crate::lab::{wait_for, Lab};
 
 pub const APP_PORT: u16 = 8081;
 
-/// The PHP application on every backend host, killed on drop.
+/// The PHP application on every backend host, on its IPv4 and its IPv6
+/// address (one session directory), killed on drop.
 pub struct Apps {
-    children: Vec<Option<Child>>,
+    children: Vec<Vec<Child>>,
     lab_dir: PathBuf,
 }
 
@@ -27,8 +28,8 @@ impl Apps {
             lab_dir: lab.workdir.clone(),
         };
         for i in 0..lab.backends.len() {
-            let child = apps.spawn(lab, i);
-            apps.children.push(Some(child));
+            let children = apps.spawn(lab, i);
+            apps.children.push(children);
         }
         apps
     }
@@ -36,14 +37,22 @@ impl Apps {
     /// # Panics
     /// When the application does not listen within 5 s.
     #[must_use]
-    pub fn spawn(&self, lab: &Lab, i: usize) -> Child {
+    pub fn spawn(&self, lab: &Lab, i: usize) -> Vec<Child> {
+        let b = &lab.backends[i];
+        [b.addr.to_string(), format!("[{}]", b.addr6())]
+            .iter()
+            .map(|addr| self.spawn_on(lab, i, addr))
+            .collect()
+    }
+
+    fn spawn_on(&self, lab: &Lab, i: usize, addr: &str) -> Child {
         let b = &lab.backends[i];
         let sessions = self.lab_dir.join(format!("sessions-{}", b.name));
         std::fs::create_dir_all(&sessions).expect("the sessions directory");
         let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("apps");
         let child = Command::new("ip")
             .args(["netns", "exec", &b.ns, "php", "-S"])
-            .arg(format!("{}:{APP_PORT}", b.addr))
+            .arg(format!("{addr}:{APP_PORT}"))
             .arg("-t")
             .arg(&app)
             .arg("-d")
@@ -54,15 +63,23 @@ impl Apps {
             .spawn()
             .expect("php -S");
         wait_for(Duration::from_secs(5), || {
-            crate::netns::in_ns(&b.ns, &["ss", "-ltn", &format!("sport = :{APP_PORT}")])
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
+            crate::netns::in_ns(
+                &b.ns,
+                &[
+                    "ss",
+                    "-Hltn",
+                    &format!("src {addr} and sport = :{APP_PORT}"),
+                ],
+            )
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("LISTEN"))
         })
         .expect("the application listens within 5 s");
         child
     }
 
+    /// Kill backend `i`'s application (both addresses).
     pub fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.children[i].take() {
+        for mut c in self.children[i].drain(..) {
             let _ = c.kill();
             let _ = c.wait();
         }

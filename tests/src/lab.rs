@@ -26,6 +26,19 @@ use anyhow::{bail, Context as _, Result};
 use crate::netns::{delete_all, in_ns, ip, sh};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+/// The VIP's IPv6 address in the switched layouts (dual stack).
+pub const VIP6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 0x100);
+
+/// The lab's IPv6 address of a host with the IPv4 address `a`:
+/// 198.18.X.Y is 2001:db8:18:X::Y (X and Y written alike), so
+/// 198.18.1.11 is 2001:db8:18:1::11.
+#[must_use]
+pub fn v6_of(a: Ipv4Addr) -> std::net::Ipv6Addr {
+    let [_, _, x, y] = a.octets();
+    let hex = |n: u8| u16::from_str_radix(&n.to_string(), 16).unwrap_or(0);
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x18, hex(x), 0, 0, 0, hex(y))
+}
 pub const BACKEND_PORT: u16 = 8080;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +65,14 @@ pub struct Host {
     pub name: String,
     pub ns: String,
     pub addr: Ipv4Addr,
+}
+
+impl Host {
+    /// Its IPv6 address (switched layouts; see [`v6_of`]).
+    #[must_use]
+    pub fn addr6(&self) -> std::net::Ipv6Addr {
+        v6_of(self.addr)
+    }
 }
 
 /// One request's outcome as printed by `lb-lab-node`.
@@ -302,14 +323,25 @@ impl Lab {
         let plain = self.layout == Layout::Plain;
         let vip_dev = if plain { "eth0" } else { "lo" };
         ip(&format!("-n {lb} addr add {VIP}/32 dev {vip_dev}"))?;
-        let hosts: Vec<(Host, &str, &str)> = self
+        // Dual stack: the same plan in 2001:db8:18::/56 (no duplicate
+        // address detection, so that the addresses are usable at once).
+        ip(&format!(
+            "-n {lb} -6 addr add 2001:db8:18::1/64 dev {client_if} nodad"
+        ))?;
+        ip(&format!(
+            "-n {lb} -6 addr add 2001:db8:18:1::1/64 dev {backend_if} nodad"
+        ))?;
+        ip(&format!(
+            "-n {lb} -6 addr add {VIP6}/128 dev {vip_dev} nodad"
+        ))?;
+        let hosts: Vec<(Host, &str, Ipv4Addr)> = self
             .clients
             .iter()
-            .map(|h| (h.clone(), "br0", "198.18.0.1"))
+            .map(|h| (h.clone(), "br0", Ipv4Addr::new(198, 18, 0, 1)))
             .chain(
                 self.backends
                     .iter()
-                    .map(|h| (h.clone(), backend_br, "198.18.1.1")),
+                    .map(|h| (h.clone(), backend_br, Ipv4Addr::new(198, 18, 1, 1))),
             )
             .collect();
         for (h, br, gw) in hosts {
@@ -331,6 +363,11 @@ impl Lab {
                 in_ns(ns, &["ethtool", "-K", "eth0", "tx", "off"])?;
             }
             ip(&format!("-n {ns} route add default via {gw}"))?;
+            ip(&format!(
+                "-n {ns} -6 addr add {}/64 dev eth0 nodad",
+                h.addr6()
+            ))?;
+            ip(&format!("-n {ns} -6 route add default via {}", v6_of(gw)))?;
         }
         if !plain {
             let pass = hold_xdp(

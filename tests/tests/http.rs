@@ -11,7 +11,7 @@ use std::{
 
 use lb_tests::{
     apps::{page, Apps, Page, APP_PORT},
-    lab::{serial, wait_for, Lab, Layout, VIP},
+    lab::{serial, wait_for, Lab, Layout, VIP, VIP6},
 };
 
 fn config(lab: &Lab, backends: &[u8]) -> String {
@@ -559,4 +559,96 @@ fn non_ascii_cookies_reach_the_backend_intact() {
         hex(b"lang=fran\xc3\xa7ais"),
         "without our cookie: untouched"
     );
+}
+
+/// An IPv6 `mode: http` VIP in the dual-stack lab: users behind one IPv6
+/// address keep their sessions on their servers (the backends see the
+/// client's IPv6 address), the listings name the VIP `[…]:80`, and the
+/// health checks over IPv6 take a dead backend out, its user moving to
+/// another with no failed request.
+#[test]
+fn ipv6_users_keep_their_sessions_and_fail_over() {
+    let _g = serial();
+    let mut lab = Lab::up("lbw-six", Layout::Plain, 1, 3).unwrap();
+    let mut apps = Apps::start(&lab);
+    let backends: String = lab
+        .backends
+        .iter()
+        .map(|b| {
+            format!(
+                "      - {{ address: \"{}\", port: {APP_PORT} }}\n",
+                b.addr6()
+            )
+        })
+        .collect();
+    lab.start_balancer(&format!(
+        "vips:\n  - name: shop6\n    address: \"{VIP6}\"\n    port: 80\n    mode: http\n    persistence:\n      cookie: {{ name: SRVID }}\n    health_check: {{ kind: http, path: /hello.txt, interval: 300ms, timeout: 200ms, rise: 1, fall: 2 }}\n    backends:\n{backends}http:\n  cookie_key_file: {}\n",
+        lab.workdir.join("cookie.key").display()
+    ))
+    .unwrap();
+    let visit = |user: &str| {
+        let jar = lab.workdir.join(format!("jar6-{user}"));
+        let out = curl(&lab)
+            .args(["-6", "-b"])
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .arg(format!("http://[{VIP6}]/session.php?login={user}"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        page(text.trim()).unwrap_or_else(|| panic!("{user}: {text:?}\n{}", lab.controller_log()))
+    };
+    let mut servers = std::collections::BTreeMap::new();
+    for round in 1..=3 {
+        for user in ["alice", "bob", "carol"] {
+            let p = visit(user);
+            let server = servers.entry(user).or_insert_with(|| p.server.clone());
+            assert_eq!(
+                (&p.server, p.n),
+                (&*server, round),
+                "{user} keeps its session"
+            );
+            assert_eq!(p.xff, lab.clients[0].addr6().to_string());
+            assert_eq!(p.lb_cookie, "none");
+        }
+    }
+    let distinct: std::collections::BTreeSet<_> = servers.values().collect();
+    assert_eq!(distinct.len(), 3, "{servers:?}");
+    let listed = lab.ctl(&["backend", "list"]).unwrap();
+    assert!(
+        listed.contains(&format!("[{VIP6}]:80"))
+            && listed.contains(&format!("[{}]:{APP_PORT}", lab.backends[0].addr6())),
+        "{listed}"
+    );
+    // Alice's backend dies: the checks (over IPv6) take it out.
+    let idx = lab
+        .backends
+        .iter()
+        .position(|b| b.name == servers["alice"])
+        .unwrap();
+    apps.kill(idx);
+    let down = format!("[{}]:{APP_PORT}", lab.backends[idx].addr6());
+    wait_for(Duration::from_secs(10), || {
+        lab.ctl(&["backend", "list"]).is_ok_and(|text| {
+            text.lines()
+                .any(|l| l.contains(&down) && l.split_whitespace().any(|w| w == "down"))
+        })
+    })
+    .unwrap_or_else(|_| panic!("{down} never went down:\n{}", lab.controller_log()));
+    let moved = visit("alice");
+    assert_ne!(moved.server, servers["alice"]);
+    assert_eq!(moved.n, 1, "a new session on the new server");
+    let again = visit("alice");
+    assert_eq!(
+        (&again.server, again.n),
+        (&moved.server, 2),
+        "and kept there"
+    );
+    let requests = lab
+        .metric(&format!(
+            "lb_http_requests_total{{vip=\"[{VIP6}]:80\",protocol=\"tcp\"}}"
+        ))
+        .unwrap();
+    assert_eq!(requests, 11.0);
 }

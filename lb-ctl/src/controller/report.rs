@@ -73,6 +73,7 @@ impl Controller {
                 announce: self
                     .announcer
                     .as_ref()
+                    .filter(|_| !v.spec.id.endpoint.is_ipv6())
                     .and_then(|a| a.states().get(&v.spec.id.endpoint.v4()).cloned()),
             })
             .collect()

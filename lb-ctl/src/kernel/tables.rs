@@ -258,10 +258,18 @@ impl Tables {
 
     /// Set the filter's bits of `services`' VIP and backend addresses.
     fn filter_in(&mut self, services: &Services) -> Result<()> {
-        let vips: Vec<Ipv4Addr> = services.vips().map(|v| v.spec.id.endpoint.v4()).collect();
+        // IPv4 only: the program leaves IPv6 to the kernel.
+        let v4 = |e: &crate::model::endpoint::Endpoint| match e.addr {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        };
+        let vips: Vec<Ipv4Addr> = services
+            .vips()
+            .filter_map(|v| v4(&v.spec.id.endpoint))
+            .collect();
         let backends: Vec<Ipv4Addr> = services
             .vips()
-            .flat_map(|v| v.backends.iter().map(|b| b.endpoint.v4()))
+            .flat_map(|v| v.backends.iter().filter_map(|b| v4(&b.endpoint)))
             .collect();
         self.filter_in_addresses(&vips, &backends)
     }

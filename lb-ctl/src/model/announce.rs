@@ -144,7 +144,12 @@ pub fn plan(
     // Per address: (backends usable, backends configured).
     let mut usable: BTreeMap<Ipv4Addr, (usize, usize)> = BTreeMap::new();
     for v in services.vips() {
-        let e = usable.entry(v.spec.id.endpoint.v4()).or_default();
+        let std::net::IpAddr::V4(addr) = v.spec.id.endpoint.addr else {
+            // IPv6 VIPs are not announced (refused with `announce:` in the
+            // config; see docs/limits.md).
+            continue;
+        };
+        let e = usable.entry(addr).or_default();
         e.0 += v
             .backends
             .iter()

@@ -288,7 +288,7 @@ fn the_announce_block_parses_and_its_errors_name_the_field() {
 }
 
 #[test]
-fn ipv6_vips_are_refused_until_the_data_path_balances_them() {
+fn ipv6_tcp_vips_are_refused_until_the_data_path_balances_them() {
     let e = Config::parse(
         "vips:\n  - address: \"2001:db8:18::100\"\n    port: 80\n    backends: [ { address: \"2001:db8:18:1::11\", port: 8080 } ]\n",
         "t.yaml",
@@ -356,4 +356,41 @@ fn tls_is_checked_naming_the_vip_and_field() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("tls.min_version: TLS 1.1 is not offered"), "{e}");
+}
+
+#[test]
+fn ipv6_vips_are_served_by_the_proxy_only() {
+    let vip = |mode: &str, backend: &str| {
+        format!(
+            "vips:\n  - address: \"2001:db8:18::100\"\n    port: 80\n    mode: {mode}\n    backends: [ {{ address: \"{backend}\", port: 8080 }} ]\n"
+        )
+    };
+    let (_, services) = Config::parse(&vip("http", "2001:db8:18:1::11"), "lb.yaml").unwrap();
+    let v = services.vips().next().unwrap();
+    assert_eq!(v.spec.id.endpoint.to_string(), "[2001:db8:18::100]:80");
+    assert_eq!(
+        v.backends[0].endpoint.to_string(),
+        "[2001:db8:18:1::11]:8080"
+    );
+    let e = Config::parse(&vip("tcp", "2001:db8:18:1::11"), "lb.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("an IPv6 VIP needs mode: http"), "{e}");
+    let e = Config::parse(&vip("http", "198.18.1.11"), "lb.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("backend 198.18.1.11:8080 is of the other address family"),
+        "{e}"
+    );
+    let e = Config::parse(
+        &(vip("http", "2001:db8:18:1::11") + "announce: { interface: lb-vips }\n"),
+        "lb.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("announce: vips[0]: the IPv6 VIP 2001:db8:18::100 cannot be announced yet"),
+        "{e}"
+    );
 }

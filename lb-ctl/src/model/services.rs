@@ -153,7 +153,7 @@ pub enum ServiceError {
     #[error("VIP {0}: {1} is not a usable service address")]
     VipAddress(VipId, IpAddr),
     #[error(
-        "VIP {0}: IPv6 VIPs are not balanced yet: lb's data path is IPv4 only (see docs/limits.md)"
+        "VIP {0}: an IPv6 VIP needs mode: http for now: the layer-7 proxy serves both families, lb's XDP data path balances IPv4 only (see docs/limits.md)"
     )]
     Ipv6(VipId),
     #[error(
@@ -247,7 +247,7 @@ impl Services {
         if !usable(id.endpoint.addr) {
             return Err(ServiceError::VipAddress(id, id.endpoint.addr));
         }
-        if id.endpoint.is_ipv6() {
+        if id.endpoint.is_ipv6() && spec.mode != Mode::Http {
             return Err(ServiceError::Ipv6(id));
         }
         if spec.persistence_netmask > 32 {
