@@ -19,8 +19,15 @@ impl Proxy {
     /// Serve `vip` on `listener` until the task is aborted.
     pub async fn serve(self: Arc<Self>, vip: VipId, listener: tokio::net::TcpListener) {
         loop {
-            let Ok((stream, peer)) = listener.accept().await else {
-                continue;
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait instead of
+                    // spinning, and say so.
+                    log::warn!("VIP {vip}: cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let _ = stream.set_nodelay(true);
             let tls = self.view.borrow().get(&vip).and_then(|v| v.tls.clone());
@@ -116,7 +123,10 @@ impl Proxy {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let service = self.service(vip, peer, tls);
+        // The timer enables hyper's 30 s limit on reading a request's
+        // head (a client trickling its headers is dropped).
         let served = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
             .keep_alive(true)
             .writev(false)
             .serve_connection(TokioIo::new(stream), service)
