@@ -331,8 +331,10 @@ impl Lab {
         ip(&format!(
             "-n {lb} -6 addr add 2001:db8:18:1::1/64 dev {backend_if} nodad"
         ))?;
+        // On the clients' interface in every layout: the kernel answers
+        // neighbour solicitations only for the interface's own addresses.
         ip(&format!(
-            "-n {lb} -6 addr add {VIP6}/128 dev {vip_dev} nodad"
+            "-n {lb} -6 addr add {VIP6}/128 dev {client_if} nodad"
         ))?;
         let hosts: Vec<(Host, &str, Ipv4Addr)> = self
             .clients

@@ -489,24 +489,46 @@ fn syn_flood(
 
 fn serve(name: &str, port: u16, sick_file: Option<PathBuf>) -> Result<()> {
     let udp = UdpSocket::bind(("0.0.0.0", port)).with_context(|| format!("UDP port {port}"))?;
-    let udp_name = name.to_string();
-    thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok((_, from)) = udp.recv_from(&mut buf) {
-            let _ = udp.send_to(format!("{udp_name} seen={from}").as_bytes(), from);
-        }
-    });
     let listener =
         TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("TCP port {port}"))?;
-    eprintln!("{name}: serving HTTP and UDP on port {port}");
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let name = name.to_string();
-        let sick = sick_file.clone();
+    // IPv6 on sockets of their own (IPv6 only), so that IPv4 clients are
+    // seen as IPv4 addresses.
+    let v6 = |kind: socket2::Type| -> Result<socket2::Socket> {
+        let s = socket2::Socket::new(socket2::Domain::IPV6, kind, None)?;
+        s.set_only_v6(true)?;
+        s.set_reuse_address(true)?;
+        s.bind(&SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)).into())?;
+        Ok(s)
+    };
+    let udp6: UdpSocket = v6(socket2::Type::DGRAM)
+        .with_context(|| format!("UDP port {port} (IPv6)"))?
+        .into();
+    let tcp6 = v6(socket2::Type::STREAM).with_context(|| format!("TCP port {port} (IPv6)"))?;
+    tcp6.listen(1024)?;
+    let listener6: TcpListener = tcp6.into();
+    for udp in [udp, udp6] {
+        let udp_name = name.to_string();
         thread::spawn(move || {
-            let _ = http_session(&name, stream, sick.as_deref());
+            let mut buf = [0u8; 512];
+            while let Ok((_, from)) = udp.recv_from(&mut buf) {
+                let _ = udp.send_to(format!("{udp_name} seen={from}").as_bytes(), from);
+            }
         });
     }
+    eprintln!("{name}: serving HTTP and UDP on port {port}, IPv4 and IPv6");
+    let accept = move |listener: TcpListener, name: String, sick_file: Option<PathBuf>| {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let name = name.clone();
+            let sick = sick_file.clone();
+            thread::spawn(move || {
+                let _ = http_session(&name, stream, sick.as_deref());
+            });
+        }
+    };
+    let (name6, sick6) = (name.to_string(), sick_file.clone());
+    thread::spawn(move || accept(listener6, name6, sick6));
+    accept(listener, name.to_string(), sick_file);
     Ok(())
 }
 

@@ -10,7 +10,20 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_tests::lab::{Lab, Layout, Reply, VIP};
+use lb_tests::lab::{Lab, Layout, Reply, VIP, VIP6};
+
+/// Where the demo's certificate (for `shop.test`, the HTTPS VIP of
+/// `configs/lab.yaml`) and its test CA are made.
+const DEMO_TLS: &str = "/run/lb/demo-tls";
+
+/// The demo's certificate and CA, made once.
+fn demo_certificates() -> Result<()> {
+    let dir = std::path::Path::new(DEMO_TLS);
+    if !dir.join("shop.pem").exists() {
+        lb_tests::pki::TestCa::new(dir)?.issue("shop", &["shop.test"], "lb demo")?;
+    }
+    Ok(())
+}
 
 #[derive(Parser)]
 #[command(about = "The lb veth lab")]
@@ -84,6 +97,7 @@ fn main() -> Result<()> {
             }
             let config = std::fs::read_to_string(&config)
                 .with_context(|| format!("reading {}", config.display()))?;
+            demo_certificates()?;
             demo(layout.into(), &config)
         }
         Cmd::Up { layout, config } => {
@@ -91,6 +105,7 @@ fn main() -> Result<()> {
                 bail!("the ecmp layout runs as `lb-lab demo --layout ecmp` (cargo xtask demo --layout ecmp) only");
             }
             let mut lab = Lab::up(LAB_PREFIX, layout.into(), 2, 3)?;
+            demo_certificates()?;
             if let Some(c) = config {
                 lab.start_balancer(
                     &std::fs::read_to_string(&c).with_context(|| c.display().to_string())?,
@@ -145,13 +160,36 @@ fn users_behind_one_address(lab: &Lab) -> Result<usize> {
         lab.clients[0].addr
     );
     let mut failures = 0;
-    for (port, what) in [
-        (8000, "cookie persistence (mode: http, SRVID)"),
-        (80, "source-IP persistence (layer 4)"),
-    ] {
-        println!("-- VIP {VIP}:{port}, {what}:");
+    let ca = format!("{DEMO_TLS}/ca.pem");
+    let resolve = format!("shop.test:443:{VIP}");
+    for (i, (url, what, extra)) in [
+        (
+            format!("http://{VIP}:8000/"),
+            "cookie persistence (mode: http, SRVID)",
+            vec![],
+        ),
+        (
+            "https://shop.test/".to_string(),
+            "the same over HTTPS (tls:, HTTP/2)",
+            vec!["--http2", "--cacert", &ca, "--resolve", &resolve],
+        ),
+        (
+            format!("http://[{VIP6}]:8000/"),
+            "the same on an IPv6 VIP",
+            vec![],
+        ),
+        (
+            format!("http://{VIP}:80/"),
+            "source-IP persistence (layer 4)",
+            vec![],
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        println!("-- {url} {what}:");
         for user in ["alice", "bob", "carol"] {
-            let jar = lab.workdir.join(format!("demo-jar-{user}-{port}"));
+            let jar = lab.workdir.join(format!("demo-jar-{user}-{i}"));
             let mut seen = Vec::new();
             for _ in 0..4 {
                 let out = Command::new("ip")
@@ -164,11 +202,12 @@ fn users_behind_one_address(lab: &Lab) -> Result<usize> {
                         "--max-time",
                         "3",
                     ])
+                    .args(extra)
                     .arg("-b")
                     .arg(&jar)
                     .arg("-c")
                     .arg(&jar)
-                    .arg(format!("http://{VIP}:{port}/"))
+                    .arg(url)
                     .output()?;
                 let body = String::from_utf8_lossy(&out.stdout);
                 match body.split_whitespace().next() {
