@@ -652,6 +652,15 @@ impl Lab {
         Ok(v)
     }
 
+    /// curl on client host `client`: quiet, bounded to 5 s.
+    #[must_use]
+    pub fn curl(&self, client: usize) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.clients[client].ns])
+            .args(["curl", "-s", "--max-time", "5"]);
+        c
+    }
+
     /// The value of one series of the balancer's metrics (`lb-ctl stats`),
     /// written as in the exposition format: `name{label="value",…}`.
     ///

@@ -34,17 +34,7 @@ fn config(lab: &Lab, backends: &[u8]) -> String {
 /// (a new connection each time). Returns the page and the response head.
 /// curl on the client host, quiet, bounded to 5 s.
 fn curl(lab: &Lab) -> Command {
-    let mut c = Command::new("ip");
-    c.args([
-        "netns",
-        "exec",
-        &lab.clients[0].ns,
-        "curl",
-        "-s",
-        "--max-time",
-        "5",
-    ]);
-    c
+    lab.curl(0)
 }
 
 fn visit(lab: &Lab, user: &str, extra: &[&str]) -> (Option<Page>, String) {

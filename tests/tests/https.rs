@@ -48,20 +48,11 @@ fn config(lab: &Lab, certs: &[&ServerCert], tls_extra: &str) -> String {
 /// curl on the client host, trusting the test CA, `shop.test` and
 /// `mail.test` resolved to the VIP.
 fn curl(lab: &Lab, ca: &TestCa) -> Command {
-    let mut c = Command::new("ip");
-    c.args([
-        "netns",
-        "exec",
-        &lab.clients[0].ns,
-        "curl",
-        "-s",
-        "--max-time",
-        "5",
-    ])
-    .arg("--cacert")
-    .arg(&ca.cert)
-    .args(["--resolve", &format!("shop.test:443:{VIP}")])
-    .args(["--resolve", &format!("mail.test:443:{VIP}")]);
+    let mut c = lab.curl(0);
+    c.arg("--cacert")
+        .arg(&ca.cert)
+        .args(["--resolve", &format!("shop.test:443:{VIP}")])
+        .args(["--resolve", &format!("mail.test:443:{VIP}")]);
     c
 }
 
@@ -90,6 +81,21 @@ fn in_jar(lab: &Lab, user: &str, name: &str) -> String {
         .find(|l| l.split('\t').nth(5) == Some(name))
         .and_then(|l| l.split('\t').nth(6).map(String::from))
         .unwrap_or_else(|| panic!("no {name} in {user}'s jar:\n{jar}"))
+}
+
+/// OpenSSL's client on the client host, to `shop.test` on the VIP's 443,
+/// with nothing to send.
+fn s_client(lab: &Lab) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &lab.clients[0].ns, "openssl", "s_client"])
+        .args([
+            "-connect",
+            &format!("{VIP}:443"),
+            "-servername",
+            "shop.test",
+        ])
+        .stdin(Stdio::null());
+    c
 }
 
 /// The subject of the certificate the VIP serves for `name` (none: no
@@ -320,31 +326,23 @@ fn sni_wss_reload_and_old_clients() {
     // A TLS 1.2 session is resumed, and counted.
     let label = format!("vip=\"{VIP}:443\",protocol=\"tcp\"");
     let session = lab.workdir.join("tls12.session");
-    let s_client = |keep: &str| {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &lab.clients[0].ns, "openssl", "s_client"])
-            .args([
-                "-connect",
-                &format!("{VIP}:443"),
-                "-servername",
-                "shop.test",
-                "-tls1_2",
-            ])
+    let session_run = |keep: &str| {
+        let out = s_client(&lab)
+            .arg("-tls1_2")
             .arg("-CAfile")
             .arg(&ca.cert)
             .arg(keep)
             .arg(&session)
-            .stdin(Stdio::null())
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    let first = s_client("-sess_out");
+    let first = session_run("-sess_out");
     assert!(
         first.contains("New, TLSv1.2") && first.contains("Verify return code: 0 (ok)"),
         "{first}"
     );
-    let again = s_client("-sess_in");
+    let again = session_run("-sess_in");
     assert!(again.contains("Reused, TLSv1.2"), "{again}");
     assert!(
         lab.metric(&format!("lb_tls_resumed_total{{{label}}}"))
@@ -360,16 +358,8 @@ fn sni_wss_reload_and_old_clients() {
         .unwrap()
     };
     let before = failed(&lab);
-    let old = Command::new("ip")
-        .args(["netns", "exec", &lab.clients[0].ns, "openssl", "s_client"])
-        .args([
-            "-connect",
-            &format!("{VIP}:443"),
-            "-servername",
-            "shop.test",
-        ])
+    let old = s_client(&lab)
         .args(["-tls1", "-cipher", "DEFAULT:@SECLEVEL=0"])
-        .stdin(Stdio::null())
         .output()
         .unwrap();
     let said =

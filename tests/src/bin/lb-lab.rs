@@ -192,16 +192,8 @@ fn users_behind_one_address(lab: &Lab) -> Result<usize> {
             let jar = lab.workdir.join(format!("demo-jar-{user}-{i}"));
             let mut seen = Vec::new();
             for _ in 0..4 {
-                let out = Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &lab.clients[0].ns,
-                        "curl",
-                        "-s",
-                        "--max-time",
-                        "3",
-                    ])
+                let out = lab
+                    .curl(0)
                     .args(extra)
                     .arg("-b")
                     .arg(&jar)
