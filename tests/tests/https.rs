@@ -396,4 +396,17 @@ fn sni_wss_reload_and_old_clients() {
         ))
         .unwrap();
     assert!(expiry > 300.0 * 86_400.0, "{expiry}");
+    let status = lab.ctl(&["status"]).unwrap();
+    assert!(
+        status.contains("certificates:")
+            && status.contains(&format!("{}  expires", mail.cert.display())),
+        "{status}"
+    );
+    let vips = lab.ctl(&["vip", "list"]).unwrap();
+    assert!(
+        vips.lines().any(|l| l.contains(&format!("{VIP}:443"))
+            && l.contains(" https ")
+            && l.contains("cookie:SRVID")),
+        "{vips}"
+    );
 }

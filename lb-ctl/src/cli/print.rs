@@ -99,6 +99,19 @@ pub fn print_status(s: &Status) {
             );
         }
     }
+    if !s.tls_certificates.is_empty() {
+        println!("certificates:");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        for (vip, file, end) in &s.tls_certificates {
+            println!(
+                "  {vip}  {file}  expires {} ({} day(s) left)",
+                crate::model::tls::date(*end),
+                (end - now) / 86_400
+            );
+        }
+    }
 }
 
 fn secs(d: Duration) -> String {
@@ -107,11 +120,13 @@ fn secs(d: Duration) -> String {
 
 pub fn print_vips(rows: &[VipRow]) {
     let announcing = rows.iter().any(|r| r.announce.is_some());
+    let w = width(rows.iter().map(|r| r.vip.spec.id.endpoint.to_string()));
     println!(
-        "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}{}",
+        "{:<12} {:<w$} {:<5} {:<5} {:<5} {:>12} {:>5} {:>8}{}",
         "NAME",
         "VIP",
         "PROTO",
+        "MODE",
         "SCHED",
         "PERSISTENCE",
         "MASK",
@@ -123,31 +138,51 @@ pub fn print_vips(rows: &[VipRow]) {
         let announce = r.announce.as_ref().map_or_else(String::new, |a| {
             format!("  {} ({})", if a.announced { "yes" } else { "no" }, a.why)
         });
+        let http = v.spec.mode == crate::model::services::Mode::Http;
+        let mode = match (http, v.spec.tls.is_some(), v.spec.forwarding) {
+            (true, true, _) => "https",
+            (true, false, _) => "http",
+            (false, _, crate::model::services::Forwarding::Dsr) => "dsr",
+            (false, _, crate::model::services::Forwarding::Nat) => "nat",
+        };
+        let persistence = match (&v.spec.cookie, v.spec.persistence_timeout.is_zero()) {
+            (Some(c), _) => format!("cookie:{}", c.name),
+            (None, true) => "off".to_string(),
+            (None, false) => secs(v.spec.persistence_timeout),
+        };
         println!(
-            "{:<12} {:<22} {:<5} {:<5} {:>11} {:>5} {:>8}{announce}",
+            "{:<12} {:<w$} {:<5} {:<5} {:<5} {:>12} {:>5} {:>8}{announce}",
             v.spec.name.as_deref().unwrap_or("-"),
             v.spec.id.endpoint.to_string(),
             v.spec.id.protocol.as_str(),
+            mode,
             v.spec.scheduler.as_str(),
-            if v.spec.persistence_timeout.is_zero() {
-                "off".to_string()
+            persistence,
+            if http {
+                "-".to_string()
             } else {
-                secs(v.spec.persistence_timeout)
+                format!("/{}", v.spec.persistence_netmask)
             },
-            format!("/{}", v.spec.persistence_netmask),
             v.backends.len()
         );
     }
 }
 
+/// A column's width: its longest value, at least 22 (an IPv4 endpoint).
+fn width(values: impl Iterator<Item = String>) -> usize {
+    values.map(|v| v.len()).max().unwrap_or(0).max(22)
+}
+
 pub fn print_backends(rows: &[BackendRow]) {
+    let w = width(rows.iter().map(|r| r.vip.endpoint.to_string()));
+    let wb = width(rows.iter().map(|r| r.backend.to_string()));
     println!(
-        "{:<22} {:<5} {:<22} {:<14} {:>6} {:>6} {:>6} {:>8} {:>11}  LAST FAILED CHECK",
+        "{:<w$} {:<5} {:<wb$} {:<14} {:>6} {:>6} {:>6} {:>8} {:>11}  LAST FAILED CHECK",
         "VIP", "PROTO", "BACKEND", "STATE", "WEIGHT", "SHARE", "CONNS", "SESSIONS", "CHECKS OK/F"
     );
     for r in rows {
         println!(
-            "{:<22} {:<5} {:<22} {:<14} {:>6} {:>5}% {:>6} {:>8} {:>11}  {}",
+            "{:<w$} {:<5} {:<wb$} {:<14} {:>6} {:>5}% {:>6} {:>8} {:>11}  {}",
             r.vip.endpoint.to_string(),
             r.vip.protocol.as_str(),
             r.backend.to_string(),

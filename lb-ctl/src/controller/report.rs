@@ -47,6 +47,7 @@ impl Controller {
             vips: self.services.vips().count(),
             backends: self.services.vips().map(|v| v.backends.len()).sum(),
             cluster: self.cluster.as_ref().map(|c| c.snapshot()),
+            tls_certificates: self.tls_certificates(),
             announce: self.announcer.as_ref().map(|a| AnnounceStatus {
                 interface: a.config().interface.clone(),
                 when: a.config().when,
@@ -65,6 +66,24 @@ impl Controller {
     }
 
     /// The rows of `vip list`.
+    /// The certificates of the VIPs with `tls:`, as loaded last: the VIP,
+    /// the file and the end of its validity (Unix seconds).
+    fn tls_certificates(&self) -> Vec<(VipId, String, i64)> {
+        self.http.as_ref().map_or_else(Vec::new, |h| {
+            let mut rows: Vec<(VipId, String, i64)> = h
+                .tls
+                .iter()
+                .flat_map(|(id, s)| {
+                    s.certificates
+                        .iter()
+                        .map(move |(file, end)| (*id, file.clone(), *end))
+                })
+                .collect();
+            rows.sort();
+            rows
+        })
+    }
+
     pub(super) fn vip_rows(&self) -> Vec<VipRow> {
         self.services
             .vips()
@@ -205,19 +224,7 @@ impl Controller {
                     .map(|((vip, b), c)| (*vip, *b, *c))
                     .collect()
             }),
-            tls_certificates: self.http.as_ref().map_or_else(Vec::new, |h| {
-                let mut rows: Vec<(VipId, String, i64)> = h
-                    .tls
-                    .iter()
-                    .flat_map(|(id, s)| {
-                        s.certificates
-                            .iter()
-                            .map(move |(file, end)| (*id, file.clone(), *end))
-                    })
-                    .collect();
-                rows.sort();
-                rows
-            }),
+            tls_certificates: self.tls_certificates(),
             announced: self.announcer.as_ref().map_or_else(Vec::new, |a| {
                 a.states()
                     .iter()
@@ -254,6 +261,10 @@ pub struct Status {
     /// The VIPs announced by BGP (`announce:` only).
     #[serde(default)]
     pub announce: Option<AnnounceStatus>,
+    /// The certificates of the VIPs with `tls:`: the file and the end of
+    /// its validity (Unix seconds).
+    #[serde(default)]
+    pub tls_certificates: Vec<(VipId, String, i64)>,
 }
 
 /// The announcements in [`Status`].
