@@ -9,7 +9,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -28,7 +28,7 @@ use crate::{
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announced {
     pub interface: String,
-    pub addresses: BTreeSet<Ipv4Addr>,
+    pub addresses: BTreeSet<IpAddr>,
 }
 
 /// The state file of the controller whose control socket is `socket`.
@@ -51,11 +51,11 @@ pub struct Announcer {
     started: Instant,
     stopping: bool,
     /// Addresses on the interface when this controller started.
-    held_at_start: BTreeSet<Ipv4Addr>,
+    held_at_start: BTreeSet<IpAddr>,
     /// The addresses lb put on the interface (removed when they no longer
     /// qualify, whatever configuration named them).
-    ours: BTreeSet<Ipv4Addr>,
-    states: BTreeMap<Ipv4Addr, AddrState>,
+    ours: BTreeSet<IpAddr>,
+    states: BTreeMap<IpAddr, AddrState>,
     state_file: PathBuf,
 }
 
@@ -75,7 +75,7 @@ impl Announcer {
             );
         }
         let held = vipaddr::held(&iface)?;
-        let ours: BTreeSet<Ipv4Addr> = read_state(&state_file)
+        let ours: BTreeSet<IpAddr> = read_state(&state_file)
             .filter(|s| s.interface == iface.name)
             .map(|s| s.addresses.intersection(&held).copied().collect())
             .unwrap_or_default();
@@ -99,7 +99,7 @@ impl Announcer {
 
     /// Each VIP address, announced or not, and why.
     #[must_use]
-    pub const fn states(&self) -> &BTreeMap<Ipv4Addr, AddrState> {
+    pub const fn states(&self) -> &BTreeMap<IpAddr, AddrState> {
         &self.states
     }
 
@@ -146,7 +146,7 @@ impl Announcer {
                 self.ours.insert(*addr);
             }
         }
-        let gone: Vec<Ipv4Addr> = self
+        let gone: Vec<IpAddr> = self
             .ours
             .iter()
             .filter(|a| !next.get(a).is_some_and(|s| s.announced))
@@ -165,7 +165,7 @@ impl Announcer {
         self.save();
     }
 
-    fn log_changes(&self, next: &BTreeMap<Ipv4Addr, AddrState>) {
+    fn log_changes(&self, next: &BTreeMap<IpAddr, AddrState>) {
         for (addr, state) in next {
             let before = self.states.get(addr);
             if before.map(|b| b.announced) != Some(state.announced)
@@ -256,7 +256,7 @@ impl Announcer {
 ///
 /// # Errors
 /// When the interface exists and the kernel refuses a removal.
-pub fn forget(socket: &Path) -> Result<Vec<Ipv4Addr>, VipAddrError> {
+pub fn forget(socket: &Path) -> Result<Vec<IpAddr>, VipAddrError> {
     let path = state_file(socket);
     let Some(state) = read_state(&path) else {
         return Ok(Vec::new());

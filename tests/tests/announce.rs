@@ -1,7 +1,8 @@
 //! Announcing VIPs by BGP (`announce:`) in the `ecmp` lab: BIRD 2 on the
 //! router and on both balancer hosts, real BGP sessions, the router's ECMP
 //! route built from what the hosts announce. Real clients, real servers,
-//! real controllers stopped by signals.
+//! real controllers stopped by signals. And the announce interface of one
+//! host in the plain dual-stack lab, with an IPv6 VIP.
 
 use std::{
     sync::{
@@ -13,7 +14,7 @@ use std::{
 
 use lb_tests::{
     ecmp::{EcmpLab, PORT},
-    lab::{serial, wait_for, Running, VIP},
+    lab::{serial, wait_for, Lab, Layout, Running, VIP, VIP6},
 };
 
 /// The lab's DSR/Maglev VIP over b1..b3 with HTTP health checks (one
@@ -248,4 +249,64 @@ fn a_vip_without_a_healthy_backend_is_withdrawn_by_both_hosts() {
             .contains("announce.when: always")
     })
     .unwrap();
+}
+
+/// The announce interface on one host (the plain, dual-stack lab; no BGP
+/// daemon needed to see it): an IPv4 VIP's /32 and an IPv6 `mode: http`
+/// VIP's /128 are put on it, the IPv6 one withdrawn while its backends
+/// fail their checks (over IPv6) and put back when they pass, and both
+/// withdrawn at a stop.
+#[test]
+fn ipv6_and_ipv4_vip_addresses_are_announced_and_withdrawn() {
+    let _g = serial();
+    let mut lab = Lab::up("lba-six", Layout::Plain, 1, 3).unwrap();
+    let backends = |v6: bool| -> String {
+        lab.backends
+            .iter()
+            .map(|b| {
+                let addr = if v6 {
+                    b.addr6().to_string()
+                } else {
+                    b.addr.to_string()
+                };
+                format!("      - {{ address: \"{addr}\", port: 8080 }}\n")
+            })
+            .collect()
+    };
+    let config = format!(
+        "announce: {{ interface: lb-vips, delay: 0s, drain: 0s }}\nvips:\n  - address: {VIP}\n    port: 80\n    backends:\n{}  - address: \"{VIP6}\"\n    port: 8000\n    mode: http\n    health_check: {{ kind: http, path: /health, interval: 300ms, timeout: 250ms, rise: 1, fall: 1 }}\n    backends:\n{}",
+        backends(false),
+        backends(true)
+    );
+    lab.start_balancer(&config).unwrap();
+    let held = |lab: &Lab| {
+        let out = lb_tests::netns::in_ns(
+            &lab.balancer.ns,
+            &["ip", "-o", "addr", "show", "dev", "lb-vips"],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+        (
+            out.contains(&format!("inet {VIP}/32")),
+            out.contains(&format!("inet6 {VIP6}/128")),
+        )
+    };
+    wait_for(Duration::from_secs(10), || held(&lab) == (true, true))
+        .unwrap_or_else(|_| panic!("{:?}\n{}", held(&lab), lab.controller_log()));
+    for i in 0..3 {
+        lab.set_sick(i, true).unwrap();
+    }
+    wait_for(Duration::from_secs(10), || held(&lab) == (true, false))
+        .unwrap_or_else(|_| panic!("{:?}\n{}", held(&lab), lab.controller_log()));
+    let metric = lab
+        .metric(&format!("lb_vip_announced{{address=\"{VIP6}\"}}"))
+        .unwrap();
+    assert_eq!(metric, 0.0);
+    lab.set_sick(1, false).unwrap();
+    wait_for(Duration::from_secs(10), || held(&lab) == (true, true))
+        .unwrap_or_else(|_| panic!("{:?}\n{}", held(&lab), lab.controller_log()));
+    lab.signal_balancer(nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    wait_for(Duration::from_secs(10), || held(&lab) == (false, false))
+        .unwrap_or_else(|_| panic!("{:?}\n{}", held(&lab), lab.controller_log()));
 }

@@ -92,8 +92,7 @@ impl Controller {
                 announce: self
                     .announcer
                     .as_ref()
-                    .filter(|_| !v.spec.id.endpoint.is_ipv6())
-                    .and_then(|a| a.states().get(&v.spec.id.endpoint.v4()).cloned()),
+                    .and_then(|a| a.states().get(&v.spec.id.endpoint.addr).cloned()),
             })
             .collect()
     }
@@ -280,7 +279,7 @@ pub struct AnnounceStatus {
 /// One VIP address: announced or not, and why.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AnnouncedAddr {
-    pub address: std::net::Ipv4Addr,
+    pub address: std::net::IpAddr,
     #[serde(flatten)]
     pub state: crate::model::announce::AddrState,
 }
@@ -371,7 +370,7 @@ pub struct Stats {
     pub http: Vec<(VipId, Option<Endpoint>, crate::l7::proxy::HttpCounters)>,
     /// Each VIP address and whether it is announced (`announce:` only).
     #[serde(default)]
-    pub announced: Vec<(std::net::Ipv4Addr, bool)>,
+    pub announced: Vec<(std::net::IpAddr, bool)>,
     /// The certificates of the VIPs with `tls:`: the file and the end of
     /// its validity (Unix seconds).
     #[serde(default)]

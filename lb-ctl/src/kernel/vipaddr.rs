@@ -1,14 +1,14 @@
 //! The announce interface and the VIP addresses on it, over rtnetlink:
 //! the BGP daemon exports that interface's addresses, so adding a VIP's
-//! /32 announces it and removing it withdraws it.
+//! /32 (IPv6: /128) announces it and removing it withdraws it.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::IpAddr};
 
 use netlink_packet_core::{
     NetlinkMessage, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::{
-    address::{AddressAttribute, AddressMessage, AddressScope},
+    address::{AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope},
     link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage},
     AddressFamily, RouteNetlinkMessage,
 };
@@ -108,22 +108,33 @@ fn set_up(index: u32) -> Result<(), NetdevError> {
     request(protocols::NETLINK_ROUTE, req).map(drop)
 }
 
-fn address(index: u32, addr: Ipv4Addr) -> AddressMessage {
+/// A host address: a /32, or a /128 (without duplicate address detection,
+/// so that it is usable, and announced, at once).
+fn address(index: u32, addr: IpAddr) -> AddressMessage {
     let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet;
-    msg.header.prefix_len = 32;
     msg.header.scope = AddressScope::Universe;
     msg.header.index = index;
-    msg.attributes.push(AddressAttribute::Local(addr.into()));
-    msg.attributes.push(AddressAttribute::Address(addr.into()));
+    match addr {
+        IpAddr::V4(_) => {
+            msg.header.family = AddressFamily::Inet;
+            msg.header.prefix_len = 32;
+            msg.attributes.push(AddressAttribute::Local(addr));
+        }
+        IpAddr::V6(_) => {
+            msg.header.family = AddressFamily::Inet6;
+            msg.header.prefix_len = 128;
+            msg.header.flags = AddressHeaderFlags::Nodad;
+        }
+    }
+    msg.attributes.push(AddressAttribute::Address(addr));
     msg
 }
 
-/// Put `addr`/32 on the interface (already there: fine).
+/// Put `addr` (a /32 or /128) on the interface (already there: fine).
 ///
 /// # Errors
 /// When the kernel refuses it.
-pub fn add(iface: &Interface, addr: Ipv4Addr) -> Result<(), VipAddrError> {
+pub fn add(iface: &Interface, addr: IpAddr) -> Result<(), VipAddrError> {
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::NewAddress(address(
         iface.ifindex,
         addr,
@@ -139,11 +150,11 @@ pub fn add(iface: &Interface, addr: Ipv4Addr) -> Result<(), VipAddrError> {
     }
 }
 
-/// Take `addr`/32 off the interface (already gone: fine).
+/// Take `addr` off the interface (already gone: fine).
 ///
 /// # Errors
 /// When the kernel refuses it.
-pub fn remove(iface: &Interface, addr: Ipv4Addr) -> Result<(), VipAddrError> {
+pub fn remove(iface: &Interface, addr: IpAddr) -> Result<(), VipAddrError> {
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::DelAddress(address(
         iface.ifindex,
         addr,
@@ -163,13 +174,19 @@ pub fn remove(iface: &Interface, addr: Ipv4Addr) -> Result<(), VipAddrError> {
     }
 }
 
-/// The IPv4 /32 addresses on the interface now.
+/// The host addresses (IPv4 /32, IPv6 /128) on the interface now.
 ///
 /// # Errors
 /// When the kernel refuses the dump.
-pub fn held(iface: &Interface) -> Result<BTreeSet<Ipv4Addr>, VipAddrError> {
+pub fn held(iface: &Interface) -> Result<BTreeSet<IpAddr>, VipAddrError> {
+    let mut out = held_of(iface, AddressFamily::Inet)?;
+    out.extend(held_of(iface, AddressFamily::Inet6)?);
+    Ok(out)
+}
+
+fn held_of(iface: &Interface, family: AddressFamily) -> Result<BTreeSet<IpAddr>, VipAddrError> {
     let mut msg = AddressMessage::default();
-    msg.header.family = AddressFamily::Inet;
+    msg.header.family = family;
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetAddress(msg));
     req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let answers =
@@ -181,11 +198,16 @@ pub fn held(iface: &Interface) -> Result<BTreeSet<Ipv4Addr>, VipAddrError> {
     Ok(answers
         .into_iter()
         .filter_map(|m| match m {
-            RouteNetlinkMessage::NewAddress(a)
-                if a.header.index == iface.ifindex && a.header.prefix_len == 32 =>
-            {
+            RouteNetlinkMessage::NewAddress(a) if a.header.index == iface.ifindex => {
                 a.attributes.into_iter().find_map(|attr| match attr {
-                    AddressAttribute::Local(std::net::IpAddr::V4(v4)) => Some(v4),
+                    AddressAttribute::Address(ip @ IpAddr::V4(_)) if a.header.prefix_len == 32 => {
+                        Some(ip)
+                    }
+                    AddressAttribute::Address(ip @ IpAddr::V6(v6))
+                        if a.header.prefix_len == 128 && !v6.is_unicast_link_local() =>
+                    {
+                        Some(ip)
+                    }
                     _ => None,
                 })
             }

@@ -6,7 +6,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
+    net::IpAddr,
     time::Duration,
 };
 
@@ -139,17 +139,12 @@ pub fn plan(
     services: &Services,
     when: When,
     phase: Phase,
-    held: &BTreeSet<Ipv4Addr>,
-) -> BTreeMap<Ipv4Addr, AddrState> {
+    held: &BTreeSet<IpAddr>,
+) -> BTreeMap<IpAddr, AddrState> {
     // Per address: (backends usable, backends configured).
-    let mut usable: BTreeMap<Ipv4Addr, (usize, usize)> = BTreeMap::new();
+    let mut usable: BTreeMap<IpAddr, (usize, usize)> = BTreeMap::new();
     for v in services.vips() {
-        let std::net::IpAddr::V4(addr) = v.spec.id.endpoint.addr else {
-            // IPv6 VIPs are not announced (refused with `announce:` in the
-            // config; see docs/limits.md).
-            continue;
-        };
-        let e = usable.entry(addr).or_default();
+        let e = usable.entry(v.spec.id.endpoint.addr).or_default();
         e.0 += v
             .backends
             .iter()
@@ -200,11 +195,13 @@ mod tests {
         services::{Forwarding, Mode, VipSpec},
     };
 
-    fn services(addrs: &[(Ipv4Addr, u16, usize)]) -> Services {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn services(addrs: &[(IpAddr, u16, usize)]) -> Services {
         let mut s = Services::default();
         for &(addr, port, backends) in addrs {
             let id = VipId {
-                endpoint: Endpoint::from((addr, port)),
+                endpoint: Endpoint { addr, port },
                 protocol: Protocol::Tcp,
             };
             s.add_vip(VipSpec {
@@ -215,44 +212,54 @@ mod tests {
                 persistence_netmask: 32,
                 max_lifetime: Duration::ZERO,
                 health_check: None,
-                mode: Mode::Tcp,
+                // The XDP path is IPv4: an IPv6 VIP is the proxy's.
+                mode: if addr.is_ipv6() {
+                    Mode::Http
+                } else {
+                    Mode::Tcp
+                },
                 cookie: None,
                 forwarding: Forwarding::Nat,
                 tls: None,
             })
             .unwrap();
             for i in 0..backends {
-                s.add_backend(
-                    &id,
-                    Endpoint {
-                        addr: Ipv4Addr::new(198, 18, 1, 11 + i as u8).into(),
-                        port: 8080,
-                    },
-                    1,
-                )
-                .unwrap();
+                s.add_backend(&id, backend_addr(addr, i as u8), 1).unwrap();
             }
         }
         s
     }
 
-    const A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-    const B: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
+    /// Backend `i` of a VIP at `vip`, of its family.
+    fn backend_addr(vip: IpAddr, i: u8) -> Endpoint {
+        let addr = match vip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(198, 18, 1, 11 + i)),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                0x18,
+                1,
+                0,
+                0,
+                0,
+                0x11 + u16::from(i),
+            )),
+        };
+        Endpoint { addr, port: 8080 }
+    }
 
-    fn backend(s: &Services, addr: Ipv4Addr, port: u16, i: u8) -> (VipId, Endpoint) {
+    const A: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 100));
+    const B: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 101));
+    const C: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x18, 0, 0, 0, 0, 0x100));
+
+    fn backend(s: &Services, addr: IpAddr, port: u16, i: u8) -> (VipId, Endpoint) {
         let id = s
             .vips()
             .find(|v| v.spec.id.endpoint.addr == addr && v.spec.id.endpoint.port == port)
             .unwrap()
             .spec
             .id;
-        (
-            id,
-            Endpoint {
-                addr: Ipv4Addr::new(198, 18, 1, 11 + i).into(),
-                port: 8080,
-            },
-        )
+        (id, backend_addr(addr, i))
     }
 
     #[test]
@@ -282,6 +289,17 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_vips_are_announced_as_ipv4_ones() {
+        let mut s = services(&[(A, 80, 1), (C, 80, 1)]);
+        let p = plan(&s, When::Healthy, Phase::Running, &BTreeSet::new());
+        assert!(p[&A].announced && p[&C].announced, "{p:?}");
+        let (vip, b) = backend(&s, C, 80, 0);
+        s.set_down(&vip, b, true).unwrap();
+        let p = plan(&s, When::Healthy, Phase::Running, &BTreeSet::new());
+        assert!(p[&A].announced && !p[&C].announced, "{p:?}");
+    }
+
+    #[test]
     fn an_address_shared_by_vips_is_announced_while_any_qualifies() {
         let mut s = services(&[(A, 80, 1), (A, 443, 1)]);
         let (vip, b) = backend(&s, A, 80, 0);
@@ -294,7 +312,7 @@ mod tests {
     #[test]
     fn nothing_new_before_the_delay_and_nothing_at_the_stop() {
         let s = services(&[(A, 80, 1), (B, 80, 1)]);
-        let held: BTreeSet<Ipv4Addr> = [A].into();
+        let held: BTreeSet<IpAddr> = [A].into();
         let starting = Phase::Starting {
             left: Duration::from_millis(2500),
         };

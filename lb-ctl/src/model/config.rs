@@ -484,20 +484,6 @@ impl Config {
                 path: path.clone(),
                 message,
             })?;
-            if let Some((i, v)) = config
-                .vips
-                .iter()
-                .enumerate()
-                .find(|(_, v)| v.address.is_ipv6())
-            {
-                return Err(ConfigError::Announce {
-                    path,
-                    message: format!(
-                        "announce: vips[{i}]: the IPv6 VIP {} cannot be announced yet (lb announces IPv4 VIP addresses only); announce it by the BGP daemon's own configuration, or leave announce: out",
-                        v.address
-                    ),
-                });
-            }
         }
         let services = config
             .services()
