@@ -254,10 +254,11 @@ fn a_vip_without_a_healthy_backend_is_withdrawn_by_both_hosts() {
 /// The announce interface on one host (the plain, dual-stack lab; no BGP
 /// daemon needed to see it): an IPv4 VIP's /32 and an IPv6 `mode: http`
 /// VIP's /128 are put on it, the IPv6 one withdrawn while its backends
-/// fail their checks (over IPv6) and put back when they pass, and both
-/// withdrawn at a stop.
+/// fail their checks (over IPv6) and put back when they pass; both stay
+/// through a `kill -9` of the controller and the next controller's delay,
+/// and are withdrawn at a stop.
 #[test]
-fn ipv6_and_ipv4_vip_addresses_are_announced_and_withdrawn() {
+fn ipv6_and_ipv4_vip_addresses_are_announced_kept_through_a_crash_and_withdrawn() {
     let _g = serial();
     let mut lab = Lab::up("lba-six", Layout::Plain, 1, 3).unwrap();
     let backends = |v6: bool| -> String {
@@ -305,6 +306,20 @@ fn ipv6_and_ipv4_vip_addresses_are_announced_and_withdrawn() {
     lab.set_sick(1, false).unwrap();
     wait_for(Duration::from_secs(10), || held(&lab) == (true, true))
         .unwrap_or_else(|_| panic!("{:?}\n{}", held(&lab), lab.controller_log()));
+    // kill -9: the addresses stay (a crash must not tell the routers
+    // anything); the next controller keeps them at once, within its delay.
+    lab.kill_balancer().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(held(&lab), (true, true), "a crash withdraws nothing");
+    lab.start_balancer(&config.replace("delay: 0s", "delay: 60s"))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        held(&lab),
+        (true, true),
+        "kept through the next controller's delay:\n{}",
+        lab.controller_log()
+    );
     lab.signal_balancer(nix::sys::signal::Signal::SIGTERM)
         .unwrap();
     wait_for(Duration::from_secs(10), || held(&lab) == (false, false))
