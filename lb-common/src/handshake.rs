@@ -1,73 +1,22 @@
-//! The new-flow path's two fixed tables: unconfirmed flows (`HALF_OPEN`,
-//! TCP handshakes in progress and UDP flows not answered yet) and pending
-//! sessions (`PENDING`, the backend chosen for a new client until one of
-//! its connections is confirmed).
-//!
-//! Each is an array of sets of [`WAYS`] entries, preallocated at load. A
-//! key's set is a seeded hash of it; a new entry takes a free or expired
-//! way of its set, else the least recently used one. A lookup reads one
-//! set and an insert writes into the set the lookup has just read: no
-//! lock, no free list, no allocation, so a SYN costs one cold set instead
-//! of the two LRU inserts (bucket lock, free-list pop, cold node) an LRU
-//! hash table takes. A flood can only shorten how long an unconfirmed
-//! entry lives; confirmed connections and sessions live in `CONNS` and
-//! `SESSIONS`, which only confirmed flows reach.
+//! The new-flow path's table of unconfirmed flows (`HALF_OPEN`: TCP
+//! handshakes in progress and UDP flows not answered yet), one of the two
+//! fixed set-associative tables of [`crate::sets`] (the other is
+//! [`crate::pending`]).
 //!
 //! An unconfirmed flow is one entry for both directions: its set is chosen
 //! by the client's address and port, which the client's packets carry as
 //! their source and the backend's answers as their destination, so the
 //! backend's SYN-ACK finds it without a second ("reply") entry.
 //!
-//! Ways are written without a lock: two CPUs writing one way at the same
-//! instant could mix two entries. The fields that identify an entry and
-//! its choice are sealed with a check word at creation; a way whose check
-//! does not match counts as free. The fields changed in place afterwards
-//! (time, state, flags) are single words or bytes.
+//! The fields that identify an entry and its choice are sealed with a
+//! check word at creation (see [`crate::sets`]); the fields changed in
+//! place afterwards (time, state, flags) are single words or bytes.
 
-use crate::{conn::conn_flags, Conn, FlowKey, NextHop, Session, SessionKey, Settings};
-
-/// Ways per set.
-pub const WAYS: usize = 4;
-
-/// Sets of a table that holds at least `entries`: a power of two.
-#[must_use]
-pub const fn sets_for(entries: u32) -> u32 {
-    let sets = entries.div_ceil(WAYS as u32);
-    if sets <= 1 {
-        1
-    } else {
-        sets.next_power_of_two()
-    }
-}
-
-/// The set of (`a`, `b`) in a table of `mask + 1` sets: murmur3's 64-bit
-/// finalizer over the seeded pair. The seed is chosen at random when the
-/// tables are created, so that nobody outside can aim at one set.
-#[inline(always)]
-#[must_use]
-pub const fn set_of(seed: u32, a: u32, b: u32, mask: u32) -> u32 {
-    let mut h = ((a as u64) << 32 | b as u64) ^ ((seed as u64) << 16 | seed as u64);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    (h as u32) & mask
-}
-
-/// A check word over `words`: a cheap mix, different for any single
-/// changed word (sealing, not security).
-#[inline(always)]
-const fn check(words: [u32; 8]) -> u32 {
-    let mut h: u32 = 0x9e37_79b9;
-    let mut i = 0;
-    while i < words.len() {
-        h = (h ^ words[i]).wrapping_mul(0x0100_0193).rotate_left(13);
-        i += 1;
-    }
-    // Never 0: an all-zero (never written) way is never sealed.
-    h | 1
-}
+use crate::{
+    conn::conn_flags,
+    sets::{check, free_or_oldest, set_of, WAYS},
+    Conn, FlowKey, NextHop, Settings,
+};
 
 /// The check word of an unconfirmed flow's fields that never change
 /// (`ids`: backend id, VIP id, session client, backend generation).
@@ -302,25 +251,6 @@ impl HandshakeSet {
     }
 }
 
-/// The way a new entry of a set goes into, and whether it pushes a live
-/// one out: the first `free` way, else the one least recently used by
-/// `stamps` (as the least recently used entry of a full LRU table goes).
-#[inline(always)]
-const fn free_or_oldest(stamps: [u64; WAYS], free: [bool; WAYS]) -> (usize, bool) {
-    let mut oldest = 0;
-    let mut i = 0;
-    while i < WAYS {
-        if free[i] {
-            return (i, false);
-        }
-        if stamps[i] < stamps[oldest] {
-            oldest = i;
-        }
-        i += 1;
-    }
-    (oldest, true)
-}
-
 impl Handshake {
     /// The entry of a new flow: `key` is its forward key (client to VIP),
     /// `fwd` the forward half as `CONNS` will hold it once confirmed.
@@ -475,194 +405,10 @@ pub const fn handshake_set(settings: &Settings, addr: u32, port: u16, proto: u8)
     )
 }
 
-/// A pending session, whole: one way of `PENDING` (kept there as a
-/// [`PendingTag`] and a [`PendingBody`]).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pending {
-    pub key: SessionKey,
-    /// `last_seen_ns` 0: a free way.
-    pub session: Session,
-    /// Seals the key and the choice (see the module).
-    pub check: u32,
-    pub _pad: u32,
-}
-const _: () = assert!(core::mem::size_of::<Pending>() == 40);
-
-/// A pending session's tag: the four of a set in its first cache line.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PendingTag {
-    /// 0: a free way.
-    pub last_seen_ns: u64,
-    pub key: SessionKey,
-}
-const _: () = assert!(core::mem::size_of::<PendingTag>() == 16);
-
-/// The rest of a pending session.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PendingBody {
-    pub created_ns: u64,
-    pub backend_id: u32,
-    pub backend_gen: u32,
-    pub check: u32,
-    pub _pad: u32,
-}
-const _: () = assert!(core::mem::size_of::<PendingBody>() == 24);
-
-/// A set of `PENDING`: tags in the first cache line, bodies in the next
-/// two (line-aligned like [`HandshakeSet`]).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PendingSet {
-    pub tags: [PendingTag; WAYS],
-    pub bodies: [PendingBody; WAYS],
-    pub _pad: [u64; 4],
-}
-const _: () = assert!(core::mem::size_of::<PendingSet>() == 192);
-
-impl PendingSet {
-    /// Way `i`, whole.
-    #[inline(always)]
-    #[must_use]
-    pub const fn get(&self, i: usize) -> Pending {
-        let (t, b) = (&self.tags[i], &self.bodies[i]);
-        Pending {
-            key: t.key,
-            session: Session {
-                last_seen_ns: t.last_seen_ns,
-                backend_id: b.backend_id,
-                backend_gen: b.backend_gen,
-                created_ns: b.created_ns,
-            },
-            check: b.check,
-            _pad: 0,
-        }
-    }
-
-    /// Every way, whole (free ones included).
-    pub fn ways(&self) -> impl Iterator<Item = Pending> + '_ {
-        (0..WAYS).map(|i| self.get(i))
-    }
-
-    /// Write `p` into way `i`.
-    #[inline(always)]
-    pub fn put(&mut self, i: usize, p: &Pending) {
-        self.bodies[i] = PendingBody {
-            created_ns: p.session.created_ns,
-            backend_id: p.session.backend_id,
-            backend_gen: p.session.backend_gen,
-            check: p.check,
-            _pad: 0,
-        };
-        self.tags[i] = PendingTag {
-            last_seen_ns: p.session.last_seen_ns,
-            key: p.key,
-        };
-    }
-
-    /// The way that holds `key` (its tag, then its seal), if any.
-    #[inline(always)]
-    #[must_use]
-    pub fn find(&self, key: &SessionKey) -> Option<usize> {
-        let mut i = 0;
-        while i < WAYS {
-            let t = &self.tags[i];
-            if t.last_seen_ns != 0
-                && t.key.vip_id == key.vip_id
-                && t.key.client == key.client
-                && self.get(i).is_sealed()
-            {
-                return Some(i);
-            }
-            i += 1;
-        }
-        None
-    }
-
-    /// The way a new pending session goes into: a free one, else the
-    /// least recently used (as a full LRU table would give up).
-    #[inline(always)]
-    #[must_use]
-    pub fn victim(&self) -> usize {
-        let stamps = [
-            self.tags[0].last_seen_ns,
-            self.tags[1].last_seen_ns,
-            self.tags[2].last_seen_ns,
-            self.tags[3].last_seen_ns,
-        ];
-        free_or_oldest(
-            stamps,
-            [
-                stamps[0] == 0,
-                stamps[1] == 0,
-                stamps[2] == 0,
-                stamps[3] == 0,
-            ],
-        )
-        .0
-    }
-}
-
-impl Pending {
-    #[inline(always)]
-    #[must_use]
-    pub const fn new(key: &SessionKey, session: &Session) -> Self {
-        let mut p = Self {
-            key: *key,
-            session: *session,
-            check: 0,
-            _pad: 0,
-        };
-        p.check = p.seal();
-        p
-    }
-
-    #[inline(always)]
-    const fn seal(&self) -> u32 {
-        check([
-            self.key.vip_id,
-            self.key.client,
-            self.session.backend_id,
-            self.session.backend_gen,
-            self.session.created_ns as u32,
-            (self.session.created_ns >> 32) as u32,
-            0,
-            0,
-        ])
-    }
-
-    /// Written whole, for `key`.
-    #[inline(always)]
-    #[must_use]
-    pub const fn holds(&self, key: &SessionKey) -> bool {
-        self.session.last_seen_ns != 0
-            && self.key.vip_id == key.vip_id
-            && self.key.client == key.client
-            && self.check == self.seal()
-    }
-
-    /// Written whole, whatever its key.
-    #[inline(always)]
-    #[must_use]
-    pub const fn is_sealed(&self) -> bool {
-        self.session.last_seen_ns != 0 && self.check == self.seal()
-    }
-}
-
-/// The set of the pending session `key`.
-#[inline(always)]
-#[must_use]
-pub const fn pending_set(settings: &Settings, key: &SessionKey) -> u32 {
-    set_of(settings.seed, key.client, key.vip_id, settings.pending_mask)
-}
-
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain `#[repr(C)]` integers with explicit padding.
     unsafe impl aya::Pod for super::HandshakeSet {}
-    unsafe impl aya::Pod for super::PendingSet {}
 }
 
 #[cfg(test)]
@@ -791,75 +537,5 @@ mod tests {
         let mut torn = set;
         torn.bodies[0].backend_addr ^= 1;
         assert!(!torn.get(0).is_sealed() && set.get(0).is_sealed());
-    }
-
-    #[test]
-    fn pending_ways_hold_their_key_only_when_whole() {
-        let key = SessionKey {
-            vip_id: 2,
-            client: 99,
-        };
-        let p = Pending::new(
-            &key,
-            &Session {
-                last_seen_ns: 5,
-                backend_id: 4,
-                backend_gen: 1,
-                created_ns: 5,
-            },
-        );
-        assert!(p.holds(&key));
-        assert!(!p.holds(&SessionKey { client: 98, ..key }));
-        let mut torn = p;
-        torn.session.backend_id = 5;
-        assert!(!torn.holds(&key) && !torn.is_sealed());
-        assert!(!Pending::default().is_sealed());
-        let mut set = PendingSet::default();
-        assert_eq!(set.victim(), 0);
-        set.put(1, &p);
-        assert_eq!(set.get(1), p);
-        assert_eq!(set.find(&key), Some(1));
-        assert_eq!(set.find(&SessionKey { client: 98, ..key }), None);
-        set.bodies[1].backend_id = 5;
-        assert_eq!(set.find(&key), None, "torn: not whole");
-        for i in 0..WAYS {
-            set.put(
-                i,
-                &Pending::new(
-                    &key,
-                    &Session {
-                        last_seen_ns: 10 - i as u64,
-                        ..p.session
-                    },
-                ),
-            );
-        }
-        assert_eq!(set.victim(), 3, "the least recently used");
-    }
-
-    #[test]
-    fn sets_are_powers_of_two_and_spread() {
-        assert_eq!(sets_for(0), 1);
-        assert_eq!(sets_for(4), 1);
-        assert_eq!(sets_for(5), 2);
-        assert_eq!(sets_for(131_072), 32_768);
-        assert_eq!(sets_for(100_000), 32_768);
-        let mut seen = [0u32; 16];
-        for i in 0..4096u32 {
-            let set = set_of(
-                9,
-                u32::from_ne_bytes([198, 18, (i >> 8) as u8, i as u8]),
-                6,
-                1023,
-            );
-            assert!(set <= 1023);
-            seen[(set / 64) as usize] += 1;
-        }
-        assert!(seen.iter().all(|&n| (150..370).contains(&n)), "{seen:?}");
-        assert_ne!(
-            set_of(1, 5, 6, u32::MAX),
-            set_of(2, 5, 6, u32::MAX),
-            "seeded"
-        );
     }
 }

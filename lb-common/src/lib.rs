@@ -17,6 +17,8 @@ pub mod conn;
 pub mod handshake;
 pub mod ipv6;
 pub mod maps;
+pub mod pending;
+pub mod sets;
 pub mod stats;
 
 pub use conn::{

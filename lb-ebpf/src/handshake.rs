@@ -6,8 +6,10 @@
 
 use lb_common::{
     answers, confirms,
-    handshake::{handshake_set, Handshake, HandshakeSet, WAYS},
-    needs_refresh, Conn, FlowKey, Reason, Settings,
+    handshake::{handshake_set, Handshake, HandshakeSet},
+    needs_refresh,
+    sets::WAYS,
+    Conn, FlowKey, Reason, Settings,
 };
 
 use crate::{

@@ -7,10 +7,9 @@ use aya_ebpf::{
     maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
-    handshake::{HandshakeSet, PendingSet},
-    BackendHop, BackendInfo, Conn, Counters, FlowKey, IcmpReason, Reason, Session, SessionKey,
-    Settings, VipInfo, VipKey, MAGLEV_SIZE, MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_PORTS, MAX_VIPS,
-    RING_SIZE,
+    handshake::HandshakeSet, pending::PendingSet, BackendHop, BackendInfo, Conn, Counters, FlowKey,
+    IcmpReason, Reason, Session, SessionKey, Settings, VipInfo, VipKey, MAGLEV_SIZE, MAX_BACKENDS,
+    MAX_MAGLEV_VIPS, MAX_PORTS, MAX_VIPS, RING_SIZE,
 };
 
 /// (VIP address, port, protocol) -> the VIP's settings.

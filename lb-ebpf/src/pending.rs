@@ -1,10 +1,11 @@
 //! Pending sessions (`PENDING`): the backend chosen for a client whose
 //! first connection is not confirmed yet, in sets of four ways
-//! (`lb_common::handshake`), so that the client's parallel first
+//! (`lb_common::pending`, `lb_common::sets`), so that the client's parallel first
 //! connections go to one backend without an insert into a locked table.
 
 use lb_common::{
-    handshake::{pending_set, Pending, PendingSet, WAYS},
+    pending::{pending_set, Pending, PendingSet},
+    sets::WAYS,
     Session, SessionKey, Settings,
 };
 

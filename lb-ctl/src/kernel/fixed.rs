@@ -7,8 +7,11 @@ use std::os::fd::RawFd;
 
 use aya::maps::{Array, MapData};
 use lb_common::{
-    handshake::{sets_for, Handshake, HandshakeSet, Pending, PendingSet, WAYS},
-    map_names as names, Conn, FlowKey, Session, SessionKey, Settings,
+    handshake::{Handshake, HandshakeSet},
+    map_names as names,
+    pending::{Pending, PendingSet},
+    sets::{sets_for, WAYS},
+    Conn, FlowKey, Session, SessionKey, Settings,
 };
 
 use super::{

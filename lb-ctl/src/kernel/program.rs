@@ -14,8 +14,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use lb_common::{
-    handshake::{sets_for, WAYS},
-    map_names as names, PROGRAM_NAME,
+    map_names as names,
+    sets::{sets_for, WAYS},
+    PROGRAM_NAME,
 };
 
 use super::{

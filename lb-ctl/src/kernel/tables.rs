@@ -5,9 +5,7 @@ use std::{collections::HashSet, net::Ipv4Addr, time::Duration};
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
-    handshake::{HandshakeSet, PendingSet},
-    map_names as names,
-    maps::backend_flags,
+    handshake::HandshakeSet, map_names as names, maps::backend_flags, pending::PendingSet,
     BackendInfo, Conn, Counters, FlowKey, Session, SessionKey, Settings, VipInfo, VipKey,
     RING_SIZE,
 };
