@@ -320,6 +320,25 @@ fn sni_wss_reload_and_old_clients() {
     );
     assert!(subject(&lab, &ca, Some("shop.test")).contains("O=second"));
     assert_eq!(say("still"), format!("ok {server}: still"));
+    // Changes through the API (and health verdicts) keep the loaded
+    // certificates: they read no file, so the broken one stops nothing.
+    let drained = lab
+        .ctl(&[
+            "backend",
+            "drain",
+            &format!("{VIP}:443"),
+            "198.18.1.13:8081",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(drained.contains("198.18.1.13:8081"), "{drained}");
+    lab.ctl(&[
+        "backend",
+        "enable",
+        &format!("{VIP}:443"),
+        "198.18.1.13:8081",
+    ])
+    .unwrap();
+    assert!(subject(&lab, &ca, Some("shop.test")).contains("O=second"));
     drop(to_ws);
     let _ = ws.wait();
 

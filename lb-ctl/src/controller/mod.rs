@@ -324,7 +324,7 @@ impl Controller {
     /// Move the tables from the current model to `next`; on failure both
     /// stay as they were.
     fn replace(&mut self, next: Services, message: String) -> Response {
-        self.replace_with(next, message, Certificates::Reread)
+        self.replace_with(next, message, Certificates::Keep)
     }
 
     fn replace_with(&mut self, next: Services, message: String, certs: Certificates) -> Response {
