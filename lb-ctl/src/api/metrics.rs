@@ -324,9 +324,7 @@ fn tls(t: &mut Text, stats: &Stats) {
     if stats.tls_certificates.is_empty() {
         return;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let now = crate::model::tls::unix(std::time::SystemTime::now());
     let _ = writeln!(
         t.0,
         "# HELP lb_tls_certificate_expiry_seconds Seconds until the certificate expires (negative once it has); alert well before 0."

@@ -101,9 +101,7 @@ pub fn print_status(s: &Status) {
     }
     if !s.tls_certificates.is_empty() {
         println!("certificates:");
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = crate::model::tls::unix(std::time::SystemTime::now());
         for (vip, file, end) in &s.tls_certificates {
             println!(
                 "  {vip}  {file}  expires {} ({} day(s) left)",

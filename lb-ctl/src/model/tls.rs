@@ -135,7 +135,9 @@ impl LoadedCert {
     }
 }
 
-fn unix(t: SystemTime) -> i64 {
+/// `t` in seconds since the Unix epoch (certificates' validity is kept so).
+#[must_use]
+pub fn unix(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
