@@ -55,22 +55,20 @@ pub const fn answers(is_tcp: bool, flags: u8) -> bool {
 }
 
 /// Whether a forward packet (client to VIP) with TCP `flags` confirms the
-/// unconfirmed flow `c`: the backend has answered and the client goes on —
+/// unconfirmed flow whose entry has `conn_flags` (bits of [`conn_flags`]): the backend has answered and the client goes on —
 /// for TCP with the ACK that completes the handshake (no SYN, no RST), for
 /// UDP with its next datagram. A spoofed source never sees the answer, so
 /// its flows stay unconfirmed.
 #[inline(always)]
 #[must_use]
-pub const fn confirms(c: &Conn, is_tcp: bool, flags: u8) -> bool {
+pub const fn confirms(c: u8, is_tcp: bool, flags: u8) -> bool {
     let completes = flags & tcp_flags::ACK != 0 && flags & (tcp_flags::SYN | tcp_flags::RST) == 0;
-    if c.flags & conn_flags::DSR != 0 {
+    if c & conn_flags::DSR != 0 {
         // The answer never passes here: the client's ACK (TCP) or next
         // datagram (UDP) is all there is to see.
         return !is_tcp || completes;
     }
-    c.flags & conn_flags::REPLY == 0
-        && c.flags & conn_flags::ANSWERED != 0
-        && (!is_tcp || completes)
+    c & conn_flags::REPLY == 0 && c & conn_flags::ANSWERED != 0 && (!is_tcp || completes)
 }
 
 /// Values of [`Conn::state`].
@@ -364,22 +362,25 @@ mod tests {
     #[test]
     fn a_flow_is_confirmed_by_the_clients_ack_after_the_backends_answer() {
         let fresh = Conn::default();
-        assert!(!confirms(&fresh, true, ACK), "no answer yet: a blind ACK");
+        assert!(
+            !confirms(fresh.flags, true, ACK),
+            "no answer yet: a blind ACK"
+        );
         let answered = Conn {
             flags: conn_flags::ANSWERED,
             ..Conn::default()
         };
-        assert!(confirms(&answered, true, ACK));
-        assert!(confirms(&answered, true, ACK | FIN));
-        assert!(!confirms(&answered, true, SYN), "a retransmitted SYN");
-        assert!(!confirms(&answered, true, RST | ACK));
-        assert!(confirms(&answered, false, 0), "UDP: the next datagram");
-        assert!(!confirms(&fresh, false, 0));
+        assert!(confirms(answered.flags, true, ACK));
+        assert!(confirms(answered.flags, true, ACK | FIN));
+        assert!(!confirms(answered.flags, true, SYN), "a retransmitted SYN");
+        assert!(!confirms(answered.flags, true, RST | ACK));
+        assert!(confirms(answered.flags, false, 0), "UDP: the next datagram");
+        assert!(!confirms(fresh.flags, false, 0));
         let reply = Conn {
             flags: conn_flags::ANSWERED | conn_flags::REPLY,
             ..Conn::default()
         };
-        assert!(!confirms(&reply, true, ACK), "only the forward half");
+        assert!(!confirms(reply.flags, true, ACK), "only the forward half");
         assert!(answers(true, SYN | ACK));
         assert!(!answers(true, ACK));
         assert!(!answers(true, SYN));
@@ -389,9 +390,9 @@ mod tests {
             flags: conn_flags::DSR,
             ..Conn::default()
         };
-        assert!(confirms(&dsr, true, ACK));
-        assert!(!confirms(&dsr, true, SYN));
-        assert!(confirms(&dsr, false, 0));
+        assert!(confirms(dsr.flags, true, ACK));
+        assert!(!confirms(dsr.flags, true, SYN));
+        assert!(confirms(dsr.flags, false, 0));
     }
 
     #[test]

@@ -86,6 +86,24 @@ pub const fn masked(addr: [u32; 4], mask: [u32; 4]) -> [u32; 4] {
     ]
 }
 
+/// `addr` folded into one word, for the hashes that pick a backend
+/// (`crate::ring_slot`, `crate::maglev_slot`): the same on every host.
+#[inline(always)]
+#[must_use]
+pub const fn fold(addr: [u32; 4]) -> u32 {
+    addr[0] ^ addr[1].rotate_left(8) ^ addr[2].rotate_left(16) ^ addr[3].rotate_left(24)
+}
+
+/// ICMPv6 errors about a packet, which carry as much of it as fits:
+/// destination unreachable (1), packet too big (2), time exceeded (3) and
+/// parameter problem (4). Every other ICMPv6 message (neighbour and router
+/// discovery, MLD, echo) is the kernel's, untouched.
+#[inline(always)]
+#[must_use]
+pub const fn is_icmpv6_error(icmp_type: u8) -> bool {
+    matches!(icmp_type, 1..=4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{next_header::*, *};
@@ -104,6 +122,15 @@ mod tests {
             assert_eq!(step(other, 0, 0), Step::Unsupported, "{other}");
         }
         assert_eq!(step(HOP_BY_HOP, 255, 0), Step::Skip(2048));
+    }
+
+    #[test]
+    fn folding_spreads_the_interface_identifier_and_the_prefix() {
+        let a = [1, 2, 3, 4];
+        assert_ne!(fold(a), fold([1, 2, 3, 5]));
+        assert_ne!(fold(a), fold([1, 2, 4, 4]));
+        assert_ne!(fold([1, 0, 0, 0]), fold([0, 1, 0, 0]));
+        assert!(is_icmpv6_error(2) && !is_icmpv6_error(135) && !is_icmpv6_error(128));
     }
 
     #[test]

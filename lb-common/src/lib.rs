@@ -14,6 +14,7 @@
 
 pub mod checksum;
 pub mod conn;
+pub mod conn6;
 pub mod handshake;
 pub mod ipv6;
 pub mod maps;
@@ -86,8 +87,20 @@ pub mod map_names {
     /// v5 like `ICMP_STATS`: a kept directory without it gets it created,
     /// and the controller fills it before attaching.
     pub const ADDR_FILTER: &str = "ADDR_FILTER";
+    /// The IPv6 tables (layout 7): VIPs, backends' addresses (by the
+    /// slot of their `BACKENDS` entry), connections, sessions, unconfirmed
+    /// flows and pending sessions.
+    pub const VIPS6: &str = "VIPS6";
+    pub const BACKEND_ADDRS6: &str = "BACKEND_ADDRS6";
+    pub const CONNS6: &str = "CONNS6";
+    pub const SESSIONS6: &str = "SESSIONS6";
+    pub const HALF_OPEN6: &str = "HALF_OPEN6";
+    pub const PENDING6: &str = "PENDING6";
+    /// The IPv6 program, which the IPv4 one tail-calls for IPv6 frames
+    /// (pinned, so that it stays in place while no controller runs).
+    pub const PROGS6: &str = "PROGS6";
     /// Every map, in the order `lb-ctl` pins them.
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 23] = [
         VIPS,
         BACKENDS,
         RING,
@@ -104,6 +117,13 @@ pub mod map_names {
         MAGLEV,
         ICMP_STATS,
         ADDR_FILTER,
+        VIPS6,
+        BACKEND_ADDRS6,
+        CONNS6,
+        SESSIONS6,
+        HALF_OPEN6,
+        PENDING6,
+        PROGS6,
     ];
 }
 
@@ -120,8 +140,11 @@ pub mod map_names {
 /// (`VipInfo::flags`, forward-only entries); 6 = unconfirmed flows and
 /// pending sessions in fixed set-associative arrays (`HALF_OPEN`,
 /// `PENDING`: [`handshake`]), one entry per unconfirmed flow; the table
-/// geometry and hash seed in `Settings`; `REASONS` counts evictions.
-pub const LAYOUT_VERSION: u32 = 6;
+/// geometry and hash seed in `Settings`; `REASONS` counts evictions;
+/// 7 = IPv6 tables of their own ([`conn6`]: `VIPS6`, `BACKEND_ADDRS6`,
+/// `CONNS6`, `SESSIONS6`, `HALF_OPEN6`, `PENDING6`) and two more `REASONS`
+/// (every other v6 map is kept as it was).
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// The Maglev slot of a flow: a hash of `client` (the masked client
 /// address, for a VIP with persistence) or of the whole connection, mixed
@@ -183,6 +206,9 @@ pub mod addr_filter {
 
 /// Name of the XDP program inside the object file.
 pub const PROGRAM_NAME: &str = "lb_xdp";
+/// Name of the IPv6 program inside the object file (tail-called by
+/// [`PROGRAM_NAME`] through `PROGS6`).
+pub const PROGRAM6_NAME: &str = "lb_xdp6";
 
 /// True when an entry last seen at `last_seen_ns` is idle past `timeout_ns` at
 /// `now_ns`. The data path treats such an entry as absent; the sweeper deletes

@@ -27,9 +27,10 @@ impl Reason {
     /// Rewritten and handed to the kernel: the route goes out of an interface
     /// the program is not attached to, or the FIB lookup failed otherwise.
     pub const PASS_FIB: u32 = 3;
-    /// Not IPv4 (ARP, IPv6, ...): passed untouched.
-    pub const PASS_NOT_IPV4: u32 = 4;
-    /// IPv4 but neither TCP nor UDP (ICMP, ...): passed untouched.
+    /// Neither IPv4 nor IPv6 (ARP, ...): passed untouched.
+    pub const PASS_NOT_IP: u32 = 4;
+    /// IP but neither TCP nor UDP (ICMP and ICMPv6 other than the errors
+    /// about balanced flows, neighbour discovery, ...): passed untouched.
     pub const PASS_NOT_TCP_UDP: u32 = 5;
     /// TCP/UDP to no VIP and of no tracked connection: passed untouched.
     pub const PASS_NOT_VIP: u32 = 6;
@@ -39,7 +40,8 @@ impl Reason {
     pub const PASS_MALFORMED: u32 = 8;
     /// IPv4 header with options: passed untouched.
     pub const PASS_IP_OPTIONS: u32 = 9;
-    /// IPv4 fragment: passed untouched.
+    /// IPv4 fragment, or IPv6 packet with a Fragment header: passed
+    /// untouched.
     pub const PASS_FRAGMENT: u32 = 10;
     /// Dropped: the VIP has no backend.
     pub const DROP_NO_BACKEND: u32 = 11;
@@ -67,8 +69,25 @@ impl Reason {
     /// Not a verdict: a new unconfirmed flow found its set of `HALF_OPEN`
     /// full of live flows and replaced the least recently used one.
     pub const HALF_OPEN_EVICTED: u32 = 19;
+    /// Dropped: a UDP datagram over IPv6 with checksum 0, which IPv6 does
+    /// not allow (RFC 8200, 8.1).
+    pub const DROP_UDP_ZERO_CHECKSUM: u32 = 20;
+    /// An IPv6 packet with a header the data path does not skip: AH, ESP,
+    /// a Routing header with segments left, no next header, more than
+    /// four extension headers, or an unknown one: passed untouched.
+    pub const PASS_IPV6_UNSUPPORTED: u32 = 21;
     /// Number of slots.
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 22;
+
+    /// Whether the data path drops a packet it gives up on for `reason`
+    /// (else it passes it to the kernel).
+    #[inline(always)]
+    #[must_use]
+    pub const fn drops(reason: u32) -> bool {
+        reason == Self::DROP_NO_BACKEND
+            || reason == Self::DROP_CONN_TABLE_FULL
+            || reason == Self::DROP_UDP_ZERO_CHECKSUM
+    }
 
     /// Metric label of each slot, in slot order.
     pub const NAMES: [&'static str; Self::COUNT as usize] = [
@@ -76,7 +95,7 @@ impl Reason {
         "redirect",
         "pass_no_neigh",
         "pass_fib",
-        "pass_not_ipv4",
+        "pass_not_ip",
         "pass_not_tcp_udp",
         "pass_not_vip",
         "pass_truncated",
@@ -92,6 +111,8 @@ impl Reason {
         "pending_hit",
         "drop_dsr_no_neigh",
         "half_open_evicted",
+        "drop_udp_zero_checksum",
+        "pass_ipv6_unsupported",
     ];
 }
 

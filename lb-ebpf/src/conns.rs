@@ -49,7 +49,8 @@ pub fn track(pkt: &Packet, entry: *mut Conn, now: u64) -> Flow {
             session::keep_session(c, now);
         }
     }
-    flow(c, Cache::conn(entry))
+    let hop = Cache::conn(core::ptr::addr_of_mut!(c.next_hop));
+    flow(c, hop)
 }
 
 #[inline(always)]

@@ -4,7 +4,7 @@
 //! the lookups in the connection tables, and tell the unconfirmed flows'
 //! lookup which direction to look for.
 
-use lb_common::{addr_filter, FlowKey};
+use lb_common::{addr_filter, conn6::FlowKey6, ipv6::fold, FlowKey};
 
 use crate::maps::ADDR_FILTER;
 
@@ -26,6 +26,25 @@ pub fn ours(key: &FlowKey) -> Option<bool> {
 #[inline(always)]
 pub fn from_backend(key: &FlowKey) -> bool {
     set(addr_filter::BACKENDS, key.src_addr)
+}
+
+/// [`ours`] for an IPv6 packet: its addresses are folded into one word
+/// each, in the same bitmaps.
+#[inline(always)]
+pub fn ours6(key: &FlowKey6) -> Option<bool> {
+    if set(0, fold(key.dst_addr)) {
+        Some(true)
+    } else if from_backend6(key) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// [`from_backend`] for an IPv6 packet.
+#[inline(always)]
+pub fn from_backend6(key: &FlowKey6) -> bool {
+    set(addr_filter::BACKENDS, fold(key.src_addr))
 }
 
 /// Whether `addr`'s bit is set in the bitmap starting at word `base` (an

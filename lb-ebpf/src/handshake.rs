@@ -96,7 +96,7 @@ pub fn lookup(
             let h = w.get();
             let state = conns::next_state(pkt, h.state);
             let (_, fwd) = h.forward();
-            if confirms(&fwd, pkt.is_tcp, pkt.tcp_flags) {
+            if confirms(fwd.flags, pkt.is_tcp, pkt.tcp_flags) {
                 w.set.tags[w.i].last_seen_ns = 0; // the way is free again
                 return conns::confirm(pkt, &fwd, state, now).map(Some);
             }

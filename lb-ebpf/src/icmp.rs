@@ -145,7 +145,9 @@ fn translate(
         (0, IcmpReason::TO_BACKEND)
     };
     rewrite::icmp_error(&headers, which, c.nat_addr, c.nat_port);
-    let action = forward::forward(ctx, eth, ip, [0, 0], crate::flow::Cache::none(), None);
+    let action = forward::forward(ctx, eth, crate::flow::Cache::none(), false, |p| {
+        forward::fib4(p, ip, [0, 0], None)
+    });
     Ok((action, slot))
 }
 
@@ -153,12 +155,7 @@ fn translate(
 /// `backend` (which holds the VIP it is addressed to).
 #[inline(always)]
 fn to_dsr_backend(ctx: &XdpContext, eth: *mut EthHdr, ip: *mut Ipv4Hdr, backend: u32) -> u32 {
-    forward::forward(
-        ctx,
-        eth,
-        ip,
-        [0, 0],
-        crate::flow::Cache::none(),
-        Some(backend),
-    )
+    forward::forward(ctx, eth, crate::flow::Cache::none(), true, |p| {
+        forward::fib4(p, ip, [0, 0], Some(backend))
+    })
 }

@@ -29,6 +29,8 @@
 //! both headers as the flow's own packets are rewritten, and forwards the
 //! error to the backend or the client.
 //!
+//! IPv6 packets take the same path through tables of their own ([`v6`]).
+//!
 //! The maps live in [`maps`]; the decisions shared with the controller
 //! (expiry, TCP states, checksums) live in `lb-common`.
 #![no_std]
@@ -55,6 +57,7 @@ mod runtime;
 mod select;
 mod session;
 mod stats;
+mod v6;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::Reason;
@@ -64,14 +67,29 @@ use lb_common::Reason;
 pub fn lb_xdp(ctx: XdpContext) -> u32 {
     match run(&ctx) {
         Ok(action) => action,
-        Err(reason) => {
-            stats::reason(reason);
-            if reason == Reason::DROP_NO_BACKEND || reason == Reason::DROP_CONN_TABLE_FULL {
-                xdp_action::XDP_DROP
-            } else {
-                xdp_action::XDP_PASS
-            }
-        }
+        Err(reason) => verdict(reason),
+    }
+}
+
+/// What becomes of a packet the path gave up on for `reason` (counted).
+#[inline(always)]
+pub(crate) fn verdict(reason: u32) -> u32 {
+    stats::reason(reason);
+    if Reason::drops(reason) {
+        xdp_action::XDP_DROP
+    } else {
+        xdp_action::XDP_PASS
+    }
+}
+
+/// The IPv6 program, tail-called by [`lb_xdp`] for every IPv6 frame
+/// (through `PROGS6`, which the controller fills).
+#[xdp]
+#[inline(always)]
+pub fn lb_xdp6(ctx: XdpContext) -> u32 {
+    match v6::run(&ctx) {
+        Ok(action) => action,
+        Err(reason) => verdict(reason),
     }
 }
 
@@ -83,6 +101,12 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
         parse::Parsed::Flow(pkt) => pkt,
         parse::Parsed::IcmpError { eth, ip } => {
             return icmp::handle(ctx, eth, ip, conns::now());
+        }
+        parse::Parsed::Ipv6 => {
+            // SAFETY: the helper either jumps to the IPv6 program, never
+            // to return, or fails (no program in the slot) and returns.
+            unsafe { maps::PROGS6.tail_call(ctx, 0) };
+            return Err(Reason::PASS_IPV6_UNSUPPORTED);
         }
     };
     // Another instruction stream, same behaviour (see Cargo.toml).
@@ -98,28 +122,18 @@ fn run(ctx: &XdpContext) -> Result<u32, u32> {
     if flow.dsr {
         // Direct server return: the packet keeps its addresses and goes to
         // the backend's MAC address.
-        return Ok(forward::forward(
-            ctx,
-            pkt.eth,
-            pkt.ip,
-            ports(&pkt),
-            flow.hop,
-            Some(flow.nat_addr),
-        ));
+        return Ok(forward::forward(ctx, pkt.eth, flow.hop, true, |p| {
+            forward::fib4(p, pkt.ip, ports(&pkt), Some(flow.nat_addr))
+        }));
     }
     if flow.reply {
         rewrite::snat(&pkt, flow.nat_addr, flow.nat_port);
     } else {
         rewrite::dnat(&pkt, flow.nat_addr, flow.nat_port);
     }
-    Ok(forward::forward(
-        ctx,
-        pkt.eth,
-        pkt.ip,
-        ports(&pkt),
-        flow.hop,
-        None,
-    ))
+    Ok(forward::forward(ctx, pkt.eth, flow.hop, false, |p| {
+        forward::fib4(p, pkt.ip, ports(&pkt), None)
+    }))
 }
 
 /// The packet's ports as they are now (after the rewrite).

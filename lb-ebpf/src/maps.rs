@@ -4,12 +4,15 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, DevMapHash, HashMap, PerCpuArray, RingBuf},
+    maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 use lb_common::{
-    handshake::HandshakeSet, pending::PendingSet, BackendHop, BackendInfo, Conn, Counters, FlowKey,
-    IcmpReason, Reason, Session, SessionKey, Settings, VipInfo, VipKey, MAGLEV_SIZE, MAX_BACKENDS,
-    MAX_MAGLEV_VIPS, MAX_PORTS, MAX_VIPS, RING_SIZE,
+    conn6::{Addr6, ClientKey6, Conn6, FlowKey6, HalfOpen6, SessionKey6, VipInfo6, VipKey6},
+    handshake::HandshakeSet,
+    pending::PendingSet,
+    BackendHop, BackendInfo, Conn, Counters, FlowKey, IcmpReason, Reason, Session, SessionKey,
+    Settings, VipInfo, VipKey, MAGLEV_SIZE, MAX_BACKENDS, MAX_MAGLEV_VIPS, MAX_PORTS, MAX_VIPS,
+    RING_SIZE,
 };
 
 /// (VIP address, port, protocol) -> the VIP's settings.
@@ -113,3 +116,50 @@ pub static SESSION_EVENTS_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries
 /// `BackendHop`), by backend slot; established flows keep their own.
 #[map]
 pub static NEXT_HOPS: Array<BackendHop> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// `BPF_F_NO_PREALLOC`: a hash map's entries are allocated as they are
+/// inserted. The IPv6 tables take it, so that a balancer serving IPv4
+/// only does not hold their memory (an IPv6 entry is 40 + 72 bytes).
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// (IPv6 VIP address, port, protocol) -> the VIP's settings; its id
+/// indexes the same per-VIP arrays as an IPv4 VIP's.
+#[map]
+pub static VIPS6: HashMap<VipKey6, VipInfo6> = HashMap::with_max_entries(MAX_VIPS, 0);
+
+/// The address of each IPv6 backend, by its slot in `BACKENDS` (whose
+/// entry has the rest: port, VIP, generation, flags).
+#[map]
+pub static BACKEND_ADDRS6: Array<Addr6> = Array::with_max_entries(MAX_BACKENDS, 0);
+
+/// The IPv6 connection table, as `CONNS`.
+#[map]
+pub static CONNS6: HashMap<FlowKey6, Conn6> =
+    HashMap::with_max_entries(2 * 1_000_000, BPF_F_NO_PREALLOC);
+
+/// The IPv6 persistence table, as `SESSIONS`.
+#[map]
+pub static SESSIONS6: HashMap<SessionKey6, Session> =
+    HashMap::with_max_entries(1_000_000, BPF_F_NO_PREALLOC);
+
+/// Unconfirmed IPv6 flows, by the client's address and port (an LRU
+/// table: a flood of new flows pushes out only its own kind and never
+/// takes `CONNS6`).
+#[map]
+pub static HALF_OPEN6: LruHashMap<ClientKey6, HalfOpen6> = LruHashMap::with_max_entries(131_072, 0);
+
+/// Pending sessions of IPv6 clients, as `PENDING` (an LRU table).
+#[map]
+pub static PENDING6: LruHashMap<SessionKey6, Session> = LruHashMap::with_max_entries(131_072, 0);
+
+/// The IPv6 program (`lb_xdp6`) at slot 0, which `lb_xdp` tail-calls for
+/// every IPv6 frame: a program of its own, so that each family's path has
+/// the whole BPF stack (512 bytes) to itself. Filled by the controller.
+#[map]
+pub static PROGS6: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// Room for the IPv6 path's keys and entries (larger than IPv4's), per
+/// CPU, so they need not sit on the BPF stack: written and read within one
+/// run of the program, never by the controller, never pinned.
+#[map]
+pub static SCRATCH6: PerCpuArray<crate::v6::Scratch6> = PerCpuArray::with_max_entries(1, 0);

@@ -17,6 +17,8 @@ pub enum Parsed {
     /// packet it carries. Both headers are bounds-checked, and the IPv4
     /// total length lies inside the frame.
     IcmpError { eth: *mut EthHdr, ip: *mut Ipv4Hdr },
+    /// An IPv6 packet: [`crate::v6`] parses it, in a function of its own.
+    Ipv6,
 }
 
 /// A parsed IPv4 TCP/UDP packet without options or fragmentation.
@@ -47,6 +49,7 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, u32> {
 }
 
 const ETH_P_IPV4: u16 = u16::from_ne_bytes([0x08, 0x00]);
+const ETH_P_IPV6: u16 = u16::from_ne_bytes([0x86, 0xdd]);
 /// More-fragments flag and fragment offset, in the first byte of `frags`.
 const IP_MF: u8 = 0x20;
 pub const IP_OFFSET_HI: u8 = 0x1f;
@@ -55,8 +58,12 @@ pub const IP_OFFSET_HI: u8 = 0x1f;
 pub fn parse(ctx: &XdpContext) -> Result<Parsed, u32> {
     let eth: *mut EthHdr = ptr_at(ctx, 0)?;
     // SAFETY: `ptr_at` checked the bounds.
-    if unsafe { (*eth).ether_type } != ETH_P_IPV4 {
-        return Err(Reason::PASS_NOT_IPV4);
+    let ether_type = unsafe { (*eth).ether_type };
+    if ether_type == ETH_P_IPV6 {
+        return Ok(Parsed::Ipv6);
+    }
+    if ether_type != ETH_P_IPV4 {
+        return Err(Reason::PASS_NOT_IP);
     }
     let ip: *mut Ipv4Hdr = ptr_at(ctx, EthHdr::LEN)?;
     // SAFETY: `ptr_at` checked the bounds.

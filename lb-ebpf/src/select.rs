@@ -162,7 +162,7 @@ fn live_backend(
 /// The backend of session `s` if the session is live and its backend
 /// still serves the VIP.
 #[inline(always)]
-fn serving(s: &Session, vip: &VipInfo, now: u64) -> Option<BackendInfo> {
+pub fn serving(s: &Session, vip: &VipInfo, now: u64) -> Option<BackendInfo> {
     if !s.is_live(vip.persist_timeout_ns, vip.max_lifetime_ns, now) {
         return None;
     }
@@ -225,13 +225,13 @@ pub fn dsr_backend(key: &FlowKey, now: u64) -> Option<BackendInfo> {
 /// (Maglev, or weighted with `HASH_FIRST`): its parallel first connections
 /// agree without a pending session.
 #[inline(always)]
-fn stateless(vip: &VipInfo) -> bool {
+pub fn stateless(vip: &VipInfo) -> bool {
     vip.maglev != 0 || vip.flags & vip_flags::HASH_FIRST != 0
 }
 
 /// The slot of the VIP's selection table for `client`.
 #[inline(always)]
-fn pick_hashed(vip: &VipInfo, client: u32) -> Option<(u32, BackendInfo)> {
+pub fn pick_hashed(vip: &VipInfo, client: u32) -> Option<(u32, BackendInfo)> {
     let slot = vip.id * RING_SIZE + lb_common::ring_slot(vip.id, client, vip.ring_len);
     let id = *RING.get(slot)?;
     Some((id, *BACKENDS.get(id)?))
@@ -241,7 +241,7 @@ fn pick_hashed(vip: &VipInfo, client: u32) -> Option<(u32, BackendInfo)> {
 /// whole balancer, advanced with an atomic fetch-and-add, so that new
 /// connections take turns across all CPUs.
 #[inline(always)]
-fn pick(vip: &VipInfo) -> Option<(u32, BackendInfo)> {
+pub fn pick(vip: &VipInfo) -> Option<(u32, BackendInfo)> {
     let cursor = CURSORS.get_ptr_mut(vip.id)?;
     // SAFETY: a map value pointer is valid, aligned and lives for the rest
     // of the program; every access to it, from any CPU, is this atomic add
@@ -267,17 +267,30 @@ fn pick_maglev(
     client: u32,
     persistent: bool,
 ) -> Option<(u32, BackendInfo)> {
-    let slot = if persistent {
-        lb_common::maglev_slot(vip.id, client, 0, 0, 0)
+    if persistent {
+        maglev_pick(vip, client, 0, 0, 0)
     } else {
-        lb_common::maglev_slot(
-            vip.id,
+        maglev_pick(
+            vip,
             k.src_addr,
             k.dst_addr,
             (u32::from(k.src_port) << 16) | u32::from(k.dst_port),
             k.proto,
         )
-    };
+    }
+}
+
+/// The Maglev table's backend for the hash of (`a`, `b`, `ports`, `proto`)
+/// (`lb_common::maglev_slot`).
+#[inline(always)]
+pub fn maglev_pick(
+    vip: &VipInfo,
+    a: u32,
+    b: u32,
+    ports: u32,
+    proto: u8,
+) -> Option<(u32, BackendInfo)> {
+    let slot = lb_common::maglev_slot(vip.id, a, b, ports, proto);
     let id = *MAGLEV.get((vip.maglev - 1) * lb_common::MAGLEV_SIZE + slot)?;
     Some((id, *BACKENDS.get(id)?))
 }

@@ -38,7 +38,7 @@ fn add(c: Option<*mut Counters>, len: u64, new: bool) {
 }
 
 #[inline(always)]
-pub fn traffic(flow: &Flow, len: u64) {
+pub fn traffic<A>(flow: &Flow<A>, len: u64) {
     add(VIP_STATS.get_ptr_mut(flow.vip_id), len, flow.new);
     add(BACKEND_STATS.get_ptr_mut(flow.backend_id), len, flow.new);
 }

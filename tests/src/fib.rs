@@ -85,10 +85,34 @@ impl FibNs {
                 mac(m)
             ));
         }
+        // IPv6: clients and the VIP on 2001:db8:18::/64, backends on
+        // 2001:db8:18:1::/64, both on d0.
+        cmds.push(format!("-n {n} addr add 2001:db8:18::1/64 dev d0 nodad"));
+        cmds.push(format!("-n {n} addr add 2001:db8:18:1::1/64 dev d0 nodad"));
+        for (addr, m) in [
+            (crate::packet6::C1_6, C1_MAC),
+            (crate::packet6::C1_6B, C1_MAC),
+            (crate::packet6::B1_6, B1_MAC),
+            (crate::packet6::B2_6, B2_MAC),
+            (crate::packet6::B3_6, B3_MAC),
+        ] {
+            cmds.push(format!(
+                "-n {n} neigh add {addr} lladdr {} dev d0 nud permanent",
+                mac(m)
+            ));
+        }
         for c in cmds {
             ip(&c)?;
         }
         in_ns(n, &["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"])?;
+        in_ns(
+            n,
+            &[
+                "sh",
+                "-c",
+                "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding",
+            ],
+        )?;
         crate::netns::enter(n)?;
         Ok(Self { ns })
     }

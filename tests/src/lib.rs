@@ -8,6 +8,7 @@ pub mod fib;
 pub mod lab;
 pub mod netns;
 pub mod packet;
+pub mod packet6;
 pub mod pki;
 pub mod routed;
 pub mod testbed;

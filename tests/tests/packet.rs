@@ -587,7 +587,7 @@ fn non_vip_traffic_passes_untouched() {
                 f.extend_from_slice(&VIP.octets());
                 f
             },
-            Reason::PASS_NOT_IPV4,
+            Reason::PASS_NOT_IP,
         ),
     ];
     for (frame, reason) in cases {

@@ -202,6 +202,10 @@ pub enum VipCommand {
         /// (24: a whole /24 sticks together, e.g. behind one NAT pool).
         #[arg(long, default_value_t = 32)]
         persistence_netmask: u8,
+        /// The same for IPv6 clients (64: a household's /64, in which
+        /// devices rotate temporary addresses).
+        #[arg(long, default_value_t = 64)]
+        persistence_netmask6: u8,
         /// A session ends this long after it began, even while the client
         /// keeps talking ("8h"); 0s: no limit.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]

@@ -124,18 +124,18 @@ pub fn own_tables(opts: &AttachOptions) -> Result<Owned> {
     for dir in [&dirs.root, &dirs.maps, &dirs.links] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    if let Some(moved) =
-        crate::kernel::pins::upgrade_from_v5(&dirs.root, &dirs.maps).with_context(|| {
+    if let Some((version, moved)) = crate::kernel::pins::upgrade(&dirs.root, &dirs.maps)
+        .with_context(|| {
             format!(
-                "moving the tables of layout v5 into {}",
+                "moving the tables of an earlier layout into {}",
                 dirs.maps.display()
             )
         })?
     {
         log::info!(
-            "upgrade: moved the tables of layout v5 into {} ({}): connections and sessions are \
-             kept; unconfirmed flows (handshakes in progress: their clients retransmit) and \
-             the outcome counters start afresh",
+            "upgrade: moved the tables of layout v{version} into {} ({}): connections and \
+             sessions are kept; the tables that layout had otherwise (for v5: unconfirmed \
+             flows, whose clients retransmit) and the outcome counters start afresh",
             dirs.maps.display(),
             moved.join(", ")
         );
@@ -250,8 +250,8 @@ fn configure(
     let kept = dataplane.tables.kept()?;
     // Every address the kept tables may still carry traffic of, retired
     // backends included, passes the address filter.
-    let kept_vips: Vec<_> = kept.vips.iter().map(|v| v.id.endpoint.v4()).collect();
-    let kept_backends: Vec<_> = kept.backends.iter().map(|b| b.endpoint.v4()).collect();
+    let kept_vips: Vec<_> = kept.vips.iter().map(|v| v.id.endpoint.addr).collect();
+    let kept_backends: Vec<_> = kept.backends.iter().map(|b| b.endpoint.addr).collect();
     dataplane
         .tables
         .filter_in_addresses(&kept_vips, &kept_backends)?;

@@ -15,5 +15,6 @@ pub mod stats;
 pub mod sweeper;
 pub mod sysctl;
 pub mod tables;
+pub mod tables6;
 pub mod vipaddr;
 pub mod xdpmode;

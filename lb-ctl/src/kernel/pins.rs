@@ -119,35 +119,66 @@ pub const KEPT_FROM_V5: [&str; 12] = [
     names::ADDR_FILTER,
 ];
 
-/// Move the tables a layout-v5 build pinned in `<root>/v5` into `maps`
-/// (this build's directory, still empty), so that the takeover keeps them;
-/// the v5 maps this build lays out differently (the unconfirmed flows,
-/// pending sessions, settings and outcome counters) are unpinned and
-/// created afresh. Returns the maps moved, or `None` when there is no v5
-/// directory to upgrade from.
+/// The maps layout v6 (the layout before the IPv6 tables) shares with
+/// this build's: all but the outcome counters (`REASONS`, two slots more).
+pub const KEPT_FROM_V6: [&str; 15] = [
+    names::VIPS,
+    names::BACKENDS,
+    names::RING,
+    names::CURSORS,
+    names::CONNS,
+    names::SESSIONS,
+    names::SETTINGS,
+    names::TX_PORTS,
+    names::VIP_STATS,
+    names::BACKEND_STATS,
+    names::HALF_OPEN,
+    names::PENDING,
+    names::MAGLEV,
+    names::ICMP_STATS,
+    names::ADDR_FILTER,
+];
+
+/// The earlier layouts an attach upgrades from, newest first, with the
+/// maps each shares with this build's.
+const UPGRADES: [(u32, &[&str]); 2] = [(6, &KEPT_FROM_V6), (5, &KEPT_FROM_V5)];
+
+/// Move the tables an earlier build (layout v6 or v5) pinned in
+/// `<root>/v<N>` into `maps` (this build's directory, still empty), so that
+/// the takeover keeps them; the maps this build lays out differently are
+/// unpinned and created afresh. Returns the layout and the maps moved, or
+/// `None` when there is no earlier directory to upgrade from.
 ///
 /// # Errors
 /// When a pin cannot be moved.
-pub fn upgrade_from_v5(root: &Path, maps: &Path) -> std::io::Result<Option<Vec<&'static str>>> {
-    let old = root.join("v5");
+pub fn upgrade(root: &Path, maps: &Path) -> std::io::Result<Option<(u32, Vec<&'static str>)>> {
     let ours_empty = std::fs::read_dir(maps).map_or(true, |mut d| d.next().is_none());
-    if LAYOUT_VERSION != 6 || !old.is_dir() || !ours_empty {
+    if LAYOUT_VERSION != 7 || !ours_empty {
         return Ok(None);
     }
-    let mut moved = Vec::new();
-    for name in KEPT_FROM_V5 {
-        if old.join(name).exists() {
-            std::fs::rename(old.join(name), maps.join(name))?;
-            moved.push(name);
+    for (version, kept) in UPGRADES {
+        let old = root.join(format!("v{version}"));
+        if !old.is_dir() {
+            continue;
         }
+        let mut moved = Vec::new();
+        for name in kept {
+            if old.join(name).exists() {
+                std::fs::rename(old.join(name), maps.join(name))?;
+                moved.push(*name);
+            }
+        }
+        // What is left goes; the running program keeps its own references
+        // until it is replaced.
+        if let Ok(dir) = std::fs::read_dir(&old) {
+            for e in dir.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        std::fs::remove_dir(&old)?;
+        return Ok(Some((version, moved)));
     }
-    // What is left (HALF_OPEN, PENDING, SETTINGS, REASONS) goes; the
-    // running program keeps its own references until it is replaced.
-    for name in names::ALL {
-        let _ = std::fs::remove_file(old.join(name));
-    }
-    std::fs::remove_dir(&old)?;
-    Ok(Some(moved))
+    Ok(None)
 }
 
 /// The shape of one map.
@@ -226,6 +257,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_tables_of_layout_v6_move_in_and_the_counters_go() {
+        let root = std::env::temp_dir().join(format!("lb-pins-v6-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (old, ours) = (root.join("v6"), root.join(format!("v{LAYOUT_VERSION}")));
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&ours).unwrap();
+        for name in KEPT_FROM_V6.iter().chain(&[names::REASONS]) {
+            std::fs::write(old.join(name), name).unwrap();
+        }
+        let (version, moved) = upgrade(&root, &ours).unwrap().unwrap();
+        assert_eq!((version, moved), (6, KEPT_FROM_V6.to_vec()));
+        assert!(!ours.join(names::REASONS).exists());
+        assert!(!old.exists(), "the v6 directory is gone");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn the_tables_of_layout_v5_move_in_and_the_rest_goes() {
         let root = std::env::temp_dir().join(format!("lb-pins-v5-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -235,8 +283,8 @@ mod tests {
         for name in names::ALL {
             std::fs::write(old.join(name), name).unwrap();
         }
-        let moved = upgrade_from_v5(&root, &ours).unwrap().unwrap();
-        assert_eq!(moved, KEPT_FROM_V5.to_vec());
+        let (version, moved) = upgrade(&root, &ours).unwrap().unwrap();
+        assert_eq!((version, moved), (5, KEPT_FROM_V5.to_vec()));
         for name in names::ALL {
             assert_eq!(
                 ours.join(name).exists(),
@@ -250,10 +298,10 @@ mod tests {
         );
         assert!(!old.exists(), "the v5 directory is gone");
         // Nothing to do a second time, nor over tables of this layout.
-        assert_eq!(upgrade_from_v5(&root, &ours).unwrap(), None);
+        assert_eq!(upgrade(&root, &ours).unwrap(), None);
         std::fs::create_dir_all(&old).unwrap();
         std::fs::write(old.join("CONNS"), "old").unwrap();
-        assert_eq!(upgrade_from_v5(&root, &ours).unwrap(), None);
+        assert_eq!(upgrade(&root, &ours).unwrap(), None);
         assert_eq!(
             std::fs::read_to_string(ours.join("CONNS")).unwrap(),
             "CONNS"

@@ -16,7 +16,7 @@ use aya::{
 use lb_common::{
     map_names as names,
     sets::{sets_for, WAYS},
-    PROGRAM_NAME,
+    PROGRAM6_NAME, PROGRAM_NAME,
 };
 
 use super::{
@@ -83,6 +83,32 @@ pub struct Attachment {
     pub adopted: bool,
 }
 
+/// Entries of `HALF_OPEN6` and `PENDING6` (LRU tables, one entry per
+/// flow or client) for `limits.max_half_open`: as many as the IPv4 fixed
+/// tables hold.
+fn half_open6(max_half_open: u32) -> u32 {
+    sets_for(max_half_open).saturating_mul(WAYS as u32)
+}
+
+/// Load the IPv6 program and put it where the IPv4 one tail-calls it
+/// (`PROGS6`, slot 0), replacing the one a kept table held.
+fn load_ipv6(ebpf: &mut Ebpf) -> Result<()> {
+    let program: &mut Xdp = ebpf
+        .program_mut(PROGRAM6_NAME)
+        .ok_or(DataplaneError::MissingProgram)?
+        .try_into()?;
+    program.load()?;
+    let program = program
+        .fd()?
+        .try_clone()
+        .map_err(|e| DataplaneError::Program(aya::programs::ProgramError::IOError(e)))?;
+    let map = ebpf
+        .map_mut(names::PROGS6)
+        .ok_or(DataplaneError::MissingMap(names::PROGS6))?;
+    let mut progs = aya::maps::ProgramArray::try_from(map).map_err(map_err(names::PROGS6))?;
+    progs.set(0, &program, 0).map_err(map_err(names::PROGS6))
+}
+
 fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
     ebpf: &mut Ebpf,
     name: &'static str,
@@ -105,7 +131,11 @@ impl Dataplane {
             .map_max_entries(names::CONNS, opts.max_connections.saturating_mul(2))
             .map_max_entries(names::SESSIONS, opts.max_sessions)
             .map_max_entries(names::HALF_OPEN, sets_for(opts.max_half_open))
-            .map_max_entries(names::PENDING, sets_for(opts.max_half_open));
+            .map_max_entries(names::PENDING, sets_for(opts.max_half_open))
+            .map_max_entries(names::CONNS6, opts.max_connections.saturating_mul(2))
+            .map_max_entries(names::SESSIONS6, opts.max_sessions)
+            .map_max_entries(names::HALF_OPEN6, half_open6(opts.max_half_open))
+            .map_max_entries(names::PENDING6, half_open6(opts.max_half_open));
         let object = opts.object.as_deref().unwrap_or(PROGRAM);
         if let Some(dir) = &opts.pin_dir {
             check_pinned_maps(dir, opts, object)?;
@@ -123,6 +153,7 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingProgram)?
             .try_into()?;
         program.load()?;
+        load_ipv6(&mut ebpf)?;
         let tables = Tables {
             vips: take(&mut ebpf, names::VIPS)?,
             backends: take(&mut ebpf, names::BACKENDS)?,
@@ -139,6 +170,14 @@ impl Dataplane {
             reasons: take(&mut ebpf, names::REASONS)?,
             icmp_stats: take(&mut ebpf, names::ICMP_STATS)?,
             addr_filter: take(&mut ebpf, names::ADDR_FILTER)?,
+            v6: super::tables::Tables6 {
+                vips: take(&mut ebpf, names::VIPS6)?,
+                backend_addrs: take(&mut ebpf, names::BACKEND_ADDRS6)?,
+                conns: take(&mut ebpf, names::CONNS6)?,
+                sessions: take(&mut ebpf, names::SESSIONS6)?,
+                half_open: take(&mut ebpf, names::HALF_OPEN6)?,
+                pending: take(&mut ebpf, names::PENDING6)?,
+            },
             max_connections: opts.max_connections,
             max_sessions: opts.max_sessions,
             max_half_open: opts.max_half_open,
@@ -469,7 +508,21 @@ fn check_pinned_maps(dir: &Path, opts: &LoadOptions, program: &[u8]) -> Result<(
                 2,
                 1,
             ),
-            names::SESSIONS => (opts.max_sessions, Some("limits.max_sessions"), 1, 1),
+            names::SESSIONS | names::SESSIONS6 => {
+                (opts.max_sessions, Some("limits.max_sessions"), 1, 1)
+            }
+            names::CONNS6 => (
+                opts.max_connections.saturating_mul(2),
+                Some("limits.max_connections"),
+                2,
+                1,
+            ),
+            names::HALF_OPEN6 | names::PENDING6 => (
+                half_open6(opts.max_half_open),
+                Some("limits.max_half_open"),
+                1,
+                1,
+            ),
             names::HALF_OPEN | names::PENDING => (
                 sets_for(opts.max_half_open),
                 Some("limits.max_half_open"),

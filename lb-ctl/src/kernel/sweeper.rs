@@ -7,7 +7,9 @@ use std::{
 };
 
 use lb_common::{
-    conn::conn_flags, is_expired, map_names as names, Conn, FlowKey, Session, SessionKey, Settings,
+    conn::conn_flags,
+    conn6::{ClientKey6, Conn6, FlowKey6, HalfOpen6, SessionKey6},
+    is_expired, map_names as names, Conn, FlowKey, Session, SessionKey, Settings,
 };
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +48,10 @@ impl Tables {
             half_open: dup(array_fd(&self.half_open), names::HALF_OPEN)?,
             sessions: dup(Self::fd(&self.sessions), names::SESSIONS)?,
             pending: dup(array_fd(&self.pending), names::PENDING)?,
+            conns6: dup(Self::fd(&self.v6.conns), names::CONNS6)?,
+            half_open6: dup(Self::fd(&self.v6.half_open), names::HALF_OPEN6)?,
+            sessions6: dup(Self::fd(&self.v6.sessions), names::SESSIONS6)?,
+            pending6: dup(Self::fd(&self.v6.pending), names::PENDING6)?,
             settings: self.settings.get(&0, 0).map_err(map_err(names::SETTINGS))?,
             liveness: Liveness::new(services),
         })
@@ -68,7 +74,16 @@ impl Tables {
             liveness.conn(&c, &settings, now, &mut live);
         }
         for (k, s) in self.session_entries()? {
-            liveness.session(&k, &s, now, &mut live);
+            liveness.session(k.vip_id, &s, now, &mut live);
+        }
+        for (_, c) in Self::entries(&self.v6.conns, names::CONNS6)? {
+            liveness.conn6(&c, &settings, now, &mut live);
+        }
+        for (_, h) in Self::entries(&self.v6.half_open, names::HALF_OPEN6)? {
+            liveness.conn6(&h.fwd, &settings, now, &mut live);
+        }
+        for (k, s) in Self::entries(&self.v6.sessions, names::SESSIONS6)? {
+            liveness.session(k.vip_id, &s, now, &mut live);
         }
         Ok(live)
     }
@@ -82,6 +97,10 @@ pub struct Sweeper {
     half_open: std::os::fd::OwnedFd,
     sessions: std::os::fd::OwnedFd,
     pending: std::os::fd::OwnedFd,
+    conns6: std::os::fd::OwnedFd,
+    half_open6: std::os::fd::OwnedFd,
+    sessions6: std::os::fd::OwnedFd,
+    pending6: std::os::fd::OwnedFd,
     settings: Settings,
     liveness: Liveness,
 }
@@ -127,12 +146,32 @@ impl Liveness {
         live: &mut StdHashMap<(u32, u32), Live>,
     ) -> bool {
         let expired = c.is_expired(settings, now);
-        if !expired && c.flags & conn_flags::REPLY == 0 {
-            live.entry((c.backend_id, c.backend_gen))
-                .or_default()
-                .connections += 1;
-        }
+        Self::count_conn(expired, c.flags, (c.backend_id, c.backend_gen), live);
         expired
+    }
+
+    /// [`Self::conn`] for an IPv6 entry.
+    fn conn6(
+        &self,
+        c: &Conn6,
+        settings: &Settings,
+        now: u64,
+        live: &mut StdHashMap<(u32, u32), Live>,
+    ) -> bool {
+        let expired = c.is_expired(settings, now);
+        Self::count_conn(expired, c.flags, (c.backend_id, c.backend_gen), live);
+        expired
+    }
+
+    fn count_conn(
+        expired: bool,
+        flags: u8,
+        backend: (u32, u32),
+        live: &mut StdHashMap<(u32, u32), Live>,
+    ) {
+        if !expired && flags & conn_flags::REPLY == 0 {
+            live.entry(backend).or_default().connections += 1;
+        }
     }
 
     /// Whether `s` is idle past its VIP's timeout (the sweeper deletes
@@ -142,12 +181,12 @@ impl Liveness {
     /// replaces it anyway.
     fn session(
         &self,
-        k: &SessionKey,
+        vip_id: u32,
         s: &Session,
         now: u64,
         live: &mut StdHashMap<(u32, u32), Live>,
     ) -> bool {
-        let (timeout, lifetime) = self.persistence.get(&k.vip_id).copied().unwrap_or((0, 0));
+        let (timeout, lifetime) = self.persistence.get(&vip_id).copied().unwrap_or((0, 0));
         if s.is_live(timeout, lifetime, now) {
             live.entry((s.backend_id, s.backend_gen))
                 .or_default()
@@ -184,7 +223,7 @@ impl Sweeper {
             self.sessions.as_raw_fd(),
             names::SESSIONS,
             |k, s| {
-                let expired = self.liveness.session(k, s, now, &mut live);
+                let expired = self.liveness.session(k.vip_id, s, now, &mut live);
                 if !expired
                     && self
                         .share
@@ -199,15 +238,42 @@ impl Sweeper {
         // Pending sessions are not counted as live ones.
         let pending = count(
             pendings(&sets(self.pending.as_raw_fd(), names::PENDING)?),
-            |(k, s)| self.liveness.session(&k, &s, now, &mut StdHashMap::new()),
+            |(k, s)| {
+                self.liveness
+                    .session(k.vip_id, &s, now, &mut StdHashMap::new())
+            },
         );
+        // The IPv6 tables: hash maps, swept alike (the LRU ones too, so
+        // that no expired entry waits for eviction).
+        let connections6 =
+            sweep_map::<FlowKey6, Conn6>(self.conns6.as_raw_fd(), names::CONNS6, |_, c| {
+                self.liveness.conn6(c, &settings, now, &mut live)
+            })?;
+        let half_open6 = sweep_map::<ClientKey6, HalfOpen6>(
+            self.half_open6.as_raw_fd(),
+            names::HALF_OPEN6,
+            |_, h| self.liveness.conn6(&h.fwd, &settings, now, &mut live),
+        )?;
+        let sessions6 = sweep_map::<SessionKey6, Session>(
+            self.sessions6.as_raw_fd(),
+            names::SESSIONS6,
+            |k, s| self.liveness.session(k.vip_id, s, now, &mut live),
+        )?;
+        let pending6 = sweep_map::<SessionKey6, Session>(
+            self.pending6.as_raw_fd(),
+            names::PENDING6,
+            |k, s| {
+                self.liveness
+                    .session(k.vip_id, s, now, &mut StdHashMap::new())
+            },
+        )?;
         Ok(SweepReport {
             live,
             to_share,
-            connections,
-            half_open,
-            sessions,
-            pending,
+            connections: connections.plus(connections6),
+            half_open: half_open.plus(half_open6),
+            sessions: sessions.plus(sessions6),
+            pending: pending.plus(pending6),
             connections_elapsed,
             elapsed: start.elapsed(),
         })
@@ -236,6 +302,15 @@ fn count<T>(entries: impl Iterator<Item = T>, mut expired: impl FnMut(T) -> bool
 }
 
 impl Swept {
+    /// Both families' tables of one kind together.
+    #[must_use]
+    pub const fn plus(self, other: Self) -> Self {
+        Self {
+            scanned: self.scanned + other.scanned,
+            deleted: self.deleted + other.deleted,
+        }
+    }
+
     /// Entries left in the table.
     #[must_use]
     pub const fn left(&self) -> u64 {

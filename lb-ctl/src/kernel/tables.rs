@@ -1,18 +1,28 @@
 //! The maps, typed, and the model written into them: VIPs, backends and
 //! selection tables in a safe order, the timeouts, what kept tables hold.
 
-use std::{collections::HashSet, net::Ipv4Addr, time::Duration};
+use std::{
+    collections::HashSet,
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use aya::maps::{Array, DevMapHash, HashMap, MapData, PerCpuArray, PerCpuValues};
 use lb_common::{
-    handshake::HandshakeSet, map_names as names, maps::backend_flags, pending::PendingSet,
+    conn6::{ClientKey6, Conn6, FlowKey6, HalfOpen6, SessionKey6},
+    handshake::HandshakeSet,
+    map_names as names,
+    maps::backend_flags,
+    pending::PendingSet,
     BackendInfo, Conn, Counters, FlowKey, Session, SessionKey, Settings, VipInfo, VipKey,
     RING_SIZE,
 };
 
+pub use super::tables6::Tables6;
 use super::{
     batch::{delete_where, dup_fd},
     error::{map_err, DataplaneError, Result},
+    tables6::{addr6, filter_word, prefix_len, raw_addr6, v6, vip_info6, vip_key6},
 };
 use crate::model::{
     endpoint::{Endpoint, Protocol},
@@ -40,6 +50,8 @@ pub struct Tables {
     pub addr_filter: Array<MapData, u64>,
     /// What became of ICMP errors, per [`lb_common::IcmpReason`].
     pub icmp_stats: PerCpuArray<MapData, u64>,
+    /// The IPv6 tables.
+    pub v6: Tables6,
     pub max_connections: u32,
     pub max_sessions: u32,
     pub max_half_open: u32,
@@ -184,6 +196,33 @@ impl Tables {
                 } else {
                     crate::model::services::Forwarding::Nat
                 },
+                persistence_netmask6: 64,
+            });
+        }
+        for entry in self.v6.vips.iter() {
+            let (k, info) = entry.map_err(map_err(names::VIPS6))?;
+            let Some(protocol) = Protocol::from_number(k.proto) else {
+                continue;
+            };
+            let i = info.info;
+            kept.vips.push(KeptVip {
+                id: crate::model::endpoint::VipId {
+                    endpoint: Endpoint {
+                        addr: addr6(k.addr).into(),
+                        port: u16::from_be(k.port),
+                    },
+                    protocol,
+                },
+                slot: i.id,
+                persistence_timeout: Duration::from_nanos(i.persist_timeout_ns),
+                persistence_netmask: 32,
+                persistence_netmask6: prefix_len(info.client_mask),
+                max_lifetime: Duration::from_nanos(i.max_lifetime_ns),
+                forwarding: if i.flags & lb_common::maps::vip_flags::DSR != 0 {
+                    crate::model::services::Forwarding::Dsr
+                } else {
+                    crate::model::services::Forwarding::Nat
+                },
             });
         }
         for slot in 0..lb_common::MAX_BACKENDS {
@@ -194,11 +233,23 @@ impl Tables {
             if b.gen == 0 {
                 continue;
             }
+            // An IPv6 backend's entry has no IPv4 address; its own is in
+            // `BACKEND_ADDRS6`.
+            let a6 = self
+                .v6
+                .backend_addrs
+                .get(&slot, 0)
+                .map_err(map_err(names::BACKEND_ADDRS6))?;
+            let address: IpAddr = if b.addr == 0 && a6 != [0; 4] {
+                addr6(a6).into()
+            } else {
+                addr(b.addr).into()
+            };
             kept.backends.push(KeptBackend {
                 slot,
                 vip_slot: b.vip_id,
                 endpoint: Endpoint {
-                    addr: addr(b.addr).into(),
+                    addr: address,
                     port: u16::from_be(b.port),
                 },
                 gen: b.gen,
@@ -242,7 +293,12 @@ impl Tables {
             })
             .collect();
         for v in &removed {
-            match self.vips.remove(&vip_key(v)) {
+            let gone = if v.spec.id.endpoint.is_ipv6() {
+                self.v6.vips.remove(&vip_key6(v))
+            } else {
+                self.vips.remove(&vip_key(v))
+            };
+            match gone {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_err(names::VIPS)(e)),
             }
@@ -256,18 +312,10 @@ impl Tables {
 
     /// Set the filter's bits of `services`' VIP and backend addresses.
     fn filter_in(&mut self, services: &Services) -> Result<()> {
-        // IPv4 only: the program leaves IPv6 to the kernel.
-        let v4 = |e: &crate::model::endpoint::Endpoint| match e.addr {
-            std::net::IpAddr::V4(a) => Some(a),
-            std::net::IpAddr::V6(_) => None,
-        };
-        let vips: Vec<Ipv4Addr> = services
+        let vips: Vec<IpAddr> = services.vips().map(|v| v.spec.id.endpoint.addr).collect();
+        let backends: Vec<IpAddr> = services
             .vips()
-            .filter_map(|v| v4(&v.spec.id.endpoint))
-            .collect();
-        let backends: Vec<Ipv4Addr> = services
-            .vips()
-            .flat_map(|v| v.backends.iter().filter_map(|b| v4(&b.endpoint)))
+            .flat_map(|v| v.backends.iter().map(|b| b.endpoint.addr))
             .collect();
         self.filter_in_addresses(&vips, &backends)
     }
@@ -277,15 +325,15 @@ impl Tables {
     ///
     /// # Errors
     /// When the kernel refuses a read or a write.
-    pub fn filter_in_addresses(&mut self, vips: &[Ipv4Addr], backends: &[Ipv4Addr]) -> Result<()> {
+    pub fn filter_in_addresses(&mut self, vips: &[IpAddr], backends: &[IpAddr]) -> Result<()> {
         use lb_common::addr_filter::{bit, BACKENDS};
         let mut words: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
         for a in vips {
-            let (word, mask) = bit(raw_addr(*a));
+            let (word, mask) = bit(filter_word(*a));
             *words.entry(word).or_default() |= mask;
         }
         for a in backends {
-            let (word, mask) = bit(raw_addr(*a));
+            let (word, mask) = bit(filter_word(*a));
             *words.entry(BACKENDS + word).or_default() |= mask;
         }
         for (index, mask) in words {
@@ -310,7 +358,15 @@ impl Tables {
         before: Option<&Vip>,
         old_backends: &HashSet<(u32, u32)>,
     ) -> Result<()> {
+        let ipv6 = v.spec.id.endpoint.is_ipv6();
         for b in &v.backends {
+            if ipv6 {
+                // The address first: the entry makes the slot usable.
+                self.v6
+                    .backend_addrs
+                    .set(b.slot, raw_addr6(v6(b.endpoint.addr)), 0)
+                    .map_err(map_err(names::BACKEND_ADDRS6))?;
+            }
             let info = BackendInfo {
                 addr: raw_addr(b.endpoint.v4()),
                 port: b.endpoint.port.to_be(),
@@ -353,9 +409,21 @@ impl Tables {
         if before.is_none() {
             self.reset_counters(v.slot, true)?;
         }
-        self.vips
-            .insert(vip_key(v), vip_info(v, self.shared), 0)
-            .map_err(map_err(names::VIPS))
+        self.insert_vip(v)
+    }
+
+    /// Write the entry of `v` in its family's table.
+    fn insert_vip(&mut self, v: &Vip) -> Result<()> {
+        if v.spec.id.endpoint.is_ipv6() {
+            self.v6
+                .vips
+                .insert(vip_key6(v), vip_info6(v, self.shared), 0)
+                .map_err(map_err(names::VIPS6))
+        } else {
+            self.vips
+                .insert(vip_key(v), vip_info(v, self.shared), 0)
+                .map_err(map_err(names::VIPS))
+        }
     }
 
     /// Retire the backends of `old_backends` that `new` no longer has: no
@@ -392,9 +460,7 @@ impl Tables {
             .vips()
             .filter(|v| v.spec.mode == crate::model::services::Mode::Tcp)
         {
-            self.vips
-                .insert(vip_key(v), vip_info(v, self.shared), 0)
-                .map_err(map_err(names::VIPS))?;
+            self.insert_vip(v)?;
         }
         Ok(())
     }
@@ -429,6 +495,19 @@ impl Tables {
     fn purge(&mut self, gone: impl Fn(u32) -> bool) -> Result<()> {
         delete_where::<FlowKey, Conn>(Self::fd(&self.conns), names::CONNS, |_, c| gone(c.vip_id))?;
         delete_where::<SessionKey, Session>(Self::fd(&self.sessions), names::SESSIONS, |k, _| {
+            gone(k.vip_id)
+        })?;
+        let t = &self.v6;
+        delete_where::<FlowKey6, Conn6>(Self::fd(&t.conns), names::CONNS6, |_, c| gone(c.vip_id))?;
+        delete_where::<SessionKey6, Session>(Self::fd(&t.sessions), names::SESSIONS6, |k, _| {
+            gone(k.vip_id)
+        })?;
+        delete_where::<ClientKey6, HalfOpen6>(
+            Self::fd(&t.half_open),
+            names::HALF_OPEN6,
+            |_, h| gone(h.fwd.vip_id),
+        )?;
+        delete_where::<SessionKey6, Session>(Self::fd(&t.pending), names::PENDING6, |k, _| {
             gone(k.vip_id)
         })?;
         self.clear_ways(&gone)?;

@@ -210,6 +210,7 @@ mod tests {
                 scheduler: crate::model::sched::Scheduler::Rr,
                 persistence_timeout: Duration::ZERO,
                 persistence_netmask: 32,
+                persistence_netmask6: 64,
                 max_lifetime: Duration::ZERO,
                 health_check: None,
                 // The XDP path is IPv4: an IPv6 VIP is the proxy's.

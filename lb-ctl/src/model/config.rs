@@ -224,6 +224,9 @@ pub struct Persistence {
     pub timeout: Duration,
     #[serde(default = "default_netmask")]
     pub netmask: u8,
+    /// The prefix length of IPv6 clients that share a session.
+    #[serde(default = "default_netmask6")]
+    pub netmask6: u8,
     /// A session ends this long after it began, even while the client keeps
     /// talking; 0s: no limit.
     #[serde(with = "humantime_serde", default)]
@@ -238,6 +241,7 @@ impl Default for Persistence {
         Self {
             timeout: Duration::ZERO,
             netmask: default_netmask(),
+            netmask6: default_netmask6(),
             max_lifetime: Duration::ZERO,
             cookie: None,
         }
@@ -246,6 +250,12 @@ impl Default for Persistence {
 
 const fn default_netmask() -> u8 {
     32
+}
+
+/// IPv6 clients' default prefix: a /64 is usually one household (RFC 8981
+/// temporary addresses rotate inside it), as one IPv4 address behind a NAT.
+pub(crate) const fn default_netmask6() -> u8 {
+    64
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -539,6 +549,7 @@ impl Config {
                     scheduler: v.scheduler,
                     persistence_timeout: v.persistence.timeout,
                     persistence_netmask: v.persistence.netmask,
+                    persistence_netmask6: v.persistence.netmask6,
                     max_lifetime: v.persistence.max_lifetime,
                     health_check: v.health_check.clone(),
                     mode: v.mode,
@@ -586,6 +597,7 @@ impl Config {
                     persistence: Persistence {
                         timeout: s.persistence_timeout,
                         netmask: s.persistence_netmask,
+                        netmask6: s.persistence_netmask6,
                         max_lifetime: s.max_lifetime,
                         cookie: s.cookie.clone(),
                     },

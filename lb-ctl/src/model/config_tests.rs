@@ -288,15 +288,27 @@ fn the_announce_block_parses_and_its_errors_name_the_field() {
 }
 
 #[test]
-fn ipv6_tcp_vips_are_refused_until_the_data_path_balances_them() {
-    let e = Config::parse(
-        "vips:\n  - address: \"2001:db8:18::100\"\n    port: 80\n    backends: [ { address: \"2001:db8:18:1::11\", port: 8080 } ]\n",
-        "t.yaml",
-    )
-    .unwrap_err()
-    .to_string();
+fn ipv6_tcp_vips_take_netmask6_and_check_it() {
+    let vip = |persistence: &str| {
+        format!(
+            "vips:\n  - address: \"2001:db8:18::100\"\n    port: 80\n    persistence: {persistence}\n    backends: [ {{ address: \"2001:db8:18:1::11\", port: 8080 }} ]\n"
+        )
+    };
+    let (_, services) = Config::parse(&vip("{ timeout: 300s }"), "t.yaml").unwrap();
+    let v = services.vips().next().unwrap();
+    assert_eq!(v.spec.persistence_netmask6, 64, "a /64 by default");
+    let (_, services) = Config::parse(&vip("{ timeout: 300s, netmask6: 56 }"), "t.yaml").unwrap();
+    assert_eq!(
+        services.vips().next().unwrap().spec.persistence_netmask6,
+        56
+    );
+    let e = Config::parse(&vip("{ timeout: 300s, netmask6: 129 }"), "t.yaml")
+        .unwrap_err()
+        .to_string();
     assert!(
-        e.contains("vips[0]") && e.contains("[2001:db8:18::100]:80/tcp") && e.contains("IPv6"),
+        e.contains("vips[0]")
+            && e.contains("[2001:db8:18::100]:80/tcp")
+            && e.contains("netmask6 /129"),
         "{e}"
     );
     // A backend of the other family than its VIP's is named.
@@ -359,7 +371,7 @@ fn tls_is_checked_naming_the_vip_and_field() {
 }
 
 #[test]
-fn ipv6_vips_are_served_by_the_proxy_only() {
+fn ipv6_vips_are_served_by_the_proxy_and_the_data_path() {
     let vip = |mode: &str, backend: &str| {
         format!(
             "vips:\n  - address: \"2001:db8:18::100\"\n    port: 80\n    mode: {mode}\n    backends: [ {{ address: \"{backend}\", port: 8080 }} ]\n"
@@ -372,10 +384,8 @@ fn ipv6_vips_are_served_by_the_proxy_only() {
         v.backends[0].endpoint.to_string(),
         "[2001:db8:18:1::11]:8080"
     );
-    let e = Config::parse(&vip("tcp", "2001:db8:18:1::11"), "lb.yaml")
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("an IPv6 VIP needs mode: http"), "{e}");
+    let (_, services) = Config::parse(&vip("tcp", "2001:db8:18:1::11"), "lb.yaml").unwrap();
+    assert_eq!(services.vips().count(), 1, "the XDP path balances IPv6");
     let e = Config::parse(&vip("http", "198.18.1.11"), "lb.yaml")
         .unwrap_err()
         .to_string();

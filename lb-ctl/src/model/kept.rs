@@ -20,6 +20,7 @@ pub struct KeptVip {
     pub slot: u32,
     pub persistence_timeout: Duration,
     pub persistence_netmask: u8,
+    pub persistence_netmask6: u8,
     pub max_lifetime: Duration,
     pub forwarding: Forwarding,
 }
@@ -61,6 +62,7 @@ impl Services {
                     slot: v.slot,
                     persistence_timeout: v.spec.persistence_timeout,
                     persistence_netmask: v.spec.persistence_netmask,
+                    persistence_netmask6: v.spec.persistence_netmask6,
                     max_lifetime: v.spec.max_lifetime,
                     forwarding: v.spec.forwarding,
                 })
@@ -142,6 +144,7 @@ impl Services {
                         scheduler: Scheduler::Rr,
                         persistence_timeout: v.persistence_timeout,
                         persistence_netmask: v.persistence_netmask,
+                        persistence_netmask6: v.persistence_netmask6,
                         max_lifetime: v.max_lifetime,
                         health_check: None,
                         mode: Mode::Tcp,

@@ -24,8 +24,12 @@ pub struct VipSpec {
     /// 0 turns persistence off.
     #[serde(with = "humantime_serde")]
     pub persistence_timeout: Duration,
-    /// Clients sharing this prefix length share a session.
+    /// IPv4 clients sharing this prefix length share a session.
     pub persistence_netmask: u8,
+    /// IPv6 clients sharing this prefix length share a session (default
+    /// 64: a household, whose devices rotate temporary addresses in it).
+    #[serde(default = "crate::model::config::default_netmask6")]
+    pub persistence_netmask6: u8,
     /// A session ends this long after it began, busy or not; 0: never.
     #[serde(default, with = "humantime_serde")]
     pub max_lifetime: Duration,
@@ -153,10 +157,6 @@ pub enum ServiceError {
     #[error("VIP {0}: {1} is not a usable service address")]
     VipAddress(VipId, IpAddr),
     #[error(
-        "VIP {0}: an IPv6 VIP needs mode: http for now: the layer-7 proxy serves both families, lb's XDP data path balances IPv4 only (see docs/limits.md)"
-    )]
-    Ipv6(VipId),
-    #[error(
         "VIP {vip}: backend {backend} is of the other address family: a VIP's backends are of its family"
     )]
     Family { vip: VipId, backend: Endpoint },
@@ -164,6 +164,8 @@ pub enum ServiceError {
     DuplicateVip(VipId),
     #[error("VIP {0} does not exist (see `lb-ctl vip list`)")]
     UnknownVip(VipId),
+    #[error("VIP {0}: persistence netmask6 /{1} is out of range (0-128)")]
+    Netmask6(VipId, u8),
     #[error("VIP {0}: persistence netmask /{1} is out of range (0-32)")]
     Netmask(VipId, u8),
     #[error("too many VIPs: at most {MAX_VIPS}")]
@@ -247,11 +249,11 @@ impl Services {
         if !usable(id.endpoint.addr) {
             return Err(ServiceError::VipAddress(id, id.endpoint.addr));
         }
-        if id.endpoint.is_ipv6() && spec.mode != Mode::Http {
-            return Err(ServiceError::Ipv6(id));
-        }
         if spec.persistence_netmask > 32 {
             return Err(ServiceError::Netmask(id, spec.persistence_netmask));
+        }
+        if spec.persistence_netmask6 > 128 {
+            return Err(ServiceError::Netmask6(id, spec.persistence_netmask6));
         }
         if let Some(check) = &spec.health_check {
             check

@@ -17,6 +17,7 @@ fn spec(s: &str) -> VipSpec {
         scheduler: Scheduler::Wrr,
         persistence_timeout: Duration::from_secs(300),
         persistence_netmask: 32,
+        persistence_netmask6: 64,
         max_lifetime: Duration::ZERO,
         health_check: None,
         mode: Mode::Tcp,
@@ -121,6 +122,7 @@ fn kept_ids_survive_a_reordered_config() {
                 slot: v.slot,
                 persistence_timeout: v.spec.persistence_timeout,
                 persistence_netmask: 32,
+                persistence_netmask6: 64,
                 max_lifetime: Duration::ZERO,
                 forwarding: Forwarding::Nat,
             })

@@ -87,6 +87,7 @@ pub(super) fn model(scheduler: Scheduler, timeout: std::time::Duration) -> Resul
         scheduler,
         persistence_timeout: timeout,
         persistence_netmask: 32,
+        persistence_netmask6: 64,
         max_lifetime: std::time::Duration::ZERO,
         health_check: None,
         mode: lb_ctl::model::services::Mode::Tcp,
@@ -226,7 +227,9 @@ impl Rig {
         t.insert(key((VIP, 80), c), entry((B1, 8080), conn_flags::REPLY), 0)?;
         // The fixed-point halves (client -> B1, VIP -> client) must pass
         // the address filter too, as the real halves do.
-        self.dp.tables.filter_in_addresses(&[B1], &[VIP])?;
+        self.dp
+            .tables
+            .filter_in_addresses(&[B1.into()], &[VIP.into()])?;
         Ok(())
     }
 }
