@@ -417,7 +417,7 @@ impl Tables {
         if v.spec.id.endpoint.is_ipv6() {
             self.v6
                 .vips
-                .insert(vip_key6(v), vip_info6(v, self.shared), 0)
+                .insert(vip_key6(v), vip_info6(v, vip_info(v, self.shared)), 0)
                 .map_err(map_err(names::VIPS6))
         } else {
             self.vips

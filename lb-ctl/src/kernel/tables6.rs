@@ -12,7 +12,6 @@ use lb_common::{
     Session, VipInfo,
 };
 
-use super::tables::vip_info;
 use crate::model::services::Vip;
 
 /// The IPv6 maps, typed.
@@ -50,7 +49,7 @@ pub fn addr6(raw: Addr6) -> Ipv6Addr {
 #[must_use]
 pub fn filter_word(a: IpAddr) -> u32 {
     match a {
-        IpAddr::V4(a) => super::tables::raw_addr(a),
+        IpAddr::V4(a) => u32::from_ne_bytes(a.octets()),
         IpAddr::V6(a) => fold(raw_addr6(a)),
     }
 }
@@ -73,11 +72,13 @@ pub(crate) fn vip_key6(v: &Vip) -> VipKey6 {
     }
 }
 
-pub(crate) fn vip_info6(v: &Vip, shared: bool) -> VipInfo6 {
+/// The `VIPS6` entry of `v`, whose settings but the client mask are
+/// `info` (as an IPv4 VIP's would be).
+pub(crate) fn vip_info6(v: &Vip, info: VipInfo) -> VipInfo6 {
     VipInfo6 {
         info: VipInfo {
             client_mask: 0,
-            ..vip_info(v, shared)
+            ..info
         },
         client_mask: netmask6(v.spec.persistence_netmask6),
     }
